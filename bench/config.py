@@ -1,0 +1,319 @@
+"""bench.yaml -> frozen, validated dataclasses.
+
+Layering: dataclass defaults -> bench.yaml -> CLI flags (applied by ``bench.cli``). Validation has no side
+effects, and every error names the file, the key path and the allowed values, e.g.
+``bench.yaml: sweep.runtimes[2]: unknown runtime 'tensorrtx'; allowed: paddle, ort, ov, trt, null``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from export.models import MODELS
+from runtimes import canonical_name, get_runtime, is_runtime, list_runtimes
+from runtimes.base import RuntimeUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("bench.yaml")
+ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+OPSET_RANGE = (7, 21)  # what paddle2onnx 2.1.0 can write
+SCOPES = ("compute", "end2end")
+GATE_METRICS = ("agreement", "top5_agreement", "cosine", "max_abs_diff", "max_rel_diff", "mean_abs_diff",
+                "top1_delta")
+_FRACTION_METRICS = ("agreement", "top5_agreement", "cosine")
+
+
+class ConfigError(ValueError):
+    """bench.yaml (or a CLI value) is invalid; the message says where and what is allowed."""
+
+
+def runtime_names() -> tuple[str, ...]:
+    """Runtime names to offer in messages (the test runtime ``null`` is accepted but not advertised)."""
+    return tuple(list_runtimes())
+
+
+def canonical_runtime(name: Any, key: str = "runtime") -> str:
+    """The registry key for ``name`` (aliases resolved); ``ConfigError`` naming the allowed ones otherwise."""
+    if isinstance(name, str) and is_runtime(name):
+        return canonical_name(name)
+    prefix = f"{key}: " if key != "runtime" else ""
+    raise ConfigError(f"{prefix}unknown runtime {name!r}; allowed: {', '.join(runtime_names())}")
+
+
+def runtime_precisions(name: str) -> tuple[str, ...]:
+    """Precisions the adapter declares; all known ones if its class cannot be imported here."""
+    try:
+        return tuple(get_runtime(name).precisions)
+    except RuntimeUnavailable as exc:
+        log.debug("precisions of %s unknown here (%s)", name, exc)
+        return ALL_PRECISIONS
+
+
+def expand_models(patterns: list[str] | tuple[str, ...], where: str | None = None) -> tuple[str, ...]:
+    """Model names, allowing fnmatch patterns (``MobileViT*``); unknown names raise ``ConfigError``.
+
+    ``where`` is the config key of the list (``sweep.models``), used to name the bad entry.
+    """
+    names: list[str] = []
+    for i, pattern in enumerate(patterns):
+        prefix = f"{where}[{i}]: " if where else ""
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{prefix}expected a model name, got {pattern!r}")
+        matched = [m for m in MODELS if fnmatch.fnmatchcase(m, pattern)]
+        if not matched:
+            raise ConfigError(f"{prefix}unknown model {pattern!r}; allowed: {', '.join(MODELS)}")
+        names += [m for m in matched if m not in names]
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    models: tuple[str, ...] = tuple(MODELS)
+    opsets: tuple[int, ...] = (13, 17)
+    batch: str | int = "dynamic"
+    weights: str = "seeded"  # "seeded" | "official" | a .pdparams path or URL
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    models: tuple[str, ...] = tuple(MODELS)
+    opsets: tuple[int, ...] = (13, 17)
+    runtimes: tuple[str, ...] = ("paddle", "ort", "ov")
+    precisions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # runtime -> precisions; default fp32
+    batches: tuple[int, ...] = (1, 8)
+    devices: dict[str, str] = field(default_factory=dict)  # runtime -> device; default: the adapter's first
+    manifests: tuple[str, ...] = ()  # pre-exported models to sweep too ("bring your own model")
+    cell_timeout_s: float = 1800.0
+
+    def precisions_for(self, runtime: str) -> tuple[str, ...]:
+        return self.precisions.get(runtime, ("fp32",))
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    warmup: int = 10
+    iterations: int = 50
+    min_duration_s: float = 2.0
+    max_duration_s: float = 30.0
+    scope: str = "compute"
+    threads: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    export: ExportConfig = field(default_factory=ExportConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)
+    results: Path = Path("results/runs.jsonl")
+    artifacts: Path = Path("artifacts")
+    source: str = "defaults"
+
+
+def load_config(path: Path | None = None) -> BenchConfig:
+    """Read ``path`` (default ``bench.yaml`` if present; built-in defaults otherwise)."""
+    if path is None:
+        if not DEFAULT_CONFIG.is_file():
+            return BenchConfig()
+        path = DEFAULT_CONFIG
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return config_from_dict(data or {}, source=path.name)
+
+
+def config_from_dict(data: Any, source: str = "bench.yaml") -> BenchConfig:
+    return _Parser(source).config(data)
+
+
+class _Parser:
+    """Walks the YAML tree, keeping the key path so every error can name it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}")
+
+    # --- sections -------------------------------------------------------------------------------------
+    def config(self, data: Any) -> BenchConfig:
+        section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts"))
+        default = BenchConfig()
+        return BenchConfig(
+            export=self.export(section.get("export", {})),
+            sweep=self.sweep(section.get("sweep", {})),
+            measure=self.measure(section.get("measure", {})),
+            gates=self.gates(section.get("gates", {})),
+            results=Path(self.string(section["results"], "results")) if "results" in section else default.results,
+            artifacts=(Path(self.string(section["artifacts"], "artifacts")) if "artifacts" in section
+                       else default.artifacts),
+            source=self.source,
+        )
+
+    def export(self, data: Any) -> ExportConfig:
+        d = self.mapping(data, "export", ("models", "opsets", "batch", "weights"))
+        default = ExportConfig()
+        batch = d.get("batch", default.batch)
+        if batch != "dynamic" and not (isinstance(batch, int) and not isinstance(batch, bool) and batch > 0):
+            raise self.fail("export.batch", f"invalid batch {batch!r}; allowed: dynamic or a positive integer")
+        return ExportConfig(
+            models=self.models(d["models"], "export.models") if "models" in d else default.models,
+            opsets=self.opsets(d["opsets"], "export.opsets") if "opsets" in d else default.opsets,
+            batch=batch,
+            weights=self.string(d.get("weights", default.weights), "export.weights"),
+        )
+
+    def sweep(self, data: Any) -> SweepConfig:
+        d = self.mapping(data, "sweep", ("models", "opsets", "runtimes", "precisions", "batches", "devices",
+                                         "manifests", "cell_timeout_s"))
+        default = SweepConfig()
+        runtimes = default.runtimes
+        if "runtimes" in d:
+            runtimes = tuple(self.runtime(r, f"sweep.runtimes[{i}]")
+                             for i, r in enumerate(self.sequence(d["runtimes"], "sweep.runtimes")))
+        precisions: dict[str, tuple[str, ...]] = {}
+        for name, values in self.mapping(d.get("precisions", {}), "sweep.precisions", None).items():
+            name = self.runtime(name, f"sweep.precisions.{name}")
+            allowed = runtime_precisions(name)
+            key = f"sweep.precisions.{name}"
+            listed = self.sequence(values, key)
+            for i, p in enumerate(listed):
+                if p not in allowed:
+                    raise self.fail(f"{key}[{i}]", f"runtime {name!r} does not support precision {p!r}; "
+                                                   f"allowed: {', '.join(allowed)}")
+            precisions[name] = tuple(listed)
+        devices = {}
+        for name, device in self.mapping(d.get("devices", {}), "sweep.devices", None).items():
+            name = self.runtime(name, f"sweep.devices.{name}")
+            devices[name] = self.string(device, f"sweep.devices.{name}")
+        batches = default.batches
+        if "batches" in d:
+            batches = tuple(self.positive_int(b, f"sweep.batches[{i}]")
+                            for i, b in enumerate(self.sequence(d["batches"], "sweep.batches")))
+        manifests: tuple[str, ...] = ()
+        if d.get("manifests"):
+            manifests = tuple(self.string(m, f"sweep.manifests[{i}]")
+                              for i, m in enumerate(self.sequence(d["manifests"], "sweep.manifests")))
+        return SweepConfig(
+            models=self.models(d["models"], "sweep.models") if "models" in d else default.models,
+            opsets=self.opsets(d["opsets"], "sweep.opsets") if "opsets" in d else default.opsets,
+            runtimes=runtimes,
+            precisions=precisions,
+            batches=batches,
+            devices=devices,
+            manifests=manifests,
+            cell_timeout_s=self.number(d.get("cell_timeout_s", default.cell_timeout_s), "sweep.cell_timeout_s",
+                                       positive=True),
+        )
+
+    def measure(self, data: Any) -> MeasureConfig:
+        d = self.mapping(data, "measure", ("warmup", "iterations", "min_duration_s", "max_duration_s", "scope",
+                                           "threads", "seed"))
+        m = MeasureConfig()
+        warmup = self.integer(d.get("warmup", m.warmup), "measure.warmup", minimum=0)
+        iterations = self.positive_int(d.get("iterations", m.iterations), "measure.iterations")
+        min_s = self.number(d.get("min_duration_s", m.min_duration_s), "measure.min_duration_s")
+        max_s = self.number(d.get("max_duration_s", m.max_duration_s), "measure.max_duration_s", positive=True)
+        if max_s < min_s:
+            raise self.fail("measure.max_duration_s", f"{max_s} is below min_duration_s {min_s}")
+        threads = d.get("threads", m.threads)
+        if threads is not None:
+            threads = self.positive_int(threads, "measure.threads")
+        return MeasureConfig(
+            warmup=warmup, iterations=iterations, min_duration_s=min_s, max_duration_s=max_s,
+            scope=self.choice(d.get("scope", m.scope), "measure.scope", SCOPES, what="scope"),
+            threads=threads, seed=self.integer(d.get("seed", m.seed), "measure.seed", minimum=0),
+        )
+
+    def gates(self, data: Any) -> dict[str, dict[str, float]]:
+        gates: dict[str, dict[str, float]] = {}
+        for precision, metrics in self.mapping(data, "gates", None).items():
+            key = f"gates.{precision}"
+            self.choice(precision, key, ALL_PRECISIONS, what="precision")
+            gates[precision] = {}
+            for metric, value in self.mapping(metrics, key, GATE_METRICS).items():
+                mkey = f"{key}.{metric}"
+                value = self.number(value, mkey)
+                if metric in _FRACTION_METRICS and not 0 <= value <= 1:
+                    raise self.fail(mkey, f"{value} is outside [0, 1]")
+                gates[precision][metric] = value
+        return gates
+
+    # --- values ---------------------------------------------------------------------------------------
+    def mapping(self, data: Any, key: str, allowed: tuple[str, ...] | None) -> dict:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise self.fail(key, f"expected a mapping, got {type(data).__name__}")
+        for k in data:
+            if not isinstance(k, str):
+                raise self.fail(key, f"keys must be strings, got {k!r}")
+            if allowed is not None and k not in allowed:
+                raise self.fail(f"{key}.{k}" if key else k, f"unknown key; allowed: {', '.join(allowed)}")
+        return data
+
+    def sequence(self, data: Any, key: str) -> list:
+        if isinstance(data, str) or not isinstance(data, list):
+            raise self.fail(key, f"expected a list, got {data!r}")
+        if not data:
+            raise self.fail(key, "must not be empty")
+        return data
+
+    def models(self, data: Any, key: str) -> tuple[str, ...]:
+        try:
+            return expand_models(self.sequence(data, key), key)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
+    def opsets(self, data: Any, key: str) -> tuple[int, ...]:
+        lo, hi = OPSET_RANGE
+        out = []
+        for i, v in enumerate(self.sequence(data, key)):
+            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+                raise self.fail(f"{key}[{i}]", f"invalid opset {v!r}; allowed: {lo}..{hi}")
+            out.append(v)
+        return tuple(out)
+
+    def runtime(self, name: Any, key: str) -> str:
+        try:
+            return canonical_runtime(name, key)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
+    def choice(self, value: Any, key: str, allowed: tuple[str, ...], what: str) -> str:
+        if value not in allowed:
+            raise self.fail(key, f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def integer(self, value: Any, key: str, minimum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise self.fail(key, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    def positive_int(self, value: Any, key: str) -> int:
+        return self.integer(value, key, minimum=1)
+
+    def number(self, value: Any, key: str, positive: bool = False) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise self.fail(key, f"expected a number {bound}, got {value!r}")
+        return float(value)

@@ -1,0 +1,387 @@
+"""Image data sets for accuracy/drift runs, streamed batch by batch.
+
+Layouts (``open_dataset`` picks one, or ``layout=`` forces it):
+
+- ``list``: PaddleClas list format, one ``relative/path label`` per line, paths relative to the data root.
+  The list is ``labels=FILE``, a list file in the root (``LIST_FILE_NAMES``), or ``source`` itself when it is a
+  file (its folder is then the root).
+- ``imagefolder``: one subfolder per class, images anywhere below it. Class index: the folder name itself when
+  every folder name is an integer (``0``..``999``); else the line of the folder name in ``class_map`` (a
+  synset-per-line file such as ``LOC_synset_mapping.txt``; first token of each line); else the rank of the
+  folder in sorted order, which equals the ImageNet index only when all 1000 synset folders are present.
+- ``folder``: images anywhere below the root, no labels.
+- ``synthetic`` (default, needs nothing): seeded standard-normal tensors, no labels.
+
+Only paths and labels are held in memory; images are decoded when their batch is built. An unreadable image
+is logged, recorded in ``dataset.skipped`` and left out; the run goes on. Settings that shape the tensors
+(preprocessing, channel order, seed) are recorded by ``describe()``, whose ``sha256`` fingerprints the data set.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from export.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+LIST_FILE_NAMES = ("val_list.txt", "test_list.txt", "label_list.txt", "list.txt")
+LAYOUTS = ("auto", "list", "imagefolder", "folder", "synthetic")
+_SYNSET = re.compile(r"n\d{8}")
+
+
+class DataError(ValueError):
+    """The data set cannot be used as given; the message names the file (and line) at fault."""
+
+
+class Batch(NamedTuple):
+    images: np.ndarray  # [N, 3, H, W] float32
+    labels: np.ndarray | None  # [N] int64, or None for unlabelled sets
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str  # path relative to the data root, POSIX separators: stable across machines
+    path: Path
+    label: int | None
+
+
+def _fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class Dataset(abc.ABC):
+    """A finite, ordered set of preprocessed images; ``batches`` streams it."""
+
+    kind: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.skipped: list[dict] = []  # {"name", "path", "reason"} per image left out
+
+    @property
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    @abc.abstractmethod
+    def has_labels(self) -> bool: ...
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def names(self) -> list[str]:
+        """Names of the listed images in iteration order (skipped ones included)."""
+
+    @abc.abstractmethod
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Yield full batches of ``batch_size`` images, the last one possibly smaller."""
+
+    @property
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """sha256 over what determines the tensors; the cache key for reference logits."""
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "count": len(self), "sha256": self.fingerprint,
+                "input_shape": list(self.input_shape), "skipped": list(self.skipped)}
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
+
+
+class SyntheticDataset(Dataset):
+    """``count`` standard-normal tensors; image ``i`` comes from seed ``(seed, i)``, so the tensors do not
+    depend on the batch size a runtime uses (reference and candidate may batch differently)."""
+
+    kind = "synthetic"
+
+    def __init__(self, count: int = 32, input_shape: Sequence[int] = (3, 224, 224), seed: int = 0) -> None:
+        super().__init__()
+        if count < 1:
+            raise DataError(f"synthetic data set needs at least one image, got count={count}")
+        self.count = int(count)
+        self._shape = tuple(int(s) for s in input_shape)
+        self.seed = int(seed)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    @property
+    def has_labels(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return self.count
+
+    def names(self) -> list[str]:
+        return [f"synthetic_{i:06d}" for i in range(self.count)]
+
+    def image(self, index: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, index]).standard_normal(self._shape, dtype=np.float32)
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        _check_batch_size(batch_size)
+        for start in range(0, self.count, batch_size):
+            idx = range(start, min(start + batch_size, self.count))
+            yield Batch(np.stack([self.image(i) for i in idx]), None, [f"synthetic_{i:06d}" for i in idx])
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint({"synthetic": {"count": self.count, "shape": list(self._shape), "seed": self.seed,
+                                           "distribution": "standard_normal", "dtype": "float32"}})
+
+    def describe(self) -> dict:
+        return {**super().describe(), "root": None, "seed": self.seed,
+                "distribution": "standard_normal", "preprocess": None}
+
+
+class ImageDataset(Dataset):
+    """Image files on disk with optional labels; decoded lazily, ``workers`` threads per batch."""
+
+    def __init__(self, kind: str, root: Path, samples: list[Sample], preprocess: Preprocess,
+                 workers: int = 1, extra: dict | None = None) -> None:
+        super().__init__()
+        self.kind = kind  # instance attribute: one class serves the three on-disk layouts
+        self.root = root
+        self.samples = samples
+        self.preprocess = preprocess
+        self.workers = max(1, int(workers))
+        self.decoded = 0  # images decoded so far (successfully or not): shows decoding is lazy
+        self._extra = extra or {}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.preprocess.crop, self.preprocess.crop)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.samples[0].label is not None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+    def _decode(self, sample: Sample) -> np.ndarray | None:
+        from PIL import Image
+
+        self.decoded += 1
+        try:
+            with Image.open(sample.path) as image:
+                return self.preprocess(image)
+        except Exception as exc:  # any decoder failure is one bad file, not a failed run
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("skipping unreadable image %s (%s)", sample.path, reason)
+            self.skipped.append({"name": sample.name, "path": str(sample.path), "reason": reason})
+            return None
+
+    def _decoded(self, chunk_size: int) -> Iterator[tuple[Sample, np.ndarray | None]]:
+        if self.workers == 1:
+            for sample in self.samples:
+                yield sample, self._decode(sample)
+            return
+        # Threads decode one chunk at a time (Pillow releases the GIL), so memory stays bounded.
+        with ThreadPoolExecutor(self.workers) as pool:
+            for start in range(0, len(self.samples), chunk_size):
+                chunk = self.samples[start:start + chunk_size]
+                yield from zip(chunk, pool.map(self._decode, chunk), strict=True)
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        _check_batch_size(batch_size)
+        self.skipped.clear()
+        images: list[np.ndarray] = []
+        taken: list[Sample] = []
+        yielded = 0
+        for sample, array in self._decoded(batch_size):
+            if array is None:
+                continue
+            images.append(array)
+            taken.append(sample)
+            if len(images) == batch_size:
+                yielded += len(images)
+                yield self._batch(images, taken)
+                images, taken = [], []
+        if images:
+            yielded += len(images)
+            yield self._batch(images, taken)
+        if yielded == 0:
+            first = self.skipped[0]
+            raise DataError(f"{self.root}: none of the {len(self.samples)} images could be read "
+                            f"(first: {first['path']}: {first['reason']})")
+
+    def _batch(self, images: list[np.ndarray], samples: list[Sample]) -> Batch:
+        labels = np.array([s.label for s in samples], dtype=np.int64) if self.has_labels else None
+        return Batch(np.stack(images), labels, [s.name for s in samples])
+
+    @property
+    def fingerprint(self) -> str:
+        # Names and labels, not file contents: hashing 50,000 images per run would cost more than the run.
+        pairs = sorted([s.name, -1 if s.label is None else s.label] for s in self.samples)
+        return _fingerprint({"samples": pairs, "preprocess": self.preprocess.to_dict()})
+
+    def describe(self) -> dict:
+        return {**super().describe(), "root": str(self.root), "labelled": self.has_labels,
+                "preprocess": self.preprocess.to_dict(), **self._extra}
+
+
+# --- discovery -----------------------------------------------------------------------------------------------
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file()
+
+
+def _images_below(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.rglob("*") if _is_image(p)), key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _check_label(label: int, num_classes: int, where: str) -> None:
+    if not 0 <= label < num_classes:
+        raise DataError(f"{where}: label {label} outside 0..{num_classes - 1}")
+
+
+def read_list_file(list_file: Path, root: Path, num_classes: int = 1000) -> list[Sample]:
+    """Parse a PaddleClas list file (``relative/path label`` per line; blank lines ignored)."""
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{list_file}: cannot read list file ({exc})") from None
+    samples = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{list_file}:{lineno}"
+        parts = line.strip().rsplit(maxsplit=1)  # rsplit: a path may contain spaces, the label cannot
+        if len(parts) != 2 or not re.fullmatch(r"[+-]?\d+", parts[1]):
+            raise DataError(f"{where}: malformed line {line.strip()!r}; expected '<relative/path> <label>'")
+        name, label = parts[0], int(parts[1])
+        _check_label(label, num_classes, where)
+        path = root / name
+        if not path.is_file():
+            raise DataError(f"{where}: listed image {name} not found under {root}")
+        samples.append(Sample(Path(name).as_posix(), path, label))
+    if not samples:
+        raise DataError(f"{list_file}: no entries")
+    return samples
+
+
+def _read_class_map(class_map: Path) -> dict[str, int]:
+    try:
+        lines = class_map.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{class_map}: cannot read class map ({exc})") from None
+    names = [line.split()[0] for line in lines if line.strip()]
+    return {name: index for index, name in enumerate(names)}
+
+
+def _image_folder(root: Path, class_dirs: list[Path], num_classes: int,
+                  class_map: Path | None) -> tuple[list[Sample], dict]:
+    names = [d.name for d in class_dirs]
+    if class_map is not None:
+        mapping = _read_class_map(class_map)
+        for name in names:
+            if name not in mapping:
+                raise DataError(f"{root / name}: class folder not listed in class map {class_map}")
+        source = "class_map"
+    elif all(re.fullmatch(r"\d+", n) for n in names):
+        mapping, source = {n: int(n) for n in names}, "folder_name"
+    else:
+        mapping, source = {n: i for i, n in enumerate(names)}, "sorted_order"
+        if all(_SYNSET.fullmatch(n) for n in names) and len(names) != num_classes:
+            log.warning("%s: %d synset folders, not %d: labels are ranks in this folder's sorted order, "
+                        "not ImageNet indices; pass a class map to fix them", root, len(names), num_classes)
+    samples = []
+    for class_dir in class_dirs:
+        label = mapping[class_dir.name]
+        _check_label(label, num_classes, f"{class_dir}")
+        samples.extend(Sample(p.relative_to(root).as_posix(), p, label) for p in _images_below(class_dir))
+    return samples, {"label_source": source, "classes": len(class_dirs)}
+
+
+def open_dataset(
+    source: str | os.PathLike | None = None,
+    *,
+    preprocess: Preprocess | None = None,
+    labels: str | os.PathLike | None = None,
+    layout: str = "auto",
+    num_classes: int = 1000,
+    class_map: str | os.PathLike | None = None,
+    channel_order: str | None = None,
+    count: int = 32,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    workers: int = 1,
+) -> Dataset:
+    """Open a data set.
+
+    Args:
+        source: data folder, list file, ``"synthetic"`` or None (synthetic).
+        preprocess: image -> tensor settings (``get_spec(model).preprocess``); required for images.
+        labels: PaddleClas list file; its paths are relative to ``source``.
+        layout: ``auto`` | ``list`` | ``imagefolder`` | ``folder`` | ``synthetic``.
+        num_classes: labels must lie in ``0..num_classes-1``.
+        class_map: synset-per-line file giving ImageFolder class indices.
+        channel_order: override the preprocessing's channel order (``RGB`` | ``BGR``).
+        count, input_shape, seed: synthetic set size, tensor shape (default: the crop) and seed.
+        workers: decoding threads per batch.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if preprocess is not None and channel_order is not None:
+        preprocess = preprocess.with_channel_order(channel_order)
+    if source is None or str(source) == "synthetic" or layout == "synthetic":
+        if input_shape is None:
+            input_shape = (3, preprocess.crop, preprocess.crop) if preprocess else (3, 224, 224)
+        return SyntheticDataset(count, input_shape, seed)
+    if preprocess is None:
+        raise ValueError("an image data set needs preprocessing settings (get_spec(model).preprocess)")
+
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"{path}: data folder not found")
+    list_file = Path(labels).expanduser().resolve() if labels is not None else None
+    if path.is_file():
+        list_file, path = list_file or path, path.parent
+    if list_file is not None and not list_file.is_file():
+        raise DataError(f"{list_file}: list file not found")
+    if list_file is None and layout in ("auto", "list"):
+        list_file = next((path / n for n in LIST_FILE_NAMES if (path / n).is_file()), None)
+        if list_file is None and layout == "list":
+            raise DataError(f"{path}: no list file ({', '.join(LIST_FILE_NAMES)}); pass labels=FILE")
+
+    if list_file is not None and layout in ("auto", "list"):
+        samples = read_list_file(list_file, path, num_classes)
+        return ImageDataset("list", path, samples, preprocess, workers, {"list_file": str(list_file)})
+
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")
+                        and any(_is_image(p) for p in d.rglob("*")))
+    top_level = [p for p in path.iterdir() if _is_image(p)]
+    if layout == "imagefolder" or (layout == "auto" and class_dirs and not top_level):
+        if not class_dirs:
+            raise DataError(f"{path}: no class subfolders with images")
+        cmap = Path(class_map).expanduser().resolve() if class_map is not None else None
+        samples, extra = _image_folder(path, class_dirs, num_classes, cmap)
+        return ImageDataset("imagefolder", path, samples, preprocess, workers, extra)
+
+    samples = [Sample(p.relative_to(path).as_posix(), p, None) for p in _images_below(path)]
+    if not samples:
+        raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return ImageDataset("folder", path, samples, preprocess, workers)

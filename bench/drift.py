@@ -1,0 +1,429 @@
+"""How far a runtime's logits drift from Paddle's (FP32 reference) on the same preprocessed tensors.
+
+Statistics (all in :func:`compute_drift`):
+
+- Top-1 agreement with the reference, with a Wilson score interval: it keeps within [0, 1] and stays
+  informative at 100 % agreement, where the Wald interval collapses to a point.
+- Change in top-1 accuracy, candidate minus reference, when labels exist. The two runtimes classify the *same*
+  images, so the design is paired: with b = images the reference got right and the candidate wrong and
+  c = the reverse, delta = (c - b) / n. Its interval is Newcombe's square-and-add hybrid score interval for
+  paired proportions (Newcombe 1998, Stat Med 17:2635, method 10; as in Fagerland, Lydersen & Laake,
+  "Statistical Analysis of Contingency Tables", ch. 8). Chosen over the paired Wald interval because Wald
+  degenerates to [0, 0] when b = c = 0 (claiming certainty from any n) and can leave [-1, 1]; Newcombe's is
+  closed-form, stays inside [-1, 1], and is among the intervals Fagerland et al. (2014) recommend.
+- Exact McNemar test: two-sided binomial test of b against Binomial(b + c, 1/2).
+- Logit differences: max and mean absolute difference, per-image cosine similarity (min and mean).
+
+A candidate row holding NaN or Inf has no valid prediction: it counts as a flip and as wrong, and is left out
+of the logit-difference metrics (``compared_images`` says how many rows those cover). The result says so with
+``finite = False``; gates always fail on it. Values are numbers or None (not computable), never NaN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from bench.data import Dataset
+    from runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+CI_METHODS = {
+    "agreement": "wilson_score",
+    "top1_delta": "newcombe_paired_square_and_add",
+    "mcnemar": "exact_binomial_two_sided",
+}
+_CHUNK = 4096  # rows per step: float64 copies of 50,000 x 1000 logits would need ~800 MB at once
+
+# Per-precision thresholds. "cosine" gates the *minimum* per-image cosine: one image pushed far off is the
+# failure a drift check exists to catch, and a mean over 50,000 images would hide it ("cosine_mean" exists too).
+DEFAULT_GATES: dict[str, dict[str, float]] = {
+    "fp32": {"agreement": 1.0, "max_abs_diff": 1e-4},
+    "fp16": {"agreement": 0.99, "cosine": 0.999},
+    "bf16": {"agreement": 0.99, "cosine": 0.999},
+}
+# gate key -> (DriftResult field, direction): "min" means value >= threshold passes.
+GATE_METRICS = {
+    "agreement": ("agreement", "min"),
+    "max_abs_diff": ("max_abs_diff", "max"),
+    "mean_abs_diff": ("mean_abs_diff", "max"),
+    "cosine": ("cosine_min", "min"),
+    "cosine_mean": ("cosine_mean", "min"),
+    "top1_delta": ("top1_delta", "min"),
+}
+
+
+# --- interval estimates and tests ----------------------------------------------------------------------------
+
+def _z(confidence: float) -> float:
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion."""
+    if n <= 0:
+        raise ValueError("Wilson interval needs n > 0")
+    z = _z(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # Pin the end that is exact at the boundary so rounding cannot report 0.9999999999999999 for k = n.
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def paired_difference_interval(both: int, only_first: int, only_second: int, neither: int,
+                               confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's square-and-add interval for p1 - p2 from a paired 2x2 table.
+
+    ``p1 = (both + only_first) / n`` and ``p2 = (both + only_second) / n``. The correlation estimate phi
+    carries Newcombe's n/2 continuity correction when positive and is 0 when a margin is empty.
+    """
+    n = both + only_first + only_second + neither
+    if n <= 0:
+        raise ValueError("paired interval needs n > 0")
+    p1, p2 = (both + only_first) / n, (both + only_second) / n
+    l1, u1 = wilson_interval(both + only_first, n, confidence)
+    l2, u2 = wilson_interval(both + only_second, n, confidence)
+    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
+    phi = 0.0
+    if margins > 0:
+        a = both * neither - only_first * only_second
+        if a > n / 2:
+            phi = (a - n / 2) / math.sqrt(margins)
+        elif a < 0:
+            phi = a / math.sqrt(margins)
+    d = p1 - p2
+    # max(0, ...) guards the square roots against -1e-17 from rounding when phi is near 1.
+    lower = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    upper = d + math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    return max(-1.0, lower), min(1.0, upper)
+
+
+def mcnemar_exact_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: 2 * P(X <= min(b, c)), X ~ Binomial(b + c, 1/2), capped at 1."""
+    m = b + c
+    if m == 0:
+        return 1.0
+    k = min(b, c)
+    # Log space: exact integer sums of C(m, j) get slow for the tens of thousands of pairs of a full run.
+    logs = [math.lgamma(m + 1) - math.lgamma(j + 1) - math.lgamma(m - j + 1) - m * math.log(2)
+            for j in range(k + 1)]
+    top = max(logs)
+    tail = math.exp(top) * math.fsum(math.exp(x - top) for x in logs)
+    return min(1.0, 2 * tail)
+
+
+# --- drift ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class DriftResult:
+    """Every number the ``drift`` field of a result record holds. Fractions are in [0, 1]."""
+
+    n: int
+    num_classes: int
+    finite: bool  # no NaN/Inf in candidate or reference
+    nonfinite_values: int  # NaN/Inf entries in the candidate logits
+    nonfinite_images: int  # candidate rows holding any; they count as flipped and wrong
+    reference_nonfinite_values: int
+    agreement: float  # top-1 agreement with the reference
+    agreement_ci: list[float]
+    flipped: int  # images whose top-1 differs from the reference's
+    flipped_indices: list[int]  # first ``max_listed`` of them
+    flipped_names: list[str] | None
+    flipped_truncated: bool
+    compared_images: int  # rows finite in both, which the logit-difference metrics cover
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+    cosine_min: float | None
+    cosine_mean: float | None
+    labelled: bool
+    reference_top1: float | None
+    reference_top5: float | None
+    candidate_top1: float | None
+    candidate_top5: float | None
+    top1_delta: float | None  # candidate - reference
+    top1_delta_ci: list[float] | None
+    ref_right_cand_wrong: int | None  # b
+    ref_wrong_cand_right: int | None  # c
+    mcnemar_p: float | None
+    confidence: float
+    methods: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _topk_hit(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None,
+                  names: list[str] | None = None, *, confidence: float = 0.95,
+                  max_listed: int = 100) -> DriftResult:
+    """Compare candidate logits [N, C] with reference logits [N, C] of the same images (same order)."""
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    if reference.ndim != 2 or reference.shape != candidate.shape:
+        raise ValueError(f"logits must both be [N, C]; got {reference.shape} and {candidate.shape}")
+    n, num_classes = reference.shape
+    if n == 0:
+        raise ValueError("no images to compare")
+    if names is not None and len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} images")
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if labels.shape[0] != n:
+            raise ValueError(f"{labels.shape[0]} labels for {n} images")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+    k = min(5, num_classes)
+
+    pred_ref = np.empty(n, np.int64)
+    pred_cand = np.empty(n, np.int64)
+    ok_ref = np.empty(n, bool)
+    ok_cand = np.empty(n, bool)
+    top5_ref = np.zeros(n, bool)
+    top5_cand = np.zeros(n, bool)
+    row_max = np.full(n, np.nan)
+    row_sum = np.zeros(n)
+    cosine = np.full(n, np.nan)
+    nonfinite_values = reference_nonfinite = 0
+    for start in range(0, n, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        r, c = reference[sl].astype(np.float64), candidate[sl].astype(np.float64)
+        fin_r, fin_c = np.isfinite(r), np.isfinite(c)
+        nonfinite_values += int(fin_c.size - fin_c.sum())
+        reference_nonfinite += int(fin_r.size - fin_r.sum())
+        ok_r, ok_c = fin_r.all(axis=1), fin_c.all(axis=1)
+        ok_ref[sl], ok_cand[sl] = ok_r, ok_c
+        # -1 marks "no valid prediction": it never equals a label nor a valid prediction.
+        pred_ref[sl] = np.where(ok_r, np.nan_to_num(r).argmax(axis=1), -1)
+        pred_cand[sl] = np.where(ok_c, np.nan_to_num(c).argmax(axis=1), -1)
+        if labels is not None:
+            top5_ref[sl] = ok_r & _topk_hit(np.nan_to_num(r), labels[sl], k)
+            top5_cand[sl] = ok_c & _topk_hit(np.nan_to_num(c), labels[sl], k)
+        both = ok_r & ok_c
+        if both.any():
+            rb, cb = r[both], c[both]
+            diff = np.abs(rb - cb)
+            idx = np.arange(sl.start, sl.start + r.shape[0])[both]
+            row_max[idx] = diff.max(axis=1)
+            row_sum[idx] = diff.sum(axis=1)
+            norms = np.linalg.norm(rb, axis=1) * np.linalg.norm(cb, axis=1)
+            dots = np.einsum("ij,ij->i", rb, cb)
+            # Two zero vectors are identical (cosine 1); one zero vector against a non-zero one is not (0).
+            zero_r, zero_c = ~rb.any(axis=1), ~cb.any(axis=1)
+            cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(zero_r & zero_c, 1.0, 0.0))
+            cosine[idx] = np.clip(cos, -1.0, 1.0)
+
+    agree = (pred_ref == pred_cand) & ok_ref & ok_cand
+    flipped = np.flatnonzero(~agree)
+    both_ok = ok_ref & ok_cand
+    compared = int(both_ok.sum())
+    listed = flipped[:max_listed].tolist()
+    result = dict(
+        n=n, num_classes=num_classes,
+        finite=nonfinite_values == 0 and reference_nonfinite == 0,
+        nonfinite_values=nonfinite_values, nonfinite_images=int((~ok_cand).sum()),
+        reference_nonfinite_values=reference_nonfinite,
+        agreement=int(agree.sum()) / n, agreement_ci=list(wilson_interval(int(agree.sum()), n, confidence)),
+        flipped=int(flipped.size), flipped_indices=listed,
+        flipped_names=[names[i] for i in listed] if names is not None else None,
+        flipped_truncated=bool(flipped.size > max_listed),
+        compared_images=compared,
+        max_abs_diff=float(row_max[both_ok].max()) if compared else None,
+        mean_abs_diff=float(row_sum[both_ok].sum() / (compared * num_classes)) if compared else None,
+        cosine_min=float(cosine[both_ok].min()) if compared else None,
+        cosine_mean=float(cosine[both_ok].mean()) if compared else None,
+        labelled=labels is not None,
+        reference_top1=None, reference_top5=None, candidate_top1=None, candidate_top5=None,
+        top1_delta=None, top1_delta_ci=None, ref_right_cand_wrong=None, ref_wrong_cand_right=None,
+        mcnemar_p=None, confidence=confidence, methods=dict(CI_METHODS),
+    )
+    if labels is not None:
+        right_ref, right_cand = pred_ref == labels, pred_cand == labels
+        both_right = int((right_ref & right_cand).sum())
+        b = int((right_ref & ~right_cand).sum())
+        c = int((~right_ref & right_cand).sum())
+        neither = n - both_right - b - c
+        result.update(
+            reference_top1=float(right_ref.mean()), reference_top5=float(top5_ref.mean()),
+            candidate_top1=float(right_cand.mean()), candidate_top5=float(top5_cand.mean()),
+            top1_delta=(c - b) / n,
+            # candidate first: the interval is for candidate - reference.
+            top1_delta_ci=list(paired_difference_interval(both_right, c, b, neither, confidence)),
+            ref_right_cand_wrong=b, ref_wrong_cand_right=c, mcnemar_p=mcnemar_exact_p(b, c),
+        )
+    if not result["finite"]:
+        log.warning("non-finite logits: %d values in %d candidate images, %d values in the reference",
+                    nonfinite_values, result["nonfinite_images"], reference_nonfinite)
+    return DriftResult(**result)
+
+
+# --- gates ---------------------------------------------------------------------------------------------------
+
+def evaluate_gates(drift: DriftResult | Mapping[str, Any], precision: str,
+                   gates: Mapping[str, Mapping[str, float]] = DEFAULT_GATES) -> dict:
+    """Check ``drift`` against the thresholds for ``precision``.
+
+    Returns ``{"passed", "precision", "checks": [{metric, threshold, value, passed}]}``. Non-finite logits
+    always fail. A metric that could not be computed (e.g. ``top1_delta`` without labels) has ``value`` and
+    ``passed`` None and does not decide the outcome.
+    """
+    d = drift.to_dict() if isinstance(drift, DriftResult) else dict(drift)
+    checks = [
+        {"metric": "nonfinite_values", "threshold": 0, "value": d["nonfinite_values"],
+         "passed": d["nonfinite_values"] == 0},
+    ]
+    if d.get("reference_nonfinite_values"):
+        checks.append({"metric": "reference_nonfinite_values", "threshold": 0,
+                       "value": d["reference_nonfinite_values"], "passed": False})
+    thresholds = gates.get(precision)
+    if thresholds is None:
+        log.info("no drift thresholds for precision %r; only finiteness is checked", precision)
+        thresholds = {}
+    for key, threshold in thresholds.items():
+        if key not in GATE_METRICS:
+            raise ValueError(f"unknown gate {key!r}; known: {', '.join(GATE_METRICS)}")
+        field, direction = GATE_METRICS[key]
+        value = d.get(field)
+        if value is None:
+            passed = None
+        else:
+            passed = value >= threshold if direction == "min" else value <= threshold
+        checks.append({"metric": key, "threshold": threshold, "value": value, "passed": passed})
+    return {"passed": all(c["passed"] is not False for c in checks), "precision": precision, "checks": checks}
+
+
+# --- logits: collection and cache ----------------------------------------------------------------------------
+
+@dataclass
+class Logits:
+    """Logits of a data set's images in iteration order, with their names and labels."""
+
+    values: np.ndarray  # [N, C]
+    names: list[str]
+    labels: np.ndarray | None = None
+
+    def save(self, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+        """Write an .npz atomically: a reader sees the old file or the whole new one, never half."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"values": self.values, "names": np.array(self.names, dtype=str),
+                  "meta": np.array(json.dumps(dict(meta or {}), sort_keys=True))}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[Logits, dict]:
+        with np.load(Path(path), allow_pickle=False) as z:
+            labels = z["labels"] if "labels" in z.files else None
+            return cls(z["values"], z["names"].tolist(), labels), json.loads(str(z["meta"]))
+
+
+def collect_logits(runtime: Runtime, dataset: Dataset, batch: int, *, input_name: str | None = None,
+                   output_name: str | None = None) -> Logits:
+    """Run a loaded runtime adapter over ``dataset`` at a fixed ``batch``.
+
+    The last partial batch is padded with copies of its last image (real-looking data, unlike zeros, cannot
+    push a low-precision engine into overflow) and the padded rows are dropped from the result.
+    """
+    artifact = getattr(runtime, "artifact", None)
+    input_name = input_name or artifact.input_name
+    output_name = output_name or getattr(artifact, "output_name", None)
+    values, names, labels = [], [], []
+    for images, batch_labels, batch_names in dataset.batches(batch):
+        count = images.shape[0]
+        if count < batch:
+            pad = np.repeat(images[-1:], batch - count, axis=0)
+            images = np.concatenate([images, pad])
+        runtime.prepare({input_name: np.ascontiguousarray(images, dtype=np.float32)})
+        runtime.run()
+        outputs = runtime.outputs()
+        out = outputs[output_name] if output_name in outputs else next(iter(outputs.values()))
+        out = np.asarray(out)
+        if out.shape[0] != batch:
+            raise RuntimeError(f"{runtime.name}: output batch {out.shape[0]}, expected {batch}")
+        values.append(out[:count].reshape(count, -1).astype(np.float32))
+        names.extend(batch_names)
+        if batch_labels is not None:
+            labels.append(batch_labels)
+    return Logits(np.concatenate(values), names, np.concatenate(labels) if labels else None)
+
+
+def cache_key(key_parts: Mapping[str, Any], dataset_fingerprint: str) -> str:
+    payload = json.dumps({**key_parts, "dataset": dataset_fingerprint}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def reference_logits(dataset: Dataset, compute_fn: Callable[[Dataset], Logits], cache_dir: Path | str,
+                     key_parts: Mapping[str, Any]) -> Logits:
+    """Reference logits for ``dataset``, from ``cache_dir`` when cached, else ``compute_fn(dataset)``.
+
+    ``key_parts`` names what produced them, e.g. ``{"model": "LeViT_128S", "weights": "seeded:0",
+    "paddle_model_sha256": ...}``; the data set's fingerprint is added. A cache file that cannot be read or
+    does not match is recomputed and replaced.
+    """
+    fingerprint = dataset.fingerprint
+    key = cache_key(key_parts, fingerprint)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(key_parts.get("model", "reference")))
+    path = Path(cache_dir) / f"{stem}-{key}.npz"
+    listed = set(dataset.names())
+    if path.is_file():
+        try:
+            cached, meta = Logits.load(path)
+            if meta.get("key") == key and set(cached.names) <= listed and len(cached.names) == len(cached.values):
+                log.info("reference logits from cache %s", path)
+                return cached
+            log.warning("reference cache %s does not match this data set; recomputing", path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("reference cache %s unreadable (%s); recomputing", path, exc)
+    logits = compute_fn(dataset)
+    if not isinstance(logits, Logits):
+        raise TypeError(f"compute_fn must return Logits, got {type(logits).__name__}")
+    logits.save(path, {"key": key, "key_parts": dict(key_parts), "dataset_sha256": fingerprint})
+    log.info("reference logits cached in %s", path)
+    return logits
+
+
+def compare_logits(reference: Logits, candidate: Logits, **kwargs) -> DriftResult:
+    """:func:`compute_drift` on the images both hold, matched by name (an image one side skipped is dropped)."""
+    if reference.names == candidate.names:
+        ref_vals, cand_vals, names, labels = reference.values, candidate.values, reference.names, reference.labels
+    else:
+        position = {name: i for i, name in enumerate(candidate.names)}
+        ref_idx = [i for i, name in enumerate(reference.names) if name in position]
+        cand_idx = [position[reference.names[i]] for i in ref_idx]
+        log.warning("reference has %d images, candidate %d; comparing the %d both hold",
+                    len(reference.names), len(candidate.names), len(ref_idx))
+        ref_vals, cand_vals = reference.values[ref_idx], candidate.values[cand_idx]
+        names = [reference.names[i] for i in ref_idx]
+        labels = reference.labels[ref_idx] if reference.labels is not None else None
+    return compute_drift(ref_vals, cand_vals, labels, names, **kwargs)

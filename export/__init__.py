@@ -1,0 +1,1 @@
+"""Paddle -> ONNX export stage. Importing this package does not import paddle."""

@@ -1,0 +1,78 @@
+"""``python -m export``: export zoo models to ONNX at the opsets asked, with validation and parity."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from export.convert import MAX_OPSET, MIN_OPSET, ExportError
+from export.models import MODELS, UnknownModelError
+from export.pipeline import DEFAULT_IMAGES, DEFAULT_ROOT, ExportRequest, parse_batch, run_export
+from export.weights import WeightsError
+
+log = logging.getLogger("export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("--model", nargs="+", help=f"models to export (default: bench.yaml); known: {', '.join(MODELS)}")
+    parser.add_argument("--opset", nargs="+", type=int, help=f"ONNX opsets, {MIN_OPSET}..{MAX_OPSET} (default: bench.yaml)")
+    parser.add_argument("--batch", default=None, help="'dynamic' (default) or a fixed batch size")
+    parser.add_argument("--weights", default=None,
+                        help="'seeded' (default, no download), 'official' (PaddleClas URL), a .pdparams PATH or URL")
+    parser.add_argument("--out", type=Path, default=DEFAULT_ROOT, help="artifacts folder (default: artifacts)")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
+                        help="labelled images (val_list.txt) for the real-image parity check and Paddle reference")
+    parser.add_argument("--config", type=Path, default=Path("bench.yaml"), help="matrix used when --model is absent")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cache is fresh")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def _requests(args) -> list[ExportRequest]:
+    models, opsets, batch, weights = args.model, args.opset, args.batch, args.weights
+    if not models or not opsets:
+        from bench.config import load_config
+
+        export_cfg = load_config(args.config).export
+        models = models or list(export_cfg.models)
+        opsets = opsets or list(export_cfg.opsets)
+        batch = batch or export_cfg.batch
+        weights = weights or export_cfg.weights
+    batch = parse_batch(batch or "dynamic")
+    return [ExportRequest(m, o, batch, weights, args.out, args.images, args.force) for m in models for o in opsets]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines drown the table
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        requests = _requests(args)
+        print(f"{'model':<14} {'opset':>5} {'nodes':>6} {'max|d| seeded':>13} {'max|d| images':>13} "
+              f"{'top-1 agree':>11} {'seconds':>8}  cache")
+        for request in requests:
+            summary = run_export(request)
+            _print_row(summary)
+    except (ExportError, UnknownModelError, WeightsError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, (UnknownModelError, ValueError)) and not isinstance(exc, ExportError) else 1
+    except KeyboardInterrupt:
+        print("error: interrupted; finished exports are kept, the unfinished one was discarded", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _print_row(summary: dict) -> None:
+    manifest = summary["manifest"]
+    figures = manifest["parity"]
+    images = figures.get("images", {})
+    agreement = min(figures["seeded"]["top1_agreement"], images.get("top1_agreement", 1.0))
+    print(f"{manifest['model']:<14} {manifest['opset']['written']:>5} {manifest['onnx']['node_count']:>6} "
+          f"{figures['seeded']['max_abs_diff']:>13.2e} {images.get('max_abs_diff', float('nan')):>13.2e} "
+          f"{agreement:>11.1%} {manifest['export_seconds']:>8.1f}  {'hit' if summary['cache_hit'] else 'built'}"
+          f"  {summary['manifest_path']}")

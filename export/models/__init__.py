@@ -1,0 +1,59 @@
+"""The model zoo: PaddleClas LeViT and MobileViT, written in this project.
+
+Every model here is weight-compatible with the official PaddleClas checkpoints: its ``state_dict`` keys,
+shapes and dtypes equal PaddleClas 2.6.0's (checked against ``tests/data/state_manifest.json``).
+This module imports nothing heavy; the Paddle definitions load on demand in :func:`build_model`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from export.preprocess import PREPROCESS_BY_FAMILY, Preprocess
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the harness needs to know about one zoo model."""
+
+    name: str
+    family: str  # "LeViT" | "MobileViT"
+    input_size: int
+    num_classes: int = 1000
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return PREPROCESS_BY_FAMILY[self.family]
+
+    @property
+    def weights_url(self) -> str:
+        return f"https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/{self.name}_pretrained.pdparams"
+
+
+_LEVIT = ("LeViT_128S", "LeViT_128", "LeViT_192", "LeViT_256", "LeViT_384")
+_MOBILEVIT = ("MobileViT_XXS", "MobileViT_XS", "MobileViT_S")
+
+MODELS: dict[str, ModelSpec] = {
+    **{n: ModelSpec(n, "LeViT", 224) for n in _LEVIT},
+    **{n: ModelSpec(n, "MobileViT", 256) for n in _MOBILEVIT},
+}
+_MODULE_BY_FAMILY = {"LeViT": "export.models.levit", "MobileViT": "export.models.mobilevit"}
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def build_model(name: str, num_classes: int = 1000):
+    """Construct the Paddle ``nn.Layer`` for ``name`` (random init; load weights separately)."""
+    spec = get_spec(name)
+    module = importlib.import_module(_MODULE_BY_FAMILY[spec.family])
+    return getattr(module, name)(class_num=num_classes)

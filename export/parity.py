@@ -1,0 +1,62 @@
+"""Numeric parity between Paddle and the exported ONNX model, measured with ONNX Runtime on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from export.convert import ExportError
+
+MAX_ABS_DIFF = 1e-4  # fp32 export: the same function, up to kernel rounding
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Max/mean abs diff, per-row cosine (min), top-1 agreement between two ``[N, C]`` logit arrays."""
+    ref = reference.astype(np.float64)
+    cand = candidate.astype(np.float64)
+    diff = np.abs(ref - cand)
+    cosine = (ref * cand).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1))
+    agree = ref.argmax(1) == cand.argmax(1)
+    return {
+        "n": int(len(ref)),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "cosine_min": float(cosine.min()),
+        "top1_agreement": float(agree.mean()),
+        "top1_flips": int((~agree).sum()),
+        "finite": bool(np.isfinite(cand).all()),
+    }
+
+
+def ort_logits(onnx_path: Path, inputs: np.ndarray, batch: int | None) -> np.ndarray:
+    """Run the ONNX file on ORT CPU; a fixed-batch model gets padded chunks of its batch size."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    step = batch or 16
+    outputs = []
+    for start in range(0, len(inputs), step):
+        chunk = inputs[start:start + step]
+        real = len(chunk)
+        if batch and real < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+        outputs.append(session.run(None, {name: chunk})[0][:real])
+    return np.concatenate(outputs)
+
+
+def check(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float = MAX_ABS_DIFF) -> dict:
+    """Compare and raise ExportError when the export does not compute Paddle's function."""
+    figures = compare(reference, candidate)
+    figures["tolerance"] = tolerance
+    figures["passed"] = bool(figures["finite"] and figures["max_abs_diff"] <= tolerance
+                             and figures["top1_agreement"] == 1.0)
+    if not figures["passed"]:
+        raise ExportError(
+            f"parity failed on {name}: max abs diff {figures['max_abs_diff']:.3g} (limit {tolerance:g}), "
+            f"top-1 agreement {figures['top1_agreement']:.1%}, finite={figures['finite']}"
+        )
+    return figures

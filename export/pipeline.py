@@ -1,0 +1,283 @@
+"""The export pipeline: build -> weights -> inference model -> ONNX -> validate -> parity -> manifest.
+
+Each export lands in its own folder, written into a temporary sibling and renamed into place, so an
+interrupted export leaves nothing half-written. The cache key covers every input: the same request is a
+cache hit, and a change of weights, code, versions or evaluation images rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export import convert, parity
+from export.convert import ExportError
+from export.manifest import MANIFEST_NAME, SCHEMA_VERSION, load_manifest, package_versions, write_json_atomic
+from export.models import get_spec
+from export.weights import SEEDED, sha256_of
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = Path("artifacts")
+DEFAULT_IMAGES = REPO_ROOT / "data" / "imagenet-val-44"
+SEEDED_INPUTS = 4  # seeded N(0, 1) images checked besides the real ones
+REFERENCE_NAME = "reference.npz"
+_CODE_FILES = ("convert.py", "_p2o_worker.py", "parity.py", "pipeline.py", "validate.py", "weights.py",
+               "preprocess.py")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    model: str
+    opset: int
+    batch: str | int = "dynamic"
+    weights: str | None = None  # None/"seeded", "official", a .pdparams path or URL
+    root: Path = DEFAULT_ROOT
+    images: Path | None = DEFAULT_IMAGES
+    force: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return None if self.batch == "dynamic" else int(self.batch)
+
+
+def parse_batch(value: str | int) -> str | int:
+    if value == "dynamic":
+        return value
+    try:
+        batch = int(value)
+    except (TypeError, ValueError):
+        batch = 0
+    if batch < 1:
+        raise ExportError(f"--batch must be 'dynamic' or a positive integer, got {value!r}")
+    return batch
+
+
+def weights_tag(weights: str | None) -> str:
+    """A short, stable folder name for a weights choice (a file is named by its content)."""
+    if weights in (None, SEEDED):
+        return SEEDED
+    if weights == "official":
+        return "official"
+    path = Path(weights).expanduser()
+    if not weights.startswith(("http://", "https://")) and path.is_file():
+        return "file-" + sha256_of(path)[:12]
+    return "url-" + hashlib.sha256(weights.encode()).hexdigest()[:12]
+
+
+def artifact_dir(model: str, opset: int, batch: str | int = "dynamic", weights: str | None = None,
+                 root: Path = DEFAULT_ROOT) -> Path:
+    """Where an export lives; computing it imports nothing heavy."""
+    batch_tag = "bdyn" if batch == "dynamic" else f"b{int(batch)}"
+    return Path(root) / model / weights_tag(weights) / f"opset{opset}-{batch_tag}"
+
+
+def ensure_export(model: str, opset: int, batch: str | int = "dynamic", weights: str | None = None,
+                  root: Path = DEFAULT_ROOT, images: Path | None = DEFAULT_IMAGES, force: bool = False) -> Path:
+    """Export unless an up-to-date export exists; returns the manifest path."""
+    request = ExportRequest(model, opset, parse_batch(batch), weights, Path(root), images, force)
+    return run_export(request)["manifest_path"]
+
+
+def run_export(request: ExportRequest) -> dict:
+    """Run (or reuse) one export; returns a summary with the manifest path and whether the cache hit."""
+    spec = get_spec(request.model)
+    convert.check_opset(request.opset)
+    out_dir = artifact_dir(request.model, request.opset, request.batch, request.weights, request.root)
+    _check_writable(request.root)
+    key = _cache_key(request, spec.family)
+    manifest_path = out_dir / MANIFEST_NAME
+    if not request.force and _is_fresh(manifest_path, key):
+        log.info("%s opset %s: cache hit (%s)", request.model, request.opset, out_dir)
+        return {"manifest_path": manifest_path, "cache_hit": True, "manifest": load_manifest(manifest_path)}
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        manifest = _build(request, spec, work, key)
+        _publish(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return {"manifest_path": manifest_path, "cache_hit": False, "manifest": manifest}
+
+
+def _build(request: ExportRequest, spec, work: Path, key: str) -> dict:
+    import onnx
+    import paddle
+
+    from export.models import build_model
+    from export.validate import validate
+    from export.weights import load_weights
+
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def stage(name: str, t0: float) -> float:
+        now = time.perf_counter()
+        stages[name] = round(now - t0, 3)
+        return now
+
+    t = time.perf_counter()
+    layer = build_model(spec.name)
+    source = load_weights(layer, request.weights, spec.weights_url)
+    t = stage("build_and_weights_s", t)
+
+    paddle_dir = work / "paddle"
+    paddle_dir.mkdir()
+    model_file, params_file = convert.inference_model_from_layer(layer, spec.input_size, request.fixed_batch,
+                                                                 paddle_dir)
+    t = stage("paddle_inference_model_s", t)
+
+    raw_path, onnx_path = work / "raw.onnx", work / "model.onnx"
+    convert.onnx_from_paddle(model_file, params_file, request.opset, raw_path)
+    raw = onnx.load(str(raw_path))
+    raw_nodes = len(raw.graph.node)
+    onnx.save(convert.fold_constants(raw), str(onnx_path))
+    raw_path.unlink()
+    t = stage("paddle2onnx_and_fold_s", t)
+
+    graph = validate(onnx_path, request.opset)
+    t = stage("validate_s", t)
+
+    seeded = np.random.default_rng(0).standard_normal(
+        (SEEDED_INPUTS, 3, spec.input_size, spec.input_size)).astype(np.float32)
+    images, names, labels = load_eval_images(request.images, spec.preprocess)
+
+    def paddle_logits(x: np.ndarray) -> np.ndarray:
+        with paddle.no_grad():
+            return np.concatenate([layer(paddle.to_tensor(x[i:i + 16])).numpy() for i in range(0, len(x), 16)])
+
+    ref_seeded = paddle_logits(seeded)
+    parity_figures = {"seeded": parity.check("seeded inputs", ref_seeded,
+                                             parity.ort_logits(onnx_path, seeded, request.fixed_batch))}
+    ref_images = np.zeros((0, spec.num_classes), np.float32)
+    if len(images):
+        ref_images = paddle_logits(images)
+        parity_figures["images"] = parity.check(f"{len(images)} images", ref_images,
+                                                parity.ort_logits(onnx_path, images, request.fixed_batch))
+    t = stage("parity_s", t)
+
+    np.savez_compressed(work / REFERENCE_NAME, seeded_inputs=ref_seeded, images=ref_images,
+                        image_names=np.asarray(names), labels=np.asarray(labels, dtype=np.int64))
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "cache_key": key,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": spec.name,
+        "family": spec.family,
+        "input_size": spec.input_size,
+        "num_classes": spec.num_classes,
+        "weights": source.to_dict(),
+        "opset": {"requested": request.opset, "written": graph["opset_written"]},
+        "batch": request.batch,
+        "onnx": {
+            "file": onnx_path.name,
+            "sha256": sha256_of(onnx_path),
+            "bytes": onnx_path.stat().st_size,
+            "ir_version": graph["ir_version"],
+            "node_count": graph["node_count"],
+            "node_count_before_folding": raw_nodes,
+            "op_census": graph["op_census"],
+            "inputs": graph["inputs"],
+            "outputs": graph["outputs"],
+        },
+        "paddle_model": {"model_file": f"paddle/{model_file.name}", "params_file": f"paddle/{params_file.name}"},
+        "preprocess": spec.preprocess.to_dict(),
+        "reference": {
+            "file": REFERENCE_NAME,
+            "producer": "paddle dygraph, eval mode, fp32, CPU",
+            "seeded_inputs": {"count": SEEDED_INPUTS, "rng": "numpy default_rng(0).standard_normal"},
+            "images": {"folder": str(request.images) if request.images else None, "count": len(images)},
+        },
+        "parity": parity_figures,
+        "versions": package_versions(),
+        "export_seconds": round(time.perf_counter() - started, 3),
+        "stage_seconds": stages,
+    }
+    write_json_atomic(work / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def load_eval_images(folder: Path | None, preprocess) -> tuple[np.ndarray, list[str], list[int]]:
+    """The default evaluation images (PaddleClas list format ``val_list.txt``), preprocessed."""
+    if folder is None:
+        return np.zeros((0, 3, preprocess.crop, preprocess.crop), np.float32), [], []
+    from PIL import Image
+
+    list_file = Path(folder) / "val_list.txt"
+    if not list_file.is_file():
+        raise ExportError(f"evaluation images: {list_file} not found; pass --images FOLDER with a val_list.txt")
+    arrays, names, labels = [], [], []
+    for number, line in enumerate(list_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            relative, label = line.rsplit(maxsplit=1)
+            with Image.open(Path(folder) / relative) as image:
+                arrays.append(preprocess(image))
+        except (ValueError, OSError) as exc:
+            raise ExportError(f"{list_file}:{number}: cannot use {line!r}: {exc}") from None
+        names.append(relative)
+        labels.append(int(label))
+    return np.stack(arrays), names, labels
+
+
+def _cache_key(request: ExportRequest, family: str) -> str:
+    code = hashlib.sha256()
+    for name in (*_CODE_FILES, f"models/{family.lower()}.py", "models/__init__.py"):
+        path = Path(__file__).parent / name
+        code.update(path.read_bytes() if path.is_file() else b"")
+    weights = request.weights
+    if weights not in (None, SEEDED, "official") and Path(weights).expanduser().is_file():
+        weights = sha256_of(Path(weights).expanduser())
+    images = ""
+    if request.images and (Path(request.images) / "val_list.txt").is_file():
+        images = hashlib.sha256((Path(request.images) / "val_list.txt").read_bytes()).hexdigest()
+    parts = {"model": request.model, "opset": request.opset, "batch": request.batch, "weights": weights,
+             "code": code.hexdigest(), "versions": package_versions(), "images": images}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _is_fresh(manifest_path: Path, key: str) -> bool:
+    try:
+        manifest = load_manifest(manifest_path)
+    except ValueError:
+        return False
+    onnx_path = manifest_path.parent / manifest["onnx"]["file"]
+    return (manifest.get("cache_key") == key and onnx_path.is_file()
+            and sha256_of(onnx_path) == manifest["onnx"]["sha256"])
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise ExportError(f"output folder {root} is not writable ({exc.strerror}); pass --out DIR") from None
+
+
+def _publish(work: Path, out_dir: Path) -> None:
+    """Swap the finished folder into place; an old export is removed only after the new one is there."""
+    work.chmod(0o755)  # mkdtemp/mkstemp create owner-only entries
+    for path in work.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(work, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,157 @@
+"""Runtime registry: names map to ``"module:Class"`` strings, imported only when a runtime is selected.
+
+Built-in runtimes are listed below; third-party adapters register through the entry point group
+``paddle_onnx_bench.runtimes`` (name = registry key, value = ``"package.module:Class"``). Importing this
+package never imports paddle, onnxruntime, openvino or tensorrt.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from runtimes._lazy import is_installed
+from runtimes.base import Availability, RuntimeUnavailable
+
+if TYPE_CHECKING:
+    from runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "paddle_onnx_bench.runtimes"
+
+_BUILTIN: dict[str, str] = {
+    "paddle": "runtimes.paddle:PaddleRuntime",
+    "ort": "runtimes.ort:OrtRuntime",
+    "ov": "runtimes.ov:OpenVinoRuntime",
+    "trt": "runtimes.trt:TrtRuntime",
+    "null": "runtimes.null:NullRuntime",
+}
+_ALIASES = {"onnxruntime": "ort", "openvino": "ov", "tensorrt": "trt", "paddle_inference": "paddle"}
+# Checked with find_spec before importing the adapter, so probe() can name the missing package cheaply.
+_REQUIRES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "paddle": (("paddle", "export", ""),),
+    "ort": (("onnxruntime", "ort", ""),),
+    "ov": (("openvino", "ov", ""),),
+    "trt": (("tensorrt", "trt", "needs an NVIDIA GPU and NVIDIA's package index"),),
+}
+# Runtimes for testing the harness itself; hidden from list_runtimes() unless asked for.
+TEST_RUNTIMES = frozenset({"null"})
+
+
+@functools.cache
+def _plugins() -> dict[str, str]:
+    """Entry-point runtimes as ``name -> "module:Class"``; a bad entry is logged and skipped."""
+    found: dict[str, str] = {}
+    try:
+        eps = entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as exc:  # a broken distribution's metadata must not take the registry down
+        log.warning("could not read %s entry points: %s", ENTRY_POINT_GROUP, exc)
+        return found
+    for ep in eps:
+        name = ep.name.lower()
+        if name in _BUILTIN or name in _ALIASES:
+            log.warning("runtime plugin %r (%s) ignored: a built-in runtime has that name", name, ep.value)
+        elif ":" not in ep.value:
+            log.warning("runtime plugin %r ignored: value %r is not 'module:Class'", name, ep.value)
+        else:
+            found[name] = ep.value
+    return found
+
+
+def refresh_plugins() -> None:
+    """Forget the cached entry points (after installing a plugin in a running process)."""
+    _plugins.cache_clear()
+
+
+def _targets() -> dict[str, str]:
+    return {**_plugins(), **_BUILTIN}
+
+
+def canonical_name(name: str) -> str:
+    """Resolve aliases (``onnxruntime`` -> ``ort``); raise ValueError naming the known runtimes if unknown."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _targets():
+        raise ValueError(f"unknown runtime {name!r}; known runtimes: {', '.join(sorted(_targets()))}")
+    return key
+
+
+def is_runtime(name: str) -> bool:
+    try:
+        canonical_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def list_runtimes(available_only: bool = False, include_test: bool = False) -> list[str]:
+    """Registered runtime names, sorted. Test runtimes (``null``) only with ``include_test``."""
+    names = sorted(n for n in _targets() if include_test or n not in TEST_RUNTIMES)
+    if available_only:
+        names = [n for n in names if probe(n).available]
+    return names
+
+
+def get_runtime(name: str) -> type[Runtime]:
+    """The adapter class for ``name``, importing its module now.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+        RuntimeUnavailable: the module or a package it imports at module level cannot be imported.
+    """
+    from runtimes.base import Runtime
+
+    key = canonical_name(name)
+    target = _targets()[key]
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        if key not in _BUILTIN:
+            log.warning("runtime plugin %r (%s) failed to load: %s", key, target, exc)
+        raise RuntimeUnavailable(f"runtime {key!r} could not be imported from {target}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise RuntimeUnavailable(f"runtime {key!r}: {target} is not a runtimes.base.Runtime subclass")
+    return cls
+
+
+def probe(name: str, device: str | None = None) -> Availability:
+    """Can ``name`` run here (on ``device``, if given)? Never raises; the reason carries the install hint."""
+    try:
+        key = canonical_name(name)
+    except ValueError as exc:
+        return Availability(name=name, available=False, reason=str(exc))
+    for module, extra, note in _REQUIRES.get(key, ()):
+        if not is_installed(module):
+            hint = f"{module} is not installed; pip install -e .[{extra}]" + (f" ({note})" if note else "")
+            return Availability(name=key, available=False, reason=hint)
+    try:
+        cls = get_runtime(key)
+        # A plugin's probe() may not take a device; it then answers for the runtime as a whole.
+        if device is not None and "device" in inspect.signature(cls.probe).parameters:
+            return cls.probe(device=device)
+        return cls.probe()
+    except Exception as exc:  # probe must never raise; a broken adapter is reported, not propagated
+        log.warning("probing runtime %r failed: %s", key, exc)
+        return Availability(name=key, available=False, reason=f"{type(exc).__name__}: {exc}")
+
+
+def probe_all(include_test: bool = False) -> dict[str, Availability]:
+    return {name: probe(name) for name in list_runtimes(include_test=include_test)}
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "TEST_RUNTIMES",
+    "canonical_name",
+    "get_runtime",
+    "is_runtime",
+    "list_runtimes",
+    "probe",
+    "probe_all",
+    "refresh_plugins",
+]

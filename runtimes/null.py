@@ -1,0 +1,50 @@
+"""NullRuntime: does no inference at all, so a benchmark of it measures the harness's own overhead.
+
+A test runtime: hidden from ``list_runtimes()`` unless ``include_test=True``. Its outputs are zeros of the
+shape the manifest declares, so the harness's checking code runs too (and reports a large difference).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from runtimes._lazy import feed_batch, static_shape
+from runtimes.base import Artifact, Availability, Runtime
+
+
+class NullRuntime(Runtime):
+    """Lifecycle as every runtime; ``run()`` returns immediately."""
+
+    name: ClassVar[str] = "null"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16", "int8")
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "gpu", "auto")
+
+    @classmethod
+    def probe(cls, device: str | None = None) -> Availability:
+        return Availability(cls.name, True, detail="test runtime: measures harness overhead only")
+
+    def _load(self, artifact: Artifact) -> None:
+        outputs = artifact.manifest.get("onnx", {}).get("outputs") or []
+        if not outputs:
+            raise ValueError("NullRuntime needs the manifest's output shape (onnx.outputs[0].shape)")
+        self._output_spec = (artifact.output_name, outputs[0]["shape"], outputs[0].get("dtype", "float32"))
+        self._input_name = artifact.input_name
+        self.effective = {"device": "none", "precision": "none"}
+        self.notes.append("null runtime: no inference ran; timings are harness overhead")
+
+    def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
+        _, batch = feed_batch(feeds, self._input_name)
+        name, shape, dtype = self._output_spec
+        self._outputs_cache = {name: np.zeros(static_shape(shape, batch), dtype=dtype)}
+        self.effective["batch"] = batch
+
+    def _run(self) -> None:
+        pass
+
+    def _outputs(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._outputs_cache.items()}
+
+    def versions(self) -> dict[str, str]:
+        return {"numpy": np.__version__}

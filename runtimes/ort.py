@@ -1,0 +1,216 @@
+"""OrtRuntime: ONNX Runtime on CPU, CUDA or its TensorRT execution provider.
+
+Choosing the provider: ``device="cpu"`` runs CPUExecutionProvider. ``device="cuda"`` (or ``"cuda:N"``) runs
+CUDAExecutionProvider, or TensorrtExecutionProvider with ``extra={"provider": "tensorrt"}`` (CUDA then takes
+the nodes TensorRT declines, as ORT intends). Sessions use ORT_ENABLE_ALL, sequential execution, inter-op 1
+and ``threads`` (default: physical cores) intra-op threads. Inputs are bound once with I/O binding; on GPU
+they live in device memory, so ``run()`` times compute, not host copies.
+
+Silent fallback (anchors 4H): ORT quietly runs on CPU when a GPU provider fails to load, so ``load()``
+raises :class:`SilentChangeError` when the requested provider is missing from ``session.get_providers()``.
+On GPU it also runs the model once with profiling to record which provider ran each node
+(``effective["node_placement"]``); compute ops on CPU raise, shape-only ops placed on CPU by design are
+noted. ``extra={"strict_placement": True}`` sets ``session.disable_cpu_ep_fallback`` so ORT itself refuses
+any CPU node. That first run also moves lazy work (TensorRT EP engine builds, cuDNN algorithm search) into
+``load()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from runtimes._lazy import check_device, default_threads, feed_batch, is_installed, require, static_shape
+from runtimes.base import Artifact, Availability, Runtime, RuntimeUnavailable, SilentChangeError
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_GPU_HINT = "install onnxruntime-gpu: pip install -e .[ort-gpu]"
+# Op types whose presence on the CPU provider in a GPU session means real work left the GPU.
+COMPUTE_OPS = frozenset({
+    "Conv", "ConvTranspose", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "BatchNormalization",
+    "LayerNormalization", "SkipLayerNormalization", "Softmax", "Attention", "MultiHeadAttention",
+    "AveragePool", "GlobalAveragePool", "MaxPool", "HardSwish", "HardSigmoid", "Sigmoid", "Relu", "Erf",
+})
+_CPU = PROVIDERS["cpu"]
+
+
+def provider_for(device: str, extra: dict) -> tuple[str, int]:
+    """The ORT provider name and device id for ``device`` and ``extra["provider"]``."""
+    kind, index = check_device(OrtRuntime.name, device, OrtRuntime.devices)
+    choice = str(extra.get("provider") or kind).lower()
+    aliases = {"trt": "tensorrt", **{v.lower(): k for k, v in PROVIDERS.items()}}
+    choice = aliases.get(choice, choice)
+    if choice not in PROVIDERS:
+        raise ValueError(f"unknown ORT provider {extra['provider']!r}; choose one of {', '.join(PROVIDERS)}")
+    if (choice == "cpu") != (kind == "cpu"):
+        raise ValueError(f"provider {choice!r} does not run on device {device!r}")
+    return PROVIDERS[choice], index
+
+
+def placement_from_profile(events: list[dict]) -> dict[str, Counter]:
+    """Per provider, how many nodes of each op type ran, from an ORT profiling trace."""
+    placement: dict[str, Counter] = {}
+    for event in events:
+        args = event.get("args") or {}
+        is_kernel = event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
+        if is_kernel and "provider" in args:
+            placement.setdefault(args["provider"], Counter())[args.get("op_name", "?")] += 1
+    return placement
+
+
+class OrtRuntime(Runtime):
+    """ONNX Runtime session with I/O binding; see the module docstring for provider selection."""
+
+    name: ClassVar[str] = "ort"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)  # fp16 needs an fp16 model, which export may produce
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self._provider, self._device_id = provider_for(options.device, options.extra)
+
+    @classmethod
+    def probe(cls, device: str | None = None, provider: str | None = None) -> Availability:
+        if not is_installed("onnxruntime"):
+            return Availability(cls.name, False, "onnxruntime is not installed; pip install -e .[ort]")
+        try:
+            ort = require("onnxruntime", "ort")
+            available = ort.get_available_providers()
+            detail = f"onnxruntime {ort.__version__}; providers: {', '.join(available)}"
+            if device is not None:
+                wanted, _ = provider_for(device, {"provider": provider} if provider else {})
+                if wanted not in available:
+                    return Availability(cls.name, False, f"{wanted} not available; {_GPU_HINT}", detail)
+        except Exception as exc:
+            return Availability(cls.name, False, f"{type(exc).__name__}: {exc}")
+        return Availability(cls.name, True, detail=detail)
+
+    # --- lifecycle hooks ----------------------------------------------------------------------------------
+    def _load(self, artifact: Artifact) -> None:
+        ort = require("onnxruntime", "ort")
+        self._ort = ort
+        available = ort.get_available_providers()
+        if self._provider not in available:
+            raise RuntimeUnavailable(
+                f"{self._provider} not available in onnxruntime {ort.__version__} "
+                f"(has {', '.join(available)}); {_GPU_HINT}"
+            )
+        gpu = self._provider != _CPU
+        strict = bool(self.options.extra.get("strict_placement")) and gpu
+        threads = self.options.threads or default_threads()
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        if strict:
+            # ORT then fails session creation instead of assigning any node to CPU; listing the CPU provider
+            # as well is rejected as a conflicting configuration, so it is left out.
+            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        profile_dir = None
+        if gpu:
+            profile_dir = tempfile.TemporaryDirectory(prefix="ort-placement-")
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(profile_dir.name) / "placement")
+
+        providers: list = [(self._provider, {"device_id": self._device_id})]
+        if self._provider == PROVIDERS["tensorrt"]:
+            providers.append((PROVIDERS["cuda"], {"device_id": self._device_id}))
+        if not strict:
+            providers.append(_CPU)
+        try:
+            self._session = ort.InferenceSession(str(artifact.onnx_path), so, providers=providers)
+        except Exception as exc:
+            if strict and "fallback to CPU EP has been explicitly disabled" in str(exc):
+                msg = f"{self._provider} cannot run every node (strict placement): {exc}"
+                raise SilentChangeError(msg) from exc
+            raise
+        active = self._session.get_providers()
+        if self._provider not in active:
+            raise SilentChangeError(
+                f"asked for {self._provider} but the session runs on {active}: the provider failed to load "
+                f"(missing CUDA/cuDNN/TensorRT libraries?) and ORT fell back silently"
+            )
+        self._input_name, self._output_name = artifact.input_name, artifact.output_name
+        self._binding = self._session.io_binding()
+        self._device = "cuda" if gpu else "cpu"
+        self.effective = {
+            "provider": self._provider,
+            "providers_active": active,
+            "device": f"cuda:{self._device_id}" if gpu else "cpu",
+            "precision": "fp32",
+            "graph_optimization": "ORT_ENABLE_ALL",
+            "execution_mode": "sequential",
+            "intra_op_threads": threads,
+            "inter_op_threads": 1,
+            "io_binding": True,
+            "inputs_on_device": gpu,
+            "strict_placement": strict,
+        }
+        if gpu:
+            try:
+                self._check_placement(artifact)
+            finally:
+                profile_dir.cleanup()
+
+    def _check_placement(self, artifact: Artifact) -> None:
+        """One profiled run on zeros; record per-node providers, raise if compute ops ran on CPU."""
+        shape = static_shape(artifact.input_shape, self.options.batch)
+        dtype = artifact.manifest.get("onnx", {}).get("inputs", [{}])[0].get("dtype", "float32")
+        self._bind(np.zeros(shape, dtype=dtype))
+        self._session.run_with_iobinding(self._binding)
+        profile = self._session.end_profiling()  # also switches profiling off for the timed runs
+        placement = placement_from_profile(json.loads(Path(profile).read_text()))
+        self.effective["node_placement"] = {p: dict(c) for p, c in placement.items()}
+        self.effective["load_includes_first_run"] = True
+        self.notes.append("load() ran the model once (placement check); the harness's first run is not cold")
+        on_cpu = placement.get(_CPU, Counter())
+        if on_cpu:
+            heavy = sorted(set(on_cpu) & COMPUTE_OPS)
+            if heavy:
+                raise SilentChangeError(f"{self._provider} left compute ops on CPU: {', '.join(heavy)}")
+            self.notes.append(f"{sum(on_cpu.values())} shape-only node(s) ran on CPU by ORT's design: "
+                              f"{', '.join(sorted(on_cpu))}")
+
+    def _bind(self, array: np.ndarray) -> None:
+        self._binding.clear_binding_inputs()
+        self._binding.clear_binding_outputs()
+        if self._device == "cpu":
+            self._binding.bind_cpu_input(self._input_name, array)
+        else:
+            # One host-to-device copy here, outside the timed region; run() then reads device memory.
+            value = self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
+            self._binding.bind_ortvalue_input(self._input_name, value)
+        self._binding.bind_output(self._output_name, self._device, self._device_id)
+        self._bound = array  # the binding does not own host memory; keep it alive
+
+    def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
+        array, batch = feed_batch(feeds, self._input_name)
+        self._bind(array)
+        self.effective["batch"] = batch
+
+    def _run(self) -> None:
+        # Blocks until the providers have synchronised their streams (ORT's default for Run).
+        self._session.run_with_iobinding(self._binding)
+
+    def _outputs(self) -> dict[str, np.ndarray]:
+        return {self._output_name: self._binding.copy_outputs_to_cpu()[0]}
+
+    def _close(self) -> None:
+        self._binding = self._session = self._bound = None
+
+    def versions(self) -> dict[str, str]:
+        return {"onnxruntime": require("onnxruntime", "ort").__version__}

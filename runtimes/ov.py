@@ -1,0 +1,199 @@
+"""OpenVinoRuntime: OpenVINO on CPU, GPU or AUTO, with the inference precision set explicitly.
+
+Options: ``device`` ``"cpu"`` | ``"gpu"`` (``"gpu:N"``) | ``"auto"``; ``precision`` ``"fp32"`` (f32),
+``"bf16"`` or ``"fp16"`` (f16); ``threads`` -> INFERENCE_NUM_THREADS (CPU only, default: physical cores);
+``extra["hint"]`` ``"latency"`` (default) | ``"throughput"`` -> PERFORMANCE_HINT; ``extra["streams"]`` ->
+NUM_STREAMS (default: what the hint picks). A dynamic batch is reshaped to ``options.batch`` before compiling.
+
+Why the precision is always set (anchors 4H): the CPU plugin runs bf16 by default on CPUs with AMX or
+AVX512-BF16, so an unset hint silently benchmarks bf16 as "fp32". After compiling, the precision, streams,
+threads and execution devices are read back into ``effective``, with the precision each layer runs in. fp32
+that does not run f32 raises :class:`SilentChangeError`; a lower precision the device lacks (bf16 on a CPU
+without bf16) runs f32, which ``effective`` and ``notes`` say.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from importlib.metadata import PackageNotFoundError, version
+from typing import ClassVar
+
+import numpy as np
+
+from runtimes._lazy import check_device, default_threads, feed_batch, is_installed, require, static_shape
+from runtimes.base import (
+    Artifact,
+    Availability,
+    Runtime,
+    RuntimeOptions,
+    RuntimeUnavailable,
+    SilentChangeError,
+)
+
+log = logging.getLogger(__name__)
+
+OV_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+_FROM_OV = {v: k for k, v in OV_PRECISION.items()}
+HINTS = ("latency", "throughput")
+_READ_BACK = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
+              "EXECUTION_DEVICES")
+# Layers that only move or hold data; their precision says nothing about the arithmetic.
+_DATA_LAYERS = frozenset({"Input", "Output", "Parameter", "Result", "Const", "Constant", "Reorder",
+                          "Convert"})
+
+
+def _plain(value):
+    """An OpenVINO property value as JSON-friendly data (ov.Type -> "f32", enums -> their name)."""
+    if hasattr(value, "get_type_name"):
+        return value.get_type_name()
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return getattr(value, "name", str(value))
+
+
+def _device_present(device: str, available: list[str]) -> bool:
+    if device == "AUTO" or device in available:
+        return True
+    return device in ("GPU", "GPU.0") and any(d.startswith("GPU") for d in available)
+
+
+def op_precisions(compiled) -> dict[str, int]:
+    """How many compute layers of the compiled (runtime) graph run in each precision."""
+    counts: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) not in _DATA_LAYERS:
+            counts[info["runtimePrecision"].astype(str)] += 1
+    return dict(counts)
+
+
+class OpenVinoRuntime(Runtime):
+    """One compiled model and one InferRequest whose input tensor shares the prepared array's memory."""
+
+    name: ClassVar[str] = "ov"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        kind, index = check_device(self.name, options.device, self.devices)
+        gpu = f"GPU.{index}" if ":" in options.device else "GPU"
+        self._ov_device = {"cpu": "CPU", "auto": "AUTO"}.get(kind, gpu)
+        self._hint = str(options.extra.get("hint", "latency")).lower()
+        if self._hint not in HINTS:
+            raise ValueError(f"unknown OpenVINO hint {self._hint!r}; choose one of {', '.join(HINTS)}")
+
+    @classmethod
+    def probe(cls, device: str | None = None) -> Availability:
+        if not is_installed("openvino"):
+            return Availability(cls.name, False, "openvino is not installed; pip install -e .[ov]")
+        try:
+            ov = require("openvino", "ov")
+            devices = ov.Core().available_devices
+            detail = f"openvino {ov.__version__}; devices: {', '.join(devices)}"
+            if device is not None:
+                wanted = cls(RuntimeOptions(device=device))._ov_device
+                if not _device_present(wanted, devices):
+                    return Availability(cls.name, False, f"OpenVINO device {wanted} not found", detail)
+        except Exception as exc:
+            return Availability(cls.name, False, f"{type(exc).__name__}: {exc}")
+        return Availability(cls.name, True, detail=detail)
+
+    def _load(self, artifact: Artifact) -> None:
+        ov = require("openvino", "ov")
+        core = ov.Core()
+        if not _device_present(self._ov_device, core.available_devices):
+            raise RuntimeUnavailable(f"OpenVINO device {self._ov_device} not found "
+                                     f"(available: {', '.join(core.available_devices)})")
+        model = core.read_model(str(artifact.onnx_path))
+        shape = static_shape(artifact.input_shape, self.options.batch)
+        model.reshape({artifact.input_name: shape})
+
+        config: dict = {
+            "INFERENCE_PRECISION_HINT": OV_PRECISION[self.options.precision],
+            "PERFORMANCE_HINT": self._hint.upper(),
+        }
+        if self._ov_device == "CPU":  # the GPU and AUTO plugins reject a thread count
+            config["INFERENCE_NUM_THREADS"] = self.options.threads or default_threads()
+        if "streams" in self.options.extra:
+            config["NUM_STREAMS"] = int(self.options.extra["streams"])
+        self._compiled = core.compile_model(model, self._ov_device, config)
+
+        read_back = {}
+        for key in _READ_BACK:
+            try:
+                read_back[key] = _plain(self._compiled.get_property(key))
+            except RuntimeError:  # AUTO does not expose its device's settings
+                read_back[key] = None
+        try:
+            ops = op_precisions(self._compiled)
+        except Exception as exc:
+            ops = None
+            self.notes.append(f"could not read per-layer precision from the runtime model: {exc}")
+        self.effective = {
+            "device": self._ov_device,
+            "precision": self._check_precision(read_back["INFERENCE_PRECISION_HINT"], ops),
+            "inference_precision_hint": read_back["INFERENCE_PRECISION_HINT"],
+            "performance_hint": read_back["PERFORMANCE_HINT"],
+            "num_streams": read_back["NUM_STREAMS"],
+            "inference_num_threads": read_back["INFERENCE_NUM_THREADS"],
+            "execution_devices": read_back["EXECUTION_DEVICES"],
+            "op_precisions": ops,
+            "static_batch": shape[0],
+            "requested_config": {k: str(v) for k, v in config.items()},
+        }
+        self._request = self._compiled.create_infer_request()
+        self._input_name, self._output_name = artifact.input_name, artifact.output_name
+        self._batch = shape[0]
+
+    def _check_precision(self, hint: str | None, ops: dict[str, int] | None) -> str | None:
+        """The precision that runs, from the read-back hint (or the layers when the device hides it)."""
+        asked = self.options.precision
+        low = {p for p in (ops or {}) if p in ("bf16", "f16")}
+        ran = _FROM_OV.get(hint) if hint else None
+        if ran is None and ops:
+            ran = _FROM_OV[sorted(low)[0]] if low else "fp32"
+        if ran is None:
+            self.notes.append(f"{self._ov_device} does not report its inference precision; asked {asked}")
+            return None
+        if asked == "fp32" and (ran != "fp32" or low):
+            raise SilentChangeError(
+                f"asked fp32 but OpenVINO {self._ov_device} runs {ran} (layers: {ops}); "
+                f"INFERENCE_PRECISION_HINT=f32 was not honoured"
+            )
+        if ran == asked:
+            return ran
+        if ran == "fp32":
+            self.notes.append(f"asked {asked} but {self._ov_device} has no native {asked}: it ran fp32")
+            log.warning("ov: asked %s, %s runs fp32", asked, self._ov_device)
+            return ran
+        raise SilentChangeError(f"asked {asked} but OpenVINO {self._ov_device} runs {ran}")
+
+    def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
+        ov = require("openvino", "ov")
+        array, batch = feed_batch(feeds, self._input_name)
+        if batch != self._batch:
+            raise ValueError(f"ov: compiled for batch {self._batch}, the feed has batch {batch}; "
+                             f"set options.batch={batch}")
+        self._array = array  # the tensor borrows this memory; keep it alive
+        self._request.set_input_tensor(ov.Tensor(array, shared_memory=True))
+        self.effective["batch"] = batch
+
+    def _run(self) -> None:
+        self._request.infer()  # synchronous; reads the shared input tensor set in prepare()
+
+    def _outputs(self) -> dict[str, np.ndarray]:
+        return {self._output_name: self._request.get_output_tensor(0).data.copy()}
+
+    def _close(self) -> None:
+        self._request = self._compiled = self._array = None
+
+    def versions(self) -> dict[str, str]:
+        try:
+            return {"openvino": version("openvino")}
+        except PackageNotFoundError:
+            return {"openvino": require("openvino", "ov").__version__}
+

@@ -1,0 +1,89 @@
+"""PaddleRuntime: Paddle Inference on the artifact's original Paddle model, the baseline for the others.
+
+CPU only, fp32 only, oneDNN (MKLDNN) on, IR optimisation on, ``threads`` (default: physical cores) math
+threads. It reads the PIR ``.json`` + ``.pdiparams`` the export stage started from, not the ONNX file.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from runtimes._lazy import check_device, default_threads, feed_batch, is_installed, require
+from runtimes.base import Artifact, Availability, Runtime, RuntimeUnavailable
+
+
+class PaddleRuntime(Runtime):
+    """Paddle Inference predictor; inputs are copied into the predictor once, in ``prepare``."""
+
+    name: ClassVar[str] = "paddle"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        check_device(self.name, options.device, self.devices)
+
+    @classmethod
+    def probe(cls, device: str | None = None) -> Availability:
+        if not is_installed("paddle"):
+            return Availability(cls.name, False, "paddle is not installed; pip install -e .[export]")
+        try:
+            if device is not None:
+                check_device(cls.name, device, cls.devices)
+            paddle = require("paddle", "export")
+            require("paddle.inference", "export")
+        except Exception as exc:
+            return Availability(cls.name, False, str(exc))
+        return Availability(cls.name, True, detail=f"paddlepaddle {paddle.__version__}, CPU (oneDNN)")
+
+    def _load(self, artifact: Artifact) -> None:
+        if artifact.paddle_model_file is None or artifact.paddle_params_file is None:
+            raise RuntimeUnavailable(f"{artifact.model}: the manifest names no Paddle inference model")
+        inference = require("paddle.inference", "export")
+        threads = self.options.threads or default_threads()
+        config = inference.Config(str(artifact.paddle_model_file), str(artifact.paddle_params_file))
+        config.disable_gpu()
+        config.switch_ir_optim(True)
+        # Paddle 3 renamed MKLDNN to oneDNN; the old names remain as aliases.
+        (getattr(config, "enable_onednn", None) or config.enable_mkldnn)()
+        config.set_cpu_math_library_num_threads(threads)
+        self._predictor = inference.create_predictor(config)
+        self._input_name = artifact.input_name
+        self._output_name = artifact.output_name
+        onednn = (getattr(config, "onednn_enabled", None) or config.mkldnn_enabled)()
+        self.effective = {
+            "device": "cpu",
+            "precision": "fp32",
+            "onednn": bool(onednn),
+            "ir_optim": bool(config.ir_optim()),
+            "threads": int(config.cpu_math_library_num_threads()),
+            "model_format": artifact.paddle_model_file.suffix.lstrip("."),
+        }
+        if not onednn:
+            self.notes.append("oneDNN did not enable (Paddle built without it?): plain CPU kernels ran")
+        names = self._predictor.get_input_names()
+        if len(names) != 1:
+            raise ValueError(f"{artifact.model}: expected one Paddle input, found {names}")
+        self._input = self._predictor.get_input_handle(names[0])
+        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+
+    def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
+        array, batch = feed_batch(feeds, self._input_name)
+        self._input.reshape(list(array.shape))
+        self._input.copy_from_cpu(array)
+        self.effective["batch"] = batch
+
+    def _run(self) -> None:
+        self._predictor.run()  # synchronous on CPU
+
+    def _outputs(self) -> dict[str, np.ndarray]:
+        return {self._output_name: self._output.copy_to_cpu()}
+
+    def _close(self) -> None:
+        self._predictor = self._input = self._output = None
+
+    def versions(self) -> dict[str, str]:
+        paddle = require("paddle", "export")
+        return {"paddlepaddle": paddle.__version__}
