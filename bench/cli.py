@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,10 @@ class RunRequest:
     @property
     def weights_key(self) -> str:
         """The weights part of the cell key; a manifest run is keyed by its manifest."""
-        return f"manifest:{Path(self.manifest).resolve()}" if self.manifest else self.weights
+        if not self.manifest:
+            return self.weights
+        path = Path(self.manifest).resolve()
+        return f"manifest:{path / MANIFEST_NAME if path.is_dir() else path}"
 
 
 # A drift pass runs after timing on the still-open runtime and returns (drift, gates) for the record.
@@ -113,8 +117,9 @@ class _Draft:
     def __init__(self, request: RunRequest) -> None:
         self.request = request
         self.model: dict[str, Any] = {
-            "name": request.model, "opset": request.opset, "opset_written": None, "batch": request.export_batch,
-            "onnx_sha256": None, "manifest": request.manifest, "weights": {"requested": request.weights_key},
+            "name": request.model, "opset": request.opset, "opset_written": None,
+            "batch": request.export_batch, "onnx_sha256": None, "manifest": request.manifest,
+            "weights": {"requested": request.weights_key},
         }
         self.runtime: dict[str, Any] = {
             "name": request.runtime, "versions": {}, "device": request.device, "precision": request.precision,
@@ -145,7 +150,7 @@ def skeleton_record(request: RunRequest, status: str, error_type: str, message: 
 
 
 def run_cell(request: RunRequest, drift_pass: DriftPass | None = None) -> CellResult:
-    """Validate, resolve the artifact, measure, and return the record. Expected failures become error records."""
+    """Validate, resolve the artifact, measure; return the record. Expected failures become error records."""
     draft = _Draft(request)
     try:
         timing = _run(request, draft, drift_pass)
@@ -183,7 +188,8 @@ def _run(request: RunRequest, draft: _Draft, drift_pass: DriftPass | None) -> di
             result = measure(runtime, artifact, request.batch, params)
         finally:
             # Whatever the adapter learnt before a failure (fallbacks, versions) belongs in the record.
-            draft.runtime.update(versions=runtime.versions(), effective=runtime.effective, notes=runtime.notes)
+            draft.runtime.update(versions=runtime.versions(), effective=runtime.effective,
+                                 notes=runtime.notes)
         if drift_pass is not None:
             draft.drift, draft.gates = drift_pass(runtime, artifact, request)
     finally:
@@ -199,7 +205,8 @@ def _validate(request: RunRequest) -> type[Runtime]:
         raise UsageError(f"--batch must be a positive integer, got {request.batch}")
     if request.scope not in SCOPES:
         raise UsageError(f"unknown scope {request.scope!r}; allowed: {', '.join(SCOPES)}")
-    if request.warmup < 0 or request.iterations < 1 or request.min_duration_s < 0 or request.max_duration_s <= 0:
+    if (request.warmup < 0 or request.iterations < 1 or request.min_duration_s < 0
+            or request.max_duration_s <= 0):
         raise UsageError("--warmup must be >= 0, --iterations >= 1, --duration >= 0 and --max-duration > 0")
     if request.threads is not None and request.threads < 1:
         raise UsageError(f"--threads must be a positive integer, got {request.threads}")
@@ -231,7 +238,7 @@ def _validate(request: RunRequest) -> type[Runtime]:
 
 
 def resolve_manifest(request: RunRequest) -> Path:
-    """The manifest to benchmark: ``--manifest``, or the export stage's, exporting it unless ``--no-export``."""
+    """The manifest to run: ``--manifest``, or the export stage's (exported now unless ``--no-export``)."""
     if request.manifest:
         path = Path(request.manifest)
         path = path / MANIFEST_NAME if path.is_dir() else path
@@ -241,8 +248,8 @@ def resolve_manifest(request: RunRequest) -> Path:
     from export.pipeline import artifact_dir
 
     weights = None if request.weights == "seeded" else request.weights
-    folder = artifact_dir(request.model, request.opset, request.export_batch, weights, Path(request.artifacts))
-    path = folder / MANIFEST_NAME
+    root = Path(request.artifacts)
+    path = artifact_dir(request.model, request.opset, request.export_batch, weights, root) / MANIFEST_NAME
     if path.is_file():
         return path
     if request.no_export:
@@ -286,8 +293,9 @@ def _load_artifact(manifest_path: Path, draft: _Draft) -> Artifact:
         raise BenchFailure(f"{artifact.onnx_path} not found (named by {manifest_path})")
     actual = _sha256(artifact.onnx_path)
     if actual != artifact.onnx_sha256:
-        raise BenchFailure(f"{artifact.onnx_path} does not match its manifest (sha256 {actual[:12]}..., manifest "
-                           f"says {artifact.onnx_sha256[:12]}...); the file changed since export: re-export it")
+        raise BenchFailure(f"{artifact.onnx_path} does not match its manifest (sha256 {actual[:12]}..., "
+                           f"manifest says {artifact.onnx_sha256[:12]}...); the file changed since export: "
+                           f"re-export it")
     return artifact
 
 
@@ -319,20 +327,31 @@ def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
         if timing.get("stopped_by") == "max_duration":
             notes.insert(0, f"stopped at max duration after {lat['count']} runs")
         rows.append(head + (
-            f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['mean']:.3f}±{lat['std']:.3f}",
+            _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), f"{_ms(lat['mean'])}±{_ms(lat['std'])}",
             f"{lat['cv']:.1%}", f"{timing['throughput_ips']:.1f}", f"{timing['load_s']:.2f}",
-            f"{timing['first_run_ms']:.1f}", "; ".join(notes),
+            _ms(timing["first_run_ms"]), "; ".join(notes),
         ))
     return rows
 
 
+def _ms(value: float) -> str:
+    """Enough digits to be useful from microseconds (null runtime) to seconds (big batches)."""
+    if value >= 100:
+        return f"{value:.1f}"
+    if value >= 0.01:
+        return f"{value:.3f}"
+    return f"{value:.1e}"
+
+
 def format_table(records: list[dict]) -> str:
     rows = [_COLUMNS, *table_rows(records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = []
     for row in rows:
-        cells = [c.ljust(w) if i in (0, 2, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells + [row[-1]]).rstrip())
+        # Text columns (model, runtime, precision) left-aligned, numbers right-aligned; notes run free.
+        cells = [c.ljust(widths[i]) if i in (0, 2, 3) else c.rjust(widths[i]) for i, c in enumerate(row)]
+        cells[-1] = row[-1]
+        lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
@@ -350,7 +369,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="benchmark this exported model (model.onnx.json or its folder) instead")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export to use (default 17)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--precision", default="fp32", help="fp32 (default), fp16, bf16, int8 as the runtime offers")
+    p.add_argument("--precision", default="fp32", help="fp32 (default), fp16, bf16 or int8")
     p.add_argument("--device", help="cpu, cuda, cuda:N, gpu, ... (default: the runtime's first device)")
     p.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -358,7 +377,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="seeded (default), official, or a .pdparams path/URL")
     p.add_argument("--warmup", type=int, help="warm-up runs after the first run (bench.yaml: measure.warmup)")
     p.add_argument("--iterations", type=int, help="minimum timed runs (bench.yaml: measure.iterations)")
-    p.add_argument("--duration", type=float, help="minimum timed seconds (bench.yaml: measure.min_duration_s)")
+    p.add_argument("--duration", type=float, help="minimum timed seconds (measure.min_duration_s)")
     p.add_argument("--max-duration", type=float, help="stop timing after this many seconds (safety cap)")
     p.add_argument("--scope", help="compute (run only, default) or end2end (host inputs in, outputs out)")
     p.add_argument("--seed", type=int, help="seed of the synthetic inputs (default 0)")
@@ -389,7 +408,8 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> RunRequest:
         warmup=_pick(args.warmup, m.warmup), iterations=_pick(args.iterations, m.iterations),
         min_duration_s=_pick(args.duration, m.min_duration_s),
         max_duration_s=_pick(args.max_duration, max(m.max_duration_s, 2 * (args.duration or 0))),
-        scope=args.scope or m.scope, seed=_pick(args.seed, m.seed), run_id=args.run_id, record_id=args.record_id,
+        scope=args.scope or m.scope, seed=_pick(args.seed, m.seed), run_id=args.run_id,
+        record_id=args.record_id,
     )
 
 
@@ -454,12 +474,16 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
 def cmd_list(argv: list[str]) -> int:
     from runtimes import list_runtimes, probe
 
-    p = argparse.ArgumentParser(prog="python -m bench list", description="Which runtimes can run here, and why not.")
+    p = argparse.ArgumentParser(prog="python -m bench list", description="Which runtimes can run here.")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--all", action="store_true", help="include test runtimes (null)")
+    p.add_argument("names", nargs="*", help="probe only these runtimes")
     args = p.parse_args(argv)
     _setup_logging(False)
-    found = [probe(name) for name in list_runtimes(include_test=args.all or args.json)]
+    names = args.names or list_runtimes(include_test=args.all or args.json)
+    with warnings.catch_warnings():  # probing imports the runtimes; their import-time warnings are noise here
+        warnings.simplefilter("ignore")
+        found = [probe(name) for name in names]
     if args.json:
         print(json.dumps([dataclasses.asdict(a) for a in found]))
         return EXIT_OK

@@ -45,7 +45,8 @@ def canonical_runtime(name: Any, key: str = "runtime") -> str:
     if isinstance(name, str) and is_runtime(name):
         return canonical_name(name)
     prefix = f"{key}: " if key != "runtime" else ""
-    raise ConfigError(f"{prefix}unknown runtime {name!r}; allowed: {', '.join(runtime_names())}")
+    hint = " (YAML reads a bare null as nothing: write \"null\" in quotes)" if name is None else ""
+    raise ConfigError(f"{prefix}unknown runtime {name!r}; allowed: {', '.join(runtime_names())}{hint}")
 
 
 def runtime_precisions(name: str) -> tuple[str, ...]:
@@ -87,7 +88,7 @@ class SweepConfig:
     models: tuple[str, ...] = tuple(MODELS)
     opsets: tuple[int, ...] = (13, 17)
     runtimes: tuple[str, ...] = ("paddle", "ort", "ov")
-    precisions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # runtime -> precisions; default fp32
+    precisions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # runtime -> precisions (def. fp32)
     batches: tuple[int, ...] = (1, 8)
     devices: dict[str, str] = field(default_factory=dict)  # runtime -> device; default: the adapter's first
     manifests: tuple[str, ...] = ()  # pre-exported models to sweep too ("bring your own model")
@@ -157,9 +158,8 @@ class _Parser:
             sweep=self.sweep(section.get("sweep", {})),
             measure=self.measure(section.get("measure", {})),
             gates=self.gates(section.get("gates", {})),
-            results=Path(self.string(section["results"], "results")) if "results" in section else default.results,
-            artifacts=(Path(self.string(section["artifacts"], "artifacts")) if "artifacts" in section
-                       else default.artifacts),
+            results=Path(self.string(section.get("results", str(default.results)), "results")),
+            artifacts=Path(self.string(section.get("artifacts", str(default.artifacts)), "artifacts")),
             source=self.source,
         )
 
@@ -168,7 +168,7 @@ class _Parser:
         default = ExportConfig()
         batch = d.get("batch", default.batch)
         if batch != "dynamic" and not (isinstance(batch, int) and not isinstance(batch, bool) and batch > 0):
-            raise self.fail("export.batch", f"invalid batch {batch!r}; allowed: dynamic or a positive integer")
+            raise self.fail("export.batch", f"invalid batch {batch!r}; allowed: dynamic, a positive integer")
         return ExportConfig(
             models=self.models(d["models"], "export.models") if "models" in d else default.models,
             opsets=self.opsets(d["opsets"], "export.opsets") if "opsets" in d else default.opsets,
@@ -215,18 +215,19 @@ class _Parser:
             batches=batches,
             devices=devices,
             manifests=manifests,
-            cell_timeout_s=self.number(d.get("cell_timeout_s", default.cell_timeout_s), "sweep.cell_timeout_s",
-                                       positive=True),
+            cell_timeout_s=self.number(d.get("cell_timeout_s", default.cell_timeout_s),
+                                       "sweep.cell_timeout_s", positive=True),
         )
 
     def measure(self, data: Any) -> MeasureConfig:
-        d = self.mapping(data, "measure", ("warmup", "iterations", "min_duration_s", "max_duration_s", "scope",
-                                           "threads", "seed"))
+        d = self.mapping(data, "measure", ("warmup", "iterations", "min_duration_s", "max_duration_s",
+                                           "scope", "threads", "seed"))
         m = MeasureConfig()
         warmup = self.integer(d.get("warmup", m.warmup), "measure.warmup", minimum=0)
         iterations = self.positive_int(d.get("iterations", m.iterations), "measure.iterations")
         min_s = self.number(d.get("min_duration_s", m.min_duration_s), "measure.min_duration_s")
-        max_s = self.number(d.get("max_duration_s", m.max_duration_s), "measure.max_duration_s", positive=True)
+        max_s = self.number(d.get("max_duration_s", m.max_duration_s), "measure.max_duration_s",
+                            positive=True)
         if max_s < min_s:
             raise self.fail("measure.max_duration_s", f"{max_s} is below min_duration_s {min_s}")
         threads = d.get("threads", m.threads)
@@ -265,16 +266,17 @@ class _Parser:
                 raise self.fail(f"{key}.{k}" if key else k, f"unknown key; allowed: {', '.join(allowed)}")
         return data
 
-    def sequence(self, data: Any, key: str) -> list:
+    def sequence(self, data: Any, key: str, allow_empty: bool = False) -> list:
         if isinstance(data, str) or not isinstance(data, list):
             raise self.fail(key, f"expected a list, got {data!r}")
-        if not data:
+        if not data and not allow_empty:
             raise self.fail(key, "must not be empty")
         return data
 
     def models(self, data: Any, key: str) -> tuple[str, ...]:
         try:
-            return expand_models(self.sequence(data, key), key)
+            # An empty sweep.models is allowed: a sweep of sweep.manifests only.
+            return expand_models(self.sequence(data, key, allow_empty=key == "sweep.models"), key)
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
 

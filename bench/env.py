@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddle2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
             "openvino", "tensorrt", "numpy")
+ENV_VARS = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "OV_CPU_THREADS_NUM", "GLOG_minloglevel")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
 
 
@@ -125,7 +126,7 @@ def capture_environment() -> dict[str, Any]:
         "memory_gib": memory_total_gib(),
         "gpus": gpu_info(),
         "packages": package_versions(),
-        "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+        "env_vars": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
     }
 
 

@@ -81,8 +81,8 @@ def input_shape(artifact: Artifact, batch: int) -> tuple[int, ...]:
     if not shape:
         raise ValueError(f"{artifact.model}: manifest has no input shape")
     if isinstance(shape[0], int) and shape[0] > 0 and shape[0] != batch:
-        raise ValueError(f"{artifact.model} was exported with fixed batch {shape[0]}; cannot run batch {batch} "
-                         f"(export it with batch 'dynamic' or {batch})")
+        raise ValueError(f"{artifact.model} was exported with fixed batch {shape[0]}; cannot run batch "
+                         f"{batch} (export it with batch 'dynamic' or {batch})")
     dims = [batch] + shape[1:]
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise ValueError(f"{artifact.model}: input shape {shape} has symbolic dims besides the batch")

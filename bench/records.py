@@ -127,7 +127,7 @@ def append_record(path: Path, record: Record | dict[str, Any]) -> None:
     line = json.dumps(_finite(data), allow_nan=False, default=str, separators=(",", ":")) + "\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read access for the newline check
     try:
         payload = line.encode("utf-8")
         if _ends_without_newline(fd):

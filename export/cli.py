@@ -6,10 +6,11 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from export.convert import MAX_OPSET, MIN_OPSET, ExportError
-from export.models import MODELS, UnknownModelError
+from export.convert import MAX_OPSET, MIN_OPSET, ExportError, check_opset
+from export.models import MODELS, UnknownModelError, get_spec
 from export.pipeline import DEFAULT_IMAGES, DEFAULT_ROOT, ExportRequest, parse_batch, run_export
 from export.weights import WeightsError
 
@@ -51,12 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines drown the table
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", message="No ccache found")  # printed by every paddle import
     try:
         requests = _requests(args)
-        print(f"{'model':<14} {'opset':>5} {'nodes':>6} {'max|d| seeded':>13} {'max|d| images':>13} "
-              f"{'top-1 agree':>11} {'seconds':>8}  cache")
-        for request in requests:
+        for request in requests:  # refuse a bad matrix before spending minutes on its first cells
+            get_spec(request.model)
+            check_opset(request.opset)
+        for number, request in enumerate(requests):
             summary = run_export(request)
+            if number == 0:
+                print(f"{'model':<14} {'opset':>5} {'nodes':>6} {'max|d| seeded':>13} {'max|d| images':>13} "
+                      f"{'top-1 agree':>11} {'seconds':>8}  cache")
             _print_row(summary)
     except (ExportError, UnknownModelError, WeightsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

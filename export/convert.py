@@ -60,14 +60,15 @@ def onnx_from_paddle(model_file: Path, params_file: Path, opset: int, out_path: 
 
 
 def _explain_failure(returncode: int, output: str, opset: int) -> str:
-    needs = re.search(r"opset_version to (\d+)|requires opset_version\s*>=\s*(\d+)", output)
-    errors = [line.strip() for line in output.splitlines() if "[ERROR]" in line or "not supported" in line]
-    how = "aborted (SIGABRT)" if returncode == -signal.SIGABRT or returncode == 134 else f"exit {returncode}"
-    detail = "; ".join(dict.fromkeys(e.replace("[Paddle2ONNX]", "").strip() for e in errors)) or output.strip()[-300:]
+    needs = dict(re.findall(r"Due to the operator: (\S+) requires opset_version >= (\d+)", output))
     if needs:
-        wanted = needs.group(1) or needs.group(2)
-        return (f"paddle2onnx cannot write opset {opset}: {detail} (an op needs opset {wanted}); "
-                f"pass --opset {wanted} or higher")
+        ops = ", ".join(f"{op} needs opset {n}" for op, n in sorted(needs.items(), key=lambda kv: -int(kv[1])))
+        highest = max(int(n) for n in needs.values())
+        return f"paddle2onnx cannot write opset {opset}: {ops}; pass --opset {highest} or higher"
+    errors = [line.replace("[Paddle2ONNX]", "").strip() for line in output.splitlines()
+              if "[ERROR]" in line or "not supported" in line]
+    how = "aborted (SIGABRT)" if returncode in (-signal.SIGABRT, 134) else f"exit {returncode}"
+    detail = "; ".join(dict.fromkeys(errors)) or output.strip()[-300:]
     return f"paddle2onnx failed at opset {opset} ({how}): {detail}"
 
 

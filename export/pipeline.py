@@ -102,6 +102,7 @@ def run_export(request: ExportRequest) -> dict:
         log.info("%s opset %s: cache hit (%s)", request.model, request.opset, out_dir)
         return {"manifest_path": manifest_path, "cache_hit": True, "manifest": load_manifest(manifest_path)}
 
+    created = [p for p in (out_dir.parent, out_dir.parent.parent) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
@@ -109,6 +110,9 @@ def run_export(request: ExportRequest) -> dict:
         _publish(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        for folder in created:  # leave no empty model/weights folders behind a failed first export
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
     return {"manifest_path": manifest_path, "cache_hit": False, "manifest": manifest}
 

@@ -1,8 +1,8 @@
 """The adapter contract every runtime implements, and the artifact it is bound to.
 
-Lifecycle: ``__init__`` (cheap, stores options) -> ``load`` -> ``prepare`` -> ``run``* -> ``outputs`` -> ``close``.
-The harness in ``bench.measure`` owns warm-up and timing; an adapter's ``run`` must block until results are
-ready. Public methods check the order and delegate to the underscored hooks subclasses implement.
+Lifecycle: ``__init__`` (cheap, stores options) -> ``load`` -> ``prepare`` -> ``run``* -> ``outputs``
+-> ``close``. The harness in ``bench.measure`` owns warm-up and timing; an adapter's ``run`` must block until
+results are ready. Public methods check the order and delegate to the underscored hooks subclasses implement.
 No heavy import happens here: adapters import their runtime package inside ``_load``.
 """
 

@@ -129,7 +129,7 @@ class OrtRuntime(Runtime):
         providers: list = [(self._provider, {"device_id": self._device_id})]
         if self._provider == PROVIDERS["tensorrt"]:
             providers.append((PROVIDERS["cuda"], {"device_id": self._device_id}))
-        if not strict:
+        if gpu and not strict:
             providers.append(_CPU)
         try:
             self._session = ort.InferenceSession(str(artifact.onnx_path), so, providers=providers)

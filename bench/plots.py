@@ -1,0 +1,274 @@
+"""Figures for the report: latency vs accuracy (with the Pareto front) and latency/throughput vs batch.
+
+Every series is told apart by marker shape, marker fill, line style *and* colour, so the figures survive
+grey print: the runtime sets colour, marker family and line style, the opset picks the marker within that
+family, and the precision sets the fill (fp32 full, bf16 left half, fp16 empty, int8 bottom half).
+Figures are written as PNG (documents) and SVG (print), each atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "svg")
+DPI = 150
+
+# Okabe-Ito colours (colour-blind safe); each runtime also has its own markers and line style.
+_RUNTIME_STYLE = {
+    "paddle": ("#000000", ("s", "p"), "-"),
+    "ort": ("#0072B2", ("o", "h"), "--"),
+    "ov": ("#D55E00", ("^", "v"), "-."),
+    "trt": ("#009E73", ("D", "d"), ":"),
+}
+_OTHER_STYLES = [("#CC79A7", ("P", "X"), (0, (5, 1, 1, 1, 1, 1))), ("#E69F00", ("<", ">"), (0, (1, 3))),
+                 ("#56B4E9", ("*", "8"), (0, (8, 2)))]
+_PRECISION_FILL = {"fp32": "full", "bf16": "left", "fp16": "none", "int8": "bottom"}
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """What one legend entry stands for."""
+
+    runtime: str
+    precision: str
+    opset: int | None
+    extra: str = ""  # e.g. host or scope when those vary within one report
+
+    @property
+    def label(self) -> str:
+        opset = f"opset {self.opset}" if self.opset is not None else "opset ?"
+        return " ".join(p for p in (self.runtime, self.precision, opset, self.extra) if p)
+
+
+@dataclass
+class Point:
+    """One plotted cell. Latency in ms; ``y`` in % (or throughput in images/s for batch plots)."""
+
+    series: SeriesKey
+    x: float
+    x_lo: float | None = None
+    x_hi: float | None = None
+    y: float | None = None
+    y_lo: float | None = None
+    y_hi: float | None = None
+    pareto: bool = False
+
+
+@dataclass
+class Panel:
+    """One axes of a latency-vs-accuracy figure (one model, or a whole family)."""
+
+    title: str
+    points: list[Point]
+
+
+def pareto_front(xy: Sequence[tuple[float, float | None]]) -> list[bool]:
+    """Which points no other point beats: lower-or-equal x (latency) and higher-or-equal y, one strictly.
+
+    Points whose y is None are never on the front. Identical points are all on it.
+    """
+    flags = []
+    for i, (xi, yi) in enumerate(xy):
+        if yi is None or xi is None:
+            flags.append(False)
+            continue
+        dominated = any(
+            j != i and yj is not None and xj is not None and xj <= xi and yj >= yi and (xj < xi or yj > yi)
+            for j, (xj, yj) in enumerate(xy)
+        )
+        flags.append(not dominated)
+    return flags
+
+
+class Styler:
+    """Consistent styles for every series of one report."""
+
+    def __init__(self, keys: Sequence[SeriesKey]) -> None:
+        self._opsets: dict[str, list] = {}
+        for key in keys:
+            opsets = self._opsets.setdefault(key.runtime, [])
+            if key.opset not in opsets:
+                opsets.append(key.opset)
+        for opsets in self._opsets.values():
+            opsets.sort(key=lambda o: -(o or 0))  # the newest opset gets the first marker
+        others = sorted(r for r in self._opsets if r not in _RUNTIME_STYLE)
+        self._runtime = dict(_RUNTIME_STYLE)
+        for i, name in enumerate(others):
+            self._runtime[name] = _OTHER_STYLES[i % len(_OTHER_STYLES)]
+
+    def __call__(self, key: SeriesKey) -> dict:
+        colour, markers, linestyle = self._runtime.get(key.runtime, _OTHER_STYLES[0])
+        opsets = self._opsets.get(key.runtime, [key.opset])
+        index = opsets.index(key.opset) if key.opset in opsets else 0
+        return {"color": colour, "marker": markers[index % len(markers)], "linestyle": linestyle,
+                "fillstyle": _PRECISION_FILL.get(key.precision, "top"), "markersize": 9,
+                "markeredgewidth": 1.4, "markerfacecoloralt": "white", "linewidth": 1.6}
+
+
+def _legend_handle(key: SeriesKey, style: dict, with_line: bool) -> Line2D:
+    kw = dict(style)
+    if not with_line:
+        kw["linestyle"] = "none"
+    return Line2D([], [], label=key.label, **kw)
+
+
+def _whiskers(points: Sequence[Point]) -> tuple[list, list]:
+    """Asymmetric error-bar extents; a missing end is drawn as no whisker on that side."""
+    xerr = [[max(0.0, p.x - p.x_lo) if p.x_lo is not None else 0.0 for p in points],
+            [max(0.0, p.x_hi - p.x) if p.x_hi is not None else 0.0 for p in points]]
+    yerr = [[max(0.0, p.y - p.y_lo) if p.y_lo is not None else 0.0 for p in points],
+            [max(0.0, p.y_hi - p.y) if p.y_hi is not None else 0.0 for p in points]]
+    return xerr, yerr
+
+
+def _use_log(values: Sequence[float]) -> bool:
+    positive = [v for v in values if v and v > 0]
+    return len(positive) > 1 and max(positive) / min(positive) > 20
+
+
+def _caption(fig, caption: str, width: int) -> None:
+    if caption:
+        fig.text(0.01, 0.005, textwrap.fill(caption, width), ha="left", va="bottom", fontsize=8.5, wrap=True)
+
+
+def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xlabel: str, caption: str,
+                            styler: Styler, stem: Path) -> list[Path]:
+    """One panel per model (points: runtime/precision/opset), Pareto front ringed and joined by a step line."""
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    keys: list[SeriesKey] = []
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 0.4, 3.9 * rows + 1.6), squeeze=False,
+                             layout="constrained")
+    for ax, panel in zip(axes.flat, panels):
+        plotted = [p for p in panel.points if p.y is not None]
+        for p in plotted:
+            if p.series not in keys:
+                keys.append(p.series)
+            style = styler(p.series)
+            xerr, yerr = _whiskers([p])
+            ax.errorbar([p.x], [p.y], xerr=xerr, yerr=yerr, ecolor=style["color"], elinewidth=1.0, capsize=3,
+                        **{**style, "linestyle": "none"}, zorder=3)
+        front = sorted((p for p in plotted if p.pareto), key=lambda p: p.x)
+        if front:
+            ax.plot([p.x for p in front], [p.y for p in front], color="0.45", linestyle=(0, (2, 2)),
+                    linewidth=1.2, drawstyle="steps-post", zorder=2)
+            ax.plot([p.x for p in front], [p.y for p in front], linestyle="none", marker="o", markersize=17,
+                    fillstyle="none", color="0.2", markeredgewidth=1.0, zorder=1)
+        if _use_log([p.x for p in plotted]):
+            ax.set_xscale("log")
+        ax.set_title(panel.title, fontsize=11)
+        ax.set_xlabel(xlabel, fontsize=9.5)
+        ax.set_ylabel(ylabel, fontsize=9.5)
+        ax.tick_params(labelsize=9)
+        ax.grid(True, color="0.88", linewidth=0.7)
+        if not plotted:
+            ax.text(0.5, 0.5, "no cell with both latency and accuracy", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9)
+        else:
+            _pad_y(ax, plotted)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles = [_legend_handle(k, styler(k), with_line=False) for k in keys]
+    handles.append(Line2D([], [], color="0.2", marker="o", markersize=13, fillstyle="none", linestyle=(0, (2, 2)),
+                          label="Pareto front"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=12.5)
+    _caption(fig, caption, int(28 * cols))
+    return save_figure(fig, stem)
+
+
+def _pad_y(ax, points: Sequence[Point]) -> None:
+    """Keep whiskers and the Pareto rings inside the axes, and never show more than 100 %."""
+    lo = min(p.y_lo if p.y_lo is not None else p.y for p in points)
+    hi = max(p.y_hi if p.y_hi is not None else p.y for p in points)
+    span = max(hi - lo, 0.5)
+    ax.set_ylim(lo - 0.15 * span, min(hi + 0.15 * span, 100.0 + 0.15 * span))
+
+
+def batch_figure(points: Sequence[tuple[Point, Point]], title: str, caption: str, styler: Styler,
+                 stem: Path) -> list[Path]:
+    """Two panels per model: p50 latency vs batch (whiskers as given) and throughput vs batch.
+
+    ``points`` pairs a latency point (x: batch, y: ms) with a throughput point (x: batch, y: images/s).
+    """
+    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(10.5, 4.6), layout="constrained")
+    series: dict[SeriesKey, list[tuple[Point, Point]]] = {}
+    for lat, thr in points:
+        series.setdefault(lat.series, []).append((lat, thr))
+    batches = sorted({lat.x for lat, _ in points})
+    for key, pairs in series.items():
+        pairs.sort(key=lambda pair: pair[0].x)
+        style = styler(key)
+        lat = [a for a, _ in pairs if a.y is not None]
+        if lat:
+            _, yerr = _whiskers(lat)
+            ax_lat.errorbar([p.x for p in lat], [p.y for p in lat], yerr=yerr, capsize=3, elinewidth=1.0,
+                            ecolor=style["color"], **style)
+        thr = [b for _, b in pairs if b.y is not None]
+        if thr:
+            ax_thr.plot([p.x for p in thr], [p.y for p in thr], **style)
+    for ax, ylabel in ((ax_lat, "p50 latency per batch (ms)"), (ax_thr, "throughput (images/s)")):
+        if len(batches) > 1:
+            ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(batches))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{b:g}" for b in batches])
+        ax.set_xlabel("batch size (images)", fontsize=9.5)
+        ax.set_ylabel(ylabel, fontsize=9.5)
+        ax.tick_params(labelsize=9)
+        ax.grid(True, color="0.88", linewidth=0.7)
+        ax.set_ylim(bottom=0)
+        if len(batches) > 1:
+            ax.set_xlim(batches[0] / 1.4, batches[-1] * 1.4)
+    ax_lat.set_title("latency", fontsize=11)
+    ax_thr.set_title("throughput", fontsize=11)
+    handles = [_legend_handle(k, styler(k), with_line=True) for k in series]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=9, frameon=False,
+               handlelength=3.2)
+    fig.suptitle(title, fontsize=12.5)
+    _caption(fig, caption, 120)
+    return save_figure(fig, stem)
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg`` atomically and close the figure."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        for fmt in FORMATS:
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    fig.savefig(f, format=fmt, dpi=DPI, metadata=_metadata(fmt))
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            written.append(path)
+            log.info("wrote %s", path)
+    finally:
+        plt.close(fig)
+    return written
+
+
+def _metadata(fmt: str) -> dict:
+    # No creation date in the files, so rebuilding a report from the same records gives the same bytes.
+    return {"Date": None} if fmt == "svg" else {"Software": "paddle-onnx-bench report"}

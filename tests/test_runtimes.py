@@ -1,0 +1,323 @@
+"""Runtime registry and adapter contract, on the real packages (no mocks) and the tiny exported conv net.
+
+Every ORT and OpenVINO output is compared with Paddle Inference on the original Paddle model, the ground
+truth the export must preserve. GPU-only paths are covered by tests/test_trt.py and by the CUDA-absent
+errors checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtimes
+from runtimes._lazy import default_threads, is_installed
+from runtimes.base import Artifact, LifecycleError, Runtime, RuntimeOptions, RuntimeUnavailable
+from runtimes.ort import PROVIDERS, placement_from_profile, provider_for
+from runtimes.trt import TRT_MISSING
+
+CONTRACT = ["paddle", "ort", "ov", "null"]
+FP32_ATOL = 1e-4
+
+
+def make_feed(artifact: Artifact, batch: int) -> dict[str, np.ndarray]:
+    data = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    return {artifact.input_name: data}
+
+
+def infer(name: str, artifact: Artifact, batch: int = 1, **options) -> tuple[np.ndarray, Runtime]:
+    """Run ``name`` once on the seeded batch; returns its output and the (closed) runtime for inspection."""
+    rt = runtimes.get_runtime(name)(RuntimeOptions(batch=batch, **options))
+    with rt:
+        rt.load(artifact)
+        rt.prepare(make_feed(artifact, batch))
+        rt.run()
+        out = rt.outputs()[artifact.output_name]
+    return out, rt
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_artifact) -> Artifact:
+    return Artifact.from_manifest(tiny_artifact)
+
+
+@pytest.fixture(scope="module")
+def paddle_reference(artifact):
+    """Paddle Inference's own outputs per batch size: what every ONNX runtime must reproduce."""
+    return {batch: infer("paddle", artifact, batch)[0] for batch in (1, 3)}
+
+
+# --- registry -------------------------------------------------------------------------------------------
+def test_list_runtimes_hides_test_runtimes():
+    assert runtimes.list_runtimes() == ["ort", "ov", "paddle", "trt"]
+    assert "null" in runtimes.list_runtimes(include_test=True)
+
+
+@pytest.mark.parametrize(("alias", "name"), [("onnxruntime", "ort"), ("openvino", "ov"), ("tensorrt", "trt"),
+                                             ("ORT", "ort")])
+def test_aliases_resolve(alias, name):
+    assert runtimes.canonical_name(alias) == name
+    assert runtimes.get_runtime(alias) is runtimes.get_runtime(name)
+
+
+def test_unknown_runtime_error_lists_known_names():
+    with pytest.raises(ValueError, match="unknown runtime 'nope'") as info:
+        runtimes.get_runtime("nope")
+    for name in ("paddle", "ort", "ov", "trt"):
+        assert name in str(info.value)
+    assert not runtimes.probe("nope").available
+
+
+def test_probe_trt_says_why():
+    if is_installed("tensorrt"):
+        pytest.skip("tensorrt is installed here, so the missing-package reason cannot be observed")
+    availability = runtimes.probe("trt")
+    assert not availability.available
+    assert availability.reason == TRT_MISSING
+    assert "pip install -e .[trt]" in availability.reason
+
+
+@pytest.mark.parametrize("name", ["paddle", "ort", "ov", "null"])
+def test_probe_installed_runtimes_available(name):
+    availability = runtimes.probe(name)
+    assert availability.available, availability.reason  # these packages are part of the test environment
+    assert availability.detail
+
+
+def test_probe_all_covers_every_listed_runtime():
+    assert set(runtimes.probe_all()) == set(runtimes.list_runtimes())
+
+
+def test_importing_runtimes_imports_no_engine():
+    code = (
+        "import sys, runtimes, runtimes.ort, runtimes.ov, runtimes.paddle, runtimes.trt, runtimes.null\n"
+        "runtimes.list_runtimes(); runtimes.probe('trt')\n"
+        "heavy = [m for m in ('paddle', 'onnxruntime', 'openvino', 'tensorrt') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    """A real installed-distribution layout on sys.path declaring one good and two broken runtime plugins."""
+    (tmp_path / "fake_rt_plugin.py").write_text(textwrap.dedent("""
+        from runtimes.null import NullRuntime
+
+        class FakeRuntime(NullRuntime):
+            name = "fake"
+    """))
+    dist = tmp_path / "fake_rt_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-rt-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        f"[{runtimes.ENTRY_POINT_GROUP}]\n"
+        "fake = fake_rt_plugin:FakeRuntime\n"
+        "broken = no_such_module_xyz:Runtime\n"
+        "ort = fake_rt_plugin:FakeRuntime\n"  # collides with a built-in: ignored
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runtimes.refresh_plugins()
+    yield tmp_path
+    monkeypatch.undo()
+    runtimes.refresh_plugins()
+
+
+def test_entry_point_plugins(plugin_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="runtimes")
+    assert {"fake", "broken"} <= set(runtimes.list_runtimes())
+    assert runtimes.get_runtime("fake").__name__ == "FakeRuntime"
+    assert runtimes.get_runtime("ort").__name__ == "OrtRuntime"
+    assert "a built-in runtime has that name" in caplog.text
+    broken = runtimes.probe("broken")  # must not raise
+    assert not broken.available and "no_such_module_xyz" in broken.reason
+    with pytest.raises(RuntimeUnavailable, match="no_such_module_xyz"):
+        runtimes.get_runtime("broken")
+    assert "failed to load" in caplog.text
+
+
+# --- the contract, for every CPU runtime ----------------------------------------------------------------
+@pytest.mark.parametrize("name", CONTRACT)
+def test_lifecycle_order_errors(name, artifact):
+    rt = runtimes.get_runtime(name)(RuntimeOptions())
+    with pytest.raises(LifecycleError):
+        rt.run()
+    with pytest.raises(LifecycleError):
+        rt.prepare(make_feed(artifact, 1))
+    rt.load(artifact)
+    with pytest.raises(LifecycleError, match="prepare"):
+        rt.run()
+    with pytest.raises(LifecycleError):
+        rt.outputs()
+    with pytest.raises(LifecycleError):
+        rt.load(artifact)
+    rt.close()
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_close_is_idempotent(name, artifact):
+    _, rt = infer(name, artifact)
+    rt.close()
+    rt.close()
+    with pytest.raises(LifecycleError):
+        rt.run()
+    runtimes.get_runtime(name)(RuntimeOptions()).close()  # closing a never-loaded runtime is fine too
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("name", ["ort", "ov"])
+def test_outputs_match_paddle(name, batch, artifact, paddle_reference):
+    out, rt = infer(name, artifact, batch)
+    expected = paddle_reference[batch]
+    assert out.shape == expected.shape == (batch, 10)
+    diff = float(np.max(np.abs(out - expected)))
+    assert diff <= FP32_ATOL, f"{name} differs from Paddle by {diff:g} at fp32"
+    assert rt.effective["batch"] == batch
+    assert rt.effective["precision"] == "fp32"
+
+
+def test_paddle_records_its_settings(artifact, paddle_reference):
+    out, rt = infer("paddle", artifact, 3, threads=1)
+    np.testing.assert_array_equal(out, paddle_reference[3])  # deterministic across predictors
+    assert rt.effective["onednn"] is True
+    assert rt.effective["ir_optim"] is True
+    assert rt.effective["threads"] == 1
+    assert rt.versions()["paddlepaddle"]
+
+
+def test_null_outputs_zeros_of_the_declared_shape(artifact):
+    out, rt = infer("null", artifact, 3)
+    assert out.shape == (3, 10) and not out.any()
+    assert any("harness overhead" in note for note in rt.notes)
+
+
+@pytest.mark.parametrize(("name", "precision", "allowed"), [
+    ("ort", "fp16", "fp32"),
+    ("paddle", "bf16", "fp32"),
+    ("ov", "int8", "fp32, bf16, fp16"),
+])
+def test_unknown_precision_names_allowed(name, precision, allowed):
+    with pytest.raises(ValueError, match=f"choose one of {allowed}"):
+        runtimes.get_runtime(name)(RuntimeOptions(precision=precision))
+
+
+@pytest.mark.parametrize("name", ["paddle", "ov"])
+def test_unsupported_device_names_allowed(name):
+    with pytest.raises(ValueError, match="does not support device 'cuda'"):
+        runtimes.get_runtime(name)(RuntimeOptions(device="cuda"))
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------------------
+def test_ort_cuda_unavailable_says_how_to_install(artifact):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDAExecutionProvider; the missing-provider error cannot occur")
+    rt = runtimes.get_runtime("ort")(RuntimeOptions(device="cuda"))
+    hint = r"CUDAExecutionProvider not available.*pip install -e \.\[ort-gpu\]"
+    with pytest.raises(RuntimeUnavailable, match=hint):
+        rt.load(artifact)
+    assert not runtimes.probe("ort", device="cuda").available
+
+
+@pytest.mark.parametrize(("device", "extra", "expected"), [
+    ("cpu", {}, ("CPUExecutionProvider", 0)),
+    ("cuda", {}, ("CUDAExecutionProvider", 0)),
+    ("cuda:1", {}, ("CUDAExecutionProvider", 1)),
+    ("cuda", {"provider": "tensorrt"}, ("TensorrtExecutionProvider", 0)),
+    ("cuda", {"provider": "TensorrtExecutionProvider"}, ("TensorrtExecutionProvider", 0)),
+])
+def test_ort_provider_selection(device, extra, expected):
+    assert provider_for(device, extra) == expected
+
+
+@pytest.mark.parametrize(("device", "extra"), [("cpu", {"provider": "cuda"}), ("cuda", {"provider": "rocm"}),
+                                               ("gpu", {})])
+def test_ort_provider_selection_rejects_mismatches(device, extra):
+    with pytest.raises(ValueError):
+        provider_for(device, extra)
+
+
+def test_ort_records_session_settings(artifact):
+    _, rt = infer("ort", artifact)
+    eff = rt.effective
+    assert eff["provider"] == PROVIDERS["cpu"] and eff["providers_active"] == [PROVIDERS["cpu"]]
+    assert eff["intra_op_threads"] == default_threads() and eff["inter_op_threads"] == 1
+    assert eff["graph_optimization"] == "ORT_ENABLE_ALL" and eff["execution_mode"] == "sequential"
+    assert rt.versions()["onnxruntime"]
+
+
+def test_ort_placement_from_a_real_profile(artifact, tmp_path):
+    """The parser that guards GPU sessions against CPU fallback, fed a real ORT profiling trace."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp_path / "p")
+    session = ort.InferenceSession(str(artifact.onnx_path), so, providers=["CPUExecutionProvider"])
+    session.run(None, make_feed(artifact, 1))
+    placement = placement_from_profile(json.loads(Path(session.end_profiling()).read_text()))
+    assert set(placement) == {"CPUExecutionProvider"}
+    assert sum(placement["CPUExecutionProvider"].values()) >= 3  # conv, pooling, gemm at least
+
+
+# --- OpenVINO -------------------------------------------------------------------------------------------
+def _cpu_has(capability: str) -> bool:
+    import openvino as ov
+
+    return capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_ov_fp32_really_runs_f32(artifact):
+    _, rt = infer("ov", artifact, 3)
+    eff = rt.effective
+    assert eff["precision"] == "fp32"
+    assert eff["inference_precision_hint"] == "f32"
+    assert set(eff["op_precisions"]) == {"f32"}, eff["op_precisions"]
+    assert eff["execution_devices"] == ["CPU"]
+    assert eff["performance_hint"] == "LATENCY"
+    assert eff["inference_num_threads"] == default_threads()
+    assert eff["static_batch"] == 3
+    assert rt.versions()["openvino"]
+
+
+@pytest.mark.parametrize(("precision", "capability"), [("bf16", "BF16"), ("fp16", "FP16")])
+def test_ov_lower_precision_is_reported_honestly(precision, capability, artifact):
+    fp32, _ = infer("ov", artifact, 3)
+    out, rt = infer("ov", artifact, 3, precision=precision)
+    if _cpu_has(capability):
+        assert rt.effective["precision"] == precision
+        diff = float(np.max(np.abs(out - fp32)))
+        assert 0 < diff <= 0.1 * float(np.max(np.abs(fp32))), diff  # really lower precision, still close
+    else:  # this CPU lacks the format: OpenVINO runs f32, and the runtime must say so
+        assert rt.effective["precision"] == "fp32"
+        assert rt.effective["inference_precision_hint"] == "f32"
+        assert any(f"no native {precision}" in note for note in rt.notes), rt.notes
+        np.testing.assert_allclose(out, fp32, atol=FP32_ATOL)
+
+
+def test_ov_throughput_hint_and_threads_are_read_back(artifact):
+    _, rt = infer("ov", artifact, 1, threads=1, extra={"hint": "throughput", "streams": 1})
+    assert rt.effective["performance_hint"] == "THROUGHPUT"
+    assert rt.effective["num_streams"] == 1
+    assert rt.effective["inference_num_threads"] == 1
+
+
+def test_ov_rejects_a_feed_of_another_batch(artifact):
+    rt = runtimes.get_runtime("ov")(RuntimeOptions(batch=1))
+    with rt:
+        rt.load(artifact)
+        with pytest.raises(ValueError, match="options.batch=3"):
+            rt.prepare(make_feed(artifact, 3))
+
+
+def test_ov_rejects_unknown_hint():
+    with pytest.raises(ValueError, match="latency, throughput"):
+        runtimes.get_runtime("ov")(RuntimeOptions(extra={"hint": "fastest"}))
