@@ -355,6 +355,13 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def error_line(error: dict) -> str:
+    """The record's error as the user reads it; our own error types need no prefix."""
+    if error["type"] in ("UsageError", "BenchFailure"):
+        return error["message"]
+    return f"{error['type']}: {error['message']}"
+
+
 def _one_line(message: str, limit: int = 400) -> str:
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -462,7 +469,7 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
         return _fail(f"cannot append to {results} ({exc.strerror or exc})", EXIT_FAILED, exc, args.debug)
     record = result.record.to_dict()
     if result.exit_code != EXIT_OK:
-        return _fail(record["error"]["message"], result.exit_code, result.exception, args.debug)
+        return _fail(error_line(record["error"]), result.exit_code, result.exception, args.debug)
     print(format_table([record]))
     print(f"\nrecord {record['record_id']} appended to {results}")
     if args.json:
@@ -504,7 +511,7 @@ def cmd_cell(argv: list[str]) -> int:
         return EXIT_INTERRUPTED  # no record: the sweep reruns this cell when resumed
     append_record(Path(request.results), result.record)
     if result.exit_code != EXIT_OK:
-        print(f"error: {_one_line(result.record.error['message'])}", file=sys.stderr)
+        print(f"error: {_one_line(error_line(result.record.error))}", file=sys.stderr)
     return result.exit_code
 
 

@@ -12,11 +12,19 @@ def main(model_file: str, params_file: str, opset: str, out_path: str) -> int:
     import paddle2onnx
 
     # save_file=None returns the bytes before paddle2onnx's own optional folding, which would swallow a
-    # failed Polygraphy import (and, with POLYGRAPHY_AUTOINSTALL_DEPS, pip-install at run time). We fold ourselves.
+    # failed Polygraphy import (and, with POLYGRAPHY_AUTOINSTALL_DEPS, pip-install at run time).
+    # The parent folds instead.
     # verbose=True makes paddle2onnx name the op that needs a higher opset before it aborts.
     onnx_bytes = paddle2onnx.export(
-        model_file, params_file, None, opset_version=int(opset), auto_upgrade_opset=False, verbose=True,
-        enable_onnx_checker=True, enable_optimize=True, optimize_tool="none",
+        model_file,
+        params_file,
+        None,
+        opset_version=int(opset),
+        auto_upgrade_opset=False,
+        verbose=True,
+        enable_onnx_checker=True,
+        enable_optimize=True,
+        optimize_tool="none",
     )
     if not onnx_bytes:
         print("[ERROR] paddle2onnx returned an empty model", file=sys.stderr)

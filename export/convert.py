@@ -36,7 +36,9 @@ def inference_model_from_layer(model, input_size: int, batch: int | None, out_di
     """Save ``model`` (eval mode) as a Paddle inference model; ``batch=None`` keeps the batch dynamic."""
     import paddle
 
-    spec = [paddle.static.InputSpec([batch if batch else None, 3, input_size, input_size], "float32", INPUT_NAME)]
+    spec = [
+        paddle.static.InputSpec([batch if batch else None, 3, input_size, input_size], "float32", INPUT_NAME)
+    ]
     static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
     prefix = out_dir / "inference"
     paddle.jit.save(static, str(prefix))
@@ -46,10 +48,20 @@ def inference_model_from_layer(model, input_size: int, batch: int | None, out_di
     return model_file, params_file
 
 
-def onnx_from_paddle(model_file: Path, params_file: Path, opset: int, out_path: Path, timeout_s: float = 900) -> None:
+def onnx_from_paddle(
+    model_file: Path, params_file: Path, opset: int, out_path: Path, timeout_s: float = 900
+) -> None:
     """Convert with ``auto_upgrade_opset=False`` in a child process; a refusal becomes an ExportError."""
     check_opset(opset)
-    cmd = [sys.executable, "-m", "export._p2o_worker", str(model_file), str(params_file), str(opset), str(out_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "export._p2o_worker",
+        str(model_file),
+        str(params_file),
+        str(opset),
+        str(out_path),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -62,11 +74,16 @@ def onnx_from_paddle(model_file: Path, params_file: Path, opset: int, out_path: 
 def _explain_failure(returncode: int, output: str, opset: int) -> str:
     needs = dict(re.findall(r"Due to the operator: (\S+) requires opset_version >= (\d+)", output))
     if needs:
-        ops = ", ".join(f"{op} needs opset {n}" for op, n in sorted(needs.items(), key=lambda kv: -int(kv[1])))
+        ops = ", ".join(
+            f"{op} needs opset {n}" for op, n in sorted(needs.items(), key=lambda kv: -int(kv[1]))
+        )
         highest = max(int(n) for n in needs.values())
         return f"paddle2onnx cannot write opset {opset}: {ops}; pass --opset {highest} or higher"
-    errors = [line.replace("[Paddle2ONNX]", "").strip() for line in output.splitlines()
-              if "[ERROR]" in line or "not supported" in line]
+    errors = [
+        line.replace("[Paddle2ONNX]", "").strip()
+        for line in output.splitlines()
+        if "[ERROR]" in line or "not supported" in line
+    ]
     how = "aborted (SIGABRT)" if returncode in (-signal.SIGABRT, 134) else f"exit {returncode}"
     detail = "; ".join(dict.fromkeys(errors)) or output.strip()[-300:]
     return f"paddle2onnx failed at opset {opset} ({how}): {detail}"
@@ -85,8 +102,9 @@ def fold_constants(model):
 
         G_LOGGER.module_severity = G_LOGGER.ERROR
     except Exception as exc:  # an ABI clash surfaces as many exception types
-        raise ExportError(f"constant folding unavailable (polygraphy import failed: {exc}); "
-                          "pip install -e .[export]") from None
+        raise ExportError(
+            f"constant folding unavailable (polygraphy import failed: {exc}); pip install -e .[export]"
+        ) from None
     try:
         folded = polygraphy_fold(model, error_ok=False)
     except Exception as exc:
@@ -94,12 +112,14 @@ def fold_constants(model):
     name_dynamic_batch(folded)
     left = constant_only_nodes(folded)
     if left:
-        raise ExportError(f"constant folding left {len(left)} foldable nodes ({', '.join(sorted(set(left)))})")
+        raise ExportError(
+            f"constant folding left {len(left)} foldable nodes ({', '.join(sorted(set(left)))})"
+        )
     return folded
 
 
 def name_dynamic_batch(model) -> None:
-    """Call the symbolic first dimension of inputs and outputs ``batch`` (paddle2onnx says DynamicDimension.0)."""
+    """Name the symbolic first dimension of inputs and outputs ``batch`` (paddle2onnx: DynamicDimension.0)."""
     for value in (*model.graph.input, *model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_param"):

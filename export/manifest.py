@@ -47,5 +47,7 @@ def load_manifest(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read export manifest {path}: {exc}") from None
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: manifest schema {data.get('schema_version')} is not {SCHEMA_VERSION}; re-export")
+        raise ValueError(
+            f"{path}: manifest schema {data.get('schema_version')} is not {SCHEMA_VERSION}; re-export"
+        )
     return data

@@ -40,7 +40,7 @@ def ort_logits(onnx_path: Path, inputs: np.ndarray, batch: int | None) -> np.nda
     step = batch or 16
     outputs = []
     for start in range(0, len(inputs), step):
-        chunk = inputs[start:start + step]
+        chunk = inputs[start : start + step]
         real = len(chunk)
         if batch and real < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
@@ -52,8 +52,9 @@ def check(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: fl
     """Compare and raise ExportError when the export does not compute Paddle's function."""
     figures = compare(reference, candidate)
     figures["tolerance"] = tolerance
-    figures["passed"] = bool(figures["finite"] and figures["max_abs_diff"] <= tolerance
-                             and figures["top1_agreement"] == 1.0)
+    figures["passed"] = bool(
+        figures["finite"] and figures["max_abs_diff"] <= tolerance and figures["top1_agreement"] == 1.0
+    )
     if not figures["passed"]:
         raise ExportError(
             f"parity failed on {name}: max abs diff {figures['max_abs_diff']:.3g} (limit {tolerance:g}), "

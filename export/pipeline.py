@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,16 @@ DEFAULT_ROOT = Path("artifacts")
 DEFAULT_IMAGES = REPO_ROOT / "data" / "imagenet-val-44"
 SEEDED_INPUTS = 4  # seeded N(0, 1) images checked besides the real ones
 REFERENCE_NAME = "reference.npz"
-_CODE_FILES = ("convert.py", "_p2o_worker.py", "parity.py", "pipeline.py", "validate.py", "weights.py",
-               "preprocess.py")
+_CODE_FILES = (
+    "convert.py",
+    "_p2o_worker.py",
+    "parity.py",
+    "pipeline.py",
+    "validate.py",
+    "weights.py",
+    "preprocess.py",
+    "source.py",
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,8 @@ class ExportRequest:
     root: Path = DEFAULT_ROOT
     images: Path | None = DEFAULT_IMAGES
     force: bool = False
-    extra: dict = field(default_factory=dict)
+    paddle_model: Path | None = None  # a brought Paddle inference model (.json) instead of a zoo model
+    input_shape: tuple[int, int, int] | None = None  # C, H, W of a brought model
 
     @property
     def fixed_batch(self) -> int | None:
@@ -76,15 +85,27 @@ def weights_tag(weights: str | None) -> str:
     return "url-" + hashlib.sha256(weights.encode()).hexdigest()[:12]
 
 
-def artifact_dir(model: str, opset: int, batch: str | int = "dynamic", weights: str | None = None,
-                 root: Path = DEFAULT_ROOT) -> Path:
+def artifact_dir(
+    model: str,
+    opset: int,
+    batch: str | int = "dynamic",
+    weights: str | None = None,
+    root: Path = DEFAULT_ROOT,
+) -> Path:
     """Where an export lives; computing it imports nothing heavy."""
     batch_tag = "bdyn" if batch == "dynamic" else f"b{int(batch)}"
     return Path(root) / model / weights_tag(weights) / f"opset{opset}-{batch_tag}"
 
 
-def ensure_export(model: str, opset: int, batch: str | int = "dynamic", weights: str | None = None,
-                  root: Path = DEFAULT_ROOT, images: Path | None = DEFAULT_IMAGES, force: bool = False) -> Path:
+def ensure_export(
+    model: str,
+    opset: int,
+    batch: str | int = "dynamic",
+    weights: str | None = None,
+    root: Path = DEFAULT_ROOT,
+    images: Path | None = DEFAULT_IMAGES,
+    force: bool = False,
+) -> Path:
     """Export unless an up-to-date export exists; returns the manifest path."""
     request = ExportRequest(model, opset, parse_batch(batch), weights, Path(root), images, force)
     return run_export(request)["manifest_path"]
@@ -92,11 +113,19 @@ def ensure_export(model: str, opset: int, batch: str | int = "dynamic", weights:
 
 def run_export(request: ExportRequest) -> dict:
     """Run (or reuse) one export; returns a summary with the manifest path and whether the cache hit."""
-    spec = get_spec(request.model)
     convert.check_opset(request.opset)
-    out_dir = artifact_dir(request.model, request.opset, request.batch, request.weights, request.root)
+    if request.paddle_model is None:
+        family = get_spec(request.model).family
+        out_dir = artifact_dir(request.model, request.opset, request.batch, request.weights, request.root)
+    else:
+        if request.input_shape is None:
+            raise ExportError("a brought inference model needs --input-shape C,H,W (e.g. 3,224,224)")
+        family = None
+        out_dir = artifact_dir(
+            request.model, request.opset, request.batch, str(request.paddle_model), request.root
+        )
     _check_writable(request.root)
-    key = _cache_key(request, spec.family)
+    key = _cache_key(request, family)
     manifest_path = out_dir / MANIFEST_NAME
     if not request.force and _is_fresh(manifest_path, key):
         log.info("%s opset %s: cache hit (%s)", request.model, request.opset, out_dir)
@@ -106,7 +135,7 @@ def run_export(request: ExportRequest) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        manifest = _build(request, spec, work, key)
+        manifest = _build(request, work, key)
         _publish(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -117,13 +146,11 @@ def run_export(request: ExportRequest) -> dict:
     return {"manifest_path": manifest_path, "cache_hit": False, "manifest": manifest}
 
 
-def _build(request: ExportRequest, spec, work: Path, key: str) -> dict:
+def _build(request: ExportRequest, work: Path, key: str) -> dict:
     import onnx
-    import paddle
 
-    from export.models import build_model
+    from export.source import inference_model_source, zoo_source
     from export.validate import validate
-    from export.weights import load_weights
 
     started = time.perf_counter()
     stages: dict[str, float] = {}
@@ -134,14 +161,15 @@ def _build(request: ExportRequest, spec, work: Path, key: str) -> dict:
         return now
 
     t = time.perf_counter()
-    layer = build_model(spec.name)
-    source = load_weights(layer, request.weights, spec.weights_url)
+    if request.paddle_model is None:
+        source = zoo_source(request.model, request.weights)
+    else:
+        source = inference_model_source(request.paddle_model, request.model, request.input_shape)
     t = stage("build_and_weights_s", t)
 
     paddle_dir = work / "paddle"
     paddle_dir.mkdir()
-    model_file, params_file = convert.inference_model_from_layer(layer, spec.input_size, request.fixed_batch,
-                                                                 paddle_dir)
+    model_file, params_file = source.save(paddle_dir, request.fixed_batch)
     t = stage("paddle_inference_model_s", t)
 
     raw_path, onnx_path = work / "raw.onnx", work / "model.onnx"
@@ -155,35 +183,39 @@ def _build(request: ExportRequest, spec, work: Path, key: str) -> dict:
     graph = validate(onnx_path, request.opset)
     t = stage("validate_s", t)
 
-    seeded = np.random.default_rng(0).standard_normal(
-        (SEEDED_INPUTS, 3, spec.input_size, spec.input_size)).astype(np.float32)
-    images, names, labels = load_eval_images(request.images, spec.preprocess)
-
-    def paddle_logits(x: np.ndarray) -> np.ndarray:
-        with paddle.no_grad():
-            return np.concatenate([layer(paddle.to_tensor(x[i:i + 16])).numpy() for i in range(0, len(x), 16)])
-
-    ref_seeded = paddle_logits(seeded)
-    parity_figures = {"seeded": parity.check("seeded inputs", ref_seeded,
-                                             parity.ort_logits(onnx_path, seeded, request.fixed_batch))}
-    ref_images = np.zeros((0, spec.num_classes), np.float32)
+    seeded = np.random.default_rng(0).standard_normal((SEEDED_INPUTS, *source.input_shape)).astype(np.float32)
+    ref_seeded = source.logits(seeded)
+    parity_figures = {
+        "seeded": parity.check(
+            "seeded inputs", ref_seeded, parity.ort_logits(onnx_path, seeded, request.fixed_batch)
+        )
+    }
+    images, names, labels = load_eval_images(request.images if source.preprocess else None, source.preprocess)
+    ref_images = np.zeros((0, ref_seeded.shape[1]), np.float32)
     if len(images):
-        ref_images = paddle_logits(images)
-        parity_figures["images"] = parity.check(f"{len(images)} images", ref_images,
-                                                parity.ort_logits(onnx_path, images, request.fixed_batch))
+        ref_images = source.logits(images)
+        parity_figures["images"] = parity.check(
+            f"{len(images)} images", ref_images, parity.ort_logits(onnx_path, images, request.fixed_batch)
+        )
     t = stage("parity_s", t)
 
-    np.savez_compressed(work / REFERENCE_NAME, seeded_inputs=ref_seeded, images=ref_images,
-                        image_names=np.asarray(names), labels=np.asarray(labels, dtype=np.int64))
+    np.savez_compressed(
+        work / REFERENCE_NAME,
+        seeded_inputs=ref_seeded,
+        images=ref_images,
+        image_names=np.asarray(names),
+        labels=np.asarray(labels, dtype=np.int64),
+    )
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "cache_key": key,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": spec.name,
-        "family": spec.family,
-        "input_size": spec.input_size,
-        "num_classes": spec.num_classes,
-        "weights": source.to_dict(),
+        "model": source.name,
+        "family": source.family,
+        "input_size": source.input_shape[-1],
+        "input_shape": list(source.input_shape),
+        "num_classes": int(ref_seeded.shape[1]),
+        "weights": source.weights,
         "opset": {"requested": request.opset, "written": graph["opset_written"]},
         "batch": request.batch,
         "onnx": {
@@ -197,13 +229,16 @@ def _build(request: ExportRequest, spec, work: Path, key: str) -> dict:
             "inputs": graph["inputs"],
             "outputs": graph["outputs"],
         },
-        "paddle_model": {"model_file": f"paddle/{model_file.name}", "params_file": f"paddle/{params_file.name}"},
-        "preprocess": spec.preprocess.to_dict(),
+        "paddle_model": {
+            "model_file": f"paddle/{model_file.name}",
+            "params_file": f"paddle/{params_file.name}",
+        },
+        "preprocess": source.preprocess.to_dict() if source.preprocess else None,
         "reference": {
             "file": REFERENCE_NAME,
-            "producer": "paddle dygraph, eval mode, fp32, CPU",
+            "producer": source.info["reference"],
             "seeded_inputs": {"count": SEEDED_INPUTS, "rng": "numpy default_rng(0).standard_normal"},
-            "images": {"folder": str(request.images) if request.images else None, "count": len(images)},
+            "images": {"folder": str(request.images) if len(images) else None, "count": len(images)},
         },
         "parity": parity_figures,
         "versions": package_versions(),
@@ -217,12 +252,14 @@ def _build(request: ExportRequest, spec, work: Path, key: str) -> dict:
 def load_eval_images(folder: Path | None, preprocess) -> tuple[np.ndarray, list[str], list[int]]:
     """The default evaluation images (PaddleClas list format ``val_list.txt``), preprocessed."""
     if folder is None:
-        return np.zeros((0, 3, preprocess.crop, preprocess.crop), np.float32), [], []
+        return np.zeros((0,), np.float32), [], []
     from PIL import Image
 
     list_file = Path(folder) / "val_list.txt"
     if not list_file.is_file():
-        raise ExportError(f"evaluation images: {list_file} not found; pass --images FOLDER with a val_list.txt")
+        raise ExportError(
+            f"evaluation images: {list_file} not found; pass --images FOLDER with a val_list.txt"
+        )
     arrays, names, labels = [], [], []
     for number, line in enumerate(list_file.read_text().splitlines(), 1):
         if not line.strip():
@@ -238,19 +275,28 @@ def load_eval_images(folder: Path | None, preprocess) -> tuple[np.ndarray, list[
     return np.stack(arrays), names, labels
 
 
-def _cache_key(request: ExportRequest, family: str) -> str:
+def _cache_key(request: ExportRequest, family: str | None) -> str:
     code = hashlib.sha256()
-    for name in (*_CODE_FILES, f"models/{family.lower()}.py", "models/__init__.py"):
+    model_code = (f"models/{family.lower()}.py", "models/__init__.py") if family else ()
+    for name in (*_CODE_FILES, *model_code):
         path = Path(__file__).parent / name
         code.update(path.read_bytes() if path.is_file() else b"")
-    weights = request.weights
+    weights = str(request.paddle_model) if request.paddle_model else request.weights
     if weights not in (None, SEEDED, "official") and Path(weights).expanduser().is_file():
         weights = sha256_of(Path(weights).expanduser())
     images = ""
     if request.images and (Path(request.images) / "val_list.txt").is_file():
         images = hashlib.sha256((Path(request.images) / "val_list.txt").read_bytes()).hexdigest()
-    parts = {"model": request.model, "opset": request.opset, "batch": request.batch, "weights": weights,
-             "code": code.hexdigest(), "versions": package_versions(), "images": images}
+    parts = {
+        "model": request.model,
+        "input_shape": request.input_shape,
+        "opset": request.opset,
+        "batch": request.batch,
+        "weights": weights,
+        "code": code.hexdigest(),
+        "versions": package_versions(),
+        "images": images,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -260,8 +306,11 @@ def _is_fresh(manifest_path: Path, key: str) -> bool:
     except ValueError:
         return False
     onnx_path = manifest_path.parent / manifest["onnx"]["file"]
-    return (manifest.get("cache_key") == key and onnx_path.is_file()
-            and sha256_of(onnx_path) == manifest["onnx"]["sha256"])
+    return (
+        manifest.get("cache_key") == key
+        and onnx_path.is_file()
+        and sha256_of(onnx_path) == manifest["onnx"]["sha256"]
+    )
 
 
 def _check_writable(root: Path) -> None:

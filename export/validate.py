@@ -41,4 +41,8 @@ def _value_info(value) -> dict:
 
     tensor = value.type.tensor_type
     shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
-    return {"name": value.name, "shape": shape, "dtype": helper.tensor_dtype_to_np_dtype(tensor.elem_type).name}
+    return {
+        "name": value.name,
+        "shape": shape,
+        "dtype": helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+    }

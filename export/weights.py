@@ -36,8 +36,12 @@ class WeightsSource:
     sha256: str | None = None
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "location": self.location, "sha256": self.sha256,
-                "trained": self.kind == "file"}
+        return {
+            "kind": self.kind,
+            "location": self.location,
+            "sha256": self.sha256,
+            "trained": self.kind == "file",
+        }
 
 
 def seeded_value(name: str, shape: list[int]) -> np.ndarray:
@@ -57,7 +61,7 @@ def seeded_value(name: str, shape: list[int]) -> np.ndarray:
 
 
 def seeded_state_dict(model) -> dict[str, np.ndarray]:
-    """The recipe applied to every float entry of ``model.state_dict()``; integer buffers keep their values."""
+    """The recipe applied to every float entry of ``model.state_dict()``; integer buffers stay as built."""
     state = {}
     for name, tensor in model.state_dict().items():
         if "float" in str(tensor.dtype):
@@ -75,7 +79,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve(weights: str | None, default_url: str, cache_dir: Path = DEFAULT_CACHE) -> tuple[Path | None, WeightsSource]:
+def resolve(
+    weights: str | None, default_url: str, cache_dir: Path = DEFAULT_CACHE
+) -> tuple[Path | None, WeightsSource]:
     """Turn ``--weights`` into a local file (downloading URLs into the cache) and its recorded source.
 
     ``None`` or ``"seeded"`` selects the recipe; ``"official"`` the PaddleClas URL of the model.
@@ -131,7 +137,9 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         state = paddle.load(str(path))
     except Exception as exc:  # paddle raises many types for corrupt pickles
-        raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise WeightsError(
+            f"cannot read weights file {path}: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from None
     if not isinstance(state, dict) or not state:
         raise WeightsError(f"weights file {path} holds no state_dict")
     return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in state.items()}
@@ -149,10 +157,14 @@ def check_compatible(model, state: dict[str, np.ndarray], path: Path | str) -> N
         )
     for key, shape in expected.items():
         if list(state[key].shape) != shape:
-            raise WeightsError(f"weights {path}: {key} has shape {list(state[key].shape)}, the model needs {shape}")
+            raise WeightsError(
+                f"weights {path}: {key} has shape {list(state[key].shape)}, the model needs {shape}"
+            )
 
 
-def load_weights(model, weights: str | None, default_url: str, cache_dir: Path = DEFAULT_CACHE) -> WeightsSource:
+def load_weights(
+    model, weights: str | None, default_url: str, cache_dir: Path = DEFAULT_CACHE
+) -> WeightsSource:
     """Load weights into ``model`` in place and put it in eval mode; returns where they came from."""
     path, source = resolve(weights, default_url, cache_dir)
     if path is None:

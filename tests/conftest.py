@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny real Paddle model exported to ONNX, with a manifest like the export stage writes."""
+"""Shared fixtures: a tiny real Paddle model exported to ONNX, with a manifest like the export stage's."""
 
 from __future__ import annotations
 
@@ -38,15 +38,21 @@ def _tiny_paddle_model(out_dir: Path, size: int, classes: int) -> tuple[Path, Pa
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory) -> Path:
-    """A 32x32, 10-class conv net: Paddle inference model + ONNX (opset 13) + manifest. Returns the manifest path."""
+    """A 32x32, 10-class conv net: Paddle inference model + ONNX (opset 13) + manifest; returns its path."""
     import onnx
     import paddle2onnx
 
     logging.getLogger("paddle2onnx").setLevel(logging.WARNING)
     out = tmp_path_factory.mktemp("tiny")
     model_file, params_file = _tiny_paddle_model(out, size=32, classes=10)
-    onnx_bytes = paddle2onnx.export(str(model_file), str(params_file), None, opset_version=13,
-                                    auto_upgrade_opset=False, optimize_tool="none")
+    onnx_bytes = paddle2onnx.export(
+        str(model_file),
+        str(params_file),
+        None,
+        opset_version=13,
+        auto_upgrade_opset=False,
+        optimize_tool="none",
+    )
     onnx_path = out / "model.onnx"
     onnx_path.write_bytes(onnx_bytes)
     graph = onnx.load(str(onnx_path)).graph

@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_export_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    return subprocess.run(
+        [sys.executable, "-m", "export", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -59,8 +64,12 @@ def test_export_writes_validated_manifest_with_parity(mobilevit_export):
         figures = manifest["parity"][name]
         assert figures["passed"] and figures["max_abs_diff"] <= 1e-4 and figures["top1_agreement"] == 1.0
     assert manifest["parity"]["images"]["n"] == 44
-    assert manifest["weights"] == {"kind": "seeded", "location": "seeded-crc32-v1", "sha256": None,
-                                   "trained": False}
+    assert manifest["weights"] == {
+        "kind": "seeded",
+        "location": "seeded-crc32-v1",
+        "sha256": None,
+        "trained": False,
+    }
     assert manifest["versions"]["paddle2onnx"] == "2.1.0"
     reference = np.load(manifest_path.parent / "reference.npz")
     assert reference["images"].shape == (44, 1000) and reference["seeded_inputs"].shape == (4, 1000)
@@ -115,7 +124,9 @@ def test_bad_requests_fail_fast_with_one_line(tmp_path, args, fragments):
 
 
 def test_opset_too_low_for_an_op_names_the_op(tmp_path):
-    proc = run_export_cli("--model", "LeViT_128S", "--opset", "9", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    proc = run_export_cli(
+        "--model", "LeViT_128S", "--opset", "9", "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
     assert_one_line_error(proc, "pd_op.mean needs opset 11", "--opset 11")
     assert not any((tmp_path / "out").iterdir())
 
@@ -128,8 +139,17 @@ def test_corrupt_and_mismatched_weights_are_refused(tmp_path):
     wrong = tmp_path / "wrong.pdparams"
     paddle.save({"fc.weight": paddle.zeros([2, 2])}, str(wrong))
     for path, fragment in ((corrupt, "cannot read weights file"), (wrong, "do not match the model")):
-        proc = run_export_cli("--model", "MobileViT_XXS", "--opset", "13", "--weights", str(path),
-                              "--out", str(tmp_path / "out"), cwd=tmp_path)
+        proc = run_export_cli(
+            "--model",
+            "MobileViT_XXS",
+            "--opset",
+            "13",
+            "--weights",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            cwd=tmp_path,
+        )
         assert_one_line_error(proc, fragment)
         assert not any((tmp_path / "out").iterdir())
 
@@ -137,14 +157,18 @@ def test_corrupt_and_mismatched_weights_are_refused(tmp_path):
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
-    proc = run_export_cli("--model", "MobileViT_XXS", "--opset", "13", "--out", str(blocker / "sub"), cwd=tmp_path)
+    proc = run_export_cli(
+        "--model", "MobileViT_XXS", "--opset", "13", "--out", str(blocker / "sub"), cwd=tmp_path
+    )
     assert_one_line_error(proc, "not writable", "--out")
 
 
 def test_official_weights_offline_error_names_url_and_flag(tmp_path):
     from export.weights import WeightsError, resolve
 
-    with pytest.raises(WeightsError, match=r"cannot download http://127\.0\.0\.1:9/x\.pdparams.*--weights PATH"):
+    with pytest.raises(
+        WeightsError, match=r"cannot download http://127\.0\.0\.1:9/x\.pdparams.*--weights PATH"
+    ):
         resolve("http://127.0.0.1:9/x.pdparams", "unused", cache_dir=tmp_path)
     assert not list(tmp_path.rglob("*.pdparams*"))
 
@@ -153,8 +177,11 @@ def test_constant_only_nodes_finds_unfolded_work():
     const = helper.make_tensor("c", TensorProto.FLOAT, [1], [2.0])
     graph = helper.make_graph(
         [helper.make_node("Mul", ["c", "c"], ["cc"]), helper.make_node("Add", ["x", "cc"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=[const])
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        initializer=[const],
+    )
     model = helper.make_model(graph)
     assert constant_only_nodes(model) == ["Mul"]
     assert constant_only_nodes(convert.fold_constants(model)) == []
@@ -165,3 +192,43 @@ def test_folding_that_cannot_run_is_an_error(monkeypatch):
     graph = helper.make_graph([], "g", [], [])
     with pytest.raises(ExportError, match="constant folding unavailable"):
         convert.fold_constants(helper.make_model(graph))
+
+
+def test_a_brought_inference_model_exports_with_parity(tmp_path):
+    from conftest import _tiny_paddle_model
+
+    model_file, _ = _tiny_paddle_model(tmp_path, size=32, classes=10)
+    proc = run_export_cli(
+        "--paddle-model",
+        str(model_file),
+        "--model",
+        "Tiny",
+        "--input-shape",
+        "3,32,32",
+        "--opset",
+        "17",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest_path = next((tmp_path / "out").rglob("model.onnx.json"))
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["model"] == "Tiny" and manifest["opset"]["written"] == 17
+    assert manifest["weights"]["kind"] == "inference-model"
+    assert manifest["parity"]["seeded"]["passed"] and "images" not in manifest["parity"]
+    assert manifest["onnx"]["outputs"][0]["shape"] == ["batch", 10]
+    bad = run_export_cli(
+        "--paddle-model",
+        str(model_file),
+        "--model",
+        "Tiny",
+        "--input-shape",
+        "3,32",
+        "--opset",
+        "17",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert_one_line_error(bad, "--input-shape")

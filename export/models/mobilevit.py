@@ -18,11 +18,19 @@ import paddle.nn.functional as F
 class ConvBnAct(nn.Layer):
     """Bias-free Conv2D -> BatchNorm -> SiLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, padding: int = 0,
-                 groups: int = 1):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+    ):
         super().__init__()
-        self.conv = nn.Conv2D(in_ch, out_ch, kernel_size, stride=stride, padding=padding, groups=groups,
-                              bias_attr=False)
+        self.conv = nn.Conv2D(
+            in_ch, out_ch, kernel_size, stride=stride, padding=padding, groups=groups, bias_attr=False
+        )
         self.norm = nn.BatchNorm2D(out_ch)
         self.act = nn.Silu()
 
@@ -160,8 +168,14 @@ class MobileViTBlock(nn.Layer):
 class MobileViT(nn.Layer):
     """MobileViT classifier; ``dims`` has nine stage widths, ``hidden_dims`` the three transformer widths."""
 
-    def __init__(self, dims: list[int], hidden_dims: list[int], mv2_expansion: float, class_num: int = 1000,
-                 in_channels: int = 3):
+    def __init__(
+        self,
+        dims: list[int],
+        hidden_dims: list[int],
+        mv2_expansion: float,
+        class_num: int = 1000,
+        in_channels: int = 3,
+    ):
         super().__init__()
         e = mv2_expansion
         # Attribute names and registration order define the checkpoint's state_dict layout.
@@ -183,9 +197,19 @@ class MobileViT(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.conv3x3(x)
-        for stage in (self.mv2_block_1, self.mv2_block_2, self.mv2_block_3, self.mv2_block_4,
-                      self.mv2_block_5, self.mvit_block_1, self.mv2_block_6, self.mvit_block_2,
-                      self.mv2_block_7, self.mvit_block_3, self.conv1x1):
+        for stage in (
+            self.mv2_block_1,
+            self.mv2_block_2,
+            self.mv2_block_3,
+            self.mv2_block_4,
+            self.mv2_block_5,
+            self.mvit_block_1,
+            self.mv2_block_6,
+            self.mvit_block_2,
+            self.mv2_block_7,
+            self.mvit_block_3,
+            self.conv1x1,
+        ):
             x = stage(x)
         x = self.pool(x).flatten(1)  # flatten, not reshape(x.shape[:2]): keeps the batch symbolic
         return self.linear(self.dropout(x))

@@ -1,0 +1,228 @@
+"""``python -m bench compare A B``: what changed between two result sets, and what is within noise.
+
+Cells are matched on (model, opset, batch, runtime, precision, weights, scope); the host is deliberately not
+part of the match, so two machines can be compared. Each side uses its latest ok record per cell.
+
+Noise model. Each run records the coefficient of variation (CV) of its per-iteration latencies. The ratio
+B/A of a figure gets the band ``ratio * exp(+-sqrt(ln(1 + n_A)^2 + ln(1 + n_B)^2))`` with ``n = max(CV,
+min_noise)``: each side's figure is taken as uncertain by a factor of (1 + its CV), combined in quadrature
+on the log scale. A change is "within noise" when the band contains 1. Per-iteration CV is a deliberately
+wide yardstick (the median of many iterations is steadier than one iteration), but it is what every record
+carries, and run-to-run drift on a shared machine is often of that size. A missing CV gives "noise
+unknown", never "within noise". Drift figures (agreement, top-1) are compared by their 95 % intervals:
+"within noise" when the two intervals overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.report import (
+    MISSING,
+    Cell,
+    ReportError,
+    atomic_write_text,
+    dig,
+    fmt_ms,
+    load_results,
+    md_table,
+    num,
+    select_cells,
+    wilson_ci,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    ratio: float
+    lo: float | None
+    hi: float | None
+    within_noise: bool | None  # None: the noise of a side is unknown
+
+
+def ratio_with_noise(a: float, noise_a: float | None, b: float, noise_b: float | None,
+                     min_noise: float = 0.0) -> Ratio:
+    """B/A with its noise band (see the module docstring)."""
+    if a <= 0 or b <= 0:
+        raise ValueError(f"ratios need positive figures, got {a} and {b}")
+    ratio = b / a
+    if noise_a is None or noise_b is None:
+        return Ratio(ratio, None, None, None)
+    half = math.hypot(math.log1p(max(noise_a, min_noise)), math.log1p(max(noise_b, min_noise)))
+    lo, hi = ratio * math.exp(-half), ratio * math.exp(half)
+    return Ratio(ratio, lo, hi, lo <= 1.0 <= hi)
+
+
+def _side_text(cell: Cell | None, side: str) -> str | None:
+    """Why a side has no figure, or None when it has one."""
+    if cell is None:
+        return f"missing in {side}"
+    if not cell.ok:
+        return f"{cell.status}: {cell.message}"
+    return None
+
+
+def _figure_row(a: Cell | None, b: Cell | None, path: tuple[str, ...], fmt, better: str, worse: str,
+                min_noise: float) -> tuple[list[str], str]:
+    """[A, B, B/A, band, verdict] for one figure, and a verdict class for the summary."""
+    texts = [_side_text(a, "A"), _side_text(b, "B")]
+    values = [num(c.r, *path) if c is not None else None for c in (a, b)]
+    cvs = [num(c.r, "timing", "latency_ms", "cv") if c is not None else None for c in (a, b)]
+    shown = []
+    for text, value, cv in zip(texts, values, cvs, strict=True):
+        if text is not None:
+            shown.append(text)
+        elif value is None:
+            shown.append(MISSING)
+        else:
+            shown.append(fmt(value) + (f" (±{100 * cv:.1f} %)" if cv is not None else " (CV missing)"))
+    if any(t is not None for t in texts) or any(v is None or v <= 0 for v in values):
+        return shown + ["—", "—", "not comparable"], "not comparable"
+    r = ratio_with_noise(values[0], cvs[0], values[1], cvs[1], min_noise)
+    band = "unknown" if r.lo is None else f"[{r.lo:.3f}, {r.hi:.3f}]"
+    if r.within_noise is None:
+        verdict = "noise unknown"
+    elif r.within_noise:
+        verdict = "within noise"
+    else:
+        verdict = better if r.ratio < 1 else worse
+    return shown + [f"{r.ratio:.3f}", band, verdict], verdict
+
+
+def _drift_figure(cell: Cell | None, key: str, ci_key: str) -> tuple[float | None, list | None]:
+    if cell is None or not cell.ok:
+        return None, None
+    ci = dig(cell.r, "drift", ci_key)
+    if ci_key == "candidate_top1":  # top-1 carries no interval of its own: Wilson on n
+        ci = wilson_ci(num(cell.r, "drift", "candidate_top1"), num(cell.r, "drift", "n"))
+    ok_ci = isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(x, int | float) for x in ci)
+    return num(cell.r, "drift", key), (list(ci) if ok_ci else None)
+
+
+def _drift_rows(pairs, label) -> list[tuple]:
+    rows = []
+    for key, (a, b) in pairs:
+        has = [c is not None and c.ok and isinstance(c.r.get("drift"), dict) for c in (a, b)]
+        if not any(has):
+            continue
+        for metric, field_, ci_key in (("top-1 agreement", "agreement", "agreement_ci"),
+                                       ("top-1 accuracy", "candidate_top1", "candidate_top1")):
+            (va, ca), (vb, cb) = _drift_figure(a, field_, ci_key), _drift_figure(b, field_, ci_key)
+            if va is None and vb is None and metric == "top-1 accuracy":
+                continue
+            cols = []
+            for cell, v, ci, side, present in ((a, va, ca, "A", has[0]), (b, vb, cb, "B", has[1])):
+                why = _side_text(cell, side)
+                if why is None and not present:
+                    why = "drift missing"
+                cols.append(why or (MISSING if v is None else f"{100 * v:.2f}" + (
+                    f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else " [interval missing]")))
+            if va is None or vb is None:
+                diff, verdict = "—", "not comparable"
+            else:
+                diff = f"{100 * (vb - va):+.2f}"
+                if ca is None or cb is None:
+                    verdict = "noise unknown"
+                elif ca[0] <= cb[1] and cb[0] <= ca[1]:
+                    verdict = "within noise"
+                else:
+                    verdict = "B higher" if vb > va else "B lower"
+            rows.append((*label(key, a, b), metric, *cols, diff, verdict))
+    return rows
+
+
+def _describe(name: str, paths: Sequence[Path], cells: Sequence[Cell]) -> str:
+    hosts = sorted({str(c.host) for c in cells})
+    commits = sorted({str(dig(c.r, "git", "commit"))[:12] for c in cells})
+    return (f"**{name}**: {', '.join(f'`{p}`' for p in paths)}: {len(cells)} cell(s); host(s) {', '.join(hosts)}; "
+            f"commit(s) {', '.join(commits)}")
+
+
+def compare(a_paths: Sequence[Path], b_paths: Sequence[Path], min_noise: float = 0.0) -> str:
+    """A Markdown comparison of result set B against result set A (ratios B/A with noise bands)."""
+    sides = []
+    for paths in (a_paths, b_paths):
+        cells = select_cells(load_results(paths).records, by_host=False)
+        sides.append({_match_key(c): c for c in cells})
+    a_cells, b_cells = sides
+    order = list(dict.fromkeys([*a_cells, *b_cells]))
+    pairs = [(k, (a_cells.get(k), b_cells.get(k))) for k in order]
+
+    def label(key, a, b) -> tuple:
+        c = a or b
+        return c.model, c.batch, c.opset, c.runtime, c.precision
+
+    rows, verdicts = [], {"p50": [], "throughput": []}
+    for key, (a, b) in pairs:
+        p50, v1 = _figure_row(a, b, ("timing", "latency_ms", "p50"), fmt_ms, "B faster", "B slower", min_noise)
+        ips, v2 = _figure_row(a, b, ("timing", "throughput_ips"), lambda v: f"{v:.1f}", "B lower", "B higher",
+                              min_noise)
+        verdicts["p50"].append(v1)
+        verdicts["throughput"].append(v2)
+        rows.append((*label(key, a, b), *p50, *ips))
+    head = ("model", "batch", "opset", "runtime", "precision")
+    lines = ["# Comparison: B against A", "",
+             _describe("A", a_paths, list(a_cells.values())), "",
+             _describe("B", b_paths, list(b_cells.values())), "",
+             "Ratios are B/A: below 1 means B has the lower p50 latency (faster) or the lower throughput. "
+             "Band: ratio x exp(±sqrt(ln²(1+CV_A) + ln²(1+CV_B))), CV = each run's per-iteration coefficient of "
+             f"variation{f' (at least {100 * min_noise:g} %)' if min_noise else ''}; **within noise** when the "
+             "band contains 1. Cells are matched on model, opset, batch, runtime, precision, weights and scope.",
+             "", _summary(verdicts), "", "## Latency and throughput", "",
+             md_table((*head, "A p50 ms (CV)", "B p50 ms (CV)", "p50 B/A", "p50 band", "p50 verdict",
+                       "A images/s", "B images/s", "images/s B/A", "images/s band", "images/s verdict"), rows), ""]
+    drift_rows = _drift_rows(pairs, label)
+    lines += ["## Drift from Paddle", "",
+              "Percent with 95 % intervals; difference B - A in percentage points; **within noise** when the "
+              "intervals overlap.", ""]
+    lines += [md_table((*head, "metric", "A %", "B %", "B - A pp", "verdict"), drift_rows) if drift_rows
+              else "No cell has a drift result on either side.", ""]
+    return "\n".join(lines)
+
+
+def _match_key(cell: Cell) -> tuple:
+    return (cell.model, cell.opset, cell.batch, cell.runtime, cell.precision, str(cell.weights), str(cell.scope))
+
+
+def _summary(verdicts: dict[str, list[str]]) -> str:
+    parts = []
+    for name, values in verdicts.items():
+        counts = {v: values.count(v) for v in dict.fromkeys(values)}
+        parts.append(f"{name}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return "Summary, per cell: " + "; ".join(parts) + "."
+
+
+def main_compare(argv: list[str] | None = None) -> int:
+    """``python -m bench compare A B``: print (or write) the comparison; one ``error:`` line and exit 1."""
+    p = argparse.ArgumentParser(prog="python -m bench compare",
+                                description="Compare two result sets: ratios B/A with noise bands.")
+    p.add_argument("a", type=Path, help="results file or folder of *.jsonl (the baseline)")
+    p.add_argument("b", type=Path, help="results file or folder of *.jsonl (the candidate)")
+    p.add_argument("--out", type=Path, help="write the Markdown here instead of printing it")
+    p.add_argument("--min-noise", type=float, default=0.0,
+                   help="floor for each side's relative noise, e.g. 0.02 for 2 %% (default 0)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        text = compare([args.a], [args.b], args.min_noise)
+        if args.out:
+            atomic_write_text(args.out, text)
+            print(args.out)
+        else:
+            print(text)
+    except (ReportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_compare())

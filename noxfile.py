@@ -1,0 +1,45 @@
+"""Sessions: export the models, run the benchmark sweep, build the report, run the tests."""
+
+import nox
+
+nox.needs_version = ">=2025.02.09"
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["export", "tests"]
+nox.options.reuse_venv = "yes"
+
+ALL = ".[all]"
+
+
+@nox.session
+def export(session: nox.Session) -> None:
+    """Export the models x opsets listed in bench.yaml to ONNX (cached; validated; parity-checked)."""
+    session.install("-e", ALL)
+    session.run("python", "-m", "export", "--config", "bench.yaml", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the bench.yaml sweep (resumable; one process per cell) into results/."""
+    session.install("-e", ALL)
+    session.run("python", "-m", "bench", "sweep", "--config", "bench.yaml", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Build the Markdown report and latency-vs-accuracy plots from results/."""
+    session.install("-e", ALL)
+    session.run("python", "-m", "bench", "report", *(session.posargs or ["results/runs.jsonl"]))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite on the CPU (GPU tests skip with their reason)."""
+    session.install("-e", ALL)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint with ruff."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")

@@ -1,0 +1,98 @@
+"""bench.yaml loading and validation: errors name the key and the allowed values."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bench.config import BenchConfig, ConfigError, config_from_dict, expand_models, load_config
+from export.models import MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repo_bench_yaml_has_the_documented_defaults():
+    cfg = load_config(ROOT / "bench.yaml")
+    assert cfg.export.models == tuple(MODELS) and len(cfg.export.models) == 8
+    assert cfg.export.opsets == (13, 17) and cfg.export.batch == "dynamic" and cfg.export.weights == "seeded"
+    assert cfg.sweep.models == tuple(MODELS)
+    assert cfg.sweep.opsets == (13, 17)
+    assert cfg.sweep.runtimes == ("paddle", "ort", "ov")
+    assert cfg.sweep.precisions == {"paddle": ("fp32",), "ort": ("fp32",), "ov": ("fp32", "bf16")}
+    assert cfg.sweep.batches == (1, 8)
+    m = cfg.measure
+    assert (m.warmup, m.iterations, m.min_duration_s, m.max_duration_s) == (10, 50, 2.0, 30.0)
+    assert cfg.gates["fp32"] == {"agreement": 1.0, "max_abs_diff": 1e-4}
+    assert cfg.gates["fp16"] == {"agreement": 0.99, "cosine": 0.999}
+    assert cfg.results == Path("results/runs.jsonl")
+
+
+def test_config_is_frozen():
+    cfg = config_from_dict({})
+    assert cfg == BenchConfig(source="bench.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.measure.warmup = 3  # type: ignore[misc]
+
+
+def test_overrides_and_aliases():
+    cfg = config_from_dict({"sweep": {"runtimes": ["onnxruntime", "openvino"], "models": ["MobileViT*"],
+                                      "precisions": {"openvino": ["bf16"]}},
+                            "measure": {"warmup": 0, "scope": "end2end", "threads": 2}})
+    assert cfg.sweep.runtimes == ("ort", "ov")
+    assert cfg.sweep.models == ("MobileViT_XXS", "MobileViT_XS", "MobileViT_S")
+    assert cfg.sweep.precisions_for("ov") == ("bf16",) and cfg.sweep.precisions_for("ort") == ("fp32",)
+    assert cfg.measure.warmup == 0 and cfg.measure.scope == "end2end" and cfg.measure.threads == 2
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"sweep": {"runtimes": ["paddle", "ort", "tensorrtx"]}},
+     "bench.yaml: sweep.runtimes[2]: unknown runtime 'tensorrtx'; allowed: ort, ov, paddle, trt"),
+    ({"sweep": {"runtimes": [None]}}, 'write "null" in quotes'),
+    ({"sweep": {"models": ["LeViT_128S", "ResNet50"]}},
+     "bench.yaml: sweep.models[1]: unknown model 'ResNet50'; allowed: LeViT_128S, LeViT_128"),
+    ({"export": {"models": "LeViT_128S"}}, "bench.yaml: export.models: expected a list"),
+    ({"export": {"opsets": [13, 22]}}, "bench.yaml: export.opsets[1]: invalid opset 22; allowed: 7..21"),
+    ({"export": {"opsets": []}}, "bench.yaml: export.opsets: must not be empty"),
+    ({"export": {"batch": 0}}, "bench.yaml: export.batch: invalid batch 0; allowed: dynamic"),
+    ({"sweep": {"batches": [1, 0]}}, "bench.yaml: sweep.batches[1]: expected an integer >= 1, got 0"),
+    ({"sweep": {"precisions": {"ort": ["fp32", "fp16"]}}},
+     "bench.yaml: sweep.precisions.ort[1]: runtime 'ort' does not support precision 'fp16'; allowed: fp32"),
+    ({"sweep": {"precisions": {"onnx": ["fp32"]}}}, "sweep.precisions.onnx: unknown runtime 'onnx'"),
+    ({"measure": {"warmup": -1}}, "bench.yaml: measure.warmup: expected an integer >= 0, got -1"),
+    ({"measure": {"iterations": 2.5}}, "measure.iterations: expected an integer >= 1"),
+    ({"measure": {"scope": "wall"}}, "measure.scope: unknown scope 'wall'; allowed: compute, end2end"),
+    ({"measure": {"min_duration_s": 5, "max_duration_s": 1}}, "measure.max_duration_s: 1.0 is below"),
+    ({"measure": {"iterrations": 5}}, "bench.yaml: measure.iterrations: unknown key; allowed: warmup, iterations"),
+    ({"gates": {"fp64": {"agreement": 1}}}, "bench.yaml: gates.fp64: unknown precision 'fp64'; allowed: fp32"),
+    ({"gates": {"fp16": {"agreemnt": 1}}}, "bench.yaml: gates.fp16.agreemnt: unknown key; allowed: agreement"),
+    ({"gates": {"fp16": {"cosine": 1.5}}}, "bench.yaml: gates.fp16.cosine: 1.5 is outside [0, 1]"),
+    ({"gates": {"fp16": {"max_abs_diff": "small"}}}, "gates.fp16.max_abs_diff: expected a number >= 0"),
+    ({"gates": {"fp16": [0.99]}}, "bench.yaml: gates.fp16: expected a mapping, got list"),
+    ({"sweeps": {}}, "bench.yaml: sweeps: unknown key; allowed: export, sweep, measure, gates, results"),
+    ([1, 2], "bench.yaml: expected a mapping, got list"),
+])
+def test_errors_name_the_key_and_allowed_values(data, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert message in str(info.value)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sweep: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "e.yaml").write_text("measure:\n  warmup: -2\n")
+    with pytest.raises(ConfigError, match=r"^e\.yaml: measure\.warmup"):
+        load_config(tmp_path / "e.yaml")
+
+
+def test_expand_models():
+    assert expand_models(["LeViT_128*"]) == ("LeViT_128S", "LeViT_128")
+    assert expand_models(["MobileViT_S", "MobileViT_S"]) == ("MobileViT_S",)
+    with pytest.raises(ConfigError, match="unknown model 'Nope'"):
+        expand_models(["Nope"])
