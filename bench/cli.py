@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import sys
 import traceback
 import warnings
@@ -99,8 +100,8 @@ class RunRequest:
         return f"manifest:{path / MANIFEST_NAME if path.is_dir() else path}"
 
 
-# A drift pass runs after timing on the still-open runtime and returns (drift, gates) for the record.
-# The drift stage plugs in here (--drift --data PATH --labels FILE --enforce-gates).
+# A drift pass runs after timing, on the still-open runtime, and returns (drift, gates) for the record.
+# The drift stage plugs in through build_run_parser() (its flags) and drift_pass_from_args() (the pass).
 DriftPass = Callable[[Runtime, Artifact, RunRequest], tuple[dict | None, dict | None]]
 
 
@@ -188,13 +189,21 @@ def _run(request: RunRequest, draft: _Draft, drift_pass: DriftPass | None) -> di
             result = measure(runtime, artifact, request.batch, params)
         finally:
             # Whatever the adapter learnt before a failure (fallbacks, versions) belongs in the record.
-            draft.runtime.update(versions=runtime.versions(), effective=runtime.effective,
+            draft.runtime.update(versions=_versions(runtime), effective=runtime.effective,
                                  notes=runtime.notes)
         if drift_pass is not None:
             draft.drift, draft.gates = drift_pass(runtime, artifact, request)
     finally:
         runtime.close()
     return result.timing_dict()
+
+
+def _versions(runtime: Runtime) -> dict[str, str]:
+    try:
+        return runtime.versions()
+    except Exception as exc:  # noqa: BLE001 - must not hide the error that ended the run
+        log.debug("%s: versions() failed: %s", runtime.name, exc)
+        return {}
 
 
 def _validate(request: RunRequest) -> type[Runtime]:
@@ -255,14 +264,17 @@ def resolve_manifest(request: RunRequest) -> Path:
     if request.no_export:
         raise BenchFailure(f"{request.model} opset {request.opset} is not exported ({path} not found); "
                            f"run: {export_command(request)}")
-    log.info("%s opset %s: not exported yet; exporting", request.model, request.opset)
-    from export.pipeline import ensure_export
-
-    try:
-        return Path(ensure_export(request.model, request.opset, request.export_batch, weights,
-                                  Path(request.artifacts)))
-    except Exception as exc:
-        raise BenchFailure(f"export of {request.model} opset {request.opset} failed: {exc}") from exc
+    log.info("%s opset %s: not exported yet; exporting (once)", request.model, request.opset)
+    # In a child process: paddle (and its thread pools) must not share the process being timed, and a
+    # paddle2onnx abort must not take the run down without a record.
+    spec = {"model": request.model, "opset": request.opset, "batch": request.export_batch, "weights": weights,
+            "root": str(root)}
+    child = subprocess.run([sys.executable, "-m", "bench", "_export", json.dumps(spec)], capture_output=True,
+                           text=True, errors="replace")
+    if child.returncode != 0 or not path.is_file():
+        raise BenchFailure(f"export of {request.model} opset {request.opset} failed "
+                           f"(exit {child.returncode}): {last_error_line(child.stderr)}")
+    return path
 
 
 def export_command(request: RunRequest) -> str:
@@ -362,6 +374,15 @@ def error_line(error: dict) -> str:
     return f"{error['type']}: {error['message']}"
 
 
+def last_error_line(stderr: str) -> str:
+    """A child's own ``error:`` line if it printed one, else its last non-empty line."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[-1][len("error: "):]
+    return lines[-1] if lines else ""
+
+
 def _one_line(message: str, limit: int = 400) -> str:
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -397,7 +418,13 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
     p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--record-id", help=argparse.SUPPRESS)
+    # Drift flags (--drift --data PATH --labels FILE --enforce-gates) go here; see drift_pass_from_args().
     return p
+
+
+def drift_pass_from_args(args: argparse.Namespace) -> DriftPass | None:
+    """The drift pass the flags ask for; None until the drift stage is wired in."""
+    return None
 
 
 def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> RunRequest:
@@ -462,7 +489,7 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     except OSError as exc:
         return _fail(f"results file {results} is not writable ({exc.strerror or exc})", EXIT_FAILED, exc,
                      args.debug)
-    result = run_cell(request, drift_pass)
+    result = run_cell(request, drift_pass or drift_pass_from_args(args))
     try:
         append_record(results, result.record)
     except OSError as exc:
@@ -516,7 +543,8 @@ def cmd_cell(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    """Internal: export one (model, opset) in this process, so a paddle2onnx abort cannot kill the sweep."""
+    """Internal: export one (model, opset). Run as a child: paddle stays out of the timed process, and a
+    paddle2onnx abort cannot take the caller down."""
     from export.pipeline import ensure_export
 
     spec = json.loads(argv[0])
@@ -538,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
             from bench.sweep import main as sweep_main
 
             return sweep_main(argv[1:])
+        if command in ("report", "compare"):
+            from bench.compare import main_compare
+            from bench.report import main_report
+
+            return (main_report if command == "report" else main_compare)(argv[1:])
         if command == "_cell":
             return cmd_cell(argv[1:])
         if command == "_export":

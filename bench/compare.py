@@ -84,6 +84,9 @@ def _figure_row(a: Cell | None, b: Cell | None, path: tuple[str, ...], fmt, bett
             shown.append(MISSING)
         else:
             shown.append(fmt(value) + (f" (±{100 * cv:.1f} %)" if cv is not None else " (CV missing)"))
+    if a is None or b is None:
+        verdict = "only in B" if a is None else "only in A"
+        return shown + ["—", "—", verdict], verdict
     if any(t is not None for t in texts) or any(v is None or v <= 0 for v in values):
         return shown + ["—", "—", "not comparable"], "not comparable"
     r = ratio_with_noise(values[0], cvs[0], values[1], cvs[1], min_noise)
@@ -142,7 +145,8 @@ def _drift_rows(pairs, label) -> list[tuple]:
 def _describe(name: str, paths: Sequence[Path], cells: Sequence[Cell]) -> str:
     hosts = sorted({str(c.host) for c in cells})
     commits = sorted({str(dig(c.r, "git", "commit"))[:12] for c in cells})
-    return (f"**{name}**: {', '.join(f'`{p}`' for p in paths)}: {len(cells)} cell(s); host(s) {', '.join(hosts)}; "
+    files = ", ".join(f"`{p}`" for p in paths)
+    return (f"**{name}**: {files}: {len(cells)} cell(s); host(s) {', '.join(hosts)}; "
             f"commit(s) {', '.join(commits)}")
 
 
@@ -162,23 +166,26 @@ def compare(a_paths: Sequence[Path], b_paths: Sequence[Path], min_noise: float =
 
     rows, verdicts = [], {"p50": [], "throughput": []}
     for key, (a, b) in pairs:
-        p50, v1 = _figure_row(a, b, ("timing", "latency_ms", "p50"), fmt_ms, "B faster", "B slower", min_noise)
+        p50, v1 = _figure_row(a, b, ("timing", "latency_ms", "p50"), fmt_ms, "B faster", "B slower",
+                              min_noise)
         ips, v2 = _figure_row(a, b, ("timing", "throughput_ips"), lambda v: f"{v:.1f}", "B lower", "B higher",
                               min_noise)
         verdicts["p50"].append(v1)
         verdicts["throughput"].append(v2)
         rows.append((*label(key, a, b), *p50, *ips))
     head = ("model", "batch", "opset", "runtime", "precision")
+    floor = f" (at least {100 * min_noise:g} %)" if min_noise else ""
+    header = (*head, "A p50 ms (CV)", "B p50 ms (CV)", "p50 B/A", "p50 band", "p50 verdict", "A images/s",
+              "B images/s", "images/s B/A", "images/s band", "images/s verdict")
     lines = ["# Comparison: B against A", "",
              _describe("A", a_paths, list(a_cells.values())), "",
              _describe("B", b_paths, list(b_cells.values())), "",
              "Ratios are B/A: below 1 means B has the lower p50 latency (faster) or the lower throughput. "
-             "Band: ratio x exp(±sqrt(ln²(1+CV_A) + ln²(1+CV_B))), CV = each run's per-iteration coefficient of "
-             f"variation{f' (at least {100 * min_noise:g} %)' if min_noise else ''}; **within noise** when the "
-             "band contains 1. Cells are matched on model, opset, batch, runtime, precision, weights and scope.",
+             "Band: ratio x exp(±sqrt(ln²(1+CV_A) + ln²(1+CV_B))), CV = each run's per-iteration "
+             f"coefficient of variation{floor}; **within noise** when the band contains 1. Cells are "
+             "matched on model, opset, batch, runtime, precision, weights and scope.",
              "", _summary(verdicts), "", "## Latency and throughput", "",
-             md_table((*head, "A p50 ms (CV)", "B p50 ms (CV)", "p50 B/A", "p50 band", "p50 verdict",
-                       "A images/s", "B images/s", "images/s B/A", "images/s band", "images/s verdict"), rows), ""]
+             md_table(header, rows), ""]
     drift_rows = _drift_rows(pairs, label)
     lines += ["## Drift from Paddle", "",
               "Percent with 95 % intervals; difference B - A in percentage points; **within noise** when the "
@@ -189,7 +196,8 @@ def compare(a_paths: Sequence[Path], b_paths: Sequence[Path], min_noise: float =
 
 
 def _match_key(cell: Cell) -> tuple:
-    return (cell.model, cell.opset, cell.batch, cell.runtime, cell.precision, str(cell.weights), str(cell.scope))
+    return (cell.model, cell.opset, cell.batch, cell.runtime, cell.precision, str(cell.weights),
+            str(cell.scope))
 
 
 def _summary(verdicts: dict[str, list[str]]) -> str:

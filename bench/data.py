@@ -3,8 +3,8 @@
 Layouts (``open_dataset`` picks one, or ``layout=`` forces it):
 
 - ``list``: PaddleClas list format, one ``relative/path label`` per line, paths relative to the data root.
-  The list is ``labels=FILE``, a list file in the root (``LIST_FILE_NAMES``), or ``source`` itself when it is a
-  file (its folder is then the root).
+  The list is ``labels=FILE``, a list file in the root (``LIST_FILE_NAMES``), or ``source`` itself when it
+  is a file (its folder is then the root).
 - ``imagefolder``: one subfolder per class, images anywhere below it. Class index: the folder name itself when
   every folder name is an integer (``0``..``999``); else the line of the folder name in ``class_map`` (a
   synset-per-line file such as ``LOC_synset_mapping.txt``; first token of each line); else the rank of the
@@ -14,7 +14,7 @@ Layouts (``open_dataset`` picks one, or ``layout=`` forces it):
 
 Only paths and labels are held in memory; images are decoded when their batch is built. An unreadable image
 is logged, recorded in ``dataset.skipped`` and left out; the run goes on. Settings that shape the tensors
-(preprocessing, channel order, seed) are recorded by ``describe()``, whose ``sha256`` fingerprints the data set.
+(preprocessing, channel order, seed) are recorded by ``describe()``, whose ``sha256`` fingerprints the set.
 """
 
 from __future__ import annotations
@@ -243,14 +243,17 @@ class ImageDataset(Dataset):
                 "preprocess": self.preprocess.to_dict(), **self._extra}
 
 
-# --- discovery -----------------------------------------------------------------------------------------------
+# --- discovery --------------------------------------------------------------------------------------------
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file()
 
 
 def _images_below(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.rglob("*") if _is_image(p)), key=lambda p: p.relative_to(folder).as_posix())
+    # Hidden folders (.ipynb_checkpoints, .git) hold copies or junk, never data.
+    images = (p for p in folder.rglob("*")
+              if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(images, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def _check_label(label: int, num_classes: int, where: str) -> None:

@@ -50,7 +50,7 @@ CI_METHODS = {
 _CHUNK = 4096  # rows per step: float64 copies of 50,000 x 1000 logits would need ~800 MB at once
 
 # Per-precision thresholds. "cosine" gates the *minimum* per-image cosine: one image pushed far off is the
-# failure a drift check exists to catch, and a mean over 50,000 images would hide it ("cosine_mean" exists too).
+# failure a drift check exists to catch, and a mean over 50,000 images would hide it (see "cosine_mean").
 DEFAULT_GATES: dict[str, dict[str, float]] = {
     "fp32": {"agreement": 1.0, "max_abs_diff": 1e-4},
     "fp16": {"agreement": 0.99, "cosine": 0.999},
@@ -67,7 +67,7 @@ GATE_METRICS = {
 }
 
 
-# --- interval estimates and tests ----------------------------------------------------------------------------
+# --- interval estimates and tests -------------------------------------------------------------------------
 
 def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
@@ -130,7 +130,7 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-# --- drift ---------------------------------------------------------------------------------------------------
+# --- drift ------------------------------------------------------------------------------------------------
 
 @dataclass
 class DriftResult:
@@ -230,7 +230,8 @@ def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarr
             dots = np.einsum("ij,ij->i", rb, cb)
             # Two zero vectors are identical (cosine 1); one zero vector against a non-zero one is not (0).
             zero_r, zero_c = ~rb.any(axis=1), ~cb.any(axis=1)
-            cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(zero_r & zero_c, 1.0, 0.0))
+            degenerate = np.where(zero_r & zero_c, 1.0, 0.0)
+            cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), degenerate)
             cosine[idx] = np.clip(cos, -1.0, 1.0)
 
     agree = (pred_ref == pred_cand) & ok_ref & ok_cand
@@ -277,7 +278,7 @@ def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarr
     return DriftResult(**result)
 
 
-# --- gates ---------------------------------------------------------------------------------------------------
+# --- gates ------------------------------------------------------------------------------------------------
 
 def evaluate_gates(drift: DriftResult | Mapping[str, Any], precision: str,
                    gates: Mapping[str, Mapping[str, float]] = DEFAULT_GATES) -> dict:
@@ -312,7 +313,7 @@ def evaluate_gates(drift: DriftResult | Mapping[str, Any], precision: str,
     return {"passed": all(c["passed"] is not False for c in checks), "precision": precision, "checks": checks}
 
 
-# --- logits: collection and cache ----------------------------------------------------------------------------
+# --- logits: collection and cache -------------------------------------------------------------------------
 
 @dataclass
 class Logits:
@@ -355,9 +356,11 @@ def collect_logits(runtime: Runtime, dataset: Dataset, batch: int, *, input_name
     The last partial batch is padded with copies of its last image (real-looking data, unlike zeros, cannot
     push a low-precision engine into overflow) and the padded rows are dropped from the result.
     """
-    artifact = getattr(runtime, "artifact", None)
-    input_name = input_name or artifact.input_name
+    artifact = getattr(runtime, "artifact", None)  # set by Runtime.load()
+    input_name = input_name or getattr(artifact, "input_name", None)
     output_name = output_name or getattr(artifact, "output_name", None)
+    if input_name is None:
+        raise ValueError(f"{runtime.name}: no input name; load() the runtime first or pass input_name")
     values, names, labels = [], [], []
     for images, batch_labels, batch_names in dataset.batches(batch):
         count = images.shape[0]
@@ -375,6 +378,7 @@ def collect_logits(runtime: Runtime, dataset: Dataset, batch: int, *, input_name
         names.extend(batch_names)
         if batch_labels is not None:
             labels.append(batch_labels)
+    log.info("%s: logits for %d images (batch %d)", runtime.name, len(names), batch)
     return Logits(np.concatenate(values), names, np.concatenate(labels) if labels else None)
 
 
@@ -399,7 +403,8 @@ def reference_logits(dataset: Dataset, compute_fn: Callable[[Dataset], Logits], 
     if path.is_file():
         try:
             cached, meta = Logits.load(path)
-            if meta.get("key") == key and set(cached.names) <= listed and len(cached.names) == len(cached.values):
+            consistent = len(cached.names) == len(cached.values) and set(cached.names) <= listed
+            if meta.get("key") == key and consistent:
                 log.info("reference logits from cache %s", path)
                 return cached
             log.warning("reference cache %s does not match this data set; recomputing", path)
@@ -414,9 +419,10 @@ def reference_logits(dataset: Dataset, compute_fn: Callable[[Dataset], Logits], 
 
 
 def compare_logits(reference: Logits, candidate: Logits, **kwargs) -> DriftResult:
-    """:func:`compute_drift` on the images both hold, matched by name (an image one side skipped is dropped)."""
+    """:func:`compute_drift` on the images both sides hold, matched by name (a side may skip some)."""
     if reference.names == candidate.names:
-        ref_vals, cand_vals, names, labels = reference.values, candidate.values, reference.names, reference.labels
+        ref_vals, cand_vals = reference.values, candidate.values
+        names, labels = reference.names, reference.labels
     else:
         position = {name: i for i, name in enumerate(candidate.names)}
         ref_idx = [i for i, name in enumerate(reference.names) if name in position]

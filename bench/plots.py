@@ -8,12 +8,13 @@ Figures are written as PNG (documents) and SVG (print), each atomically (temp fi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import tempfile
 import textwrap
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,13 @@ DPI = 150
 
 # Okabe-Ito colours (colour-blind safe); each runtime also has its own markers and line style.
 _RUNTIME_STYLE = {
-    "paddle": ("#000000", ("s", "p"), "-"),
-    "ort": ("#0072B2", ("o", "h"), "--"),
-    "ov": ("#D55E00", ("^", "v"), "-."),
-    "trt": ("#009E73", ("D", "d"), ":"),
+    "paddle": ("#000000", ("s", "P", "8"), "-"),
+    "ort": ("#0072B2", ("o", "X", "H"), "--"),
+    "ov": ("#D55E00", ("^", "v", ">"), "-."),
+    "trt": ("#009E73", ("D", "p", "<"), ":"),
 }
-_OTHER_STYLES = [("#CC79A7", ("P", "X"), (0, (5, 1, 1, 1, 1, 1))), ("#E69F00", ("<", ">"), (0, (1, 3))),
-                 ("#56B4E9", ("*", "8"), (0, (8, 2)))]
+_OTHER_STYLES = [("#CC79A7", ("<", ">"), (0, (5, 1, 1, 1, 1, 1))), ("#E69F00", ("h", "8"), (0, (1, 3))),
+                 ("#56B4E9", ("*", "H"), (0, (8, 2)))]
 _PRECISION_FILL = {"fp32": "full", "bf16": "left", "fp16": "none", "int8": "bottom"}
 
 
@@ -98,25 +99,28 @@ def pareto_front(xy: Sequence[tuple[float, float | None]]) -> list[bool]:
 
 
 class Styler:
-    """Consistent styles for every series of one report."""
+    """Consistent styles for every series of one report.
+
+    Within a runtime, each (opset, extra) variant gets its own marker; precision only changes the fill.
+    """
 
     def __init__(self, keys: Sequence[SeriesKey]) -> None:
-        self._opsets: dict[str, list] = {}
+        self._variants: dict[str, list[tuple]] = {}
         for key in keys:
-            opsets = self._opsets.setdefault(key.runtime, [])
-            if key.opset not in opsets:
-                opsets.append(key.opset)
-        for opsets in self._opsets.values():
-            opsets.sort(key=lambda o: -(o or 0))  # the newest opset gets the first marker
-        others = sorted(r for r in self._opsets if r not in _RUNTIME_STYLE)
+            variants = self._variants.setdefault(key.runtime, [])
+            if (key.opset, key.extra) not in variants:
+                variants.append((key.opset, key.extra))
+        for variants in self._variants.values():
+            variants.sort(key=lambda v: (-(v[0] or 0), v[1]))  # the newest opset gets the first marker
+        others = sorted(r for r in self._variants if r not in _RUNTIME_STYLE)
         self._runtime = dict(_RUNTIME_STYLE)
         for i, name in enumerate(others):
             self._runtime[name] = _OTHER_STYLES[i % len(_OTHER_STYLES)]
 
     def __call__(self, key: SeriesKey) -> dict:
         colour, markers, linestyle = self._runtime.get(key.runtime, _OTHER_STYLES[0])
-        opsets = self._opsets.get(key.runtime, [key.opset])
-        index = opsets.index(key.opset) if key.opset in opsets else 0
+        variants = self._variants.get(key.runtime, [])
+        index = variants.index((key.opset, key.extra)) if (key.opset, key.extra) in variants else 0
         return {"color": colour, "marker": markers[index % len(markers)], "linestyle": linestyle,
                 "fillstyle": _PRECISION_FILL.get(key.precision, "top"), "markersize": 9,
                 "markeredgewidth": 1.4, "markerfacecoloralt": "white", "linewidth": 1.6}
@@ -143,24 +147,44 @@ def _use_log(values: Sequence[float]) -> bool:
     return len(positive) > 1 and max(positive) / min(positive) > 20
 
 
-def _caption(fig, caption: str, width: int) -> None:
-    if caption:
-        fig.text(0.01, 0.005, textwrap.fill(caption, width), ha="left", va="bottom", fontsize=8.5, wrap=True)
+def _figure(width: float, body_height: float, n_handles: int, ncol: int, caption: str):
+    """A figure whose body subfigure holds the axes and whose footer holds the legend and the caption.
+
+    The footer is sized from the legend rows and caption lines, so neither can overlap the other or the axes.
+    """
+    lines = textwrap.wrap(caption, int(width * 14)) if caption else []
+    rows = math.ceil(n_handles / ncol)
+    footer = 0.12 + 0.27 * rows + 0.16 * len(lines)
+    fig = plt.figure(figsize=(width, body_height + footer), layout="constrained")
+    body, foot = fig.subfigures(2, 1, height_ratios=[body_height, footer])
+    if lines:
+        foot.text(0.01, 0.04, "\n".join(lines), ha="left", va="bottom", fontsize=8.5)
+    return fig, body, foot
+
+
+def _columns(labels: Sequence[str], width: float) -> int:
+    """Legend columns that fit ``width`` inches at 9 pt (about 0.075 in per character plus the handle)."""
+    entry = max((0.075 * len(label) + 0.9 for label in labels), default=1.0)
+    return max(1, min(4, int(width / entry)))
+
+
+def _legend(foot, handles: list, ncol: int, **kw) -> None:
+    foot.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=9, frameon=False, **kw)
 
 
 def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xlabel: str, caption: str,
                             styler: Styler, stem: Path) -> list[Path]:
-    """One panel per model (points: runtime/precision/opset), Pareto front ringed and joined by a step line."""
+    """A panel per model (points: runtime/precision/opset); Pareto front ringed and joined by a step line."""
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    keys: list[SeriesKey] = []
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 0.4, 3.9 * rows + 1.6), squeeze=False,
-                             layout="constrained")
-    for ax, panel in zip(axes.flat, panels):
+    keys = list(dict.fromkeys(p.series for panel in panels for p in panel.points if p.y is not None))
+    width = max(7.0, 4.6 * cols + 0.4)
+    ncol = _columns([k.label for k in keys] + ["Pareto front"], width)
+    fig, body, foot = _figure(width, 3.9 * rows + 0.4, len(keys) + 1, ncol, caption)
+    axes = body.subplots(rows, cols, squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):  # a grid may have more axes than panels
         plotted = [p for p in panel.points if p.y is not None]
         for p in plotted:
-            if p.series not in keys:
-                keys.append(p.series)
             style = styler(p.series)
             xerr, yerr = _whiskers([p])
             ax.errorbar([p.x], [p.y], xerr=xerr, yerr=yerr, ecolor=style["color"], elinewidth=1.0, capsize=3,
@@ -186,11 +210,10 @@ def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xl
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles = [_legend_handle(k, styler(k), with_line=False) for k in keys]
-    handles.append(Line2D([], [], color="0.2", marker="o", markersize=13, fillstyle="none", linestyle=(0, (2, 2)),
-                          label="Pareto front"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=9, frameon=False)
-    fig.suptitle(title, fontsize=12.5)
-    _caption(fig, caption, int(28 * cols))
+    handles.append(Line2D([], [], color="0.2", marker="o", markersize=13, fillstyle="none",
+                          linestyle=(0, (2, 2)), label="Pareto front"))
+    _legend(foot, handles, ncol)
+    body.suptitle(title, fontsize=12.5)
     return save_figure(fig, stem)
 
 
@@ -208,10 +231,12 @@ def batch_figure(points: Sequence[tuple[Point, Point]], title: str, caption: str
 
     ``points`` pairs a latency point (x: batch, y: ms) with a throughput point (x: batch, y: images/s).
     """
-    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(10.5, 4.6), layout="constrained")
     series: dict[SeriesKey, list[tuple[Point, Point]]] = {}
     for lat, thr in points:
         series.setdefault(lat.series, []).append((lat, thr))
+    ncol = _columns([k.label for k in series], 10.5)
+    fig, body, foot = _figure(10.5, 4.2, len(series), ncol, caption)
+    ax_lat, ax_thr = body.subplots(1, 2)
     batches = sorted({lat.x for lat, _ in points})
     for key, pairs in series.items():
         pairs.sort(key=lambda pair: pair[0].x)
@@ -240,33 +265,42 @@ def batch_figure(points: Sequence[tuple[Point, Point]], title: str, caption: str
     ax_lat.set_title("latency", fontsize=11)
     ax_thr.set_title("throughput", fontsize=11)
     handles = [_legend_handle(k, styler(k), with_line=True) for k in series]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=9, frameon=False,
-               handlelength=3.2)
-    fig.suptitle(title, fontsize=12.5)
-    _caption(fig, caption, 120)
+    _legend(foot, handles, ncol, handlelength=3.2)
+    body.suptitle(title, fontsize=12.5)
     return save_figure(fig, stem)
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg`` atomically and close the figure."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     try:
         for fmt in FORMATS:
             path = stem.with_name(f"{stem.name}.{fmt}")
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    fig.savefig(f, format=fmt, dpi=DPI, metadata=_metadata(fmt))
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_open(path, "wb") as f:
+                fig.savefig(f, format=fmt, dpi=DPI, metadata=_metadata(fmt))
             written.append(path)
             log.info("wrote %s", path)
     finally:
         plt.close(fig)
     return written
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "wb", **kw) -> Iterator:
+    """Write to a temporary file beside ``path`` and ``os.replace`` it into place once complete.
+
+    A reader sees the old file or the whole new one. The file gets the umask's permissions (unlike mkstemp's
+    0600), so a report can be shared.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, mode.replace("w", "x"), **kw) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _metadata(fmt: str) -> dict:

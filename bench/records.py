@@ -149,9 +149,12 @@ def _ends_without_newline(fd: int) -> bool:
 def check_writable(path: Path) -> None:
     """Raise ``OSError`` now if ``path`` cannot be appended to, before any time is spent measuring."""
     path = Path(path)
+    existed = path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.close(fd)
+    if not existed:  # leave no empty file behind if nothing is ever appended
+        path.unlink()
 
 
 @dataclass

@@ -14,9 +14,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +39,11 @@ class ReportError(ValueError):
     """The results cannot be turned into a report (no file, empty file, nothing readable)."""
 
 
-# --- loading -------------------------------------------------------------------------------------------------
+# --- loading ------------------------------------------------------------------------------------------------
 
 @dataclass
 class Loaded:
-    """One record as read, with where it came from. ``invalid`` holds why the schema check failed, if it did."""
+    """One record as read, and where from. ``invalid``: why the schema check failed, if it did."""
 
     data: dict[str, Any]
     source: str  # "path:line"
@@ -140,7 +138,7 @@ def _parse_line(raw: bytes, source: str, order: int) -> Loaded:
     return Loaded(data, source, order, invalid)
 
 
-# --- cells ---------------------------------------------------------------------------------------------------
+# --- cells --------------------------------------------------------------------------------------------------
 
 @dataclass
 class Cell:
@@ -160,6 +158,11 @@ class Cell:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def failed(self) -> bool:
+        """The run itself failed or was skipped (an invalid record may still hold some numbers)."""
+        return self.status not in ("ok", "invalid")
 
     @property
     def model(self) -> str:
@@ -274,7 +277,7 @@ def _cell_order(c: Cell) -> tuple:
             _rank(c.precision, _PRECISION_ORDER), -(c.opset or 0), str(c.scope), str(c.host))
 
 
-# --- formatting ----------------------------------------------------------------------------------------------
+# --- formatting ---------------------------------------------------------------------------------------------
 
 def md_escape(text: Any, limit: int = 400) -> str:
     s = " ".join(str(text).split()).replace("|", "\\|")
@@ -302,13 +305,13 @@ def fmt_ci(ci: Any, scale: float = 100.0, digits: int = 2) -> str:
 
 
 def cell_value(cell: Cell, value: float | None, fmt: Callable[[float], str]) -> str:
-    """A table cell: the cell's status when it did not run ok, ``missing`` for an absent field."""
-    if not cell.ok:
+    """A table cell: the status of a failed or skipped run, ``missing`` for an absent field."""
+    if cell.failed:
         return cell.status
     return MISSING if value is None else fmt(value)
 
 
-# --- accuracy axis -------------------------------------------------------------------------------------------
+# --- accuracy axis ------------------------------------------------------------------------------------------
 
 @dataclass
 class YValue:
@@ -319,7 +322,7 @@ class YValue:
 
 
 def choose_y_metric(cells: Sequence[Cell], requested: str = "auto") -> str:
-    """``top1`` when every drift result is labelled and no model runs seeded (random) weights, else agreement."""
+    """``top1`` if every drift result is labelled and no weights are seeded (random), else ``agreement``."""
     if requested not in Y_METRICS:
         raise ReportError(f"--y must be one of {', '.join(Y_METRICS)}, got {requested!r}")
     if requested != "auto":
@@ -342,7 +345,7 @@ def y_value(cell: Cell, metric: str, cells: Sequence[Cell]) -> YValue:
     top-1 is the ``reference_top1`` that other runtimes' drift results of the same model report.
     """
     drift = cell.r.get("drift")
-    if not cell.ok:
+    if cell.failed:
         return YValue(None, None, None, cell.status)
     if not isinstance(drift, dict):
         if cell.runtime == "paddle" and cell.precision == "fp32":
@@ -379,7 +382,7 @@ def _reference_top1(cell: Cell, cells: Sequence[Cell]) -> YValue:
     return YValue(None, None, None, "no reference_top1 recorded for this model")
 
 
-# --- report sections -----------------------------------------------------------------------------------------
+# --- report sections ----------------------------------------------------------------------------------------
 
 @dataclass
 class Context:
@@ -392,6 +395,10 @@ class Context:
 
     def series(self, cell: Cell) -> plots.SeriesKey:
         return plots.SeriesKey(cell.runtime, cell.precision, cell.opset, self.series_extra(cell))
+
+    def runtime(self, cell: Cell) -> str:
+        """The runtime column: with the scope and host when those vary within the report."""
+        return " ".join(p for p in (cell.runtime, self.series_extra(cell)) if p)
 
 
 def _series_extra_fn(cells: Sequence[Cell]) -> Callable[[Cell], str]:
@@ -427,46 +434,58 @@ def section_accuracy(ctx: Context) -> list[str]:
     out = ["## Latency vs accuracy", "",
            f"Y axis: {y_label(ctx.metric)}; x axis: p50 latency of one batch in ms ({WHISKERS}; vertical "
            "whiskers: 95 % interval). Ringed points joined by the dashed step line form the Pareto front of "
-           "each panel: no other point there is both faster (lower p50) and more accurate.", ""]
+           "each panel: no other point there is both faster (lower p50) and more accurate. The front is "
+           "drawn from point estimates; where the intervals overlap, the order of two points is not "
+           "established.", ""]
     groups: dict[tuple, list[Cell]] = {}
     for c in ctx.cells:
         groups.setdefault((family_of(c.model), c.batch), []).append(c)
     for (family, batch), cells in groups.items():
-        panels, rows, not_shown = [], [], []
-        for model in dict.fromkeys(c.model for c in cells):
-            members = [c for c in cells if c.model == model]
-            points, values = [], []
-            for c in members:
-                y = y_value(c, ctx.metric, ctx.cells)
-                p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "min", "p90"))
-                values.append((c, y, p50))
-                if c.ok and p50 is not None and y.value is not None:
-                    points.append(plots.Point(ctx.series(c), p50, lo, hi, y.value, y.lo, y.hi))
-                else:
-                    not_shown.append(f"{c.model} {ctx.series(c).label} ({_why_missing(c, p50, y)})")
-            for point, flag in zip(points, plots.pareto_front([(p.x, p.y) for p in points])):
-                point.pareto = flag
-            front = {(p.series, p.x, p.y) for p in points if p.pareto}
-            for c, y, p50 in values:
-                on_front = (ctx.series(c), p50, y.value) in front
-                plotted = c.ok and p50 is not None and y.value is not None
-                rows.append((c.model, c.runtime, c.precision, c.opset, *_latency_cells(c), _y_text(c, y),
-                             _y_ci_text(c, y), ("yes" if on_front else "no") if plotted else "not plotted",
-                             _row_note(c, y)))
-            panels.append(plots.Panel(model, points))
-        title = f"{family}, batch {batch}: {y_label(ctx.metric).replace(' (%)', '')} vs latency"
-        caption = "Whiskers: latency min to p90 (horizontal), 95 % interval (vertical). Ringed: Pareto front."
-        if not_shown:
-            caption += " Not shown: " + "; ".join(not_shown) + "."
-        stem = ctx.out_dir / "plots" / f"latency_vs_{ctx.metric}_{_slug(family)}_b{batch}"
-        paths = plots.latency_accuracy_figure(panels, title, y_label(ctx.metric),
-                                              f"p50 latency per batch of {batch} (ms)", caption, ctx.styler, stem)
-        ctx.written += paths
-        out += [f"### {family}, batch {batch}", "", _plot_links(paths, ctx.out_dir, title), "",
-                md_table(("model", "runtime", "precision", "opset", "p50 ms", "min ms", "p90 ms",
-                          y_label(ctx.metric).replace("(%)", "%"), "95 % interval", "Pareto front", "note"), rows),
-                ""]
+        out += _accuracy_group(ctx, family, batch, cells)
     return out
+
+
+def _accuracy_group(ctx: Context, family: str, batch: Any, cells: list[Cell]) -> list[str]:
+    """One figure (a panel per model) and its table."""
+    panels, rows, not_shown, references = [], [], [], set()
+    for model in dict.fromkeys(c.model for c in cells):
+        entries = []  # (cell, y, point or None)
+        for c in (c for c in cells if c.model == model):
+            y = y_value(c, ctx.metric, ctx.cells)
+            p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "min", "p90"))
+            point = None
+            if c.ok and p50 is not None and y.value is not None:
+                point = plots.Point(ctx.series(c), p50, lo, hi, y.value, y.lo, y.hi)
+                if y.source != "drift":
+                    references.add(y.source)
+            else:
+                not_shown.append(f"{c.model} {ctx.series(c).label} ({_why_missing(c, p50, y)})")
+            entries.append((c, y, point))
+        points = [p for _, _, p in entries if p is not None]
+        for point, flag in zip(points, plots.pareto_front([(p.x, p.y) for p in points]), strict=True):
+            point.pareto = flag
+        for c, y, point in entries:
+            front = "not plotted" if point is None else "yes" if point.pareto else "no"
+            rows.append((c.model, ctx.runtime(c), c.precision, c.opset, *_latency_cells(c), _y_text(c, y),
+                         _y_ci_text(c, y), front, _row_note(c, y)))
+        panels.append(plots.Panel(model, points))
+    ylabel = y_label(ctx.metric)
+    title = f"{family}, batch {batch}: {ylabel.replace(' (%)', '')} vs latency"
+    caption = "Whiskers: latency min to p90 (horizontal), 95 % interval (vertical). Ringed: Pareto front."
+    if "reference" in references:
+        caption += " Paddle FP32 is the reference: 100 % agreement by definition."
+    elif references:
+        caption += " Paddle's top-1 is the reference top-1 recorded with the other runtimes' drift results."
+    if not_shown:
+        caption += " Not plotted: " + "; ".join(not_shown) + "."
+    stem = ctx.out_dir / "plots" / f"latency_vs_{ctx.metric}_{_slug(family)}_b{batch}"
+    paths = plots.latency_accuracy_figure(panels, title, ylabel, f"p50 latency per batch of {batch} (ms)",
+                                          caption, ctx.styler, stem)
+    ctx.written += paths
+    header = ("model", "runtime", "precision", "opset", "p50 ms", "min ms", "p90 ms",
+              ylabel.replace("(%)", "%"), "95 % interval", "Pareto front", "note")
+    return [f"### {family}, batch {batch}", "", _plot_links(paths, ctx.out_dir, title), "",
+            md_table(header, rows), ""]
 
 
 def _why_missing(c: Cell, p50: float | None, y: YValue) -> str:
@@ -476,7 +495,7 @@ def _why_missing(c: Cell, p50: float | None, y: YValue) -> str:
 
 
 def _y_text(c: Cell, y: YValue) -> str:
-    if not c.ok:
+    if c.failed:
         return c.status
     if y.value is None:
         return MISSING
@@ -484,7 +503,7 @@ def _y_text(c: Cell, y: YValue) -> str:
 
 
 def _y_ci_text(c: Cell, y: YValue) -> str:
-    if not c.ok:
+    if c.failed:
         return c.status
     if y.lo is not None and y.hi is not None:
         return fmt_ci([y.lo / 100, y.hi / 100])
@@ -493,7 +512,7 @@ def _y_ci_text(c: Cell, y: YValue) -> str:
 
 def _row_note(c: Cell, y: YValue) -> str:
     if not c.ok:
-        return c.message
+        return c.message  # error, skipped or invalid: say why
     notes = [] if y.source in ("drift", "reference") else [y.source]
     if len(c.history) > 1:
         notes.append(f"latest ok of {len(c.history)} runs")
@@ -502,8 +521,8 @@ def _row_note(c: Cell, y: YValue) -> str:
 
 def section_batch(ctx: Context) -> list[str]:
     out = ["## Latency and throughput vs batch", "",
-           f"Latency: p50 of one batch in ms ({WHISKERS}). Throughput: images per second over the timed loop's "
-           "wall time.", ""]
+           f"Latency: p50 of one batch in ms ({WHISKERS}). Throughput: images per second over the timed "
+           "loop's wall time.", ""]
     models: dict[str, list[Cell]] = {}
     for c in ctx.cells:
         models.setdefault(c.model, []).append(c)
@@ -515,19 +534,23 @@ def section_batch(ctx: Context) -> list[str]:
             p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "min", "p90"))
             ips = num(c.r, "timing", "throughput_ips")
             per_image = p50 / c.batch if p50 is not None and c.batch else None
-            rows.append((c.runtime, c.precision, c.opset, c.batch, *_latency_cells(c),
+            rows.append((ctx.runtime(c), c.precision, c.opset, c.batch, *_latency_cells(c),
                          cell_value(c, per_image, fmt_ms), cell_value(c, ips, lambda v: f"{v:.1f}"),
                          c.message if not c.ok else ""))
             if c.ok and c.batch and (p50 is not None or ips is not None):
                 key = ctx.series(c)
-                pairs.append((plots.Point(key, c.batch, y=p50, y_lo=lo, y_hi=hi), plots.Point(key, c.batch, y=ips)))
-            if not c.ok or p50 is None or ips is None:
-                what = c.status if not c.ok else "latency missing" if p50 is None else "throughput missing"
-                not_shown.append(f"{ctx.series(c).label} batch {c.batch} ({what})")
+                pairs.append((plots.Point(key, c.batch, y=p50, y_lo=lo, y_hi=hi),
+                              plots.Point(key, c.batch, y=ips)))
+            name = f"{ctx.series(c).label} batch {c.batch}"
+            if not c.ok:
+                not_shown.append(f"{name} ({c.status})")
+            else:
+                figures = (("latency", p50), ("throughput", ips))
+                not_shown += [f"{name} {what} (missing)" for what, v in figures if v is None]
         title = f"{model}: latency and throughput vs batch"
         caption = "Latency whiskers: min to p90."
         if not_shown:
-            caption += " Not shown: " + "; ".join(not_shown) + "."
+            caption += " Not plotted: " + "; ".join(not_shown) + "."
         stem = ctx.out_dir / "plots" / f"batch_{_slug(model)}"
         paths = plots.batch_figure(pairs, title, caption, ctx.styler, stem)
         ctx.written += paths
@@ -544,42 +567,47 @@ def section_all_cells(ctx: Context) -> list[str]:
         lat = dig(t, "latency_ms")
 
         def dv(key: str, fmt: Callable[[float], str], c: Cell = c, d: Any = d) -> str:
-            if c.ok and not isinstance(d, dict):
+            if not c.failed and not isinstance(d, dict):
                 return MISSING
             return cell_value(c, num(d, key), fmt)
 
-        rows.append((c.model, c.batch, c.opset, c.runtime, c.precision, c.scope, c.status,
+        ran = dig(c.r, "runtime", "effective", "precision")
+        rows.append((c.model, c.batch, c.opset, ctx.runtime(c), c.precision, MISSING if ran is None else ran,
+                     c.scope, c.status,
                      *(cell_value(c, num(lat, k), fmt_ms) for k in ("p50", "p90", "p99")),
                      cell_value(c, num(lat, "cv"), lambda v: f"{100 * v:.1f}"),
                      cell_value(c, num(t, "throughput_ips"), lambda v: f"{v:.1f}"),
                      cell_value(c, num(t, "load_s"), lambda v: f"{v:.2f}"),
                      dv("candidate_top1", fmt_pct), dv("agreement", fmt_pct),
-                     dv("top1_delta", lambda v: f"{100 * v:+.2f}") + _ci_suffix(d, "top1_delta_ci"),
+                     dv("top1_delta", lambda v: f"{100 * v:+.2f}") + _ci_suffix(c, d, "top1_delta_ci"),
                      dv("max_abs_diff", lambda v: f"{v:.2e}"), dv("cosine_min", lambda v: f"{v:.6f}"),
                      _finite_text(c, d), _gates_text(c), c.message))
-    header = ("model", "batch", "opset", "runtime", "precision", "scope", "status", "p50 ms", "p90 ms", "p99 ms",
-              "CV %", "images/s", "load s", "top-1 %", "agreement %", "Δ top-1 pp [95 % CI]", "max abs diff",
-              "min cosine", "finite", "gates", "error")
-    return ["## All cells", "", "One row per cell (the record used; see *Re-runs*). `missing`: the record lacks "
-            "the field (for drift columns: no drift result was recorded).", "", md_table(header, rows), ""]
+    header = ("model", "batch", "opset", "runtime", "precision", "ran", "scope", "status", "p50 ms", "p90 ms",
+              "p99 ms", "CV %", "images/s", "load s", "top-1 %", "agreement %", "Δ top-1 pp [95 % CI]",
+              "max abs diff", "min cosine", "finite", "gates", "error")
+    return ["## All cells", "", "One row per cell (the record used; see *Re-runs*). `missing`: the record "
+            "lacks the field (for drift columns: no drift result was recorded). `ran`: the precision the "
+            "runtime reports it ran.", "", md_table(header, rows), ""]
 
 
-def _ci_suffix(drift: Any, key: str) -> str:
+def _ci_suffix(c: Cell, drift: Any, key: str) -> str:
     ci = dig(drift, key)
-    return f" {fmt_ci(ci)}" if fmt_ci(ci) != MISSING else ""
+    return f" {fmt_ci(ci)}" if not c.failed and fmt_ci(ci) != MISSING else ""
 
 
 def _finite_text(c: Cell, d: Any) -> str:
-    if not c.ok:
+    if c.failed:
         return c.status
     if not isinstance(d, dict) or not isinstance(d.get("finite"), bool):
         return MISSING
-    return "yes" if d["finite"] else f"NO ({d.get('nonfinite_values')} values in {d.get('nonfinite_images')} images)"
+    if d["finite"]:
+        return "yes"
+    return f"NO ({d.get('nonfinite_values')} values in {d.get('nonfinite_images')} images)"
 
 
 def _gates_text(c: Cell) -> str:
     gates = c.r.get("gates")
-    if not c.ok:
+    if c.failed:
         return c.status
     if not isinstance(gates, dict) or "passed" not in gates:
         return MISSING
@@ -594,29 +622,48 @@ def section_failures(ctx: Context) -> list[str]:
     rows = [(c.label, c.status, c.used.timestamp, c.message, c.used.source) for c in ctx.cells if not c.ok]
     if not rows:
         return ["## Failed and skipped cells", "", "None: every cell's latest usable record is ok.", ""]
-    return ["## Failed and skipped cells", "", md_table(("cell", "status", "when (UTC)", "message", "record"), rows),
-            ""]
+    header = ("cell", "status", "when (UTC)", "message", "record")
+    return ["## Failed and skipped cells", "", md_table(header, rows), ""]
 
 
 def section_notes(ctx: Context) -> list[str]:
     rows = []
     for c in ctx.cells:
-        rt = c.r["runtime"]
-        notes = [str(n) for n in rt.get("notes") or []]
+        notes = [str(n) for n in c.r["runtime"].get("notes") or []]
+        ran = dig(c.r, "runtime", "effective", "precision")
+        if ran is not None and ran != c.precision:
+            notes.append(f"asked {c.precision}, ran {ran}")
         if dig(c.r, "timing", "stopped_by") == "max_duration":
-            notes.append(f"timing stopped at max duration after {dig(c.r, 'timing', 'latency_ms', 'count')} runs")
-        if isinstance(c.r.get("drift"), dict) and c.r["drift"].get("finite") is False:
+            count = dig(c.r, "timing", "latency_ms", "count")
+            notes.append(f"timing stopped at max duration after {count} runs")
+        if dig(c.r, "drift", "finite") is False:
             notes.append("non-finite logits")
-        if c.ok and str(_gates_text(c)).startswith("FAIL"):
-            notes.append("drift gates failed")
-        effective = rt.get("effective") or {}
-        if notes or effective:
-            eff = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(effective.items()))
-            rows.append((c.label, "; ".join(notes) or "—", eff or "—"))
+        if c.ok and _gates_text(c).startswith("FAIL"):
+            notes.append("drift gates failed: " + _gates_text(c)[6:])
+        if notes:
+            rows.append((c.label, "; ".join(notes)))
     out = ["## Notes recorded by the runs", "",
-           "Fallbacks, lowered precision and other remarks the runtime adapters recorded, with the settings that "
-           "actually took effect.", ""]
-    return out + ([md_table(("cell", "notes", "effective settings"), rows)] if rows else ["No notes recorded."]) + [""]
+           "Fallbacks, lowered precision and other remarks the runtime adapters and the harness recorded.",
+           ""]
+    out += [md_table(("cell", "notes"), rows) if rows else "No notes recorded.", ""]
+    groups: dict[tuple, int] = {}
+    for c in ctx.cells:
+        if c.ok:
+            key = (c.runtime, c.precision, _compact(c.r["runtime"].get("effective") or {}))
+            groups[key] = groups.get(key, 0) + 1
+    out += ["Settings that took effect (`runtime.effective`; values longer than 80 characters are in the "
+            "records):", "",
+            md_table(("runtime", "precision asked", "effective settings", "cells"),
+                     [(*k, n) for k, n in groups.items()]) if groups else "No ok cell.", ""]
+    return out
+
+
+def _compact(effective: dict) -> str:
+    parts = []
+    for k, v in sorted(effective.items()):
+        text = json.dumps(v, sort_keys=True, default=str)
+        parts.append(f"{k}={text if len(text) <= 80 else '(see record)'}")
+    return ", ".join(parts) or MISSING
 
 
 def section_reruns(ctx: Context) -> list[str]:
@@ -630,8 +677,8 @@ def section_reruns(ctx: Context) -> list[str]:
                          f"{c.used.status} at {c.used.timestamp}", remark))
     if not rows:
         return ["## Re-runs", "", "Every cell was run once.", ""]
-    return ["## Re-runs", "", f"{len(rows)} cell(s) were run more than once; the tables use the latest ok record "
-            "(or the latest record when none is ok).", "",
+    return ["## Re-runs", "", f"{len(rows)} cell(s) were run more than once; the tables use the latest ok "
+            "record (or the latest record when none is ok).", "",
             md_table(("cell", "records", "statuses (oldest first)", "used", "remark"), rows), ""]
 
 
@@ -650,14 +697,16 @@ def section_environment(ctx: Context) -> list[str]:
                 ("CPU", cpu.get("model")),
                 ("cores (logical / physical / usable)",
                  f"{cpu.get('logical_cores')} / {cpu.get('physical_cores')} / {cpu.get('usable_cores')}"),
-                ("CPU flags", flags), ("governor", cpu.get("governor")), ("memory GiB", env.get("memory_gib")),
+                ("CPU flags", flags), ("governor", cpu.get("governor")),
+                ("memory GiB", env.get("memory_gib")),
                 ("GPUs", gpus), ("environment variables", json.dumps(env.get("env_vars") or {})),
                 ("packages", ", ".join(f"{k} {v}" for k, v in pkgs.items() if v) or MISSING)]
         rows = [(k, MISSING if v is None else v) for k, v in rows]
-        out += [f"### Environment {i} ({len(cells)} cell(s))" if len(envs) > 1 else f"{len(cells)} cell(s) ran in:",
-                "", md_table(("", "value"), rows), ""]
+        heading = f"### Environment {i} ({len(cells)} cell(s))" if len(envs) > 1 else f"{len(cells)} cell(s):"
+        out += [heading, "", md_table(("", "value"), rows), ""]
     versions = sorted({(c.runtime, json.dumps(c.r["runtime"].get("versions") or {}, sort_keys=True),
-                        c.r["runtime"].get("device")) for c in ctx.cells}, key=lambda t: _rank(t[0], _RUNTIME_ORDER))
+                        c.r["runtime"].get("device")) for c in ctx.cells},
+                      key=lambda t: (_rank(t[0], _RUNTIME_ORDER), t[1], str(t[2])))
     out += ["Runtime versions and devices:", "",
             md_table(("runtime", "versions", "device"),
                      [(r, ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) or MISSING, d or MISSING)
@@ -673,7 +722,7 @@ def _env_summary(env: dict) -> dict:
     return {k: env.get(k) for k in keep}
 
 
-# --- entry points --------------------------------------------------------------------------------------------
+# --- entry points -------------------------------------------------------------------------------------------
 
 def build_report(results_paths: list[Path], out_dir: Path, y_metric: str = "auto") -> Path:
     """Write ``out_dir/report.md`` and ``out_dir/plots/*.png|svg`` from result records; return report.md."""
@@ -681,9 +730,9 @@ def build_report(results_paths: list[Path], out_dir: Path, y_metric: str = "auto
     cells = select_cells(results.records)
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    ctx = Context(cells, out_dir, choose_y_metric(cells, y_metric),
-                  plots.Styler([plots.SeriesKey(c.runtime, c.precision, c.opset) for c in cells]),
-                  _series_extra_fn(cells))
+    extra = _series_extra_fn(cells)
+    styler = plots.Styler([plots.SeriesKey(c.runtime, c.precision, c.opset, extra(c)) for c in cells])
+    ctx = Context(cells, out_dir, choose_y_metric(cells, y_metric), styler, extra)
     counts = {s: sum(c.status == s for c in cells) for s in dict.fromkeys(c.status for c in cells)}
     lines = ["# Benchmark report", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(results.records)} "
@@ -714,15 +763,9 @@ def _remove_stale_plots(folder: Path, keep: Sequence[Path]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Temp file + ``os.replace``: a reader never sees half a report."""
+    with plots.atomic_open(Path(path), "w", encoding="utf-8") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
 
 
 def main_report(argv: list[str] | None = None) -> int:
@@ -733,8 +776,8 @@ def main_report(argv: list[str] | None = None) -> int:
                    help=f"JSON-lines results files or folders of them (default: {DEFAULT_RESULTS})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--y", choices=Y_METRICS, default="auto",
-                   help="y axis: top-1 accuracy, top-1 agreement with Paddle, or auto (accuracy when every drift "
-                        "result is labelled and no weights are seeded)")
+                   help="y axis: top-1 accuracy, top-1 agreement with Paddle, or auto (accuracy when every "
+                        "drift result is labelled and no weights are seeded)")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -36,6 +36,7 @@ from bench.cli import (
     MANIFEST_NAME,
     RunRequest,
     format_table,
+    last_error_line,
     skeleton_record,
 )
 from bench.config import BenchConfig, ConfigError, load_config
@@ -135,7 +136,7 @@ def run_child(args: list[str], timeout: float) -> ChildResult:
     except KeyboardInterrupt:
         _stop(proc)
         raise
-    return ChildResult(proc.returncode, _tail(err), timed_out)
+    return ChildResult(proc.returncode, last_error_line(err), timed_out)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -145,15 +146,6 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _tail(stderr: str) -> str:
-    """The child's own error line if it printed one, else its last non-empty line."""
-    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    if errors:
-        return errors[-1][len("error: "):]
-    return lines[-1] if lines else ""
 
 
 def describe_exit(code: int) -> str:

@@ -75,7 +75,8 @@ def test_manifest_folder_and_end2end_scope(tiny_artifact, results):
 
 @pytest.mark.parametrize("batch", ["0", "-3"])
 def test_bad_batch_is_a_usage_error_with_a_record(tiny_artifact, results, batch):
-    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact), "--batch", batch, "--results", str(results))
+    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact), "--batch", batch,
+                 "--results", str(results))
     assert_one_error_line(proc, 2, "--batch must be a positive integer")
     record = only_record(results)
     assert record.status == "error" and record.error["type"] == "UsageError"
@@ -130,7 +131,8 @@ def test_corrupt_onnx_caught_by_the_manifest_hash(corrupt_artifact, results):
 
 def test_corrupt_onnx_with_matching_hash_fails_in_the_runtime(corrupt_artifact, results):
     manifest = json.loads(corrupt_artifact.read_text())
-    manifest["onnx"]["sha256"] = hashlib.sha256((corrupt_artifact.parent / "model.onnx").read_bytes()).hexdigest()
+    garbage = (corrupt_artifact.parent / "model.onnx").read_bytes()
+    manifest["onnx"]["sha256"] = hashlib.sha256(garbage).hexdigest()
     corrupt_artifact.write_text(json.dumps(manifest))
     proc = bench("--runtime", "ort", "--manifest", str(corrupt_artifact), "--results", str(results))
     assert_one_error_line(proc, 1, "")
@@ -141,7 +143,8 @@ def test_corrupt_onnx_with_matching_hash_fails_in_the_runtime(corrupt_artifact, 
 def test_unwritable_results_folder(tiny_artifact, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the results folder should be")
-    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact), "--results", str(blocker / "runs.jsonl"))
+    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact),
+                 "--results", str(blocker / "runs.jsonl"))
     assert_one_error_line(proc, 1, "is not writable")
     assert proc.stdout == ""
 

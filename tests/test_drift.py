@@ -332,3 +332,29 @@ def test_compare_logits_aligns_by_name():
     cand = Logits(onehot([2, 0]), ["c", "a"])  # "b" skipped on the candidate side, order differs
     r = compare_logits(ref, cand)
     assert r.n == 2 and r.flipped == 0 and r.reference_top1 == 1.0
+
+
+def test_paddle_reference_vs_ort_on_tiny_model(tiny_artifact, tmp_path):
+    """Real adapters: Paddle Inference reference (cached) against ONNX Runtime, batch 4 over 10 images."""
+    from bench.drift import collect_logits
+    from runtimes import get_runtime
+    from runtimes.base import Artifact, RuntimeOptions
+
+    artifact = Artifact.from_manifest(tiny_artifact)
+    ds = SyntheticDataset(count=10, input_shape=(3, 32, 32), seed=0)
+
+    def run(name: str, dataset) -> Logits:
+        with get_runtime(name)(RuntimeOptions(batch=4, threads=1)) as rt:
+            rt.load(artifact)
+            return collect_logits(rt, dataset, batch=4)
+
+    parts = {"model": artifact.model, "weights": "seeded:0", "onnx_sha256": artifact.onnx_sha256}
+    ref = reference_logits(ds, lambda d: run("paddle", d), tmp_path, parts)
+    cand = run("ort", ds)
+    assert ref.values.shape == cand.values.shape == (10, 10)
+    drift = compare_logits(ref, cand)
+    assert drift.finite and drift.agreement == 1.0 and drift.max_abs_diff < 1e-4
+    assert evaluate_gates(drift, "fp32")["passed"] is True
+    # The cached reference comes back unchanged.
+    again = reference_logits(ds, lambda d: pytest.fail("recomputed despite a cache hit"), tmp_path, parts)
+    np.testing.assert_array_equal(again.values, ref.values)

@@ -24,7 +24,8 @@ def make_record(status: str = "ok", **kw) -> Record:
         run_id="run-1",
         status=status,
         model={"name": "MobileViT_XXS", "opset": 17, "batch": "dynamic", "onnx_sha256": "ab" * 32,
-               "manifest": "artifacts/x/model.onnx.json", "weights": {"requested": "seeded", "kind": "seeded"}},
+               "manifest": "artifacts/x/model.onnx.json",
+               "weights": {"requested": "seeded", "kind": "seeded"}},
         runtime={"name": "ov", "versions": {"openvino": "2026.4.1"}, "device": "cpu", "precision": "bf16",
                  "options_asked": {}, "effective": {"precision": "f32"}, "notes": ["no native bf16"]},
         params={"batch": 8, "warmup": 10, "iterations": 50, "min_duration_s": 2.0, "scope": "compute",
@@ -93,7 +94,8 @@ def test_missing_file_reads_as_empty(tmp_path):
 
 def test_non_finite_numbers_are_written_as_null(tmp_path):
     path = tmp_path / "runs.jsonl"
-    record = make_record(timing={"scope": "compute", "load_s": float("nan"), "latency_ms": {"cv": float("inf")}})
+    timing = {"scope": "compute", "load_s": float("nan"), "latency_ms": {"cv": float("inf")}}
+    record = make_record(timing=timing)
     append_record(path, record)
     data = json.loads(path.read_text())  # strict JSON: NaN would not parse in other readers
     assert data["timing"]["load_s"] is None and data["timing"]["latency_ms"]["cv"] is None

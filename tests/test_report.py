@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from bench.records import Record, append_record
 ENV = {"host": "box-a", "os": "Linux-6.1-x86_64", "python": "3.11.9",
        "cpu": {"model": "Test CPU 9000", "logical_cores": 2, "physical_cores": 1, "usable_cores": 2,
                "flags": {"avx2": True, "avx512f": False}, "governor": None},
-       "memory_gib": 7.7, "gpus": [], "packages": {"onnxruntime": "1.31.1", "openvino": None, "numpy": "2.4.6"},
-       "env_vars": {}}
+       "memory_gib": 7.7, "gpus": [], "env_vars": {},
+       "packages": {"onnxruntime": "1.31.1", "openvino": None, "numpy": "2.4.6"}}
 
 
 def latency(p50: float, cv: float = 0.02, count: int = 100) -> dict:
@@ -24,37 +23,40 @@ def latency(p50: float, cv: float = 0.02, count: int = 100) -> dict:
             "p90": p50 * 1.1, "p95": p50 * 1.15, "p99": p50 * 1.3, "max": p50 * 1.5}
 
 
-def drift(agreement: float, top1: float = 0.75, n: int = 1000) -> dict:
+def drift(agreement: float, top1: float = 0.75, n: int = 1000, ref: float = 0.76) -> dict:
+    """The fields bench.drift.DriftResult writes (intervals simplified)."""
     return {"n": n, "num_classes": 1000, "finite": True, "nonfinite_values": 0, "nonfinite_images": 0,
             "reference_nonfinite_values": 0, "agreement": agreement,
-            "agreement_ci": [agreement - 0.004, min(1.0, agreement + 0.002)], "flipped": round((1 - agreement) * n),
-            "compared_images": n, "max_abs_diff": 3e-5, "mean_abs_diff": 1e-6, "cosine_min": 0.99999,
-            "cosine_mean": 0.999999, "labelled": True, "reference_top1": 0.76, "reference_top5": 0.93,
-            "candidate_top1": top1, "candidate_top5": 0.93, "top1_delta": top1 - 0.76,
-            "top1_delta_ci": [top1 - 0.77, top1 - 0.75], "confidence": 0.95}
+            "agreement_ci": [agreement - 0.004, min(1.0, agreement + 0.002)],
+            "flipped": round((1 - agreement) * n), "compared_images": n, "max_abs_diff": 3e-5,
+            "mean_abs_diff": 1e-6, "cosine_min": 0.99999, "cosine_mean": 0.999999, "labelled": True,
+            "reference_top1": ref, "reference_top5": 0.93, "candidate_top1": top1, "candidate_top5": 0.93,
+            "top1_delta": top1 - ref, "top1_delta_ci": [top1 - ref - 0.01, top1 - ref + 0.01],
+            "confidence": 0.95}
 
 
 def record(model="LeViT_128S", runtime="ort", precision="fp32", opset=17, batch=1, p50=5.0, status="ok",
-           message=None, cv=0.02, ips=None, agreement=None, top1=0.75, host="box-a", ts="2026-01-01T00:00:00Z",
-           notes=(), weights="official", **over) -> dict:
+           message=None, cv=0.02, agreement=None, top1=0.75, ref=0.76, host="box-a",
+           ts="2026-01-01T00:00:00Z", notes=(), weights="official", ran=None) -> dict:
+    """One record as the harness writes it (through bench.records.Record, so the schema is checked)."""
     timing = None
     if status == "ok":
         timing = {"scope": "compute", "load_s": 0.5, "first_run_ms": p50 * 3, "latency_ms": latency(p50, cv),
-                  "device_latency_ms": None, "throughput_ips": ips if ips is not None else 1000 * batch / p50,
-                  "wall_s": 2.0, "stopped_by": "iterations"}
-    rec = Record(
-        run_id="r1", status=status, error=None if status == "ok" else {"type": "RuntimeError", "message": message},
+                  "device_latency_ms": None, "throughput_ips": 1000 * batch / p50, "wall_s": 2.0,
+                  "stopped_by": "iterations"}
+    error = None if status == "ok" else {"type": "RuntimeError", "message": message}
+    return Record(
+        run_id="r1", status=status, error=error,
         model={"name": model, "opset": opset, "opset_written": opset, "batch": "dynamic", "onnx_sha256": "ab",
                "manifest": None, "weights": {"requested": weights}},
         runtime={"name": runtime, "versions": {runtime: "1.0"}, "device": "cpu", "precision": precision,
-                 "options_asked": None, "effective": {"threads": 2}, "notes": list(notes)},
+                 "options_asked": None, "effective": {"precision": ran or precision, "threads": 2},
+                 "notes": list(notes)},
         params={"batch": batch, "warmup": 10, "iterations": 50, "min_duration_s": 2, "max_duration_s": 30,
                 "scope": "compute", "threads": None, "seed": 0},
-        timing=timing, drift=drift(agreement, top1) if agreement is not None else None,
+        timing=timing, drift=drift(agreement, top1, ref=ref) if agreement is not None else None,
         environment={**ENV, "host": host}, git={"commit": "abc123", "dirty": False}, timestamp_utc=ts,
     ).to_dict()
-    rec.update(over)
-    return rec
 
 
 def write(path: Path, records: list[dict]) -> Path:
@@ -63,9 +65,9 @@ def write(path: Path, records: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture
-def results(tmp_path) -> Path:
+def _fixture_records() -> list[dict]:
     recs = [
+        record(runtime="ov", p50=9.0, agreement=1.0, ts="2025-12-31T00:00:00Z"),  # superseded by a re-run
         record(runtime="paddle", p50=8.0),
         record(runtime="ort", p50=5.25, agreement=1.0, top1=0.76),
         record(runtime="ov", p50=4.125, agreement=1.0, top1=0.76),
@@ -74,74 +76,97 @@ def results(tmp_path) -> Path:
         record(runtime="ort", precision="fp16", status="error", message="fp16 needs a GPU: no CUDA device"),
         record(runtime="ov", batch=8, p50=20.0, agreement=1.0, top1=0.76),
         record(runtime="ort", batch=8, p50=30.0, agreement=1.0, top1=0.76),
-        record(model="MobileViT_XXS", runtime="ov", p50=3.0, agreement=0.999, top1=0.69),
+        record(model="MobileViT_XXS", runtime="ov", p50=3.0, agreement=0.999, top1=0.69, ref=0.69),
+        record(model="MobileViT_XXS", runtime="ov", precision="bf16", p50=3.0, agreement=1.0, top1=0.69,
+               ref=0.69, ran="fp32"),
+        # A later failed re-run of ov fp32 batch 1: the earlier ok record stays in the tables.
+        record(runtime="ov", status="error", message="later crash", ts="2026-01-02T00:00:00Z"),
     ]
-    # A record that claims ok but holds no timing (fails the schema check, still must show up), and one
-    # whose timing lacks the percentiles.
-    broken = record(runtime="trt", p50=1.0, agreement=1.0)
+    broken = record(runtime="trt", p50=1.0, agreement=1.0)  # claims ok but holds no timing
     broken["timing"] = None
-    partial = record(runtime="ort", opset=13, p50=5.5, agreement=1.0)
+    partial = record(runtime="ort", opset=13, p50=5.5, agreement=1.0)  # timing without percentiles
     partial["timing"]["latency_ms"] = {"count": 3}
-    recs += [broken, partial]
-    # A re-run: an earlier slower ok run and a later failed one for ov fp32 batch 1.
-    recs.insert(0, record(runtime="ov", p50=9.0, agreement=1.0, ts="2025-12-31T00:00:00Z"))
-    recs.append(record(runtime="ov", status="error", message="later crash", ts="2026-01-02T00:00:00Z"))
-    return write(tmp_path / "runs.jsonl", recs)
+    return recs + [broken, partial]
 
 
-# --- report ----------------------------------------------------------------------------------------------
-
-def test_report_builds_with_plots_and_tables(results, tmp_path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """One report over the fixture records (plus a corrupt line and a stale plot), shared by the tests."""
+    root = tmp_path_factory.mktemp("report")
+    results = write(root / "runs.jsonl", _fixture_records())
+    with results.open("a") as f:
+        f.write('{"truncated": \n')
+    out = root / "out"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "old.png").write_bytes(b"x")
     path = report.build_report([results], out)
     assert path == out / "report.md"
-    text = path.read_text()
+    return out, path.read_text()
+
+
+def _rows(text: str, start: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(start)]
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+def test_report_writes_plots(built):
+    out, text = built
     pngs, svgs = sorted((out / "plots").glob("*.png")), sorted((out / "plots").glob("*.svg"))
-    assert len(pngs) == len(svgs) >= 4  # 2 families x batch 1 + LeViT batch 8 + per-model batch plots
-    assert all(p.stat().st_size > 1000 for p in pngs + svgs)
+    # Latency vs accuracy: LeViT b1, LeViT b8, MobileViT b1; vs batch: LeViT_128S, MobileViT_XXS.
+    assert [p.stem for p in pngs] == [p.stem for p in svgs] and len(pngs) == 5
+    assert all(p.stat().st_size > 5000 for p in pngs + svgs)
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
-    for p in pngs:
+    assert all(b"<svg" in p.read_bytes()[:2000] for p in svgs)
+    for p in pngs + svgs:
         assert f"(plots/{p.name})" in text
-    # Numbers behind the plots.
-    assert "| LeViT_128S | ov | bf16 | 17 | 2.500 | 2.250 | 2.750 | 75.20 |" in text
-    assert "| LeViT_128S | ov | fp32 | 17 | 4.125 |" in text
+    assert not (out / "plots" / "old.png").exists()  # a stale plot from an earlier report is removed
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_tables_hold_the_numbers(built):
+    _, text = built
+    assert "| LeViT_128S | ov | bf16 | 17 | 2.500 | 2.250 | 2.750 | 75.20 | [72.43, 77.78] | yes |" in text
+    assert "| LeViT_128S | ov | fp32 | 17 | 4.125 | 3.712 | 4.538 | 76.00 |" in text
     assert "| ov | fp32 | 17 | 8 | 20.00 | 18.00 | 22.00 | 2.500 | 400.0 |" in text
-    # Top-1 accuracy on the y axis (labelled, official weights); Paddle's value is the recorded reference.
-    assert "top-1 accuracy" in text and "76.00" in text
-    # Environment and notes.
+    # Labelled results with official weights: top-1 accuracy on the y axis; Paddle's from reference_top1.
+    assert "top-1 accuracy" in text
+    assert "76.00" in _rows(text, "| LeViT_128S | paddle | fp32 | 17 | 8.000 |")[0]
     assert "Test CPU 9000" in text and "onnxruntime 1.31.1" in text
     assert "bf16 lowered: Softmax kept in fp32" in text
+    assert "asked bf16, ran fp32" in text
 
 
-def test_pareto_marked_in_table(results, tmp_path):
-    text = report.build_report([results], tmp_path / "out").read_text()
-    rows = {line.split("|")[2].strip() + " " + line.split("|")[3].strip(): line
-            for line in text.splitlines() if line.startswith("| LeViT_128S |") and "| 17 |" in line}
-    # bf16 is fastest (2.5 ms, 75.2 %); ov fp32 (4.125 ms, 76 %) is more accurate; ort fp32 and paddle are
-    # dominated by ov fp32.
-    assert "| yes |" in rows["ov bf16"] and "| yes |" in rows["ov fp32"]
-    assert "| no |" in rows["ort fp32"]
+def test_pareto_marked_in_table(built):
+    _, text = built
+    rows = {tuple(c.strip() for c in r.split("|")[2:5]): r for r in _rows(text, "| LeViT_128S |")
+            if r.count("|") == 12}  # the latency-vs-accuracy table
+    # bf16 is fastest (2.5 ms, 75.2 %); ov fp32 (4.125 ms, 76 %) beats ort fp32 and paddle on both axes.
+    assert "| yes |" in rows[("ov", "bf16", "17")] and "| yes |" in rows[("ov", "fp32", "17")]
+    assert "| no |" in rows[("ort", "fp32", "17")] and "| no |" in rows[("paddle", "fp32", "17")]
+    assert "| not plotted |" in rows[("ort", "fp16", "17")]
 
 
-def test_errors_and_missing_are_shown(results, tmp_path):
-    text = report.build_report([results], tmp_path / "out").read_text()
+def test_errors_and_missing_are_shown(built):
+    _, text = built
     fp16 = [line for line in text.splitlines() if "| ort | fp16 |" in line]
     assert fp16 and all("error" in line for line in fp16)
     assert any("fp16 needs a GPU: no CUDA device" in line for line in fp16)
-    # ok record whose timing lacks percentiles: missing, never 0.
-    partial = [line for line in text.splitlines() if line.startswith("| LeViT_128S | ort | fp32 | 13 |")]
+    # An ok record whose timing lacks the percentiles: missing, never 0.
+    partial = _rows(text, "| LeViT_128S | ort | fp32 | 13 |")
     assert partial and "| missing | missing | missing |" in partial[0]
-    # ok record without timing: kept, marked invalid with the schema message, numbers missing.
+    # An ok record without timing: kept, marked invalid with the schema's message, timing missing.
     trt = [line for line in text.splitlines() if "| trt | fp32 |" in line]
-    assert trt and all("invalid" in line for line in trt)
-    assert any("needs timing" in line for line in trt)
+    assert len(trt) == 3 and all("invalid" in line and "needs timing" in line for line in trt)
+    assert "| 1 | 17 | trt | fp32 | fp32 | compute | invalid | missing | missing | missing |" in text
     assert "| 0.000 |" not in text
+    assert "## Unreadable lines" in text and "JSONDecodeError" in text
 
 
-def test_reruns_use_latest_ok(results, tmp_path):
-    text = report.build_report([results], tmp_path / "out").read_text()
+def test_reruns_use_latest_ok(built):
+    _, text = built
     assert "| LeViT_128S | ov | fp32 | 17 | 4.125 |" in text and "| 9.000 |" not in text
-    reruns = text.split("## Re-runs")[1].split("##")[0]
+    reruns = text.split("## Re-runs")[1].split("\n## ")[0]
     assert "LeViT_128S b1 opset 17 ov fp32" in reruns and "later crash" in reruns
 
 
@@ -151,14 +176,7 @@ def test_agreement_axis_for_seeded_weights(tmp_path):
     text = report.build_report([path], tmp_path / "out").read_text()
     assert "top-1 agreement with Paddle" in text
     assert "| 100.00 (reference) |" in text and "| 99.50 |" in text
-
-
-def test_stale_plots_removed(results, tmp_path):
-    out = tmp_path / "out"
-    (out / "plots").mkdir(parents=True)
-    (out / "plots" / "old.png").write_bytes(b"x")
-    report.build_report([results], out)
-    assert not (out / "plots" / "old.png").exists()
+    assert (tmp_path / "out" / "plots" / "latency_vs_agreement_LeViT_b1.png").stat().st_size > 5000
 
 
 def test_pareto_front_hand_made():
@@ -169,7 +187,7 @@ def test_pareto_front_hand_made():
     assert pareto_front([(2.0, 50.0), (2.0, 60.0)]) == [False, True]
 
 
-# --- unreadable input ------------------------------------------------------------------------------------
+# --- unreadable input -----------------------------------------------------------------------------------
 
 def test_empty_file_is_an_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
@@ -181,7 +199,7 @@ def test_empty_file_is_an_error(tmp_path):
 def test_garbage_file_is_an_error(tmp_path):
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_bytes(b"\x00\xff not json\n[1, 2]\n")
-    with pytest.raises(report.ReportError, match=r"garbage\.jsonl: no readable record in 2"):
+    with pytest.raises(report.ReportError, match=r"garbage\.jsonl: no readable record in 2 non-empty line"):
         report.build_report([garbage], tmp_path / "out")
 
 
@@ -190,38 +208,34 @@ def test_missing_file_is_an_error(tmp_path):
         report.load_results([tmp_path / "nope.jsonl"])
 
 
-def test_partly_corrupt_file_lists_the_bad_lines(results, tmp_path):
-    with results.open("a") as f:
-        f.write('{"truncated": \n')
-    text = report.build_report([results], tmp_path / "out").read_text()
-    assert "## Unreadable lines" in text and "JSONDecodeError" in text
-
-
-def test_cli_exit_codes(results, tmp_path, capsys):
+def test_cli_exit_codes(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert report.main_report([str(empty), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "empty results file" in err[0]
-    assert report.main_report([str(results), "--out", str(tmp_path / "o")]) == 0
-    assert capsys.readouterr().out.strip().endswith("report.md")
-    assert cmp.main_compare([str(empty), str(results)]) == 1
-    assert capsys.readouterr().err.startswith("error: ")
+    good = write(tmp_path / "good.jsonl", [record(p50=4.0)])
+    assert report.main_report([str(good), "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "report.md")
+    assert cmp.main_compare([str(empty), str(good)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
 
 
-# --- compare ---------------------------------------------------------------------------------------------
+# --- compare --------------------------------------------------------------------------------------------
 
 def test_ratio_with_noise_hand_made():
     # 10 % slower, each side 2 % CV: the band 1.1 * exp(+-sqrt(2) * ln 1.02) = [1.070, 1.131] excludes 1.
     r = cmp.ratio_with_noise(10.0, 0.02, 11.0, 0.02)
     assert r.ratio == pytest.approx(1.1)
-    assert r.lo == pytest.approx(1.1 * 1.02 ** -(2 ** 0.5)) and r.hi == pytest.approx(1.1 * 1.02 ** (2 ** 0.5))
-    assert not r.within_noise
+    assert r.lo == pytest.approx(1.1 * 1.02 ** -(2 ** 0.5))
+    assert r.hi == pytest.approx(1.1 * 1.02 ** (2 ** 0.5))
+    assert r.within_noise is False
     # 2 % slower with 3 % CV on each side: within noise.
-    assert cmp.ratio_with_noise(10.0, 0.03, 10.2, 0.03).within_noise
+    assert cmp.ratio_with_noise(10.0, 0.03, 10.2, 0.03).within_noise is True
     # A noise floor widens quiet runs' bands.
-    assert not cmp.ratio_with_noise(10.0, 0.001, 10.2, 0.001).within_noise
-    assert cmp.ratio_with_noise(10.0, 0.001, 10.2, 0.001, min_noise=0.02).within_noise
+    assert cmp.ratio_with_noise(10.0, 0.001, 10.2, 0.001).within_noise is False
+    assert cmp.ratio_with_noise(10.0, 0.001, 10.2, 0.001, min_noise=0.02).within_noise is True
     # Unknown noise is never called "within noise".
     assert cmp.ratio_with_noise(10.0, None, 10.0, 0.02).within_noise is None
 
@@ -235,18 +249,21 @@ def test_compare_tables(tmp_path):
     ])
     b = write(tmp_path / "b.jsonl", [
         record(runtime="ort", p50=11.0, cv=0.02, agreement=1.0, host="box-b"),
-        record(runtime="ov", p50=10.2, cv=0.03, agreement=0.99, host="box-b"),
-        record(runtime="ov", precision="bf16", status="error", message="bf16 not supported here", host="box-b"),
+        record(runtime="ov", p50=10.2, cv=0.03, agreement=0.95, host="box-b"),
+        record(runtime="ov", precision="bf16", status="error", message="bf16 unsupported", host="box-b"),
         record(runtime="trt", p50=1.0, host="box-b"),
     ])
     text = cmp.compare([a], [b])
     lines = text.splitlines()
-    ort = next(line for line in lines if "| LeViT_128S | 1 | 17 | ort | fp32 | 10.00 (±2.0 %) | 11.00 (±2.0 %)" in line)
-    assert "| 1.100 |" in ort and "B slower" in ort
-    ov = next(line for line in lines if "| ov | fp32 | 10.00 (±3.0 %) | 10.20 (±3.0 %)" in line)
-    assert "| 1.020 |" in ov and "within noise" in ov
+    ort = _rows(text, "| LeViT_128S | 1 | 17 | ort | fp32 | 10.00 (±2.0 %) | 11.00 (±2.0 %) |")
+    assert len(ort) == 1 and "| 1.100 | [1.070, 1.131] | B slower |" in ort[0]
+    ov = _rows(text, "| LeViT_128S | 1 | 17 | ov | fp32 | 10.00 (±3.0 %) | 10.20 (±3.0 %) |")
+    assert len(ov) == 1 and "| 1.020 |" in ov[0] and "within noise" in ov[0]
+    # Drift: agreement 99 % [98.6, 99.2] vs 95 % [94.6, 95.2]: intervals apart.
+    ov_drift = _rows(text, "| LeViT_128S | 1 | 17 | ov | fp32 | top-1 agreement |")
+    assert len(ov_drift) == 1 and "| -4.00 | B lower |" in ov_drift[0]
     bf16 = [line for line in lines if "| ov | bf16 |" in line]
-    assert len(bf16) == 3 and all("error: RuntimeError: bf16 not supported here" in line for line in bf16)
+    assert len(bf16) == 3 and all("error: RuntimeError: bf16 unsupported" in line for line in bf16)
     assert any("| paddle |" in line and "missing in B" in line for line in lines)
     assert any("| trt |" in line and "missing in A" in line for line in lines)
     assert "box-a" in text and "box-b" in text
@@ -257,4 +274,14 @@ def test_compare_cli_writes_file(tmp_path, capsys):
     b = write(tmp_path / "b.jsonl", [record(p50=10.0)])
     out = tmp_path / "cmp.md"
     assert cmp.main_compare([str(a), str(b), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
     assert "within noise" in out.read_text()
+
+
+def test_two_hosts_are_told_apart(tmp_path):
+    a = write(tmp_path / "a.jsonl", [record(runtime="ov", p50=4.0, agreement=1.0)])
+    b = write(tmp_path / "b.jsonl", [record(runtime="ov", p50=3.0, agreement=1.0, host="box-b")])
+    text = report.build_report([a, b], tmp_path / "out").read_text()
+    assert "| LeViT_128S | ov @box-a | fp32 | 17 | 4.000 |" in text
+    assert "| LeViT_128S | ov @box-b | fp32 | 17 | 3.000 |" in text
+    assert "### Environment 2 (1 cell(s))" in text

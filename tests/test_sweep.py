@@ -1,4 +1,4 @@
-"""``python -m bench sweep``: one subprocess per cell, resumable, crash-tolerant (null runtime, tiny model)."""
+"""``python -m bench sweep``: a subprocess per cell, resumable, crash-tolerant (null runtime, tiny model)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def write_config(tmp_path: Path, manifests: list[Path], batches=(1, 2), min_dura
 
 
 def start_sweep(config: Path, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench", "sweep", "--config", str(config), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([sys.executable, "-m", "bench", "sweep", "--config", str(config), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def sweep(config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -60,7 +60,8 @@ def corrupt_manifest(tiny_artifact, tmp_path) -> Path:
 def test_plan_and_identity(tiny_artifact, tmp_path):
     cfg = config_from_dict(yaml.safe_load(write_config(tmp_path, [tiny_artifact]).read_text()))
     cells = plan(cfg, sweep_id(cfg), tmp_path / "r.jsonl")
-    assert [(c.model, c.opset, c.batch, c.runtime) for c in cells] == [("Tiny", 13, 1, "null"), ("Tiny", 13, 2, "null")]
+    assert [(c.model, c.opset, c.batch, c.runtime) for c in cells] == [("Tiny", 13, 1, "null"),
+                                                                       ("Tiny", 13, 2, "null")]
     assert all(c.no_export and c.run_id == sweep_id(cfg) for c in cells)
     assert sweep_id(cfg) == sweep_id(config_from_dict(yaml.safe_load(write_config(tmp_path, []).read_text())))
     changed = config_from_dict({"measure": {"iterations": 6}})
