@@ -82,6 +82,8 @@ class RunRequest:
     seed: int = 0
     run_id: str | None = None
     record_id: str | None = None
+    drift: dict[str, Any] | None = None  # DriftSettings as a dict; None: no drift pass
+    enforce_gates: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,7 +103,7 @@ class RunRequest:
 
 
 # A drift pass runs after timing, on the still-open runtime, and returns (drift, gates) for the record.
-# The drift stage plugs in through build_run_parser() (its flags) and drift_pass_from_args() (the pass).
+# The default pass comes from RunRequest.drift (see bench.drift_pass); tests may pass their own.
 DriftPass = Callable[[Runtime, Artifact, RunRequest], tuple[dict | None, dict | None]]
 
 
@@ -169,6 +171,8 @@ def _run(request: RunRequest, draft: _Draft, drift_pass: DriftPass | None) -> di
     from runtimes import get_runtime, probe
 
     cls = _validate(request)
+    if drift_pass is None and request.drift is not None:
+        drift_pass = _drift_pass
     draft.runtime["name"] = request.runtime
     device = request.device or cls.devices[0]
     draft.runtime["device"] = device
@@ -196,6 +200,12 @@ def _run(request: RunRequest, draft: _Draft, drift_pass: DriftPass | None) -> di
     finally:
         runtime.close()
     return result.timing_dict()
+
+
+def _drift_pass(runtime: Runtime, artifact: Artifact, request: RunRequest) -> tuple[dict, dict | None]:
+    from bench.drift_pass import DriftSettings, run_drift
+
+    return run_drift(runtime, artifact, request.batch, request.precision, DriftSettings(**request.drift))
 
 
 def _versions(runtime: Runtime) -> dict[str, str]:
@@ -418,13 +428,22 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
     p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--record-id", help=argparse.SUPPRESS)
-    # Drift flags (--drift --data PATH --labels FILE --enforce-gates) go here; see drift_pass_from_args().
+    d = p.add_argument_group("drift (a separate pass after timing)")
+    d.add_argument("--drift", action="store_true", help="also measure drift from Paddle's FP32 logits")
+    d.add_argument("--data", help="export (default: the images the export stored Paddle's logits for), "
+                                  "synthetic, or an image folder / PaddleClas list file")
+    d.add_argument("--labels", help="PaddleClas list file (path label) for --data")
+    d.add_argument("--channel-order", choices=("RGB", "BGR"), help="override the model's channel order")
+    d.add_argument("--enforce-gates", action="store_true",
+                   help="exit 1 when the drift gates of bench.yaml fail for this precision")
     return p
 
 
-def drift_pass_from_args(args: argparse.Namespace) -> DriftPass | None:
-    """The drift pass the flags ask for; None until the drift stage is wired in."""
-    return None
+def drift_settings_from_args(args: argparse.Namespace, cfg: BenchConfig) -> dict | None:
+    if not (args.drift or args.data or args.labels or args.enforce_gates):
+        return None
+    return {"data": args.data or "export", "labels": args.labels, "channel_order": args.channel_order,
+            "gates": cfg.gates}
 
 
 def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> RunRequest:
@@ -443,7 +462,7 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> RunRequest:
         min_duration_s=_pick(args.duration, m.min_duration_s),
         max_duration_s=_pick(args.max_duration, max(m.max_duration_s, 2 * (args.duration or 0))),
         scope=args.scope or m.scope, seed=_pick(args.seed, m.seed), run_id=args.run_id,
-        record_id=args.record_id,
+        record_id=args.record_id, drift=drift_settings_from_args(args, cfg), enforce_gates=args.enforce_gates,
     )
 
 
@@ -489,7 +508,7 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     except OSError as exc:
         return _fail(f"results file {results} is not writable ({exc.strerror or exc})", EXIT_FAILED, exc,
                      args.debug)
-    result = run_cell(request, drift_pass or drift_pass_from_args(args))
+    result = run_cell(request, drift_pass)
     try:
         append_record(results, result.record)
     except OSError as exc:
@@ -498,11 +517,41 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     if result.exit_code != EXIT_OK:
         return _fail(error_line(record["error"]), result.exit_code, result.exception, args.debug)
     print(format_table([record]))
+    if record.get("drift"):
+        print(format_drift(record))
     print(f"\nrecord {record['record_id']} appended to {results}")
     if args.json:
         print("---")
         print(json.dumps(record, indent=1))
+    gates = record.get("gates")
+    if request.enforce_gates and gates and not gates["passed"]:
+        failed = [c for c in gates["checks"] if c["passed"] is False]
+        return _fail("drift gates failed for " + request.precision + ": " + ", ".join(
+            f"{c['metric']} {c['value']:.4g} vs {c['threshold']:g}" for c in failed), EXIT_FAILED)
     return EXIT_OK
+
+
+def format_drift(record: dict) -> str:
+    """The drift pass in a few lines: agreement, flips, accuracy change with its interval, logit figures."""
+    d, gates = record["drift"], record.get("gates")
+    low, high = d["agreement_ci"]
+    lines = [f"\ndrift vs Paddle FP32 on {d['n']} images ({d['reference_source']}):",
+             f"  top-1 agreement {d['agreement']:.2%} (95% CI {low:.2%}..{high:.2%}), {d['flipped']} flipped;"
+             f" max |diff| {_num(d['max_abs_diff'])}, mean |diff| {_num(d['mean_abs_diff'])},"
+             f" min cosine {_num(d['cosine_min'], '.6f')}; finite: {d['finite']}"]
+    if d.get("labelled"):
+        lo, hi = d["top1_delta_ci"]
+        lines.append(f"  top-1 {d['candidate_top1']:.2%} vs Paddle {d['reference_top1']:.2%}: delta "
+                     f"{d['top1_delta']:+.2%} (95% CI {lo:+.2%}..{hi:+.2%}), McNemar p={d['mcnemar_p']:.3g}")
+    if gates:
+        lines.append(f"  gates ({gates['precision']}): {'PASS' if gates['passed'] else 'FAIL'}")
+    if d["data"].get("skipped"):
+        lines.append(f"  skipped {len(d['data']['skipped'])} unreadable images (listed in the record)")
+    return "\n".join(lines)
+
+
+def _num(value, spec: str = ".3g") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def cmd_list(argv: list[str]) -> int:

@@ -93,6 +93,8 @@ class SweepConfig:
     devices: dict[str, str] = field(default_factory=dict)  # runtime -> device; default: the adapter's first
     manifests: tuple[str, ...] = ()  # pre-exported models to sweep too ("bring your own model")
     cell_timeout_s: float = 1800.0
+    drift_data: str | None = "export"  # data set of each cell's drift pass; None: timing only
+    drift_labels: str | None = None
 
     def precisions_for(self, runtime: str) -> tuple[str, ...]:
         return self.precisions.get(runtime, ("fp32",))
@@ -178,7 +180,7 @@ class _Parser:
 
     def sweep(self, data: Any) -> SweepConfig:
         d = self.mapping(data, "sweep", ("models", "opsets", "runtimes", "precisions", "batches", "devices",
-                                         "manifests", "cell_timeout_s"))
+                                         "manifests", "cell_timeout_s", "drift"))
         default = SweepConfig()
         runtimes = default.runtimes
         if "runtimes" in d:
@@ -207,7 +209,19 @@ class _Parser:
         if d.get("manifests"):
             manifests = tuple(self.string(m, f"sweep.manifests[{i}]")
                               for i, m in enumerate(self.sequence(d["manifests"], "sweep.manifests")))
+        drift_data, drift_labels = default.drift_data, default.drift_labels
+        if "drift" in d:
+            drift = d["drift"]
+            if drift in (None, False):
+                drift_data = None
+            else:
+                drift = self.mapping(drift, "sweep.drift", ("data", "labels"))
+                drift_data = self.string(drift.get("data", default.drift_data), "sweep.drift.data")
+                if drift.get("labels") is not None:
+                    drift_labels = self.string(drift["labels"], "sweep.drift.labels")
         return SweepConfig(
+            drift_data=drift_data,
+            drift_labels=drift_labels,
             models=self.models(d["models"], "sweep.models") if "models" in d else default.models,
             opsets=self.opsets(d["opsets"], "sweep.opsets") if "opsets" in d else default.opsets,
             runtimes=runtimes,

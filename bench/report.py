@@ -32,7 +32,7 @@ Y_METRICS = ("auto", "top1", "agreement")
 _RUNTIME_ORDER = ("paddle", "ort", "ov", "trt")
 _PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
 MISSING = "missing"
-WHISKERS = "whiskers: latency min to p90"
+WHISKERS = "whiskers: latency p10 to p90"
 
 
 class ReportError(ValueError):
@@ -427,7 +427,7 @@ def _plot_links(paths: Sequence[Path], out_dir: Path, alt: str) -> str:
 
 def _latency_cells(cell: Cell) -> tuple[str, str, str]:
     lat = dig(cell.r, "timing", "latency_ms")
-    return tuple(cell_value(cell, num(lat, k), fmt_ms) for k in ("p50", "min", "p90"))
+    return tuple(cell_value(cell, num(lat, k), fmt_ms) for k in ("p50", "p10", "p90"))
 
 
 def section_accuracy(ctx: Context) -> list[str]:
@@ -452,7 +452,7 @@ def _accuracy_group(ctx: Context, family: str, batch: Any, cells: list[Cell]) ->
         entries = []  # (cell, y, point or None)
         for c in (c for c in cells if c.model == model):
             y = y_value(c, ctx.metric, ctx.cells)
-            p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "min", "p90"))
+            p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "p10", "p90"))
             point = None
             if c.ok and p50 is not None and y.value is not None:
                 point = plots.Point(ctx.series(c), p50, lo, hi, y.value, y.lo, y.hi)
@@ -471,7 +471,7 @@ def _accuracy_group(ctx: Context, family: str, batch: Any, cells: list[Cell]) ->
         panels.append(plots.Panel(model, points))
     ylabel = y_label(ctx.metric)
     title = f"{family}, batch {batch}: {ylabel.replace(' (%)', '')} vs latency"
-    caption = "Whiskers: latency min to p90 (horizontal), 95 % interval (vertical). Ringed: Pareto front."
+    caption = "Whiskers: latency p10 to p90 (horizontal), 95 % interval (vertical). Ringed: Pareto front."
     if "reference" in references:
         caption += " Paddle FP32 is the reference: 100 % agreement by definition."
     elif references:
@@ -482,7 +482,7 @@ def _accuracy_group(ctx: Context, family: str, batch: Any, cells: list[Cell]) ->
     paths = plots.latency_accuracy_figure(panels, title, ylabel, f"p50 latency per batch of {batch} (ms)",
                                           caption, ctx.styler, stem)
     ctx.written += paths
-    header = ("model", "runtime", "precision", "opset", "p50 ms", "min ms", "p90 ms",
+    header = ("model", "runtime", "precision", "opset", "p50 ms", "p10 ms", "p90 ms",
               ylabel.replace("(%)", "%"), "95 % interval", "Pareto front", "note")
     return [f"### {family}, batch {batch}", "", _plot_links(paths, ctx.out_dir, title), "",
             md_table(header, rows), ""]
@@ -531,7 +531,7 @@ def section_batch(ctx: Context) -> list[str]:
         for c in sorted(cells, key=lambda c: (_rank(c.runtime, _RUNTIME_ORDER), _rank(c.precision,
                                                                                          _PRECISION_ORDER),
                                               -(c.opset or 0), c.batch or 0)):
-            p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "min", "p90"))
+            p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "p10", "p90"))
             ips = num(c.r, "timing", "throughput_ips")
             per_image = p50 / c.batch if p50 is not None and c.batch else None
             rows.append((ctx.runtime(c), c.precision, c.opset, c.batch, *_latency_cells(c),
@@ -548,14 +548,14 @@ def section_batch(ctx: Context) -> list[str]:
                 figures = (("latency", p50), ("throughput", ips))
                 not_shown += [f"{name} {what} (missing)" for what, v in figures if v is None]
         title = f"{model}: latency and throughput vs batch"
-        caption = "Latency whiskers: min to p90."
+        caption = "Latency whiskers: p10 to p90."
         if not_shown:
             caption += " Not plotted: " + "; ".join(not_shown) + "."
         stem = ctx.out_dir / "plots" / f"batch_{_slug(model)}"
         paths = plots.batch_figure(pairs, title, caption, ctx.styler, stem)
         ctx.written += paths
         out += [f"### {model}", "", _plot_links(paths, ctx.out_dir, title), "",
-                md_table(("runtime", "precision", "opset", "batch", "p50 ms", "min ms", "p90 ms",
+                md_table(("runtime", "precision", "opset", "batch", "p50 ms", "p10 ms", "p90 ms",
                           "p50 ms per image", "throughput images/s", "note"), rows), ""]
     return out
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-PERCENTILES = (50, 90, 95, 99)
+PERCENTILES = (5, 10, 50, 90, 95, 99)
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class LatencyStats:
     std: float
     cv: float  # std / mean: how noisy the run was
     min: float
+    p5: float
+    p10: float
     p50: float
     p90: float
     p95: float
@@ -37,13 +39,15 @@ class LatencyStats:
             raise ValueError("latency statistics need at least one sample")
         mean = float(values.mean())
         std = float(values.std(ddof=1)) if values.size > 1 else 0.0
-        p50, p90, p95, p99 = (float(v) for v in np.percentile(values, PERCENTILES))
+        p5, p10, p50, p90, p95, p99 = (float(v) for v in np.percentile(values, PERCENTILES))
         return cls(
             count=int(values.size),
             mean=mean,
             std=std,
             cv=std / mean if mean > 0 else 0.0,
             min=float(values.min()),
+            p5=p5,
+            p10=p10,
             p50=p50,
             p90=p90,
             p95=p95,

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 def sweep_id(cfg: BenchConfig) -> str:
     """Same measurement settings -> same id, so rerunning the sweep resumes it (adding cells is fine)."""
     basis = {"measure": dataclasses.asdict(cfg.measure), "export_batch": cfg.export.batch,
-             "devices": cfg.sweep.devices}
+             "devices": cfg.sweep.devices, "drift": [cfg.sweep.drift_data, cfg.sweep.drift_labels]}
     return "sweep-" + hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -65,6 +65,8 @@ def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[RunRequest]:
                   results=str(results), warmup=m.warmup, iterations=m.iterations,
                   min_duration_s=m.min_duration_s, max_duration_s=m.max_duration_s, scope=m.scope,
                   seed=m.seed, run_id=run_id)
+    if s.drift_data is not None:
+        common["drift"] = {"data": s.drift_data, "labels": s.drift_labels, "gates": cfg.gates}
     targets: list[dict] = [{"model": model, "opset": opset} for model in s.models for opset in s.opsets]
     for path in s.manifests:
         model, opset = _manifest_identity(Path(path))

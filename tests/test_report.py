@@ -11,51 +11,140 @@ from bench import report
 from bench.plots import pareto_front
 from bench.records import Record, append_record
 
-ENV = {"host": "box-a", "os": "Linux-6.1-x86_64", "python": "3.11.9",
-       "cpu": {"model": "Test CPU 9000", "logical_cores": 2, "physical_cores": 1, "usable_cores": 2,
-               "flags": {"avx2": True, "avx512f": False}, "governor": None},
-       "memory_gib": 7.7, "gpus": [], "env_vars": {},
-       "packages": {"onnxruntime": "1.31.1", "openvino": None, "numpy": "2.4.6"}}
+ENV = {
+    "host": "box-a",
+    "os": "Linux-6.1-x86_64",
+    "python": "3.11.9",
+    "cpu": {
+        "model": "Test CPU 9000",
+        "logical_cores": 2,
+        "physical_cores": 1,
+        "usable_cores": 2,
+        "flags": {"avx2": True, "avx512f": False},
+        "governor": None,
+    },
+    "memory_gib": 7.7,
+    "gpus": [],
+    "env_vars": {},
+    "packages": {"onnxruntime": "1.31.1", "openvino": None, "numpy": "2.4.6"},
+}
 
 
 def latency(p50: float, cv: float = 0.02, count: int = 100) -> dict:
-    return {"count": count, "mean": p50 * 1.01, "std": p50 * cv, "cv": cv, "min": p50 * 0.9, "p50": p50,
-            "p90": p50 * 1.1, "p95": p50 * 1.15, "p99": p50 * 1.3, "max": p50 * 1.5}
+    return {
+        "count": count,
+        "mean": p50 * 1.01,
+        "std": p50 * cv,
+        "cv": cv,
+        "min": p50 * 0.9,
+        "p5": p50 * 0.92,
+        "p10": p50 * 0.95,
+        "p50": p50,
+        "p90": p50 * 1.1,
+        "p95": p50 * 1.15,
+        "p99": p50 * 1.3,
+        "max": p50 * 1.5,
+    }
 
 
 def drift(agreement: float, top1: float = 0.75, n: int = 1000, ref: float = 0.76) -> dict:
     """The fields bench.drift.DriftResult writes (intervals simplified)."""
-    return {"n": n, "num_classes": 1000, "finite": True, "nonfinite_values": 0, "nonfinite_images": 0,
-            "reference_nonfinite_values": 0, "agreement": agreement,
-            "agreement_ci": [agreement - 0.004, min(1.0, agreement + 0.002)],
-            "flipped": round((1 - agreement) * n), "compared_images": n, "max_abs_diff": 3e-5,
-            "mean_abs_diff": 1e-6, "cosine_min": 0.99999, "cosine_mean": 0.999999, "labelled": True,
-            "reference_top1": ref, "reference_top5": 0.93, "candidate_top1": top1, "candidate_top5": 0.93,
-            "top1_delta": top1 - ref, "top1_delta_ci": [top1 - ref - 0.01, top1 - ref + 0.01],
-            "confidence": 0.95}
+    return {
+        "n": n,
+        "num_classes": 1000,
+        "finite": True,
+        "nonfinite_values": 0,
+        "nonfinite_images": 0,
+        "reference_nonfinite_values": 0,
+        "agreement": agreement,
+        "agreement_ci": [agreement - 0.004, min(1.0, agreement + 0.002)],
+        "flipped": round((1 - agreement) * n),
+        "compared_images": n,
+        "max_abs_diff": 3e-5,
+        "mean_abs_diff": 1e-6,
+        "cosine_min": 0.99999,
+        "cosine_mean": 0.999999,
+        "labelled": True,
+        "reference_top1": ref,
+        "reference_top5": 0.93,
+        "candidate_top1": top1,
+        "candidate_top5": 0.93,
+        "top1_delta": top1 - ref,
+        "top1_delta_ci": [top1 - ref - 0.01, top1 - ref + 0.01],
+        "confidence": 0.95,
+    }
 
 
-def record(model="LeViT_128S", runtime="ort", precision="fp32", opset=17, batch=1, p50=5.0, status="ok",
-           message=None, cv=0.02, agreement=None, top1=0.75, ref=0.76, host="box-a",
-           ts="2026-01-01T00:00:00Z", notes=(), weights="official", ran=None) -> dict:
+def record(
+    model="LeViT_128S",
+    runtime="ort",
+    precision="fp32",
+    opset=17,
+    batch=1,
+    p50=5.0,
+    status="ok",
+    message=None,
+    cv=0.02,
+    agreement=None,
+    top1=0.75,
+    ref=0.76,
+    host="box-a",
+    ts="2026-01-01T00:00:00Z",
+    notes=(),
+    weights="official",
+    ran=None,
+) -> dict:
     """One record as the harness writes it (through bench.records.Record, so the schema is checked)."""
     timing = None
     if status == "ok":
-        timing = {"scope": "compute", "load_s": 0.5, "first_run_ms": p50 * 3, "latency_ms": latency(p50, cv),
-                  "device_latency_ms": None, "throughput_ips": 1000 * batch / p50, "wall_s": 2.0,
-                  "stopped_by": "iterations"}
+        timing = {
+            "scope": "compute",
+            "load_s": 0.5,
+            "first_run_ms": p50 * 3,
+            "latency_ms": latency(p50, cv),
+            "device_latency_ms": None,
+            "throughput_ips": 1000 * batch / p50,
+            "wall_s": 2.0,
+            "stopped_by": "iterations",
+        }
     error = None if status == "ok" else {"type": "RuntimeError", "message": message}
     return Record(
-        run_id="r1", status=status, error=error,
-        model={"name": model, "opset": opset, "opset_written": opset, "batch": "dynamic", "onnx_sha256": "ab",
-               "manifest": None, "weights": {"requested": weights}},
-        runtime={"name": runtime, "versions": {runtime: "1.0"}, "device": "cpu", "precision": precision,
-                 "options_asked": None, "effective": {"precision": ran or precision, "threads": 2},
-                 "notes": list(notes)},
-        params={"batch": batch, "warmup": 10, "iterations": 50, "min_duration_s": 2, "max_duration_s": 30,
-                "scope": "compute", "threads": None, "seed": 0},
-        timing=timing, drift=drift(agreement, top1, ref=ref) if agreement is not None else None,
-        environment={**ENV, "host": host}, git={"commit": "abc123", "dirty": False}, timestamp_utc=ts,
+        run_id="r1",
+        status=status,
+        error=error,
+        model={
+            "name": model,
+            "opset": opset,
+            "opset_written": opset,
+            "batch": "dynamic",
+            "onnx_sha256": "ab",
+            "manifest": None,
+            "weights": {"requested": weights},
+        },
+        runtime={
+            "name": runtime,
+            "versions": {runtime: "1.0"},
+            "device": "cpu",
+            "precision": precision,
+            "options_asked": None,
+            "effective": {"precision": ran or precision, "threads": 2},
+            "notes": list(notes),
+        },
+        params={
+            "batch": batch,
+            "warmup": 10,
+            "iterations": 50,
+            "min_duration_s": 2,
+            "max_duration_s": 30,
+            "scope": "compute",
+            "threads": None,
+            "seed": 0,
+        },
+        timing=timing,
+        drift=drift(agreement, top1, ref=ref) if agreement is not None else None,
+        environment={**ENV, "host": host},
+        git={"commit": "abc123", "dirty": False},
+        timestamp_utc=ts,
     ).to_dict()
 
 
@@ -71,14 +160,28 @@ def _fixture_records() -> list[dict]:
         record(runtime="paddle", p50=8.0),
         record(runtime="ort", p50=5.25, agreement=1.0, top1=0.76),
         record(runtime="ov", p50=4.125, agreement=1.0, top1=0.76),
-        record(runtime="ov", precision="bf16", p50=2.5, agreement=0.985, top1=0.752,
-               notes=["bf16 lowered: Softmax kept in fp32"]),
+        record(
+            runtime="ov",
+            precision="bf16",
+            p50=2.5,
+            agreement=0.985,
+            top1=0.752,
+            notes=["bf16 lowered: Softmax kept in fp32"],
+        ),
         record(runtime="ort", precision="fp16", status="error", message="fp16 needs a GPU: no CUDA device"),
         record(runtime="ov", batch=8, p50=20.0, agreement=1.0, top1=0.76),
         record(runtime="ort", batch=8, p50=30.0, agreement=1.0, top1=0.76),
         record(model="MobileViT_XXS", runtime="ov", p50=3.0, agreement=0.999, top1=0.69, ref=0.69),
-        record(model="MobileViT_XXS", runtime="ov", precision="bf16", p50=3.0, agreement=1.0, top1=0.69,
-               ref=0.69, ran="fp32"),
+        record(
+            model="MobileViT_XXS",
+            runtime="ov",
+            precision="bf16",
+            p50=3.0,
+            agreement=1.0,
+            top1=0.69,
+            ref=0.69,
+            ran="fp32",
+        ),
         # A later failed re-run of ov fp32 batch 1: the earlier ok record stays in the tables.
         record(runtime="ov", status="error", message="later crash", ts="2026-01-02T00:00:00Z"),
     ]
@@ -110,6 +213,7 @@ def _rows(text: str, start: str) -> list[str]:
 
 # --- report ---------------------------------------------------------------------------------------------
 
+
 def test_report_writes_plots(built):
     out, text = built
     pngs, svgs = sorted((out / "plots").glob("*.png")), sorted((out / "plots").glob("*.svg"))
@@ -126,9 +230,9 @@ def test_report_writes_plots(built):
 
 def test_tables_hold_the_numbers(built):
     _, text = built
-    assert "| LeViT_128S | ov | bf16 | 17 | 2.500 | 2.250 | 2.750 | 75.20 | [72.43, 77.78] | yes |" in text
-    assert "| LeViT_128S | ov | fp32 | 17 | 4.125 | 3.712 | 4.538 | 76.00 |" in text
-    assert "| ov | fp32 | 17 | 8 | 20.00 | 18.00 | 22.00 | 2.500 | 400.0 |" in text
+    assert "| LeViT_128S | ov | bf16 | 17 | 2.500 | 2.375 | 2.750 | 75.20 | [72.43, 77.78] | yes |" in text
+    assert "| LeViT_128S | ov | fp32 | 17 | 4.125 | 3.919 | 4.538 | 76.00 |" in text
+    assert "| ov | fp32 | 17 | 8 | 20.00 | 19.00 | 22.00 | 2.500 | 400.0 |" in text
     # Labelled results with official weights: top-1 accuracy on the y axis; Paddle's from reference_top1.
     assert "top-1 accuracy" in text
     assert "76.00" in _rows(text, "| LeViT_128S | paddle | fp32 | 17 | 8.000 |")[0]
@@ -139,8 +243,11 @@ def test_tables_hold_the_numbers(built):
 
 def test_pareto_marked_in_table(built):
     _, text = built
-    rows = {tuple(c.strip() for c in r.split("|")[2:5]): r for r in _rows(text, "| LeViT_128S |")
-            if r.count("|") == 12}  # the latency-vs-accuracy table
+    rows = {
+        tuple(c.strip() for c in r.split("|")[2:5]): r
+        for r in _rows(text, "| LeViT_128S |")
+        if r.count("|") == 12
+    }  # the latency-vs-accuracy table
     # bf16 is fastest (2.5 ms, 75.2 %); ov fp32 (4.125 ms, 76 %) beats ort fp32 and paddle on both axes.
     assert "| yes |" in rows[("ov", "bf16", "17")] and "| yes |" in rows[("ov", "fp32", "17")]
     assert "| no |" in rows[("ort", "fp32", "17")] and "| no |" in rows[("paddle", "fp32", "17")]
@@ -171,8 +278,13 @@ def test_reruns_use_latest_ok(built):
 
 
 def test_agreement_axis_for_seeded_weights(tmp_path):
-    path = write(tmp_path / "r.jsonl", [record(runtime="paddle", weights="seeded"),
-                                       record(runtime="ort", agreement=0.995, weights="seeded")])
+    path = write(
+        tmp_path / "r.jsonl",
+        [
+            record(runtime="paddle", weights="seeded"),
+            record(runtime="ort", agreement=0.995, weights="seeded"),
+        ],
+    )
     text = report.build_report([path], tmp_path / "out").read_text()
     assert "top-1 agreement with Paddle" in text
     assert "| 100.00 (reference) |" in text and "| 99.50 |" in text
@@ -188,6 +300,7 @@ def test_pareto_front_hand_made():
 
 
 # --- unreadable input -----------------------------------------------------------------------------------
+
 
 def test_empty_file_is_an_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
@@ -224,12 +337,13 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 # --- compare --------------------------------------------------------------------------------------------
 
+
 def test_ratio_with_noise_hand_made():
     # 10 % slower, each side 2 % CV: the band 1.1 * exp(+-sqrt(2) * ln 1.02) = [1.070, 1.131] excludes 1.
     r = cmp.ratio_with_noise(10.0, 0.02, 11.0, 0.02)
     assert r.ratio == pytest.approx(1.1)
-    assert r.lo == pytest.approx(1.1 * 1.02 ** -(2 ** 0.5))
-    assert r.hi == pytest.approx(1.1 * 1.02 ** (2 ** 0.5))
+    assert r.lo == pytest.approx(1.1 * 1.02 ** -(2**0.5))
+    assert r.hi == pytest.approx(1.1 * 1.02 ** (2**0.5))
     assert r.within_noise is False
     # 2 % slower with 3 % CV on each side: within noise.
     assert cmp.ratio_with_noise(10.0, 0.03, 10.2, 0.03).within_noise is True
@@ -241,18 +355,24 @@ def test_ratio_with_noise_hand_made():
 
 
 def test_compare_tables(tmp_path):
-    a = write(tmp_path / "a.jsonl", [
-        record(runtime="ort", p50=10.0, cv=0.02, agreement=1.0),
-        record(runtime="ov", p50=10.0, cv=0.03, agreement=0.99),
-        record(runtime="ov", precision="bf16", p50=5.0, agreement=0.98),
-        record(runtime="paddle", p50=12.0),
-    ])
-    b = write(tmp_path / "b.jsonl", [
-        record(runtime="ort", p50=11.0, cv=0.02, agreement=1.0, host="box-b"),
-        record(runtime="ov", p50=10.2, cv=0.03, agreement=0.95, host="box-b"),
-        record(runtime="ov", precision="bf16", status="error", message="bf16 unsupported", host="box-b"),
-        record(runtime="trt", p50=1.0, host="box-b"),
-    ])
+    a = write(
+        tmp_path / "a.jsonl",
+        [
+            record(runtime="ort", p50=10.0, cv=0.02, agreement=1.0),
+            record(runtime="ov", p50=10.0, cv=0.03, agreement=0.99),
+            record(runtime="ov", precision="bf16", p50=5.0, agreement=0.98),
+            record(runtime="paddle", p50=12.0),
+        ],
+    )
+    b = write(
+        tmp_path / "b.jsonl",
+        [
+            record(runtime="ort", p50=11.0, cv=0.02, agreement=1.0, host="box-b"),
+            record(runtime="ov", p50=10.2, cv=0.03, agreement=0.95, host="box-b"),
+            record(runtime="ov", precision="bf16", status="error", message="bf16 unsupported", host="box-b"),
+            record(runtime="trt", p50=1.0, host="box-b"),
+        ],
+    )
     text = cmp.compare([a], [b])
     lines = text.splitlines()
     ort = _rows(text, "| LeViT_128S | 1 | 17 | ort | fp32 | 10.00 (±2.0 %) | 11.00 (±2.0 %) |")

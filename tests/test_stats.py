@@ -18,6 +18,8 @@ def test_four_samples_by_hand():
     assert stats.cv == pytest.approx(math.sqrt(5 / 3) / 2.5)
     assert (stats.min, stats.max) == (1.0, 4.0)
     # linear interpolation between closest ranks: rank = q * (n - 1)
+    assert stats.p5 == pytest.approx(1.15)  # rank 0.15: 1 + 0.15 * (2 - 1)
+    assert stats.p10 == pytest.approx(1.3)
     assert stats.p50 == pytest.approx(2.5)
     assert stats.p90 == pytest.approx(3.7)
     assert stats.p95 == pytest.approx(3.85)
@@ -39,7 +41,7 @@ def test_odd_count_median_and_unsorted_input():
 
 def test_values_are_numbers_not_strings():
     data = LatencyStats.from_samples_ns([10, 20, 30]).to_dict()
-    assert set(data) == {"count", "mean", "std", "cv", "min", "p50", "p90", "p95", "p99", "max"}
+    assert set(data) == {"count", "mean", "std", "cv", "min", "p5", "p10", "p50", "p90", "p95", "p99", "max"}
     assert isinstance(data["count"], int)
     assert all(isinstance(v, float) for k, v in data.items() if k != "count")
 
