@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -40,6 +40,7 @@ from bench.config import (
 )
 from bench.measure import MeasureParams, measure
 from bench.records import Record, append_record, check_writable, new_run_id
+from export.weights import sha256_of
 from runtimes.base import Artifact, Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -313,20 +314,13 @@ def _load_artifact(manifest_path: Path, draft: _Draft) -> Artifact:
         draft.model["opset"] = (data.get("opset") or {}).get("requested", artifact.opset)
     if not artifact.onnx_path.is_file():
         raise BenchFailure(f"{artifact.onnx_path} not found (named by {manifest_path})")
-    actual = _sha256(artifact.onnx_path)
+    actual = sha256_of(artifact.onnx_path)
     if actual != artifact.onnx_sha256:
         raise BenchFailure(f"{artifact.onnx_path} does not match its manifest (sha256 {actual[:12]}..., "
                            f"manifest says {artifact.onnx_sha256[:12]}...); the file changed since export: "
                            f"re-export it")
     return artifact
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- table ----------------------------------------------------------------------------------------------
@@ -608,6 +602,8 @@ def cmd_export(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
+    # SIGTERM unwinds like Ctrl-C: temporary files are removed and finished records stay.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if command in ("list", "list-runtimes"):
             return cmd_list(argv[1:])

@@ -25,9 +25,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +33,8 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from export.manifest import write_atomic
 
 if TYPE_CHECKING:
     from bench.data import Dataset
@@ -325,22 +325,11 @@ class Logits:
 
     def save(self, path: Path, meta: Mapping[str, Any] | None = None) -> None:
         """Write an .npz atomically: a reader sees the old file or the whole new one, never half."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"values": self.values, "names": np.array(self.names, dtype=str),
                   "meta": np.array(json.dumps(dict(meta or {}), sort_keys=True))}
         if self.labels is not None:
             arrays["labels"] = self.labels
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> tuple[Logits, dict]:

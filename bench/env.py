@@ -12,9 +12,10 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from export import manifest as export_manifest
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,7 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_t
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return export_manifest.package_versions(names)
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -91,6 +92,8 @@ def _brought_model_requests(args) -> list[ExportRequest]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines drown the table
+    # SIGTERM (a killed sweep, a CI timeout) unwinds like Ctrl-C, so the unfinished export is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

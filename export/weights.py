@@ -20,7 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SEEDED = "seeded"
-DEFAULT_CACHE = Path(os.environ.get("PADDLE_BENCH_CACHE", Path.home() / ".cache" / "paddle-onnx-bench"))
+DEFAULT_CACHE = Path(os.environ.get("PADDLE_ONNX_BENCH_CACHE", Path.home() / ".cache" / "paddle-onnx-bench"))
 
 
 class WeightsError(ValueError):

@@ -27,6 +27,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from export.weights import sha256_of
 from runtimes._lazy import MissingDependency, check_device, feed_batch, is_installed, require
 from runtimes.base import Artifact, Availability, Runtime, RuntimeOptions, RuntimeUnavailable
 
@@ -102,13 +103,6 @@ def default_cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "paddle-onnx-bench" / "trt-engines"
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- CUDA via cuda-python --------------------------------------------------------------------------------
@@ -241,7 +235,7 @@ class TrtRuntime(Runtime):
         profile = profile_shapes(artifact.input_shape, self.options.batch, self.options.max_batch)
         flags = {"tf32": bool(extra.get("tf32", False)), "workspace_mb": extra.get("workspace_mb")}
         if self.options.precision == "int8":
-            flags["calibration_sha256"] = file_sha256(Path(extra["calibration_data"]))
+            flags["calibration_sha256"] = sha256_of(Path(extra["calibration_data"]))
         precision = self.options.precision
         key = engine_cache_key(artifact.onnx_sha256, trt.__version__, gpu, cc, precision, profile, flags)
         cache_dir = Path(extra.get("engine_cache_dir") or default_cache_dir())

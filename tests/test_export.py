@@ -232,3 +232,23 @@ def test_a_brought_inference_model_exports_with_parity(tmp_path):
         cwd=tmp_path,
     )
     assert_one_line_error(bad, "--input-shape")
+
+
+def test_an_interrupted_export_leaves_nothing_behind(tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export", "--model", "MobileViT_XXS", "--opset", "13", "--out", str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.rglob(".opset13-bdyn.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(out.rglob(".opset13-bdyn.tmp-*")), "the export never started writing"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not [p for p in out.rglob("*") if p.is_file()]
