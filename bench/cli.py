@@ -373,7 +373,7 @@ def format_table(records: list[dict]) -> str:
 
 def error_line(error: dict) -> str:
     """The record's error as the user reads it; our own error types need no prefix."""
-    if error["type"] in ("UsageError", "BenchFailure"):
+    if error["type"] in ("UsageError", "BenchFailure", "DataError"):
         return error["message"]
     return f"{error['type']}: {error['message']}"
 

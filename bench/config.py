@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from bench.drift import DEFAULT_GATES
 from export.models import MODELS
 from runtimes import canonical_name, get_runtime, is_runtime, list_runtimes
 from runtimes.base import RuntimeUnavailable
@@ -116,7 +117,7 @@ class BenchConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
-    gates: dict[str, dict[str, float]] = field(default_factory=dict)
+    gates: dict[str, dict[str, float]] = field(default_factory=lambda: dict(DEFAULT_GATES))
     results: Path = Path("results/runs.jsonl")
     artifacts: Path = Path("artifacts")
     source: str = "defaults"
@@ -159,7 +160,7 @@ class _Parser:
             export=self.export(section.get("export", {})),
             sweep=self.sweep(section.get("sweep", {})),
             measure=self.measure(section.get("measure", {})),
-            gates=self.gates(section.get("gates", {})),
+            gates=self.gates(section["gates"]) if "gates" in section else dict(DEFAULT_GATES),
             results=Path(self.string(section.get("results", str(default.results)), "results")),
             artifacts=Path(self.string(section.get("artifacts", str(default.artifacts)), "artifacts")),
             source=self.source,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import Dataset, open_dataset
+from bench.data import DataError, Dataset, open_dataset
 from bench.drift import Logits, collect_logits, compare_logits, evaluate_gates, reference_logits
 from export.preprocess import Preprocess
 from runtimes.base import Artifact, Runtime
@@ -53,9 +53,9 @@ def open_drift_dataset(settings: DriftSettings, artifact: Artifact) -> Dataset:
         log.info("%s: the export stored no reference images; using the synthetic set", artifact.model)
         data = "synthetic"  # recorded in the drift figures' data description
     if data != "synthetic" and preprocess is None:
-        raise ValueError(f"{artifact.model}: the manifest has no preprocessing settings for images; "
+        raise DataError(f"{artifact.model}: the manifest has no preprocessing settings for images; "
                          "use --data synthetic")
-    shape = artifact.manifest.get("input_shape")
+    shape = artifact.manifest.get("input_shape") or artifact.input_shape[1:]  # C, H, W
     return open_dataset(data, preprocess=preprocess, labels=settings.labels,
                         channel_order=settings.channel_order, count=settings.synthetic_count,
                         input_shape=tuple(shape) if shape else None)
@@ -79,7 +79,7 @@ def stored_reference(artifact: Artifact, dataset: Dataset) -> Logits | None:
 def paddle_reference(artifact: Artifact, dataset: Dataset, cache_dir: Path) -> Logits:
     """Paddle Inference FP32 logits for ``dataset``, computed once and cached."""
     if artifact.paddle_model_file is None:
-        raise ValueError(f"{artifact.model}: no Paddle model beside the export to compute the reference with")
+        raise DataError(f"{artifact.model}: no Paddle model beside the export to compute the reference with")
 
     def compute(data: Dataset) -> Logits:
         from export.source import inference_model_source

@@ -394,7 +394,7 @@ class Context:
     written: list[Path] = field(default_factory=list)
 
     def series(self, cell: Cell) -> plots.SeriesKey:
-        return plots.SeriesKey(cell.runtime, cell.precision, cell.opset, self.series_extra(cell))
+        return series_key(cell, self.series_extra)
 
     def runtime(self, cell: Cell) -> str:
         """The runtime column: with the scope and host when those vary within the report."""
@@ -466,7 +466,8 @@ def _accuracy_group(ctx: Context, family: str, batch: Any, cells: list[Cell]) ->
             point.pareto = flag
         for c, y, point in entries:
             front = "not plotted" if point is None else "yes" if point.pareto else "no"
-            rows.append((c.model, ctx.runtime(c), c.precision, c.opset, *_latency_cells(c), _y_text(c, y),
+            rows.append((c.model, ctx.runtime(c), ctx.series(c).precision, c.opset, *_latency_cells(c),
+                         _y_text(c, y),
                          _y_ci_text(c, y), front, _row_note(c, y)))
         panels.append(plots.Panel(model, points))
     ylabel = y_label(ctx.metric)
@@ -534,7 +535,7 @@ def section_batch(ctx: Context) -> list[str]:
             p50, lo, hi = (num(c.r, "timing", "latency_ms", k) for k in ("p50", "p10", "p90"))
             ips = num(c.r, "timing", "throughput_ips")
             per_image = p50 / c.batch if p50 is not None and c.batch else None
-            rows.append((ctx.runtime(c), c.precision, c.opset, c.batch, *_latency_cells(c),
+            rows.append((ctx.runtime(c), ctx.series(c).precision, c.opset, c.batch, *_latency_cells(c),
                          cell_value(c, per_image, fmt_ms), cell_value(c, ips, lambda v: f"{v:.1f}"),
                          c.message if not c.ok else ""))
             if c.ok and c.batch and (p50 is not None or ips is not None):
@@ -658,6 +659,13 @@ def section_notes(ctx: Context) -> list[str]:
     return out
 
 
+def series_key(cell: Cell, extra: Callable[[Cell], str]) -> plots.SeriesKey:
+    """A legend entry; a precision the runtime lowered or raised shows what ran, e.g. ``bf16 (ran fp32)``."""
+    ran = dig(cell.r, "runtime", "effective", "precision")
+    precision = cell.precision if ran in (None, cell.precision) else f"{cell.precision} (ran {ran})"
+    return plots.SeriesKey(cell.runtime, precision, cell.opset, extra(cell))
+
+
 def _compact(effective: dict) -> str:
     parts = []
     for k, v in sorted(effective.items()):
@@ -731,7 +739,7 @@ def build_report(results_paths: list[Path], out_dir: Path, y_metric: str = "auto
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     extra = _series_extra_fn(cells)
-    styler = plots.Styler([plots.SeriesKey(c.runtime, c.precision, c.opset, extra(c)) for c in cells])
+    styler = plots.Styler([series_key(c, extra) for c in cells])
     ctx = Context(cells, out_dir, choose_y_metric(cells, y_metric), styler, extra)
     counts = {s: sum(c.status == s for c in cells) for s in dict.fromkeys(c.status for c in cells)}
     lines = ["# Benchmark report", "",

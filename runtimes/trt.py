@@ -174,7 +174,7 @@ def _calibrator(trt, cudart, data: np.ndarray, batch: int, cache_file: Path):
             chunk = np.ascontiguousarray(data[self.index : self.index + batch])
             self.index += batch
             kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-            _cuda(cudart.cudaMemcpy(self.pointer, chunk, chunk.nbytes, kind))
+            _cuda(cudart.cudaMemcpy(self.pointer, chunk.ctypes.data, chunk.nbytes, kind))
             return [int(self.pointer)]
 
         def read_calibration_cache(self):
@@ -343,7 +343,7 @@ class TrtRuntime(Runtime):
             self._buffers[name] = _cuda(cudart.cudaMalloc(max(host.nbytes, 1)))
             self._context.set_tensor_address(name, int(self._buffers[name]))
         # The one host-to-device copy, outside the timed region.
-        _cuda(cudart.cudaMemcpy(self._buffers[self._input_name], array, array.nbytes, kind))
+        _cuda(cudart.cudaMemcpy(self._buffers[self._input_name], array.ctypes.data, array.nbytes, kind))
         self.effective["batch"] = batch
 
     def _run(self) -> None:
@@ -363,7 +363,7 @@ class TrtRuntime(Runtime):
     def _outputs(self) -> dict[str, np.ndarray]:
         kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name, host in self._host_outputs.items():
-            _cuda(self._cudart.cudaMemcpy(host, self._buffers[name], host.nbytes, kind))
+            _cuda(self._cudart.cudaMemcpy(host.ctypes.data, self._buffers[name], host.nbytes, kind))
         return {name: host.copy() for name, host in self._host_outputs.items()}
 
     # --- teardown ----------------------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""The drift pass of ``python -m bench``: real runtimes, real Paddle reference, records and gates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.records import read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--warmup", "1", "--iterations", "5", "--duration", "0"]
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    )
+
+
+@pytest.fixture
+def tiny_with_preprocess(tiny_artifact, tmp_path) -> Path:
+    """The tiny model's export, copied, with preprocessing settings so it can read images."""
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_artifact.parent, folder)
+    manifest = json.loads((folder / "model.onnx.json").read_text())
+    manifest["preprocess"] = {
+        "resize_short": 36,
+        "crop": 32,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "scale": 1 / 255,
+        "channel_order": "RGB",
+        "interpolation": "bilinear",
+    }
+    (folder / "model.onnx.json").write_text(json.dumps(manifest))
+    return folder / "model.onnx.json"
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Six labelled 48x40 JPEGs in PaddleClas list format, one of them corrupt."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(6):
+        name = f"img{i}.jpg"
+        if i == 3:
+            (folder / name).write_bytes(b"this is not a jpeg")
+        else:
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / name)
+        lines.append(f"{name} {i % 10}")
+    (folder / "val_list.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_drift_on_images_against_a_paddle_reference(tiny_with_preprocess, image_folder, tmp_path):
+    results = tmp_path / "runs.jsonl"
+    proc = bench(
+        "--runtime",
+        "ort",
+        "--manifest",
+        str(tiny_with_preprocess),
+        "--batch",
+        "4",
+        *FAST,
+        "--data",
+        str(image_folder),
+        "--results",
+        str(results),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "top-1 agreement 100.00%" in proc.stdout and "skipped 1 unreadable image" in proc.stdout
+    (record,) = read_records(results).records
+    drift = record.drift
+    assert drift["n"] == 5 and drift["agreement"] == 1.0 and drift["flipped"] == 0
+    assert drift["max_abs_diff"] < 1e-5 and drift["finite"]
+    assert drift["labelled"] and drift["reference_source"].startswith("paddle inference")
+    assert [s["name"] for s in drift["data"]["skipped"]] == ["img3.jpg"]
+    assert record.gates["passed"] and record.gates["precision"] == "fp32"
+    assert record.timing["latency_ms"]["count"] >= 5  # timing ran first, in its own pass
+
+
+def test_enforced_gates_fail_with_exit_1(tiny_artifact, tmp_path):
+    (tmp_path / "bench.yaml").write_text("gates:\n  fp32: {agreement: 1.0, max_abs_diff: 0.0}\n")
+    results = tmp_path / "runs.jsonl"
+    proc = bench(
+        "--runtime",
+        "ov",
+        "--manifest",
+        str(tiny_artifact),
+        "--batch",
+        "2",
+        *FAST,
+        "--drift",
+        "--data",
+        "synthetic",
+        "--enforce-gates",
+        "--results",
+        str(results),
+        cwd=tmp_path,
+    )
+    (record,) = read_records(results).records
+    assert record.drift["max_abs_diff"] > 0  # OpenVINO and Paddle round differently
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: drift gates failed for fp32: max_abs_diff")
+    assert record.gates["passed"] is False and record.status == "ok"
+
+
+def test_images_without_preprocessing_settings_are_refused(tiny_artifact, image_folder, tmp_path):
+    results = tmp_path / "runs.jsonl"
+    proc = bench(
+        "--runtime",
+        "ort",
+        "--manifest",
+        str(tiny_artifact),
+        *FAST,
+        "--data",
+        str(image_folder),
+        "--results",
+        str(results),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        "error: Tiny: the manifest has no preprocessing settings for images; use --data synthetic"
+    ]
+    (record,) = read_records(results).records
+    assert record.status == "error"
