@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-from bench.drift import DEFAULT_GATES
+from bench.drift import DEFAULT_GATES, GATE_METRICS
+from bench.measure import SCOPES, MeasureParams
+from export.convert import MAX_OPSET, MIN_OPSET
 from export.models import MODELS
 from runtimes import canonical_name, get_runtime, is_runtime, list_runtimes
 from runtimes.base import RuntimeUnavailable
@@ -25,11 +27,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("bench.yaml")
 ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-OPSET_RANGE = (7, 21)  # what paddle2onnx 2.1.0 can write
-SCOPES = ("compute", "end2end")
-GATE_METRICS = ("agreement", "top5_agreement", "cosine", "max_abs_diff", "max_rel_diff", "mean_abs_diff",
-                "top1_delta")
-_FRACTION_METRICS = ("agreement", "top5_agreement", "cosine")
+OPSET_RANGE = (MIN_OPSET, MAX_OPSET)  # what paddle2onnx can write
+_FRACTION_METRICS = ("agreement", "cosine", "cosine_mean")
 
 
 class ConfigError(ValueError):
@@ -102,14 +101,10 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
-class MeasureConfig:
-    warmup: int = 10
-    iterations: int = 50
-    min_duration_s: float = 2.0
-    max_duration_s: float = 30.0
-    scope: str = "compute"
+class MeasureConfig(MeasureParams):
+    """The harness's measurement parameters plus the thread count every runtime is given."""
+
     threads: int | None = None
-    seed: int = 0
 
 
 @dataclass(frozen=True)
