@@ -40,13 +40,13 @@ from bench.config import (
 )
 from bench.measure import MeasureParams, measure
 from bench.records import Record, append_record, check_writable, new_run_id
+from export.manifest import MANIFEST_NAME
 from export.weights import sha256_of
 from runtimes.base import Artifact, Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-MANIFEST_NAME = "model.onnx.json"
 
 
 class UsageError(ValueError):
@@ -206,7 +206,11 @@ def _run(request: RunRequest, draft: _Draft, drift_pass: DriftPass | None) -> di
 def _drift_pass(runtime: Runtime, artifact: Artifact, request: RunRequest) -> tuple[dict, dict | None]:
     from bench.drift_pass import DriftSettings, run_drift
 
-    return run_drift(runtime, artifact, request.batch, request.precision, DriftSettings(**request.drift))
+    cache_dir = str(Path(request.artifacts) / "reference-cache")
+    settings = DriftSettings(**{**request.drift, "cache_dir": cache_dir})
+    # Gates judge what ran: bf16 asked but run as fp32 must meet the fp32 thresholds.
+    precision = runtime.effective.get("precision") or request.precision
+    return run_drift(runtime, artifact, request.batch, precision, settings)
 
 
 def _versions(runtime: Runtime) -> dict[str, str]:
@@ -249,11 +253,11 @@ def _validate(request: RunRequest) -> type[Runtime]:
     if request.precision not in cls.precisions:
         raise UsageError(f"runtime {request.runtime!r} does not support precision {request.precision!r}; "
                          f"allowed: {', '.join(cls.precisions)}")
-    if request.device is not None:
-        kind = request.device.lower().partition(":")[0]
-        if kind not in cls.devices:
-            raise UsageError(f"runtime {request.runtime!r} does not support device {request.device!r}; "
-                             f"allowed: {', '.join(cls.devices)}")
+    try:  # the adapter's own checks of device and options, before any heavy work
+        cls(RuntimeOptions(device=request.device or cls.devices[0], precision=request.precision,
+                           threads=request.threads, batch=request.batch, extra=dict(request.options)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return cls
 
 
@@ -267,7 +271,7 @@ def resolve_manifest(request: RunRequest) -> Path:
         return path
     from export.pipeline import artifact_dir
 
-    weights = None if request.weights == "seeded" else request.weights
+    weights = request.weights
     root = Path(request.artifacts)
     path = artifact_dir(request.model, request.opset, request.export_batch, weights, root) / MANIFEST_NAME
     if path.is_file():
@@ -436,6 +440,8 @@ def build_run_parser() -> argparse.ArgumentParser:
 def drift_settings_from_args(args: argparse.Namespace, cfg: BenchConfig) -> dict | None:
     if not (args.drift or args.data or args.labels or args.enforce_gates):
         return None
+    if args.labels and args.data in (None, "export", "synthetic"):
+        raise UsageError("--labels needs --data FOLDER (the images the list file names)")
     return {"data": args.data or "export", "labels": args.labels, "channel_order": args.channel_order,
             "gates": cfg.gates}
 

@@ -23,7 +23,6 @@ from runtimes.base import Artifact, Runtime
 log = logging.getLogger(__name__)
 
 EXPORT_IMAGES = "export"  # --data value: the images the export stored Paddle's logits for
-DEFAULT_CACHE = Path("artifacts") / "reference-cache"
 
 
 @dataclass
@@ -33,7 +32,7 @@ class DriftSettings:
     channel_order: str | None = None
     synthetic_count: int = 32
     gates: dict = field(default_factory=dict)
-    cache_dir: str = str(DEFAULT_CACHE)
+    cache_dir: str = "artifacts/reference-cache"  # the CLI puts it under --artifacts
 
 
 def preprocess_of(artifact: Artifact) -> Preprocess | None:

@@ -260,11 +260,11 @@ def _export_missing(todo: list[RunRequest], cfg: BenchConfig, results: Path) -> 
         if not cell.manifest:
             groups.setdefault((cell.model, cell.opset, cell.export_batch, cell.weights), []).append(cell)
     failed: set[int] = set()
-    missing = [k for k in groups if not (artifact_dir(k[0], k[1], k[2], _weights_arg(k[3]), cfg.artifacts)
+    missing = [k for k in groups if not (artifact_dir(k[0], k[1], k[2], k[3], cfg.artifacts)
                                          / MANIFEST_NAME).is_file()]
     for model, opset, batch, weights in tqdm(missing, desc="export", unit="model", file=sys.stderr,
                                              disable=not missing):
-        spec = {"model": model, "opset": opset, "batch": batch, "weights": _weights_arg(weights),
+        spec = {"model": model, "opset": opset, "batch": batch, "weights": weights,
                 "root": str(cfg.artifacts)}
         child = run_child(["_export", json.dumps(spec)], cfg.sweep.cell_timeout_s)
         if child.returncode == 0:
@@ -276,10 +276,6 @@ def _export_missing(todo: list[RunRequest], cfg: BenchConfig, results: Path) -> 
             append_record(results, skeleton_record(cell, "error", "ExportFailed", message))
             failed.add(id(cell))
     return [c for c in todo if id(c) not in failed]
-
-
-def _weights_arg(weights: str) -> str | None:
-    return None if weights == "seeded" else weights
 
 
 def _run_cell(cell: RunRequest, results: Path, timeout: float, bar: tqdm) -> None:

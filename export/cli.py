@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         return (
             2 if isinstance(exc, (UnknownModelError, ValueError)) and not isinstance(exc, ExportError) else 1
         )
+    except ImportError as exc:
+        print(
+            f"error: {exc.name or exc} is not installed; export needs: pip install -e .[export]",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(
             "error: interrupted; finished exports are kept, the unfinished one was discarded", file=sys.stderr

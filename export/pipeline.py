@@ -23,6 +23,7 @@ from export import convert, parity
 from export.convert import ExportError
 from export.manifest import MANIFEST_NAME, SCHEMA_VERSION, load_manifest, package_versions, write_json_atomic
 from export.models import get_spec
+from export.source import inference_model_digest
 from export.weights import SEEDED, sha256_of
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,12 @@ def artifact_dir(
     batch: str | int = "dynamic",
     weights: str | None = None,
     root: Path = DEFAULT_ROOT,
+    paddle_model: Path | None = None,
 ) -> Path:
-    """Where an export lives; computing it imports nothing heavy."""
+    """Where an export lives; computing it imports nothing heavy. A brought model is named by its digest."""
     batch_tag = "bdyn" if batch == "dynamic" else f"b{int(batch)}"
-    return Path(root) / model / weights_tag(weights) / f"opset{opset}-{batch_tag}"
+    tag = f"model-{inference_model_digest(paddle_model)[:12]}" if paddle_model else weights_tag(weights)
+    return Path(root) / model / tag / f"opset{opset}-{batch_tag}"
 
 
 def ensure_export(
@@ -120,10 +123,18 @@ def run_export(request: ExportRequest) -> dict:
     else:
         if request.input_shape is None:
             raise ExportError("a brought inference model needs --input-shape C,H,W (e.g. 3,224,224)")
+        if not Path(request.paddle_model).with_suffix(".pdiparams").is_file():
+            raise ExportError(f"{request.paddle_model}: expected NAME.json with NAME.pdiparams beside it")
         family = None
         out_dir = artifact_dir(
-            request.model, request.opset, request.batch, str(request.paddle_model), request.root
+            request.model, request.opset, request.batch, None, request.root, paddle_model=request.paddle_model
         )
+    if (
+        request.paddle_model is None
+        and request.images
+        and not (Path(request.images) / "val_list.txt").is_file()
+    ):
+        raise ExportError(f"evaluation images: {request.images}/val_list.txt not found; pass --images FOLDER")
     _check_writable(request.root)
     key = _cache_key(request, family)
     manifest_path = out_dir / MANIFEST_NAME
@@ -281,8 +292,10 @@ def _cache_key(request: ExportRequest, family: str | None) -> str:
     for name in (*_CODE_FILES, *model_code):
         path = Path(__file__).parent / name
         code.update(path.read_bytes() if path.is_file() else b"")
-    weights = str(request.paddle_model) if request.paddle_model else request.weights
-    if weights not in (None, SEEDED, "official") and Path(weights).expanduser().is_file():
+    weights = request.weights or SEEDED  # None and "seeded" are the same weights
+    if request.paddle_model:
+        weights = inference_model_digest(request.paddle_model)
+    elif weights not in (SEEDED, "official") and Path(weights).expanduser().is_file():
         weights = sha256_of(Path(weights).expanduser())
     images = ""
     if request.images and (Path(request.images) / "val_list.txt").is_file():

@@ -16,6 +16,7 @@ import numpy as np
 
 from export.convert import ExportError, inference_model_from_layer
 from export.preprocess import Preprocess
+from export.weights import sha256_of
 
 CHUNK = 16  # images per Paddle forward when computing reference logits
 
@@ -62,6 +63,13 @@ def zoo_source(name: str, weights: str | None) -> PaddleSource:
     )
 
 
+def inference_model_digest(model_file: Path) -> str:
+    """Identity of a Paddle inference model: its program and its parameters, so new weights are new."""
+    model_file = Path(model_file)
+    parts = (sha256_of(model_file), sha256_of(model_file.with_suffix(".pdiparams")))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
 def inference_model_source(
     model_file: Path, name: str, input_shape: tuple[int, int, int], preprocess: Preprocess | None = None
 ) -> PaddleSource:
@@ -101,7 +109,7 @@ def inference_model_source(
         shutil.copyfile(params_file, out_dir / "inference.pdiparams")
         return out_dir / "inference.json", out_dir / "inference.pdiparams"
 
-    digest = hashlib.sha256(params_file.read_bytes() + model_file.read_bytes()).hexdigest()
+    digest = inference_model_digest(model_file)
     return PaddleSource(
         name=name,
         input_shape=input_shape,

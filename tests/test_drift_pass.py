@@ -140,3 +140,51 @@ def test_images_without_preprocessing_settings_are_refused(tiny_artifact, image_
     ]
     (record,) = read_records(results).records
     assert record.status == "error"
+
+
+def test_gates_judge_the_precision_that_ran(tiny_artifact, tmp_path):
+    results = tmp_path / "runs.jsonl"
+    proc = bench(
+        "--runtime",
+        "ov",
+        "--manifest",
+        str(tiny_artifact),
+        "--precision",
+        "bf16",
+        *FAST,
+        "--drift",
+        "--data",
+        "synthetic",
+        "--results",
+        str(results),
+        "--artifacts",
+        str(tmp_path / "art"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (record,) = read_records(results).records
+    ran = record.runtime["effective"]["precision"]  # fp32 on a CPU without bf16, bf16 on one with it
+    assert record.gates["precision"] == ran
+    assert list((tmp_path / "art" / "reference-cache").glob("*.npz"))  # the cache lives under --artifacts
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--drift", "--labels", "list.txt"], "--labels needs --data FOLDER"),
+        (["--device", "gpu:x"], "device index must be an integer"),
+    ],
+)
+def test_bad_drift_and_device_flags_are_usage_errors(tiny_artifact, tmp_path, args, fragment):
+    proc = bench(
+        "--runtime",
+        "ov",
+        "--manifest",
+        str(tiny_artifact),
+        *args,
+        "--results",
+        str(tmp_path / "runs.jsonl"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr

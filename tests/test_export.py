@@ -252,3 +252,19 @@ def test_an_interrupted_export_leaves_nothing_behind(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_cache_identity_follows_the_weights_not_their_spelling(tmp_path):
+    from conftest import _tiny_paddle_model
+
+    from export.pipeline import ExportRequest, _cache_key
+
+    assert _cache_key(ExportRequest("LeViT_128S", 17, weights=None), "LeViT") == _cache_key(
+        ExportRequest("LeViT_128S", 17, weights="seeded"), "LeViT"
+    )
+    model_file, params_file = _tiny_paddle_model(tmp_path, size=32, classes=10)
+    request = ExportRequest("Tiny", 17, paddle_model=model_file, input_shape=(3, 32, 32))
+    before = (_cache_key(request, None), artifact_dir("Tiny", 17, paddle_model=model_file))
+    params_file.write_bytes(params_file.read_bytes() + b"retrained")  # same program, new weights
+    after = (_cache_key(request, None), artifact_dir("Tiny", 17, paddle_model=model_file))
+    assert before[0] != after[0] and before[1] != after[1]
