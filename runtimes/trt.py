@@ -27,6 +27,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from export.manifest import write_atomic, write_json_atomic
 from export.weights import sha256_of
 from runtimes._lazy import MissingDependency, check_device, feed_batch, is_installed, require
 from runtimes.base import Artifact, Availability, Runtime, RuntimeOptions, RuntimeUnavailable
@@ -253,13 +254,11 @@ class TrtRuntime(Runtime):
         hit = engine is not None
         if engine is None:
             blob = self._build(trt, artifact, profile, flags, cache_dir / f"{key[:16]}.calib")
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, path)  # atomic: a concurrent reader never sees half an engine
-            path.with_suffix(".json").write_text(json.dumps(
-                {"key": key, "onnx_sha256": artifact.onnx_sha256, "tensorrt": trt.__version__, "gpu": gpu,
-                 "compute_capability": cc, "precision": self.options.precision, "profile": profile._asdict(),
-                 "flags": flags}, indent=1))
+            write_atomic(path, lambda f: f.write(blob))  # a concurrent reader never sees half an engine
+            write_json_atomic(path.with_suffix(".json"), {
+                "key": key, "onnx_sha256": artifact.onnx_sha256, "tensorrt": trt.__version__, "gpu": gpu,
+                "compute_capability": cc, "precision": self.options.precision, "profile": profile._asdict(),
+                "flags": flags})
             engine = self._trt_runtime.deserialize_cuda_engine(blob)
         if engine is None:
             raise RuntimeError(f"TensorRT could not deserialise the engine it built for {artifact.model}")
