@@ -93,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines drown the table
     # SIGTERM (a killed sweep, a CI timeout) unwinds like Ctrl-C, so the unfinished export is removed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    terminated = []
+
+    def on_sigterm(signum, frame):
+        terminated.append(signum)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             _print_row(summary)
     except (ExportError, UnknownModelError, WeightsError, ValueError, OSError) as exc:
+        if terminated:
+            return _terminated(terminated[0], exc)
         print(f"error: {exc}", file=sys.stderr)
         return (
             2 if isinstance(exc, (UnknownModelError, ValueError)) and not isinstance(exc, ExportError) else 1
@@ -128,7 +136,20 @@ def main(argv: list[str] | None = None) -> int:
             "error: interrupted; finished exports are kept, the unfinished one was discarded", file=sys.stderr
         )
         return 130
+    except BaseException as exc:
+        if not terminated:  # paddle can wrap our SystemExit in an exception of its own
+            raise
+        return _terminated(terminated[0], exc)
     return 0
+
+
+def _terminated(signum: int, exc: BaseException) -> int:
+    print(
+        f"error: terminated by signal {signum} ({type(exc).__name__} while stopping); "
+        "finished exports are kept, the unfinished one was discarded",
+        file=sys.stderr,
+    )
+    return 128 + signum
 
 
 def _print_row(summary: dict) -> None:

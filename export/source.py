@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +38,25 @@ class PaddleSource:
         return np.concatenate([self.forward(inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)])
 
 
+def import_paddle():
+    """Import paddle but keep Python's SIGTERM/SIGINT handlers.
+
+    paddle installs C++ signal handlers on import that end the process without unwinding, which would leave
+    an interrupted export's temporary folder behind.
+    """
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    import paddle
+
+    if threading.current_thread() is threading.main_thread():
+        for number, handler in handlers.items():
+            if handler is not None:
+                signal.signal(number, handler)
+    return paddle
+
+
 def zoo_source(name: str, weights: str | None) -> PaddleSource:
     """A zoo model with its weights loaded (seeded recipe by default), in eval mode."""
-    import paddle
+    paddle = import_paddle()
 
     from export.models import build_model, get_spec
     from export.weights import load_weights
@@ -74,7 +92,7 @@ def inference_model_source(
     model_file: Path, name: str, input_shape: tuple[int, int, int], preprocess: Preprocess | None = None
 ) -> PaddleSource:
     """A Paddle inference model brought by the user (``.json`` PIR program + ``.pdiparams``)."""
-    import paddle.inference as paddle_infer
+    paddle_infer = import_paddle().inference
 
     model_file = Path(model_file)
     params_file = model_file.with_suffix(".pdiparams")

@@ -234,7 +234,9 @@ def test_a_brought_inference_model_exports_with_parity(tmp_path):
     assert_one_line_error(bad, "--input-shape")
 
 
-def test_an_interrupted_export_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("moment", [".opset13-bdyn.tmp-*", ".opset13-bdyn.tmp-*/paddle/inference.json"])
+def test_an_interrupted_export_leaves_nothing_behind(tmp_path, moment):
+    """SIGTERM as the export starts, and once paddle (which installs its own signal handlers) is working."""
     import signal
 
     out = tmp_path / "out"
@@ -246,12 +248,13 @@ def test_an_interrupted_export_leaves_nothing_behind(tmp_path):
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     deadline = time.monotonic() + 120
-    while not list(out.rglob(".opset13-bdyn.tmp-*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert list(out.rglob(".opset13-bdyn.tmp-*")), "the export never started writing"
+    while not list(out.rglob(moment)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert list(out.rglob(moment)), "the export never got there"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert not [p for p in out.rglob("*") if p.is_file()]
+    assert "error: terminated by signal 15" in proc.stderr.read().decode()
 
 
 def test_cache_identity_follows_the_weights_not_their_spelling(tmp_path):
