@@ -20,7 +20,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SEEDED = "seeded"
-DEFAULT_CACHE = Path(os.environ.get("PADDLE_ONNX_BENCH_CACHE", Path.home() / ".cache" / "paddle-onnx-bench"))
+def cache_root() -> Path:
+    """Where downloads and engines are kept: $PADDLE_ONNX_BENCH_CACHE, else the XDG cache folder."""
+    if os.environ.get("PADDLE_ONNX_BENCH_CACHE"):
+        return Path(os.environ["PADDLE_ONNX_BENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddle-onnx-bench"
+
+
+DEFAULT_CACHE = cache_root()
 
 
 class WeightsError(ValueError):

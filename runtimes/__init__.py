@@ -14,7 +14,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from runtimes._lazy import is_installed
+from runtimes._lazy import MissingDependency, is_installed
 from runtimes.base import Availability, RuntimeUnavailable
 
 if TYPE_CHECKING:
@@ -127,8 +127,7 @@ def probe(name: str, device: str | None = None) -> Availability:
         return Availability(name=name, available=False, reason=str(exc))
     for module, extra, note in _REQUIRES.get(key, ()):
         if not is_installed(module):
-            hint = f"{module} is not installed; pip install -e .[{extra}]" + (f" ({note})" if note else "")
-            return Availability(name=key, available=False, reason=hint)
+            return Availability(name=key, available=False, reason=str(MissingDependency(module, extra, note)))
     try:
         cls = get_runtime(key)
         # A plugin's probe() may not take a device; it then answers for the runtime as a whole.

@@ -26,7 +26,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from runtimes._lazy import check_device, default_threads, feed_batch, is_installed, require, static_shape
+from runtimes._lazy import (
+    MissingDependency,
+    check_device,
+    default_threads,
+    feed_batch,
+    is_installed,
+    require,
+    static_shape,
+)
 from runtimes.base import Artifact, Availability, Runtime, RuntimeUnavailable, SilentChangeError
 
 log = logging.getLogger(__name__)
@@ -84,7 +92,7 @@ class OrtRuntime(Runtime):
     @classmethod
     def probe(cls, device: str | None = None, provider: str | None = None) -> Availability:
         if not is_installed("onnxruntime"):
-            return Availability(cls.name, False, "onnxruntime is not installed; pip install -e .[ort]")
+            return Availability(cls.name, False, str(MissingDependency("onnxruntime", "ort")))
         try:
             ort = require("onnxruntime", "ort")
             available = ort.get_available_providers()

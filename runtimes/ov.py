@@ -21,7 +21,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from runtimes._lazy import check_device, default_threads, feed_batch, is_installed, require, static_shape
+from runtimes._lazy import (
+    MissingDependency,
+    check_device,
+    default_threads,
+    feed_batch,
+    is_installed,
+    require,
+    static_shape,
+)
 from runtimes.base import (
     Artifact,
     Availability,
@@ -89,7 +97,7 @@ class OpenVinoRuntime(Runtime):
     @classmethod
     def probe(cls, device: str | None = None) -> Availability:
         if not is_installed("openvino"):
-            return Availability(cls.name, False, "openvino is not installed; pip install -e .[ov]")
+            return Availability(cls.name, False, str(MissingDependency("openvino", "ov")))
         try:
             ov = require("openvino", "ov")
             devices = ov.Core().available_devices

@@ -10,7 +10,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from runtimes._lazy import check_device, default_threads, feed_batch, is_installed, require
+from runtimes._lazy import (
+    MissingDependency,
+    check_device,
+    default_threads,
+    feed_batch,
+    is_installed,
+    require,
+)
 from runtimes.base import Artifact, Availability, Runtime, RuntimeUnavailable
 
 
@@ -28,7 +35,7 @@ class PaddleRuntime(Runtime):
     @classmethod
     def probe(cls, device: str | None = None) -> Availability:
         if not is_installed("paddle"):
-            return Availability(cls.name, False, "paddle is not installed; pip install -e .[export]")
+            return Availability(cls.name, False, str(MissingDependency("paddle", "export")))
         try:
             if device is not None:
                 check_device(cls.name, device, cls.devices)

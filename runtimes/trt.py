@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -28,7 +27,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from export.manifest import write_atomic, write_json_atomic
-from export.weights import sha256_of
+from export.weights import cache_root, sha256_of
 from runtimes._lazy import MissingDependency, check_device, feed_batch, is_installed, require
 from runtimes.base import Artifact, Availability, Runtime, RuntimeOptions, RuntimeUnavailable
 
@@ -99,10 +98,7 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("PADDLE_ONNX_BENCH_CACHE"):
-        return Path(os.environ["PADDLE_ONNX_BENCH_CACHE"]) / "trt-engines"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "paddle-onnx-bench" / "trt-engines"
+    return cache_root() / "trt-engines"
 
 
 
