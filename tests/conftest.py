@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_44 = ROOT / "data" / "imagenet-val-44"
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m module args`` from ``cwd``, seeing only this checkout (no user site, no other cwd)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    )
 
 
 def _tiny_paddle_model(out_dir: Path, size: int, classes: int) -> tuple[Path, Path]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_module
 from PIL import Image
 
 from bench.records import read_records
@@ -19,14 +19,7 @@ FAST = ["--warmup", "1", "--iterations", "5", "--duration", "0"]
 
 
 def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
-    )
+    return run_module("bench", *args, cwd=cwd)
 
 
 @pytest.fixture
