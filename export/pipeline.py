@@ -261,29 +261,30 @@ def _build(request: ExportRequest, work: Path, key: str) -> dict:
 
 
 def load_eval_images(folder: Path | None, preprocess) -> tuple[np.ndarray, list[str], list[int]]:
-    """The default evaluation images (PaddleClas list format ``val_list.txt``), preprocessed."""
+    """The default evaluation images (PaddleClas list format ``val_list.txt``), preprocessed.
+
+    Read with the bench stage's loader, so the drift pass sees the same names and tensors this stored.
+    Parity needs every listed image: one that cannot be decoded fails the export.
+    """
     if folder is None:
         return np.zeros((0,), np.float32), [], []
-    from PIL import Image
+    from bench.data import DataError, open_dataset
 
     list_file = Path(folder) / "val_list.txt"
     if not list_file.is_file():
         raise ExportError(
             f"evaluation images: {list_file} not found; pass --images FOLDER with a val_list.txt"
         )
-    arrays, names, labels = [], [], []
-    for number, line in enumerate(list_file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            relative, label = line.rsplit(maxsplit=1)
-            with Image.open(Path(folder) / relative) as image:
-                arrays.append(preprocess(image))
-        except (ValueError, OSError) as exc:
-            raise ExportError(f"{list_file}:{number}: cannot use {line!r}: {exc}") from None
-        names.append(relative)
-        labels.append(int(label))
-    return np.stack(arrays), names, labels
+    try:
+        dataset = open_dataset(folder, preprocess=preprocess, labels=list_file, layout="list")
+        batches = list(dataset.batches(len(dataset)))
+    except DataError as exc:
+        raise ExportError(f"evaluation images: {exc}") from None
+    if dataset.skipped:
+        first = dataset.skipped[0]
+        raise ExportError(f"evaluation images: cannot decode {first['path']}: {first['reason']}")
+    images, labels, names = batches[0]
+    return images, list(names), [int(label) for label in labels]
 
 
 def _cache_key(request: ExportRequest, family: str | None) -> str:
