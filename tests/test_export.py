@@ -266,3 +266,19 @@ def test_cache_identity_follows_the_weights_not_their_spelling(tmp_path):
     params_file.write_bytes(params_file.read_bytes() + b"retrained")  # same program, new weights
     after = (_cache_key(request, None), artifact_dir("Tiny", 17, paddle_model=model_file))
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_parity_check_fails_on_drift_flips_and_non_finite_logits():
+    from export.parity import check
+
+    reference = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+    figures = check("same", reference, reference + 1e-6)
+    assert figures["passed"] and figures["top1_flips"] == 0 and figures["max_abs_diff"] < 2e-6
+    with pytest.raises(ExportError, match=r"max abs diff 0\.001 \(limit 0\.0001\)"):
+        check("drifted", reference, reference + 1e-3)
+    flipped = reference.copy()
+    flipped[0] = -flipped[0]
+    with pytest.raises(ExportError, match=r"top-1 agreement 75\.0%"):
+        check("flipped", reference, flipped)
+    with pytest.raises(ExportError, match="finite=False"):
+        check("nan", reference, np.full_like(reference, np.nan))
