@@ -1,25 +1,23 @@
 """bench.yaml -> frozen, validated dataclasses.
 
-Layering: dataclass defaults -> bench.yaml -> CLI flags (applied by ``bench.cli``). Validation has no side
-effects, and every error names the file, the key path and the allowed values, e.g.
-``bench.yaml: sweep.runtimes[2]: unknown runtime 'tensorrtx'; allowed: paddle, ort, ov, trt, null``.
+Layering: dataclass defaults -> bench.yaml -> CLI flags (applied by ``bench.request``). Validation has no
+side effects, and every error names the file, the line, the key path and the allowed values, e.g.
+``bench.yaml:14: sweep.runtimes[2]: unknown runtime 'tensorrtx'; allowed: ort, ov, paddle, trt``.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.drift import DEFAULT_GATES, GATE_METRICS
-from bench.measure import SCOPES, MeasureParams
+from bench.accuracy.gates import DEFAULT_GATES, GATE_METRICS
+from bench.harness.measure import SCOPES, MeasureParams
+from core.yamlio import ConfigError, ConfigReader, load_yaml
+from export.config import ExportConfig, parse_export_section, parse_models, parse_opsets
 from export.convert import MAX_OPSET, MIN_OPSET
-from export.models import MODELS
+from export.models import MODELS, UnknownModelError, expand_models
 from runtimes import canonical_name, get_runtime, is_runtime, list_runtimes
 from runtimes.base import RuntimeUnavailable
 
@@ -31,22 +29,17 @@ OPSET_RANGE = (MIN_OPSET, MAX_OPSET)  # what paddle2onnx can write
 _FRACTION_METRICS = ("agreement", "cosine", "cosine_mean")
 
 
-class ConfigError(ValueError):
-    """bench.yaml (or a CLI value) is invalid; the message says where and what is allowed."""
-
-
 def runtime_names() -> tuple[str, ...]:
     """Runtime names to offer in messages (the test runtime ``null`` is accepted but not advertised)."""
     return tuple(list_runtimes())
 
 
-def canonical_runtime(name: Any, key: str = "runtime") -> str:
+def canonical_runtime(name: Any) -> str:
     """The registry key for ``name`` (aliases resolved); ``ConfigError`` naming the allowed ones otherwise."""
     if isinstance(name, str) and is_runtime(name):
         return canonical_name(name)
-    prefix = f"{key}: " if key != "runtime" else ""
     hint = " (YAML reads a bare null as nothing: write \"null\" in quotes)" if name is None else ""
-    raise ConfigError(f"{prefix}unknown runtime {name!r}; allowed: {', '.join(runtime_names())}{hint}")
+    raise ConfigError(f"unknown runtime {name!r}; allowed: {', '.join(runtime_names())}{hint}")
 
 
 def runtime_precisions(name: str) -> tuple[str, ...]:
@@ -58,29 +51,12 @@ def runtime_precisions(name: str) -> tuple[str, ...]:
         return ALL_PRECISIONS
 
 
-def expand_models(patterns: list[str] | tuple[str, ...], where: str | None = None) -> tuple[str, ...]:
-    """Model names, allowing fnmatch patterns (``MobileViT*``); unknown names raise ``ConfigError``.
-
-    ``where`` is the config key of the list (``sweep.models``), used to name the bad entry.
-    """
-    names: list[str] = []
-    for i, pattern in enumerate(patterns):
-        prefix = f"{where}[{i}]: " if where else ""
-        if not isinstance(pattern, str):
-            raise ConfigError(f"{prefix}expected a model name, got {pattern!r}")
-        matched = [m for m in MODELS if fnmatch.fnmatchcase(m, pattern)]
-        if not matched:
-            raise ConfigError(f"{prefix}unknown model {pattern!r}; allowed: {', '.join(MODELS)}")
-        names += [m for m in matched if m not in names]
-    return tuple(names)
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    models: tuple[str, ...] = tuple(MODELS)
-    opsets: tuple[int, ...] = (13, 17)
-    batch: str | int = "dynamic"
-    weights: str = "seeded"  # "seeded" | "official" | a .pdparams path or URL
+def expand_model_patterns(patterns: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Zoo model names for fnmatch patterns; ``ConfigError`` naming the known models otherwise."""
+    try:
+        return expand_models(patterns)
+    except UnknownModelError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -125,53 +101,29 @@ def load_config(path: Path | None = None) -> BenchConfig:
             return BenchConfig()
         path = DEFAULT_CONFIG
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return config_from_dict(data or {}, source=path.name)
+    data, lines = load_yaml(path)
+    return config_from_dict(data or {}, source=path.name, lines=lines)
 
 
-def config_from_dict(data: Any, source: str = "bench.yaml") -> BenchConfig:
-    return _Parser(source).config(data)
+def config_from_dict(data: Any, source: str = "bench.yaml", lines: dict[str, int] | None = None) -> BenchConfig:
+    return _Parser(source, lines).config(data)
 
 
-class _Parser:
+class _Parser(ConfigReader):
     """Walks the YAML tree, keeping the key path so every error can name it."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}")
 
     # --- sections -------------------------------------------------------------------------------------
     def config(self, data: Any) -> BenchConfig:
         section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts"))
         default = BenchConfig()
         return BenchConfig(
-            export=self.export(section.get("export", {})),
+            export=parse_export_section(self, section.get("export", {})),
             sweep=self.sweep(section.get("sweep", {})),
             measure=self.measure(section.get("measure", {})),
             gates=self.gates(section["gates"]) if "gates" in section else dict(DEFAULT_GATES),
             results=Path(self.string(section.get("results", str(default.results)), "results")),
             artifacts=Path(self.string(section.get("artifacts", str(default.artifacts)), "artifacts")),
             source=self.source,
-        )
-
-    def export(self, data: Any) -> ExportConfig:
-        d = self.mapping(data, "export", ("models", "opsets", "batch", "weights"))
-        default = ExportConfig()
-        batch = d.get("batch", default.batch)
-        if batch != "dynamic" and not (isinstance(batch, int) and not isinstance(batch, bool) and batch > 0):
-            raise self.fail("export.batch", f"invalid batch {batch!r}; allowed: dynamic, a positive integer")
-        return ExportConfig(
-            models=self.models(d["models"], "export.models") if "models" in d else default.models,
-            opsets=self.opsets(d["opsets"], "export.opsets") if "opsets" in d else default.opsets,
-            batch=batch,
-            weights=self.string(d.get("weights", default.weights), "export.weights"),
         )
 
     def sweep(self, data: Any) -> SweepConfig:
@@ -264,68 +216,15 @@ class _Parser:
         return gates
 
     # --- values ---------------------------------------------------------------------------------------
-    def mapping(self, data: Any, key: str, allowed: tuple[str, ...] | None) -> dict:
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise self.fail(key, f"expected a mapping, got {type(data).__name__}")
-        for k in data:
-            if not isinstance(k, str):
-                raise self.fail(key, f"keys must be strings, got {k!r}")
-            if allowed is not None and k not in allowed:
-                raise self.fail(f"{key}.{k}" if key else k, f"unknown key; allowed: {', '.join(allowed)}")
-        return data
-
-    def sequence(self, data: Any, key: str, allow_empty: bool = False) -> list:
-        if isinstance(data, str) or not isinstance(data, list):
-            raise self.fail(key, f"expected a list, got {data!r}")
-        if not data and not allow_empty:
-            raise self.fail(key, "must not be empty")
-        return data
-
     def models(self, data: Any, key: str) -> tuple[str, ...]:
-        try:
-            # An empty sweep.models is allowed: a sweep of sweep.manifests only.
-            return expand_models(self.sequence(data, key, allow_empty=key == "sweep.models"), key)
-        except ConfigError as exc:
-            raise ConfigError(f"{self.source}: {exc}") from None
+        # An empty sweep.models is allowed: a sweep of sweep.manifests only.
+        return parse_models(self, data, key, allow_empty=key == "sweep.models")
 
     def opsets(self, data: Any, key: str) -> tuple[int, ...]:
-        lo, hi = OPSET_RANGE
-        out = []
-        for i, v in enumerate(self.sequence(data, key)):
-            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
-                raise self.fail(f"{key}[{i}]", f"invalid opset {v!r}; allowed: {lo}..{hi}")
-            out.append(v)
-        return tuple(out)
+        return parse_opsets(self, data, key)
 
     def runtime(self, name: Any, key: str) -> str:
         try:
-            return canonical_runtime(name, key)
+            return canonical_runtime(name)
         except ConfigError as exc:
-            raise ConfigError(f"{self.source}: {exc}") from None
-
-    def choice(self, value: Any, key: str, allowed: tuple[str, ...], what: str) -> str:
-        if value not in allowed:
-            raise self.fail(key, f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
-        return value
-
-    def string(self, value: Any, key: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, f"expected a non-empty string, got {value!r}")
-        return value
-
-    def integer(self, value: Any, key: str, minimum: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise self.fail(key, f"expected an integer >= {minimum}, got {value!r}")
-        return value
-
-    def positive_int(self, value: Any, key: str) -> int:
-        return self.integer(value, key, minimum=1)
-
-    def number(self, value: Any, key: str, positive: bool = False) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < 0 or (positive and value == 0):
-            bound = "> 0" if positive else ">= 0"
-            raise self.fail(key, f"expected a number {bound}, got {value!r}")
-        return float(value)
+            raise self.fail(key, str(exc)) from None

@@ -9,9 +9,9 @@ import logging
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
+
+from core.proc import python_module, run_child
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +53,14 @@ def onnx_from_paddle(
 ) -> None:
     """Convert with ``auto_upgrade_opset=False`` in a child process; a refusal becomes an ExportError."""
     check_opset(opset)
-    cmd = [
-        sys.executable,
-        "-m",
-        "export._p2o_worker",
-        str(model_file),
-        str(params_file),
-        str(opset),
-        str(out_path),
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise ExportError(f"paddle2onnx did not finish within {timeout_s:.0f} s at opset {opset}") from None
-    if proc.returncode != 0 or not out_path.is_file() or out_path.stat().st_size == 0:
+    cmd = python_module("export._p2o_worker", str(model_file), str(params_file), str(opset), str(out_path))
+    child = run_child(cmd, timeout_s)
+    if child.timed_out:
         out_path.unlink(missing_ok=True)
-        raise ExportError(_explain_failure(proc.returncode, proc.stdout + proc.stderr, opset))
+        raise ExportError(f"paddle2onnx did not finish within {timeout_s:.0f} s at opset {opset}")
+    if child.returncode != 0 or not out_path.is_file() or out_path.stat().st_size == 0:
+        out_path.unlink(missing_ok=True)
+        raise ExportError(_explain_failure(child.returncode, child.stdout + child.stderr, opset))
 
 
 def _explain_failure(returncode: int, output: str, opset: int) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.metrics import compute_drift
 from export.convert import ExportError
 
 MAX_ABS_DIFF = 1e-4  # fp32 export: the same function, up to kernel rounding
@@ -14,11 +15,9 @@ MAX_ABS_DIFF = 1e-4  # fp32 export: the same function, up to kernel rounding
 def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """Max/mean abs diff, per-row cosine (min), top-1 agreement between two ``[N, C]`` logit arrays.
 
-    The figures come from the drift metrics (``bench.drift``), so an export and a benchmark measure the
+    The figures come from the drift metrics (``core.metrics``), so an export and a benchmark measure the
     same way; this keeps the manifest's field names.
     """
-    from bench.drift import compute_drift
-
     drift = compute_drift(reference, candidate).to_dict()
     return {
         "n": drift["n"],

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.files import sha256_of
+from core.preprocess import Preprocess
 from export.convert import ExportError, inference_model_from_layer
-from export.preprocess import Preprocess
-from export.weights import sha256_of
 
 CHUNK = 16  # images per Paddle forward when computing reference logits
 

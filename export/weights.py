@@ -6,7 +6,6 @@ manifest and record names the weights source and no one mistakes it for the trai
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import urllib.error
@@ -17,17 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cache import cache_root
+from core.files import sha256_of
+
 log = logging.getLogger(__name__)
 
 SEEDED = "seeded"
-def cache_root() -> Path:
-    """Where downloads and engines are kept: $PADDLE_ONNX_BENCH_CACHE, else the XDG cache folder."""
-    if os.environ.get("PADDLE_ONNX_BENCH_CACHE"):
-        return Path(os.environ["PADDLE_ONNX_BENCH_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddle-onnx-bench"
-
-
-DEFAULT_CACHE = cache_root()
 
 
 class WeightsError(ValueError):
@@ -78,16 +72,8 @@ def seeded_state_dict(model) -> dict[str, np.ndarray]:
     return state
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve(
-    weights: str | None, default_url: str, cache_dir: Path = DEFAULT_CACHE
+    weights: str | None, default_url: str, cache_dir: Path | None = None
 ) -> tuple[Path | None, WeightsSource]:
     """Turn ``--weights`` into a local file (downloading URLs into the cache) and its recorded source.
 
@@ -106,8 +92,8 @@ def resolve(
     return path, WeightsSource("file", str(path), sha256_of(path))
 
 
-def _download(url: str, cache_dir: Path) -> Path:
-    target = cache_dir / "weights" / url.rsplit("/", 1)[-1]
+def _download(url: str, cache_dir: Path | None) -> Path:
+    target = (cache_dir or cache_root()) / "weights" / url.rsplit("/", 1)[-1]
     sha_file = target.with_suffix(target.suffix + ".sha256")
     if target.is_file() and sha_file.is_file():
         if sha256_of(target) == sha_file.read_text().strip():
@@ -170,7 +156,7 @@ def check_compatible(model, state: dict[str, np.ndarray], path: Path | str) -> N
 
 
 def load_weights(
-    model, weights: str | None, default_url: str, cache_dir: Path = DEFAULT_CACHE
+    model, weights: str | None, default_url: str, cache_dir: Path | None = None
 ) -> WeightsSource:
     """Load weights into ``model`` in place and put it in eval mode; returns where they came from."""
     path, source = resolve(weights, default_url, cache_dir)

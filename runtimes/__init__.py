@@ -14,8 +14,8 @@ import logging
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from runtimes._lazy import MissingDependency, is_installed
 from runtimes.base import Availability, RuntimeUnavailable
+from runtimes.deps import MissingDependency, is_installed
 
 if TYPE_CHECKING:
     from runtimes.base import Runtime
@@ -139,6 +139,26 @@ def probe(name: str, device: str | None = None) -> Availability:
         return Availability(name=key, available=False, reason=f"{type(exc).__name__}: {exc}")
 
 
+def runtime_aliases() -> dict[str, list[str]]:
+    """Registry key -> the other names it is accepted under (``ort``: ``onnxruntime``)."""
+    found: dict[str, list[str]] = {}
+    for alias, key in _ALIASES.items():
+        found.setdefault(key, []).append(alias)
+    return found
+
+
+def describe_options(name: str) -> str:
+    """The runtime's own options as ``name=default`` pairs, for ``bench list`` and error messages."""
+    import dataclasses
+
+    try:
+        cls = get_runtime(name)
+    except (ValueError, RuntimeUnavailable):
+        return ""
+    return ", ".join(f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
+                     for f in dataclasses.fields(cls.Options))
+
+
 def probe_all(include_test: bool = False) -> dict[str, Availability]:
     return {name: probe(name) for name in list_runtimes(include_test=include_test)}
 
@@ -147,10 +167,12 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "TEST_RUNTIMES",
     "canonical_name",
+    "describe_options",
     "get_runtime",
     "is_runtime",
     "list_runtimes",
     "probe",
     "probe_all",
     "refresh_plugins",
+    "runtime_aliases",
 ]

@@ -1,23 +1,36 @@
-"""The adapter contract every runtime implements, and the artifact it is bound to.
+"""The adapter contract every runtime implements.
 
-Lifecycle: ``__init__`` (cheap, stores options) -> ``load`` -> ``prepare`` -> ``run``* -> ``outputs``
--> ``close``. The harness in ``bench.measure`` owns warm-up and timing; an adapter's ``run`` must block until
-results are ready. Public methods check the order and delegate to the underscored hooks subclasses implement.
-No heavy import happens here: adapters import their runtime package inside ``_load``.
+Lifecycle: ``__init__`` (cheap: stores and checks options) -> ``load`` -> ``prepare`` -> ``run``* ->
+``outputs`` -> ``close``. The harness (``bench.harness``) owns warm-up and timing; an adapter's ``run`` must
+block until results are ready. Public methods check the order and delegate to the underscored hooks
+subclasses implement. No heavy import happens here: adapters import their runtime package inside ``_load``.
+
+Options: the common ones (device, precision, threads, batch) are :class:`RuntimeOptions` fields; the knobs
+of one runtime are its own ``Options`` dataclass, parsed from ``RuntimeOptions.extra`` in ``__init__``, so an
+unknown key (``--option hnt=throughput``) is an error that lists the allowed ones, never silently ignored.
+
+What ran: after ``load`` an adapter's ``effective`` holds at least ``device`` and ``precision`` as they took
+effect (read back from the engine where it allows), and after ``prepare`` the ``batch``; ``notes`` say
+anything a reader of the results must know (a fallback, a lowered precision).
 """
 
 from __future__ import annotations
 
 import abc
-import json
+import dataclasses
 import logging
+import types
+import typing
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from core.artifact import Artifact
+
 log = logging.getLogger(__name__)
+
+REQUIRED_EFFECTIVE = ("device", "precision")
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -32,6 +45,10 @@ class SilentChangeError(RuntimeError):
     """The runtime would do something other than what was asked (CPU fallback, lowered precision)."""
 
 
+class OptionError(ValueError):
+    """An option the runtime does not have, or a value it does not accept."""
+
+
 @dataclass(frozen=True)
 class Availability:
     name: str
@@ -41,53 +58,62 @@ class Availability:
 
 
 @dataclass(frozen=True)
-class Artifact:
-    """One exported model as the export stage wrote it (see ``export.manifest``)."""
-
-    model: str
-    onnx_path: Path
-    onnx_sha256: str
-    opset: int
-    input_name: str
-    input_shape: list  # e.g. ["batch", 3, 224, 224] (dynamic) or [8, 3, 224, 224]
-    output_name: str
-    paddle_model_file: Path | None = None  # Paddle inference model (.json), for the paddle baseline
-    paddle_params_file: Path | None = None
-    manifest: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_manifest(cls, manifest_path: Path) -> Artifact:
-        manifest_path = Path(manifest_path)
-        data = json.loads(manifest_path.read_text())
-        root = manifest_path.parent
-        paddle = data.get("paddle_model") or {}
-        return cls(
-            model=data["model"],
-            onnx_path=(root / data["onnx"]["file"]).resolve(),
-            onnx_sha256=data["onnx"]["sha256"],
-            opset=data["opset"]["written"],
-            input_name=data["onnx"]["inputs"][0]["name"],
-            input_shape=data["onnx"]["inputs"][0]["shape"],
-            output_name=data["onnx"]["outputs"][0]["name"],
-            paddle_model_file=(root / paddle["model_file"]).resolve() if paddle else None,
-            paddle_params_file=(root / paddle["params_file"]).resolve() if paddle else None,
-            manifest=data,
-        )
+class NoOptions:
+    """A runtime without options of its own."""
 
 
 @dataclass
 class RuntimeOptions:
-    """What the user asked of a runtime. ``effective`` in the adapter records what actually ran."""
+    """What the user asked of a runtime. The adapter's ``effective`` records what actually ran."""
 
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "gpu" | "auto" (per runtime)
     precision: str = "fp32"  # "fp32" | "fp16" | "bf16" | "int8"
     threads: int | None = None  # None: one per physical core visible to the process
     batch: int = 1
     max_batch: int | None = None  # TensorRT profile upper bound; defaults to batch
-    extra: dict[str, Any] = field(default_factory=dict)  # runtime-specific knobs (e.g. ov hint, ort provider)
+    extra: dict[str, Any] = field(default_factory=dict)  # the runtime's own options, by name
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def parse_options(runtime: str, options_type: type, values: dict[str, Any]) -> Any:
+    """Build ``options_type`` from ``values``: unknown keys and wrongly typed values raise OptionError."""
+    if not dataclasses.is_dataclass(options_type):
+        raise TypeError(f"{options_type!r} is not a dataclass")
+    hints = typing.get_type_hints(options_type)
+    allowed = [f.name for f in dataclasses.fields(options_type)]
+    for key, value in values.items():
+        if key not in allowed:
+            listed = ", ".join(allowed) if allowed else "none"
+            raise OptionError(f"unknown option {key!r} for runtime {runtime!r}; allowed: {listed}")
+        if not _matches(value, hints[key]):
+            raise OptionError(f"option {key}={value!r} for runtime {runtime!r}: expected {_describe(hints[key])}")
+    return options_type(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 class Runtime(abc.ABC):
@@ -96,35 +122,45 @@ class Runtime(abc.ABC):
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)  # model file formats the runtime loads
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: RuntimeOptions) -> None:
         if options.precision not in self.precisions:
-            raise ValueError(
-                f"runtime {self.name!r} does not support precision {options.precision!r}; "
-                f"choose one of {', '.join(self.precisions)}"
-            )
+            raise OptionError(f"runtime {self.name!r} does not support precision {options.precision!r}; "
+                              f"choose one of {', '.join(self.precisions)}")
         self.options = options
+        self.own = parse_options(self.name, self.Options, dict(options.extra))
         self.effective: dict[str, Any] = {}  # settings that actually took effect, recorded with results
         self.notes: list[str] = []  # anything a reader must know (fallbacks, lowered precision)
+        self.artifact: Artifact | None = None
         self._state = "new"
 
     # --- availability -------------------------------------------------------------------------------------
     @classmethod
     @abc.abstractmethod
-    def probe(cls) -> Availability:
-        """Can this runtime run here? Must not raise; may import its package."""
+    def probe(cls, device: str | None = None) -> Availability:
+        """Can this runtime run here (on ``device``, when given)? Must not raise; may import its package."""
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def load(self, artifact: Artifact) -> None:
         self._expect("new")
-        log.info("%s: loading %s", self.name, artifact.onnx_path.name)
+        if artifact.format not in self.formats:
+            raise RuntimeUnavailable(f"runtime {self.name!r} cannot load a {artifact.format} model "
+                                     f"({artifact.model_path.name}); it loads {', '.join(self.formats)}")
+        log.info("%s: loading %s", self.name, artifact.model_path.name)
+        self._state = "loading"  # a failed load still needs close() to free what it allocated
         self._load(artifact)
+        missing = [key for key in REQUIRED_EFFECTIVE if key not in self.effective]
+        if missing:
+            raise LifecycleError(f"{self.name}: _load() did not record effective {', '.join(missing)}")
         self.artifact = artifact
         self._state = "loaded"
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> None:
         self._expect("loaded", "prepared")
         self._prepare(feeds)
+        self.effective["batch"] = int(next(iter(feeds.values())).shape[0])
         self._state = "prepared"
 
     def run(self) -> None:
@@ -138,8 +174,10 @@ class Runtime(abc.ABC):
 
     def close(self) -> None:
         if self._state != "closed":
-            self._close()
-            self._state = "closed"
+            try:
+                self._close()
+            finally:
+                self._state = "closed"
 
     def versions(self) -> dict[str, str]:
         return {}

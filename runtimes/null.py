@@ -10,8 +10,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from runtimes._lazy import feed_batch, static_shape
-from runtimes.base import Artifact, Availability, Runtime
+from core.artifact import Artifact, static_shape
+from runtimes.base import Availability, Runtime
+from runtimes.host import feed_batch
 
 
 class NullRuntime(Runtime):
@@ -25,11 +26,11 @@ class NullRuntime(Runtime):
     def probe(cls, device: str | None = None) -> Availability:
         return Availability(cls.name, True, detail="test runtime: measures harness overhead only")
 
+    formats: ClassVar[tuple[str, ...]] = ("onnx", "openvino-ir")
+
     def _load(self, artifact: Artifact) -> None:
-        outputs = artifact.manifest.get("onnx", {}).get("outputs") or []
-        if not outputs:
-            raise ValueError("NullRuntime needs the manifest's output shape (onnx.outputs[0].shape)")
-        self._output_spec = (artifact.output_name, outputs[0]["shape"], outputs[0].get("dtype", "float32"))
+        output = artifact.output
+        self._output_spec = (output.name, output.shape, output.dtype)
         self._input_name = artifact.input_name
         self.effective = {"device": "none", "precision": "none"}
         self.notes.append("null runtime: no inference ran; timings are harness overhead")
@@ -38,7 +39,6 @@ class NullRuntime(Runtime):
         _, batch = feed_batch(feeds, self._input_name)
         name, shape, dtype = self._output_spec
         self._outputs_cache = {name: np.zeros(static_shape(shape, batch), dtype=dtype)}
-        self.effective["batch"] = batch
 
     def _run(self) -> None:
         pass

@@ -1,7 +1,7 @@
 """OrtRuntime: ONNX Runtime on CPU, CUDA or its TensorRT execution provider.
 
 Choosing the provider: ``device="cpu"`` runs CPUExecutionProvider. ``device="cuda"`` (or ``"cuda:N"``) runs
-CUDAExecutionProvider, or TensorrtExecutionProvider with ``extra={"provider": "tensorrt"}`` (CUDA then takes
+CUDAExecutionProvider, or TensorrtExecutionProvider with the option ``provider=tensorrt`` (CUDA then takes
 the nodes TensorRT declines, as ORT intends). Sessions use ORT_ENABLE_ALL, sequential execution, inter-op 1
 and ``threads`` (default: physical cores) intra-op threads. Inputs are bound once with I/O binding; on GPU
 they live in device memory, so ``run()`` times compute, not host copies.
@@ -10,7 +10,7 @@ Silent fallback (anchors 4H): ORT quietly runs on CPU when a GPU provider fails 
 raises :class:`SilentChangeError` when the requested provider is missing from ``session.get_providers()``.
 On GPU it also runs the model once with profiling to record which provider ran each node
 (``effective["node_placement"]``); compute ops on CPU raise, shape-only ops placed on CPU by design are
-noted. ``extra={"strict_placement": True}`` sets ``session.disable_cpu_ep_fallback`` so ORT itself refuses
+noted. The option ``strict_placement=true`` sets ``session.disable_cpu_ep_fallback`` so ORT itself refuses
 any CPU node. That first run also moves lazy work (TensorRT EP engine builds, cuDNN algorithm search) into
 ``load()``.
 """
@@ -21,29 +21,45 @@ import json
 import logging
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from runtimes._lazy import (
-    MissingDependency,
-    check_device,
-    default_threads,
-    feed_batch,
-    is_installed,
-    require,
-    static_shape,
-)
-from runtimes.base import Artifact, Availability, Runtime, RuntimeUnavailable, SilentChangeError
+from core.artifact import Artifact
+from runtimes.base import Availability, OptionError, Runtime, RuntimeUnavailable, SilentChangeError
+from runtimes.deps import MissingDependency, is_installed, require
+from runtimes.host import default_threads, feed_batch, parse_device
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
+
+@dataclass(frozen=True)
+class Provider:
+    """One ORT execution provider this adapter can run: the ``provider`` option value selects it."""
+
+    key: str  # the option value: --option provider=<key>
+    ort_name: str
+    device_kind: str  # the --device kind it runs on
+    fallbacks: tuple[str, ...] = ()  # providers listed after it, for the nodes it declines
+    aliases: tuple[str, ...] = ()
+
+
+# Adding a provider is one row here (and, for a new device kind, a device in OrtRuntime.devices).
+PROVIDER_TABLE = (
+    Provider("cpu", "CPUExecutionProvider", "cpu"),
+    Provider("cuda", "CUDAExecutionProvider", "cuda"),
+    Provider("tensorrt", "TensorrtExecutionProvider", "cuda", fallbacks=("CUDAExecutionProvider",),
+             aliases=("trt",)),
+)
+PROVIDERS = {p.key: p.ort_name for p in PROVIDER_TABLE}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    provider: str | None = None  # default: the device's first provider in PROVIDER_TABLE
+    strict_placement: bool = False
 _GPU_HINT = "install onnxruntime-gpu: pip install -e .[ort-gpu]"
 # Op types whose presence on the CPU provider in a GPU session means real work left the GPU.
 COMPUTE_OPS = frozenset({
@@ -54,17 +70,18 @@ COMPUTE_OPS = frozenset({
 _CPU = PROVIDERS["cpu"]
 
 
-def provider_for(device: str, extra: dict) -> tuple[str, int]:
-    """The ORT provider name and device id for ``device`` and ``extra["provider"]``."""
-    kind, index = check_device(OrtRuntime.name, device, OrtRuntime.devices)
-    choice = str(extra.get("provider") or kind).lower()
-    aliases = {"trt": "tensorrt", **{v.lower(): k for k, v in PROVIDERS.items()}}
-    choice = aliases.get(choice, choice)
-    if choice not in PROVIDERS:
-        raise ValueError(f"unknown ORT provider {extra['provider']!r}; choose one of {', '.join(PROVIDERS)}")
-    if (choice == "cpu") != (kind == "cpu"):
-        raise ValueError(f"provider {choice!r} does not run on device {device!r}")
-    return PROVIDERS[choice], index
+def provider_for(device: str, choice: str | None = None) -> tuple[Provider, int]:
+    """The provider row and device id for ``device`` and the ``provider`` option."""
+    kind, index = parse_device(OrtRuntime.name, device, OrtRuntime.devices)
+    if choice is None:
+        return next(p for p in PROVIDER_TABLE if p.device_kind == kind), index
+    wanted = choice.lower()
+    for provider in PROVIDER_TABLE:
+        if wanted in (provider.key, provider.ort_name.lower(), *provider.aliases):
+            if provider.device_kind != kind:
+                raise OptionError(f"provider {provider.key!r} does not run on device {device!r}")
+            return provider, index
+    raise OptionError(f"unknown ORT provider {choice!r}; choose one of {', '.join(PROVIDERS)}")
 
 
 def placement_from_profile(events: list[dict]) -> dict[str, Counter]:
@@ -82,12 +99,15 @@ class OrtRuntime(Runtime):
     """ONNX Runtime session with I/O binding; see the module docstring for provider selection."""
 
     name: ClassVar[str] = "ort"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)  # fp16 needs an fp16 model, which export may produce
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    Options: ClassVar[type] = OrtOptions
 
     def __init__(self, options) -> None:
         super().__init__(options)
-        self._provider, self._device_id = provider_for(options.device, options.extra)
+        row, self._device_id = provider_for(options.device, self.own.provider)
+        self._provider = row.ort_name
+        self._fallbacks = row.fallbacks
 
     @classmethod
     def probe(cls, device: str | None = None, provider: str | None = None) -> Availability:
@@ -98,7 +118,7 @@ class OrtRuntime(Runtime):
             available = ort.get_available_providers()
             detail = f"onnxruntime {ort.__version__}; providers: {', '.join(available)}"
             if device is not None:
-                wanted, _ = provider_for(device, {"provider": provider} if provider else {})
+                wanted = provider_for(device, provider)[0].ort_name
                 if wanted not in available:
                     return Availability(cls.name, False, f"{wanted} not available; {_GPU_HINT}", detail)
         except Exception as exc:
@@ -116,7 +136,7 @@ class OrtRuntime(Runtime):
                 f"(has {', '.join(available)}); {_GPU_HINT}"
             )
         gpu = self._provider != _CPU
-        strict = bool(self.options.extra.get("strict_placement")) and gpu
+        strict = self.own.strict_placement and gpu
         threads = self.options.threads or default_threads()
 
         so = ort.SessionOptions()
@@ -135,8 +155,7 @@ class OrtRuntime(Runtime):
             so.profile_file_prefix = str(Path(profile_dir.name) / "placement")
 
         providers: list = [(self._provider, {"device_id": self._device_id})]
-        if self._provider == PROVIDERS["tensorrt"]:
-            providers.append((PROVIDERS["cuda"], {"device_id": self._device_id}))
+        providers += [(name, {"device_id": self._device_id}) for name in self._fallbacks]
         if gpu and not strict:
             providers.append(_CPU)
         try:
@@ -159,7 +178,7 @@ class OrtRuntime(Runtime):
             "provider": self._provider,
             "providers_active": active,
             "device": f"cuda:{self._device_id}" if gpu else "cpu",
-            "precision": "fp32",
+            "precision": artifact.precision,
             "graph_optimization": "ORT_ENABLE_ALL",
             "execution_mode": "sequential",
             "intra_op_threads": threads,
@@ -167,6 +186,7 @@ class OrtRuntime(Runtime):
             "io_binding": True,
             "inputs_on_device": gpu,
             "strict_placement": strict,
+            "model_precision": artifact.precision,
         }
         if gpu:
             try:
@@ -176,9 +196,7 @@ class OrtRuntime(Runtime):
 
     def _check_placement(self, artifact: Artifact) -> None:
         """One profiled run on zeros; record per-node providers, raise if compute ops ran on CPU."""
-        shape = static_shape(artifact.input_shape, self.options.batch)
-        dtype = artifact.manifest.get("onnx", {}).get("inputs", [{}])[0].get("dtype", "float32")
-        self._bind(np.zeros(shape, dtype=dtype))
+        self._bind(np.zeros(artifact.batch_shape(self.options.batch), dtype=artifact.input_dtype))
         self._session.run_with_iobinding(self._binding)
         profile = self._session.end_profiling()  # also switches profiling off for the timed runs
         placement = placement_from_profile(json.loads(Path(profile).read_text()))
@@ -206,9 +224,8 @@ class OrtRuntime(Runtime):
         self._bound = array  # the binding does not own host memory; keep it alive
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
-        array, batch = feed_batch(feeds, self._input_name)
+        array, _ = feed_batch(feeds, self._input_name)
         self._bind(array)
-        self.effective["batch"] = batch
 
     def _run(self) -> None:
         # Blocks until the providers have synchronised their streams (ORT's default for Run).

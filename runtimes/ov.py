@@ -2,8 +2,9 @@
 
 Options: ``device`` ``"cpu"`` | ``"gpu"`` (``"gpu:N"``) | ``"auto"``; ``precision`` ``"fp32"`` (f32),
 ``"bf16"`` or ``"fp16"`` (f16); ``threads`` -> INFERENCE_NUM_THREADS (CPU only, default: physical cores);
-``extra["hint"]`` ``"latency"`` (default) | ``"throughput"`` -> PERFORMANCE_HINT; ``extra["streams"]`` ->
-NUM_STREAMS (default: what the hint picks). A dynamic batch is reshaped to ``options.batch`` before compiling.
+its own options (:class:`OvOptions`): ``hint`` ``"latency"`` (default) | ``"throughput"`` ->
+PERFORMANCE_HINT; ``streams`` -> NUM_STREAMS (default: what the hint picks). A dynamic batch is reshaped to
+``options.batch`` before compiling. Loads ONNX files and OpenVINO IR (``.xml``) artifacts.
 
 Why the precision is always set (anchors 4H): the CPU plugin runs bf16 by default on CPUs with AMX or
 AVX512-BF16, so an unset hint silently benchmarks bf16 as "fp32". After compiling, the precision, streams,
@@ -16,34 +17,27 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from runtimes._lazy import (
-    MissingDependency,
-    check_device,
-    default_threads,
-    feed_batch,
-    is_installed,
-    require,
-    static_shape,
-)
-from runtimes.base import (
-    Artifact,
-    Availability,
-    Runtime,
-    RuntimeOptions,
-    RuntimeUnavailable,
-    SilentChangeError,
-)
+from core.artifact import Artifact
+from runtimes.base import Availability, Runtime, RuntimeOptions, RuntimeUnavailable, SilentChangeError
+from runtimes.deps import MissingDependency, is_installed, require
+from runtimes.host import default_threads, feed_batch, parse_device
 
 log = logging.getLogger(__name__)
 
 OV_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 _FROM_OV = {v: k for k, v in OV_PRECISION.items()}
-HINTS = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class OvOptions:
+    hint: Literal["latency", "throughput"] = "latency"
+    streams: int | None = None
 _READ_BACK = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
               "EXECUTION_DEVICES")
 # Layers that only move or hold data; their precision says nothing about the arithmetic.
@@ -84,15 +78,15 @@ class OpenVinoRuntime(Runtime):
     name: ClassVar[str] = "ov"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
+    formats: ClassVar[tuple[str, ...]] = ("onnx", "openvino-ir")
+    Options: ClassVar[type] = OvOptions
 
     def __init__(self, options) -> None:
         super().__init__(options)
-        kind, index = check_device(self.name, options.device, self.devices)
+        kind, index = parse_device(self.name, options.device, self.devices)
         gpu = f"GPU.{index}" if ":" in options.device else "GPU"
         self._ov_device = {"cpu": "CPU", "auto": "AUTO"}.get(kind, gpu)
-        self._hint = str(options.extra.get("hint", "latency")).lower()
-        if self._hint not in HINTS:
-            raise ValueError(f"unknown OpenVINO hint {self._hint!r}; choose one of {', '.join(HINTS)}")
+        self._hint = self.own.hint
 
     @classmethod
     def probe(cls, device: str | None = None) -> Availability:
@@ -116,8 +110,8 @@ class OpenVinoRuntime(Runtime):
         if not _device_present(self._ov_device, core.available_devices):
             raise RuntimeUnavailable(f"OpenVINO device {self._ov_device} not found "
                                      f"(available: {', '.join(core.available_devices)})")
-        model = core.read_model(str(artifact.onnx_path))
-        shape = static_shape(artifact.input_shape, self.options.batch)
+        model = core.read_model(str(artifact.model_path))
+        shape = list(artifact.batch_shape(self.options.batch))
         model.reshape({artifact.input_name: shape})
 
         config: dict = {
@@ -126,8 +120,8 @@ class OpenVinoRuntime(Runtime):
         }
         if self._ov_device == "CPU":  # the GPU and AUTO plugins reject a thread count
             config["INFERENCE_NUM_THREADS"] = self.options.threads or default_threads()
-        if "streams" in self.options.extra:
-            config["NUM_STREAMS"] = int(self.options.extra["streams"])
+        if self.own.streams is not None:
+            config["NUM_STREAMS"] = self.own.streams
         self._compiled = core.compile_model(model, self._ov_device, config)
 
         read_back = {}
@@ -188,7 +182,6 @@ class OpenVinoRuntime(Runtime):
                              f"set options.batch={batch}")
         self._array = array  # the tensor borrows this memory; keep it alive
         self._request.set_input_tensor(ov.Tensor(array, shared_memory=True))
-        self.effective["batch"] = batch
 
     def _run(self) -> None:
         self._request.infer()  # synchronous; reads the shared input tensor set in prepare()

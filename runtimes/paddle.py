@@ -10,15 +10,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from runtimes._lazy import (
-    MissingDependency,
-    check_device,
-    default_threads,
-    feed_batch,
-    is_installed,
-    require,
-)
-from runtimes.base import Artifact, Availability, Runtime, RuntimeUnavailable
+from core.artifact import Artifact
+from runtimes.base import Availability, Runtime, RuntimeUnavailable
+from runtimes.deps import MissingDependency, is_installed, require
+from runtimes.host import default_threads, feed_batch, parse_device
 
 
 class PaddleRuntime(Runtime):
@@ -30,7 +25,7 @@ class PaddleRuntime(Runtime):
 
     def __init__(self, options) -> None:
         super().__init__(options)
-        check_device(self.name, options.device, self.devices)
+        parse_device(self.name, options.device, self.devices)
 
     @classmethod
     def probe(cls, device: str | None = None) -> Availability:
@@ -38,7 +33,7 @@ class PaddleRuntime(Runtime):
             return Availability(cls.name, False, str(MissingDependency("paddle", "export")))
         try:
             if device is not None:
-                check_device(cls.name, device, cls.devices)
+                parse_device(cls.name, device, cls.devices)
             paddle = require("paddle", "export")
             require("paddle.inference", "export")
         except Exception as exc:
@@ -46,11 +41,13 @@ class PaddleRuntime(Runtime):
         return Availability(cls.name, True, detail=f"paddlepaddle {paddle.__version__}, CPU (oneDNN)")
 
     def _load(self, artifact: Artifact) -> None:
-        if artifact.paddle_model_file is None or artifact.paddle_params_file is None:
-            raise RuntimeUnavailable(f"{artifact.model}: the manifest names no Paddle inference model")
+        files = artifact.paddle_files
+        if files is None or not all(f.is_file() for f in files):
+            raise RuntimeUnavailable(f"{artifact.model}: no Paddle inference model beside the export")
+        model_file, params_file = files
         inference = require("paddle.inference", "export")
         threads = self.options.threads or default_threads()
-        config = inference.Config(str(artifact.paddle_model_file), str(artifact.paddle_params_file))
+        config = inference.Config(str(model_file), str(params_file))
         config.disable_gpu()
         config.switch_ir_optim(True)
         # Paddle 3 renamed MKLDNN to oneDNN; the old names remain as aliases.
@@ -66,7 +63,7 @@ class PaddleRuntime(Runtime):
             "onednn": bool(onednn),
             "ir_optim": bool(config.ir_optim()),
             "threads": int(config.cpu_math_library_num_threads()),
-            "model_format": artifact.paddle_model_file.suffix.lstrip("."),
+            "model_format": model_file.suffix.lstrip("."),
         }
         if not onednn:
             self.notes.append("oneDNN did not enable (Paddle built without it?): plain CPU kernels ran")
@@ -77,10 +74,9 @@ class PaddleRuntime(Runtime):
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
-        array, batch = feed_batch(feeds, self._input_name)
+        array, _ = feed_batch(feeds, self._input_name)
         self._input.reshape(list(array.shape))
         self._input.copy_from_cpu(array)
-        self.effective["batch"] = batch
 
     def _run(self) -> None:
         self._predictor.run()  # synchronous on CPU

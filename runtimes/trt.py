@@ -1,9 +1,9 @@
 """TrtRuntime: TensorRT 10 engines built from the ONNX file, cached on disk, run with ``execute_async_v3``.
 
 Options: ``device`` ``"cuda"`` | ``"cuda:N"``; ``precision`` ``"fp32"`` | ``"fp16"`` | ``"int8"`` (int8 needs
-``extra["calibration_data"]``: a ``.npy`` of float32 inputs shaped like the model input); ``batch`` is the
-profile's opt batch and ``max_batch`` its upper bound. Other ``extra`` keys: ``engine_cache_dir`` (default
-``$PADDLE_ONNX_BENCH_CACHE`` or ``~/.cache/paddle-onnx-bench/trt-engines``), ``rebuild`` (ignore the cache),
+the option ``calibration_data``: a ``.npy`` of float32 inputs shaped like the model input); ``batch`` is the
+profile's opt batch and ``max_batch`` its upper bound. Other options (:class:`TrtOptions`):
+``engine_cache_dir`` (default: the cache root's ``trt-engines``), ``rebuild`` (ignore the cache),
 ``workspace_mb``, ``tf32`` (default False: fp32 means IEEE fp32, not TensorRT's default TF32 matmuls).
 
 ``load()`` includes the engine build, or the deserialisation on a cache hit; ``effective`` says which.
@@ -17,19 +17,20 @@ tensorrt and cuda-python are imported inside the methods that need them, so this
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from export.manifest import write_atomic, write_json_atomic
-from export.weights import cache_root, sha256_of
-from runtimes._lazy import MissingDependency, check_device, feed_batch, is_installed, require
-from runtimes.base import Artifact, Availability, Runtime, RuntimeOptions, RuntimeUnavailable
+from core.artifact import Artifact
+from core.files import sha256_of
+from runtimes.base import Availability, OptionError, Runtime, RuntimeOptions, RuntimeUnavailable
+from runtimes.deps import MissingDependency, is_installed, require
+from runtimes.engine_cache import EngineCache, engine_key
+from runtimes.host import feed_batch, parse_device
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,15 @@ TRT_MISSING = (
     "tensorrt is not installed; pip install -e .[trt] (needs an NVIDIA GPU and NVIDIA's package index)"
 )
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TrtOptions:
+    calibration_data: str | None = None  # .npy of float32 inputs (N, C, H, W), needed for int8
+    engine_cache_dir: str | None = None
+    rebuild: bool = False
+    workspace_mb: int | None = None
+    tf32: bool = False
 
 
 # --- pure helpers (no TensorRT needed) -------------------------------------------------------------------
@@ -68,24 +78,24 @@ def profile_shapes(input_shape: list, batch: int, max_batch: int | None = None) 
     return ProfileShapes((1, *rest), (batch, *rest), (top, *rest))
 
 
-def validate_precision(precision: str, extra: dict) -> None:
+def validate_precision(precision: str, options: TrtOptions) -> None:
     """Reject precisions TensorRT cannot build honestly here (int8 without calibration data)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"runtime 'trt' does not support precision {precision!r}; choose one of "
-                         f"{', '.join(PRECISIONS)}")
+        raise OptionError(f"runtime 'trt' does not support precision {precision!r}; choose one of "
+                          f"{', '.join(PRECISIONS)}")
     if precision == "int8":
-        data = extra.get("calibration_data")
+        data = options.calibration_data
         if not data:
-            raise ValueError("trt int8 needs calibration data: set extra['calibration_data'] to a .npy of "
+            raise OptionError("trt int8 needs calibration data: set the option calibration_data to a .npy of "
                              "representative float32 inputs (N, C, H, W); without it int8 scales are guesses")
         if not Path(data).is_file():
-            raise ValueError(f"calibration data {data} does not exist")
+            raise OptionError(f"calibration data {data} does not exist")
 
 
 def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: str,
                      precision: str, profile: ProfileShapes, flags: dict | None = None) -> str:
     """sha256 over everything that makes an engine valid: model, TensorRT, GPU, precision, shapes, flags."""
-    fields = {
+    return engine_key({
         "onnx_sha256": onnx_sha256,
         "tensorrt": trt_version,
         "gpu": gpu_name,
@@ -93,13 +103,7 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_
         "precision": precision,
         "profile": {"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)},
         "flags": flags or {},
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-def default_cache_dir() -> Path:
-    return cache_root() / "trt-engines"
-
+    })
 
 
 # --- CUDA via cuda-python --------------------------------------------------------------------------------
@@ -193,11 +197,12 @@ class TrtRuntime(Runtime):
     name: ClassVar[str] = "trt"
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
+    Options: ClassVar[type] = TrtOptions
 
     def __init__(self, options: RuntimeOptions) -> None:
         super().__init__(options)
-        _, self._device_index = check_device(self.name, options.device, self.devices)
-        validate_precision(options.precision, options.extra)
+        _, self._device_index = parse_device(self.name, options.device, self.devices)
+        validate_precision(options.precision, self.own)
         self._buffers: dict[str, int] = {}
         self._host_outputs: dict[str, np.ndarray] = {}
         self._stream = self._events = self._context = self._engine = self._trt_runtime = None
@@ -207,7 +212,7 @@ class TrtRuntime(Runtime):
         if not is_installed("tensorrt"):
             return Availability(cls.name, False, TRT_MISSING)
         try:
-            index = check_device(cls.name, device, cls.devices)[1] if device else 0
+            index = parse_device(cls.name, device, cls.devices)[1] if device else 0
             trt = require("tensorrt", "trt")
             cudart = _cudart()
             err, count = cudart.cudaGetDeviceCount()
@@ -228,31 +233,30 @@ class TrtRuntime(Runtime):
         self._cudart = cudart = _cudart()
         _cuda(cudart.cudaSetDevice(self._device_index))
         gpu, cc = gpu_identity(cudart, self._device_index)
-        extra = self.options.extra
+        own = self.own
         profile = profile_shapes(artifact.input_shape, self.options.batch, self.options.max_batch)
-        flags = {"tf32": bool(extra.get("tf32", False)), "workspace_mb": extra.get("workspace_mb")}
+        flags = {"tf32": own.tf32, "workspace_mb": own.workspace_mb}
         if self.options.precision == "int8":
-            flags["calibration_sha256"] = sha256_of(Path(extra["calibration_data"]))
+            flags["calibration_sha256"] = sha256_of(Path(own.calibration_data))
         precision = self.options.precision
-        key = engine_cache_key(artifact.onnx_sha256, trt.__version__, gpu, cc, precision, profile, flags)
-        cache_dir = Path(extra.get("engine_cache_dir") or default_cache_dir())
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        path = cache_dir / f"{artifact.model}-{precision}-{key[:16]}.engine"
+        key = engine_cache_key(artifact.sha256, trt.__version__, gpu, cc, precision, profile, flags)
+        cache = EngineCache("trt", Path(own.engine_cache_dir) if own.engine_cache_dir else None)
+        path = cache.path(f"{artifact.model}-{precision}", key)
 
         self._logger = _python_logger(trt)
         self._trt_runtime = trt.Runtime(self._logger)
         start = time.perf_counter()
         engine = None
-        if path.exists() and not extra.get("rebuild"):
-            engine = self._trt_runtime.deserialize_cuda_engine(path.read_bytes())
+        blob = None if own.rebuild else cache.get(path)
+        if blob is not None:
+            engine = self._trt_runtime.deserialize_cuda_engine(blob)
             if engine is None:  # truncated file or a TensorRT that cannot read it: rebuild
                 log.warning("trt: cached engine %s is unreadable; rebuilding", path)
         hit = engine is not None
         if engine is None:
-            blob = self._build(trt, artifact, profile, flags, cache_dir / f"{key[:16]}.calib")
-            write_atomic(path, lambda f: f.write(blob))  # a concurrent reader never sees half an engine
-            write_json_atomic(path.with_suffix(".json"), {
-                "key": key, "onnx_sha256": artifact.onnx_sha256, "tensorrt": trt.__version__, "gpu": gpu,
+            blob = self._build(trt, artifact, profile, flags, path.with_suffix(".calib"))
+            cache.put(path, blob, {
+                "key": key, "onnx_sha256": artifact.sha256, "tensorrt": trt.__version__, "gpu": gpu,
                 "compute_capability": cc, "precision": self.options.precision, "profile": profile._asdict(),
                 "flags": flags})
             engine = self._trt_runtime.deserialize_cuda_engine(blob)
@@ -299,7 +303,7 @@ class TrtRuntime(Runtime):
         if self.options.precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         elif self.options.precision == "int8":
-            data = np.load(self.options.extra["calibration_data"]).astype(np.float32)
+            data = np.load(self.own.calibration_data).astype(np.float32)
             calibrator = _calibrator(trt, self._cudart, data, profile.opt[0], calib)
             config.set_flag(trt.BuilderFlag.INT8)
             config.int8_calibrator = calibrator
@@ -343,7 +347,6 @@ class TrtRuntime(Runtime):
             self._context.set_tensor_address(name, int(self._buffers[name]))
         # The one host-to-device copy, outside the timed region.
         _cuda(cudart.cudaMemcpy(self._buffers[self._input_name], array.ctypes.data, array.nbytes, kind))
-        self.effective["batch"] = batch
 
     def _run(self) -> None:
         cudart = self._cudart

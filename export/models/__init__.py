@@ -7,10 +7,11 @@ This module imports nothing heavy; the Paddle definitions load on demand in :fun
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 from dataclasses import dataclass
 
-from export.preprocess import PREPROCESS_BY_FAMILY, Preprocess
+from core.preprocess import PREPROCESS_BY_FAMILY, Preprocess
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,19 @@ def get_spec(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def expand_models(patterns: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Model names, allowing fnmatch patterns (``MobileViT*``); ``UnknownModelError`` names the bad one."""
+    names: list[str] = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise UnknownModelError(f"expected a model name, got {pattern!r}")
+        matched = [m for m in MODELS if fnmatch.fnmatchcase(m, pattern)]
+        if not matched:
+            raise UnknownModelError(f"unknown model {pattern!r}; known models: {', '.join(MODELS)}")
+        names += [m for m in matched if m not in names]
+    return tuple(names)
 
 
 def build_model(name: str, num_classes: int = 1000):

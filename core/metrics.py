@@ -1,4 +1,4 @@
-"""How far a runtime's logits drift from Paddle's (FP32 reference) on the same preprocessed tensors.
+"""How far one set of logits drifts from another (a runtime's from Paddle's FP32) on the same tensors.
 
 Statistics (all in :func:`compute_drift`):
 
@@ -21,24 +21,14 @@ of the logit-difference metrics (``compared_images`` says how many rows those co
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import re
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from export.manifest import write_atomic
-
-if TYPE_CHECKING:
-    from bench.data import Dataset
-    from runtimes.base import Runtime
+from core.logits import Logits
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +38,6 @@ CI_METHODS = {
     "mcnemar": "exact_binomial_two_sided",
 }
 _CHUNK = 4096  # rows per step: float64 copies of 50,000 x 1000 logits would need ~800 MB at once
-
-# Per-precision thresholds. "cosine" gates the *minimum* per-image cosine: one image pushed far off is the
-# failure a drift check exists to catch, and a mean over 50,000 images would hide it (see "cosine_mean").
-DEFAULT_GATES: dict[str, dict[str, float]] = {
-    "fp32": {"agreement": 1.0, "max_abs_diff": 1e-4},
-    "fp16": {"agreement": 0.99, "cosine": 0.999},
-    "bf16": {"agreement": 0.99, "cosine": 0.999},
-}
-# gate key -> (DriftResult field, direction): "min" means value >= threshold passes.
-GATE_METRICS = {
-    "agreement": ("agreement", "min"),
-    "max_abs_diff": ("max_abs_diff", "max"),
-    "mean_abs_diff": ("mean_abs_diff", "max"),
-    "cosine": ("cosine_min", "min"),
-    "cosine_mean": ("cosine_mean", "min"),
-    "top1_delta": ("top1_delta", "min"),
-}
-
 
 # --- interval estimates and tests -------------------------------------------------------------------------
 
@@ -276,135 +248,6 @@ def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarr
         log.warning("non-finite logits: %d values in %d candidate images, %d values in the reference",
                     nonfinite_values, result["nonfinite_images"], reference_nonfinite)
     return DriftResult(**result)
-
-
-# --- gates ------------------------------------------------------------------------------------------------
-
-def evaluate_gates(drift: DriftResult | Mapping[str, Any], precision: str,
-                   gates: Mapping[str, Mapping[str, float]] = DEFAULT_GATES) -> dict:
-    """Check ``drift`` against the thresholds for ``precision``.
-
-    Returns ``{"passed", "precision", "checks": [{metric, threshold, value, passed}]}``. Non-finite logits
-    always fail. A metric that could not be computed (e.g. ``top1_delta`` without labels) has ``value`` and
-    ``passed`` None and does not decide the outcome.
-    """
-    d = drift.to_dict() if isinstance(drift, DriftResult) else dict(drift)
-    checks = [
-        {"metric": "nonfinite_values", "threshold": 0, "value": d["nonfinite_values"],
-         "passed": d["nonfinite_values"] == 0},
-    ]
-    if d.get("reference_nonfinite_values"):
-        checks.append({"metric": "reference_nonfinite_values", "threshold": 0,
-                       "value": d["reference_nonfinite_values"], "passed": False})
-    thresholds = gates.get(precision)
-    if thresholds is None:
-        log.info("no drift thresholds for precision %r; only finiteness is checked", precision)
-        thresholds = {}
-    for key, threshold in thresholds.items():
-        if key not in GATE_METRICS:
-            raise ValueError(f"unknown gate {key!r}; known: {', '.join(GATE_METRICS)}")
-        field, direction = GATE_METRICS[key]
-        value = d.get(field)
-        if value is None:
-            passed = None
-        else:
-            passed = value >= threshold if direction == "min" else value <= threshold
-        checks.append({"metric": key, "threshold": threshold, "value": value, "passed": passed})
-    return {"passed": all(c["passed"] is not False for c in checks), "precision": precision, "checks": checks}
-
-
-# --- logits: collection and cache -------------------------------------------------------------------------
-
-@dataclass
-class Logits:
-    """Logits of a data set's images in iteration order, with their names and labels."""
-
-    values: np.ndarray  # [N, C]
-    names: list[str]
-    labels: np.ndarray | None = None
-
-    def save(self, path: Path, meta: Mapping[str, Any] | None = None) -> None:
-        """Write an .npz atomically: a reader sees the old file or the whole new one, never half."""
-        arrays = {"values": self.values, "names": np.array(self.names, dtype=str),
-                  "meta": np.array(json.dumps(dict(meta or {}), sort_keys=True))}
-        if self.labels is not None:
-            arrays["labels"] = self.labels
-        write_atomic(path, lambda f: np.savez(f, **arrays))
-
-    @classmethod
-    def load(cls, path: Path) -> tuple[Logits, dict]:
-        with np.load(Path(path), allow_pickle=False) as z:
-            labels = z["labels"] if "labels" in z.files else None
-            return cls(z["values"], z["names"].tolist(), labels), json.loads(str(z["meta"]))
-
-
-def collect_logits(runtime: Runtime, dataset: Dataset, batch: int, *, input_name: str | None = None,
-                   output_name: str | None = None) -> Logits:
-    """Run a loaded runtime adapter over ``dataset`` at a fixed ``batch``.
-
-    The last partial batch is padded with copies of its last image (real-looking data, unlike zeros, cannot
-    push a low-precision engine into overflow) and the padded rows are dropped from the result.
-    """
-    artifact = getattr(runtime, "artifact", None)  # set by Runtime.load()
-    input_name = input_name or getattr(artifact, "input_name", None)
-    output_name = output_name or getattr(artifact, "output_name", None)
-    if input_name is None:
-        raise ValueError(f"{runtime.name}: no input name; load() the runtime first or pass input_name")
-    values, names, labels = [], [], []
-    for images, batch_labels, batch_names in dataset.batches(batch):
-        count = images.shape[0]
-        if count < batch:
-            pad = np.repeat(images[-1:], batch - count, axis=0)
-            images = np.concatenate([images, pad])
-        runtime.prepare({input_name: np.ascontiguousarray(images, dtype=np.float32)})
-        runtime.run()
-        outputs = runtime.outputs()
-        out = outputs[output_name] if output_name in outputs else next(iter(outputs.values()))
-        out = np.asarray(out)
-        if out.shape[0] != batch:
-            raise RuntimeError(f"{runtime.name}: output batch {out.shape[0]}, expected {batch}")
-        values.append(out[:count].reshape(count, -1).astype(np.float32))
-        names.extend(batch_names)
-        if batch_labels is not None:
-            labels.append(batch_labels)
-    log.info("%s: logits for %d images (batch %d)", runtime.name, len(names), batch)
-    return Logits(np.concatenate(values), names, np.concatenate(labels) if labels else None)
-
-
-def cache_key(key_parts: Mapping[str, Any], dataset_fingerprint: str) -> str:
-    payload = json.dumps({**key_parts, "dataset": dataset_fingerprint}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
-def reference_logits(dataset: Dataset, compute_fn: Callable[[Dataset], Logits], cache_dir: Path | str,
-                     key_parts: Mapping[str, Any]) -> Logits:
-    """Reference logits for ``dataset``, from ``cache_dir`` when cached, else ``compute_fn(dataset)``.
-
-    ``key_parts`` names what produced them, e.g. ``{"model": "LeViT_128S", "weights": "seeded:0",
-    "paddle_model_sha256": ...}``; the data set's fingerprint is added. A cache file that cannot be read or
-    does not match is recomputed and replaced.
-    """
-    fingerprint = dataset.fingerprint
-    key = cache_key(key_parts, fingerprint)
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(key_parts.get("model", "reference")))
-    path = Path(cache_dir) / f"{stem}-{key}.npz"
-    listed = set(dataset.names())
-    if path.is_file():
-        try:
-            cached, meta = Logits.load(path)
-            consistent = len(cached.names) == len(cached.values) and set(cached.names) <= listed
-            if meta.get("key") == key and consistent:
-                log.info("reference logits from cache %s", path)
-                return cached
-            log.warning("reference cache %s does not match this data set; recomputing", path)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("reference cache %s unreadable (%s); recomputing", path, exc)
-    logits = compute_fn(dataset)
-    if not isinstance(logits, Logits):
-        raise TypeError(f"compute_fn must return Logits, got {type(logits).__name__}")
-    logits.save(path, {"key": key, "key_parts": dict(key_parts), "dataset_sha256": fingerprint})
-    log.info("reference logits cached in %s", path)
-    return logits
 
 
 def compare_logits(reference: Logits, candidate: Logits, **kwargs) -> DriftResult:

@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.stats import LatencyStats, throughput_ips
-from runtimes.base import Artifact, Runtime
+from bench.harness.stats import LatencyStats, throughput_ips
+from core.artifact import Artifact
+from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
 SCOPES = ("compute", "end2end")
-_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
-           "uint8": np.uint8}
 
 
 @dataclass(frozen=True)
@@ -75,26 +74,13 @@ class Measurement:
         }
 
 
-def input_shape(artifact: Artifact, batch: int) -> tuple[int, ...]:
-    """The artifact's input shape with symbolic dims resolved; a fixed batch must match ``batch``."""
-    shape = list(artifact.input_shape)
-    if not shape:
-        raise ValueError(f"{artifact.model}: manifest has no input shape")
-    if isinstance(shape[0], int) and shape[0] > 0 and shape[0] != batch:
-        raise ValueError(f"{artifact.model} was exported with fixed batch {shape[0]}; cannot run batch "
-                         f"{batch} (export it with batch 'dynamic' or {batch})")
-    dims = [batch] + shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise ValueError(f"{artifact.model}: input shape {shape} has symbolic dims besides the batch")
-    return tuple(dims)
-
-
 def synthetic_feeds(artifact: Artifact, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded N(0, 1) inputs: timing does not depend on values, and the same seed gives the same tensor."""
-    inputs = artifact.manifest.get("onnx", {}).get("inputs") or [{"dtype": "float32"}]
-    dtype = _DTYPES.get(inputs[0].get("dtype", "float32"), np.float32)
-    data = np.random.default_rng(seed).standard_normal(input_shape(artifact, batch)).astype(dtype)
-    return {artifact.input_name: np.ascontiguousarray(data)}
+    """Seeded N(0, 1) inputs: timing does not depend on values, and the same seed gives the same tensor.
+
+    Drawn in float32 directly (a float64 draw first would need twice the memory of the input)."""
+    shape = artifact.batch_shape(batch)
+    data = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    return {artifact.input_name: np.ascontiguousarray(data.astype(artifact.input_dtype, copy=False))}
 
 
 def measure(runtime: Runtime, artifact: Artifact, batch: int, params: MeasureParams,

@@ -15,11 +15,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from export import manifest as export_manifest
+from core.manifest import package_versions as _package_versions
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddle2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
             "openvino", "tensorrt", "numpy")
 ENV_VARS = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "OV_CPU_THREADS_NUM", "GLOG_minloglevel")
@@ -27,7 +27,7 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_t
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    return export_manifest.package_versions(names)
+    return _package_versions(names)
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:

@@ -8,13 +8,10 @@ Figures are written as PNG (documents) and SVG (print), each atomically (temp fi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import textwrap
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,8 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+
+from core.files import atomic_open  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -276,31 +275,13 @@ def save_figure(fig, stem: Path) -> list[Path]:
     try:
         for fmt in FORMATS:
             path = stem.with_name(f"{stem.name}.{fmt}")
-            with atomic_open(path, "wb") as f:
+            with atomic_open(path) as f:
                 fig.savefig(f, format=fmt, dpi=DPI, metadata=_metadata(fmt))
             written.append(path)
             log.info("wrote %s", path)
     finally:
         plt.close(fig)
     return written
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "wb", **kw) -> Iterator:
-    """Write to a temporary file beside ``path`` and ``os.replace`` it into place once complete.
-
-    A reader sees the old file or the whole new one. The file gets the umask's permissions (unlike mkstemp's
-    0600), so a report can be shared.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, mode.replace("w", "x"), **kw) as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _metadata(fmt: str) -> dict:

@@ -15,19 +15,15 @@ unknown", never "within noise". Drift figures (agreement, top-1) are compared by
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.report import (
+from bench.report.render import (
     MISSING,
     Cell,
-    ReportError,
-    atomic_write_text,
     dig,
     fmt_ms,
     load_results,
@@ -208,29 +204,3 @@ def _summary(verdicts: dict[str, list[str]]) -> str:
     return "Summary, per cell: " + "; ".join(parts) + "."
 
 
-def main_compare(argv: list[str] | None = None) -> int:
-    """``python -m bench compare A B``: print (or write) the comparison; one ``error:`` line and exit 1."""
-    p = argparse.ArgumentParser(prog="python -m bench compare",
-                                description="Compare two result sets: ratios B/A with noise bands.")
-    p.add_argument("a", type=Path, help="results file or folder of *.jsonl (the baseline)")
-    p.add_argument("b", type=Path, help="results file or folder of *.jsonl (the candidate)")
-    p.add_argument("--out", type=Path, help="write the Markdown here instead of printing it")
-    p.add_argument("--min-noise", type=float, default=0.0,
-                   help="floor for each side's relative noise, e.g. 0.02 for 2 %% (default 0)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        text = compare([args.a], [args.b], args.min_noise)
-        if args.out:
-            atomic_write_text(args.out, text)
-            print(args.out)
-        else:
-            print(text)
-    except (ReportError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_compare())

@@ -10,19 +10,19 @@ latest ``ok`` record is used (the latest record of any status when none is ok), 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import plots
-from bench.records import SCHEMA_VERSION, Record, RecordError, cell_key
+from bench.records import cell_key, read_records
+from bench.report import plots
+from core.files import write_text_atomic
+from core.metrics import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -85,57 +85,25 @@ def results_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_results(paths: Iterable[Path]) -> Results:
-    """Read records leniently: a record that fails the schema check is kept (marked invalid) when it still
-    names its model, runtime and params; lines that are not records at all are listed as problems.
+    """Read records leniently (``bench.records.read_records``): a record that breaks an invariant is kept,
+    marked invalid; lines that are not records at all are listed as problems.
 
     Raises ``ReportError`` for a missing file, an empty file, or a file with no readable record.
     """
-    records: list[Loaded] = []
-    problems: list[str] = []
-    files = []
-    for path in results_files(paths):
-        try:
-            raw_lines = path.read_bytes().splitlines()
-        except OSError as exc:
-            raise ReportError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        found, bad = 0, []
-        for number, raw in enumerate(raw_lines, 1):
-            if not raw.strip():
-                continue
-            try:
-                loaded = _parse_line(raw, f"{path}:{number}", len(records))
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, RecordError
-                bad.append(f"{path}:{number}: {type(exc).__name__}: {exc}")
-                continue
-            records.append(loaded)
-            found += 1
+    files = results_files(paths)
+    try:
+        read = read_records(files, missing_ok=False)
+    except (FileNotFoundError, OSError) as exc:
+        raise ReportError(str(exc)) from exc
+    for path, found in read.files:
+        bad = [p for p in read.problems if p.startswith(f"{path}:")]
         if not found and not bad:
             raise ReportError(f"{path}: empty results file (no records)")
         if not found:
             raise ReportError(f"{path}: no readable record in {len(bad)} non-empty line(s); first: "
                               f"{bad[0].split(': ', 1)[1][:200]}")
-        for problem in bad:
-            log.warning("skipped unreadable line %s", problem)
-        problems.extend(bad)
-        files.append((path, found))
-    return Results(records, problems, files)
-
-
-def _parse_line(raw: bytes, source: str, order: int) -> Loaded:
-    data = json.loads(raw.decode("utf-8"))
-    if not isinstance(data, dict):
-        raise RecordError(f"expected a JSON object, got {type(data).__name__}")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise RecordError(f"schema_version {data.get('schema_version')!r} is not supported "
-                          f"(expected {SCHEMA_VERSION})")
-    if not all(isinstance(data.get(k), dict) for k in ("model", "runtime", "params")):
-        raise RecordError("model, runtime and params must be JSON objects")
-    invalid = None
-    try:
-        Record.from_dict(data)
-    except (RecordError, TypeError) as exc:
-        invalid = str(exc)
-    return Loaded(data, source, order, invalid)
+    records = [Loaded(r.record.to_dict(), r.source, r.order, r.invalid) for r in read.records]
+    return Results(records, read.problems, read.files)
 
 
 # --- cells --------------------------------------------------------------------------------------------------
@@ -232,7 +200,10 @@ def select_cells(records: Sequence[Loaded], by_host: bool = True) -> list[Cell]:
     for loaded in records:
         d = loaded.data
         scope = dig(d, "timing", "scope") or dig(d, "params", "scope")
-        key = (*cell_key(d), scope, dig(d, "environment", "host") if by_host else None)
+        model, runtime, params = d["model"], d["runtime"], d["params"]
+        identity = cell_key(model.get("name"), model.get("opset"), params.get("batch"), runtime.get("name"),
+                            runtime.get("precision"), (model.get("weights") or {}).get("requested"))
+        key = (*identity, scope, dig(d, "environment", "host") if by_host else None)
         groups.setdefault(tuple(_hashable(k) for k in key), []).append(loaded)
     cells = []
     for history in groups.values():
@@ -366,8 +337,6 @@ def y_value(cell: Cell, metric: str, cells: Sequence[Cell]) -> YValue:
 def wilson_ci(p: float | None, n: float | None) -> list[float] | None:
     if p is None or not n:
         return None
-    from bench.drift import wilson_interval
-
     return list(wilson_interval(round(p * n), int(n)))
 
 
@@ -772,32 +741,6 @@ def _remove_stale_plots(folder: Path, keep: Sequence[Path]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Temp file + ``os.replace``: a reader never sees half a report."""
-    with plots.atomic_open(Path(path), "w", encoding="utf-8") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
+    write_text_atomic(Path(path), text if text.endswith("\n") else text + "\n")
 
 
-def main_report(argv: list[str] | None = None) -> int:
-    """``python -m bench report``: exit 0 and print the report path, or one ``error:`` line and exit 1."""
-    p = argparse.ArgumentParser(prog="python -m bench report",
-                                description="Turn result records into a Markdown report with PNG/SVG plots.")
-    p.add_argument("results", nargs="*", type=Path, default=[DEFAULT_RESULTS],
-                   help=f"JSON-lines results files or folders of them (default: {DEFAULT_RESULTS})")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--y", choices=Y_METRICS, default="auto",
-                   help="y axis: top-1 accuracy, top-1 agreement with Paddle, or auto (accuracy when every "
-                        "drift result is labelled and no weights are seeded)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log each step")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        path = build_report(args.results, args.out, args.y)
-    except (ReportError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_report())

@@ -33,7 +33,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from export.preprocess import Preprocess
+from core.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,10 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocess:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
     def with_channel_order(self, order: str) -> Preprocess:
         if order not in ("RGB", "BGR"):
             raise ValueError(f"channel order must be RGB or BGR, got {order!r}")

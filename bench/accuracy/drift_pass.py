@@ -1,0 +1,152 @@
+"""The drift pass of a benchmark cell: after timing, run the same open runtime over a data set and compare
+its logits with Paddle's FP32 logits for the same preprocessed tensors.
+
+Reference logits come from the export's stored reference when the data set is the export's evaluation
+images (no Paddle needed), otherwise from Paddle Inference (plain FP32 CPU kernels) on the exported Paddle
+model, cached per model + weights + data set.
+
+``prepare_drift`` runs before the runtime is loaded: it opens the data set (so a wrong folder or list file
+fails before any time is spent measuring) and checks that the reference cache can be written when it will
+be needed. ``run_drift`` then runs after timing on the still-open runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.accuracy.gates import evaluate_gates
+from bench.accuracy.reference import collect_logits, reference_logits
+from core.artifact import Artifact
+from core.datasets import DataError, Dataset, open_dataset
+from core.files import check_writable_dir
+from core.logits import Logits
+from core.metrics import compare_logits
+from runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+EXPORT_IMAGES = "export"  # --data value: the images the export stored Paddle's logits for
+
+
+@dataclass
+class DriftSettings:
+    data: str = EXPORT_IMAGES  # "export" | "synthetic" | a folder or list file
+    labels: str | None = None
+    channel_order: str | None = None
+    synthetic_count: int = 32
+    gates: dict = field(default_factory=dict)
+    cache_dir: str = "artifacts/reference-cache"  # the request puts it under --artifacts
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PreparedDrift:
+    """The data set of a cell's drift pass and its stored reference (None: Paddle computes one)."""
+
+    settings: DriftSettings
+    dataset: Dataset
+    stored: Logits | None
+
+
+def open_drift_dataset(settings: DriftSettings, artifact: Artifact) -> Dataset:
+    preprocess = artifact.preprocess
+    data = settings.data
+    if data == EXPORT_IMAGES:
+        folder = ((artifact.manifest.reference or {}).get("images") or {}).get("folder")
+        if folder and Path(folder).is_dir():
+            return open_dataset(folder, preprocess=preprocess, channel_order=settings.channel_order)
+        log.info("%s: the export stored no reference images; using the synthetic set", artifact.model)
+        data = "synthetic"  # recorded in the drift figures' data description
+    if data != "synthetic" and preprocess is None:
+        raise DataError(f"{artifact.model}: the manifest has no preprocessing settings for images; "
+                        "use --data synthetic")
+    shape = artifact.manifest.input_shape or artifact.input_shape[1:]  # C, H, W
+    return open_dataset(data, preprocess=preprocess, labels=settings.labels,
+                        channel_order=settings.channel_order, count=settings.synthetic_count,
+                        input_shape=tuple(shape) if shape else None)
+
+
+def stored_reference(artifact: Artifact, dataset: Dataset) -> Logits | None:
+    """The export's reference logits, if they cover exactly this data set's images with the same tensors."""
+    described = dataset.describe().get("preprocess")
+    expected = artifact.preprocess.to_dict() if artifact.preprocess else None
+    if described is not None and expected is not None and _plain(described) != _plain(expected):
+        return None  # e.g. another channel order: Paddle must see the same tensors
+    path = artifact.reference_file("images")
+    if path is None or not path.is_file():
+        return None
+    logits, _ = Logits.load(path)
+    if sorted(logits.names) != sorted(dataset.names()):
+        return None
+    return logits
+
+
+def _plain(settings: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+
+
+def prepare_drift(settings: DriftSettings, artifact: Artifact) -> PreparedDrift:
+    """Open the data set and check the reference can be had, before the runtime loads (fail fast)."""
+    dataset = open_drift_dataset(settings, artifact)
+    stored = stored_reference(artifact, dataset)
+    if stored is None:
+        if artifact.paddle_files is None:
+            raise DataError(f"{artifact.model}: no Paddle model beside the export to compute the reference "
+                            "logits of this data set with; use --data export or --data synthetic")
+        try:
+            check_writable_dir(Path(settings.cache_dir))
+        except OSError as exc:
+            raise DataError(f"reference cache {settings.cache_dir} is not writable "
+                            f"({exc.strerror or exc}); pass --artifacts DIR") from None
+    return PreparedDrift(settings, dataset, stored)
+
+
+def paddle_reference(artifact: Artifact, dataset: Dataset, cache_dir: Path) -> tuple[Logits, bool]:
+    """Paddle Inference FP32 logits for ``dataset``, computed once and cached; (logits, cache hit)."""
+    model_file, params_file = artifact.paddle_files
+
+    def compute(data: Dataset) -> Logits:
+        from export.source import inference_model_source
+
+        source = inference_model_source(model_file, artifact.model, tuple(data.input_shape))
+        values, names, labels = [], [], []
+        for images, batch_labels, batch_names in data.batches(16):
+            values.append(source.logits(images))
+            names.extend(batch_names)
+            if batch_labels is not None:
+                labels.append(batch_labels)
+        import numpy as np
+
+        return Logits(np.concatenate(values), names, np.concatenate(labels) if labels else None)
+
+    key = {"model": artifact.model, "weights": artifact.manifest.weights.get("sha256")
+           or artifact.manifest.weights.get("location"),
+           "paddle_params": _file_id(params_file), "producer": "paddle-inference-fp32"}
+    return reference_logits(dataset, compute, cache_dir, key)
+
+
+def _file_id(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def run_drift(runtime: Runtime, artifact: Artifact, batch: int, precision: str,
+              prepared: PreparedDrift) -> tuple[dict, dict | None]:
+    """Drift figures and gate verdicts for one open runtime."""
+    settings, dataset = prepared.settings, prepared.dataset
+    candidate = collect_logits(runtime, dataset, batch)
+    reference, source = prepared.stored, "export reference (paddle dygraph fp32)"
+    if reference is None:
+        reference, hit = paddle_reference(artifact, dataset, Path(settings.cache_dir))
+        source = "paddle inference fp32" + (" (cached)" if hit else "")
+    result = compare_logits(reference, candidate).to_dict()
+    result["reference_source"] = source
+    result["data"] = dataset.describe()
+    gates = evaluate_gates(result, precision, settings.gates) if settings.gates else None
+    return result, gates

@@ -1,0 +1,187 @@
+"""Run one benchmark cell: validate -> find (or make) the export -> check drift inputs -> load and measure
+-> drift pass -> one record. Every expected failure becomes an error record carrying whatever was known
+when it happened (the runtime's effective settings and notes included)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.accuracy.drift_pass import PreparedDrift, prepare_drift, run_drift
+from bench.harness import env
+from bench.harness.measure import measure
+from bench.launcher import ExportSpec, launch_export
+from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Timing, new_run_id
+from bench.request import BenchRequest, UsageError, validate
+from core.artifact import Artifact, ArtifactError
+from core.datasets import DataError
+from core.manifest import ManifestError, manifest_path_of
+from runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class BenchFailure(RuntimeError):
+    """The request is valid but could not be carried out here (exit 1)."""
+
+
+# A drift pass runs after timing, on the still-open runtime, and returns (drift, gates) for the record.
+DriftPass = Callable[[Runtime, Artifact, BenchRequest], tuple[dict | None, dict | None]]
+
+
+@dataclass
+class CellResult:
+    record: Record
+    exit_code: int
+    exception: BaseException | None = None
+
+    @property
+    def usage_error(self) -> bool:
+        return self.exit_code == EXIT_USAGE
+
+
+class Draft:
+    """The record under construction; whatever is known when a run fails still goes into its error record."""
+
+    def __init__(self, request: BenchRequest) -> None:
+        self.request = request
+        target, options, m = request.target, request.runtime, request.measure
+        self.model = ModelInfo(name=target.model, opset=target.opset, batch=target.export_batch(options.batch),
+                               manifest=target.manifest, weights={"requested": target.weights_key})
+        self.runtime = RuntimeInfo(name=request.runtime_name, device=options.device,
+                                   precision=options.precision)
+        self.params = Params(batch=options.batch, warmup=m.warmup, iterations=m.iterations,
+                             min_duration_s=m.min_duration_s, max_duration_s=m.max_duration_s, scope=m.scope,
+                             threads=options.threads, seed=m.seed)
+        self.drift: dict | None = None
+        self.gates: dict | None = None
+
+    def record(self, status: str, timing: dict | None = None, error: BaseException | None = None,
+               error_type: str | None = None) -> Record:
+        err = None
+        if error is not None:
+            err = ErrorInfo(type=error_type or type(error).__name__, message=str(error) or type(error).__name__)
+        output = self.request.output
+        record = Record(run_id=output.run_id or new_run_id(), status=status, error=err, model=self.model,
+                        runtime=self.runtime, params=self.params, timing=Timing.from_dict(timing),
+                        drift=self.drift, gates=self.gates, environment=env.capture_environment(),
+                        git=env.git_info())
+        if output.record_id:
+            record.record_id = output.record_id
+        return record
+
+
+def skeleton_record(request: BenchRequest, status: str, error_type: str, message: str) -> Record:
+    """A record for a cell that never ran (runtime unavailable, export failed, cell crashed)."""
+    return Draft(request).record(status, error=RuntimeError(message), error_type=error_type)
+
+
+def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None) -> CellResult:
+    """Validate, resolve the artifact, measure; return the record. Expected failures become error records."""
+    draft = Draft(request)
+    try:
+        request, runtime_cls = validate(request)
+        draft = Draft(request)
+        timing = _run(request, runtime_cls, draft, drift_pass)
+    except UsageError as exc:
+        return CellResult(draft.record("error", error=exc), EXIT_USAGE, exc)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - adapters raise their engines' own types; all become records
+        log.debug("run failed", exc_info=True)
+        return CellResult(draft.record("error", error=exc), EXIT_FAILED, exc)
+    return CellResult(draft.record("ok", timing=timing), EXIT_OK)
+
+
+def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_pass: DriftPass | None) -> dict:
+    from runtimes import probe
+
+    options = request.runtime
+    availability = probe(request.runtime_name, device=options.device)
+    if not availability.available:
+        raise BenchFailure(f"runtime {request.runtime_name!r} is not available: {availability.reason}")
+    artifact = _load_artifact(resolve_manifest(request), draft)
+    prepared = _prepare_drift(request, artifact) if drift_pass is None else None
+    runtime = runtime_cls(options)
+    draft.runtime.options_asked = options.to_dict()
+    try:
+        try:
+            result = measure(runtime, artifact, options.batch, request.measure)
+        finally:
+            # Whatever the adapter learnt before a failure (fallbacks, versions) belongs in the record.
+            draft.runtime.versions = _versions(runtime)
+            draft.runtime.effective = dict(runtime.effective)
+            draft.runtime.notes = list(runtime.notes)
+        if drift_pass is not None:
+            draft.drift, draft.gates = drift_pass(runtime, artifact, request)
+        elif prepared is not None:
+            # Gates judge what ran: bf16 asked but run as fp32 must meet the fp32 thresholds.
+            precision = runtime.effective.get("precision") or options.precision
+            draft.drift, draft.gates = run_drift(runtime, artifact, options.batch, precision, prepared)
+    finally:
+        runtime.close()
+    return result.timing_dict()
+
+
+def _prepare_drift(request: BenchRequest, artifact: Artifact) -> PreparedDrift | None:
+    if request.drift is None:
+        return None
+    try:
+        return prepare_drift(request.drift, artifact)
+    except DataError as exc:
+        raise UsageError(f"drift data: {exc}") from None
+
+
+def _versions(runtime: Runtime) -> dict[str, str]:
+    try:
+        return runtime.versions()
+    except Exception as exc:  # noqa: BLE001 - must not hide the error that ended the run
+        log.debug("%s: versions() failed: %s", runtime.name, exc)
+        return {}
+
+
+def export_spec(request: BenchRequest) -> ExportSpec:
+    target = request.target
+    return ExportSpec(target.model, target.opset, target.export_batch(request.batch), target.weights,
+                      Path(target.artifacts))
+
+
+def resolve_manifest(request: BenchRequest) -> Path:
+    """The manifest to run: ``--manifest``, or the export stage's (exported now unless ``--no-export``)."""
+    target = request.target
+    if target.manifest:
+        path = manifest_path_of(Path(target.manifest))
+        if not path.is_file():
+            raise BenchFailure(f"manifest {path} not found")
+        return path
+    spec = export_spec(request)
+    if spec.manifest_path.is_file():
+        return spec.manifest_path
+    if target.no_export:
+        raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} not "
+                           f"found); run: {spec.shell_command()}")
+    return launch_export(spec)
+
+
+def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:
+    try:
+        artifact = Artifact.from_manifest(manifest_path)
+    except ManifestError as exc:
+        raise BenchFailure(str(exc)) from None
+    manifest = artifact.manifest
+    draft.model = replace(
+        draft.model, name=artifact.model, opset_written=artifact.opset, batch=manifest.batch,
+        sha256=artifact.sha256, manifest=str(artifact.manifest_path), precision=artifact.precision,
+        weights={**draft.model.weights, **manifest.weights},
+    )
+    if draft.request.target.manifest:  # bring-your-own: the manifest decides the opset
+        draft.model.opset = manifest.opset_requested or artifact.opset
+    try:
+        artifact.verify()
+    except ArtifactError as exc:
+        raise BenchFailure(str(exc)) from None
+    return artifact

@@ -1,0 +1,67 @@
+"""The one way the benchmark stage makes a missing export: ``python -m export`` in a child process.
+
+A child, because paddle (and its thread pools) must not share the process being timed, and a paddle2onnx
+abort must not take the caller down. The child dies with its parent and is stopped with SIGTERM (so it
+removes its unfinished folder) on timeout or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.manifest import MANIFEST_NAME
+from core.proc import describe_exit, python_module, run_child
+
+log = logging.getLogger(__name__)
+
+EXPORT_TIMEOUT_S = 1800.0
+
+
+class ExportFailed(RuntimeError):
+    """The export child failed; the message is its own error line."""
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    model: str
+    opset: int
+    batch: str | int
+    weights: str
+    artifacts: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        from export.pipeline import artifact_dir
+
+        return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts) / MANIFEST_NAME
+
+    def command(self) -> list[str]:
+        return ["--model", self.model, "--opset", str(self.opset), "--batch", str(self.batch),
+                "--weights", self.weights, "--out", str(self.artifacts)]
+
+    def shell_command(self) -> str:
+        """What a user would type to make this export."""
+        parts = ["python -m export", f"--model {self.model}", f"--opset {self.opset}"]
+        if self.batch != "dynamic":
+            parts.append(f"--batch {self.batch}")
+        if self.weights != "seeded":
+            parts.append(f"--weights {self.weights}")
+        if Path(self.artifacts) != Path("artifacts"):
+            parts.append(f"--out {self.artifacts}")
+        return " ".join(parts)
+
+
+def launch_export(spec: ExportSpec, timeout_s: float = EXPORT_TIMEOUT_S) -> Path:
+    """Export in a child (cached exports return at once); the manifest path, or ExportFailed."""
+    log.info("%s opset %s: exporting in a child process", spec.model, spec.opset)
+    child = run_child(python_module("export", *spec.command()), timeout_s)
+    if child.timed_out:
+        raise ExportFailed(f"export of {spec.model} opset {spec.opset} did not finish within {timeout_s:.0f} s")
+    path = spec.manifest_path
+    if child.returncode != 0 or not path.is_file():
+        raise ExportFailed(f"export of {spec.model} opset {spec.opset} failed "
+                           f"({describe_exit(child.returncode)}): "
+                           + child.error_line.replace("pass --out DIR", "pass --artifacts DIR"))
+    return path

@@ -1,0 +1,155 @@
+"""One benchmark cell as asked: what to run, on which runtime with which options, how to measure, whether
+to measure drift, and where the record goes. Built from bench.yaml + CLI flags (or a sweep plan), validated
+once by :func:`validate`, and passed whole to a sweep's cell process as JSON.
+
+The batch travels on one channel only: ``runtime.batch`` (the runtime is built for it, the harness feeds it,
+a fixed-batch export is made for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.accuracy.drift_pass import DriftSettings
+from bench.config import OPSET_RANGE, canonical_runtime, expand_model_patterns
+from bench.harness.measure import MeasureParams
+from core.manifest import manifest_path_of
+from core.yamlio import ConfigError
+from runtimes.base import OptionError, Runtime, RuntimeOptions
+
+DEFAULT_RESULTS = Path("results/runs.jsonl")
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+class UsageError(ValueError):
+    """The request itself is invalid (exit 2)."""
+
+
+@dataclass
+class Target:
+    """The model a cell runs: a zoo model's export (made if missing) or a manifest the user brings."""
+
+    model: str | None = None
+    manifest: str | None = None
+    opset: int = 17
+    weights: str = "seeded"
+    fixed_batch_export: bool = False  # export with the run's batch instead of a dynamic one
+    artifacts: str = str(DEFAULT_ARTIFACTS)
+    no_export: bool = False
+
+    def export_batch(self, batch: int) -> str | int:
+        return batch if self.fixed_batch_export else "dynamic"
+
+    @property
+    def weights_key(self) -> str:
+        """The weights part of the cell key; a manifest run is keyed by its manifest."""
+        if not self.manifest:
+            return self.weights
+        return f"manifest:{manifest_path_of(Path(self.manifest)).resolve()}"
+
+
+@dataclass
+class Output:
+    results: str = str(DEFAULT_RESULTS)
+    run_id: str | None = None
+    record_id: str | None = None
+
+
+@dataclass
+class BenchRequest:
+    runtime_name: str
+    target: Target
+    runtime: RuntimeOptions
+    measure: MeasureParams = field(default_factory=MeasureParams)
+    drift: DriftSettings | None = None
+    output: Output = field(default_factory=Output)
+    enforce_gates: bool = False
+
+    @property
+    def batch(self) -> int:
+        return self.runtime.batch
+
+    @property
+    def label(self) -> str:
+        what = self.target.model or self.target.manifest
+        return f"{what} opset {self.target.opset} {self.runtime_name}/{self.runtime.precision} batch {self.batch}"
+
+    @property
+    def cell_key(self) -> tuple:
+        from bench.records import cell_key
+
+        return cell_key(self.target.model, self.target.opset, self.batch, self.runtime_name,
+                        self.runtime.precision, self.target.weights_key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchRequest:
+        return cls(
+            runtime_name=data["runtime_name"],
+            target=Target(**data["target"]),
+            runtime=RuntimeOptions(**data["runtime"]),
+            measure=MeasureParams(**data["measure"]),
+            drift=DriftSettings(**data["drift"]) if data.get("drift") else None,
+            output=Output(**data["output"]),
+            enforce_gates=bool(data.get("enforce_gates")),
+        )
+
+
+def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
+    """Check everything that needs no heavy work; returns the resolved request and the adapter class.
+
+    Raises UsageError for a bad request, RuntimeUnavailable when the adapter cannot be imported here.
+    """
+    from runtimes import get_runtime
+
+    options = request.runtime
+    if not isinstance(options.batch, int) or isinstance(options.batch, bool) or options.batch < 1:
+        raise UsageError(f"--batch must be a positive integer, got {options.batch}")
+    if options.threads is not None and options.threads < 1:
+        raise UsageError(f"--threads must be a positive integer, got {options.threads}")
+    try:
+        name = canonical_runtime(request.runtime_name)
+        target = _resolve_target(request.target)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    cls = get_runtime(name)
+    if options.precision not in cls.precisions:
+        raise UsageError(f"runtime {name!r} does not support precision {options.precision!r}; "
+                         f"allowed: {', '.join(cls.precisions)}")
+    options = replace(options, device=options.device or cls.devices[0])
+    try:  # the adapter's own checks of device and options, before any heavy work
+        cls(options)
+    except (OptionError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    drift = request.drift
+    if drift is not None:
+        drift = replace(drift, cache_dir=str(Path(target.artifacts) / "reference-cache"))
+    return replace(request, runtime_name=name, target=target, runtime=options, drift=drift), cls
+
+
+def _resolve_target(target: Target) -> Target:
+    if target.manifest is not None:
+        return target
+    if not target.model:
+        raise UsageError("--model or --manifest is required")
+    matched = expand_model_patterns([target.model])
+    if len(matched) > 1:
+        raise UsageError(f"--model {target.model!r} matches {', '.join(matched)}; pick one "
+                         f"(or run `python -m bench sweep`)")
+    lo, hi = OPSET_RANGE
+    if not lo <= target.opset <= hi:
+        raise UsageError(f"invalid opset {target.opset}; allowed: {lo}..{hi}")
+    return replace(target, model=matched[0])
+
+
+def measure_params(warmup: int, iterations: int, min_duration_s: float, max_duration_s: float, scope: str,
+                   seed: int) -> MeasureParams:
+    """MeasureParams with its checks turned into a UsageError naming the flags."""
+    try:
+        return MeasureParams(warmup, iterations, min_duration_s, max_duration_s, scope, seed)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (--warmup, --iterations, --duration, --max-duration, --scope)") from None

@@ -1,0 +1,58 @@
+"""The cells of a sweep: bench.yaml's matrix as a list of requests, in a stable order, and its identity."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from bench.accuracy.drift_pass import DriftSettings
+from bench.config import BenchConfig
+from bench.harness.measure import MeasureParams
+from bench.request import BenchRequest, Output, Target
+from core.manifest import ManifestError, load_manifest
+from runtimes.base import RuntimeOptions
+
+
+def sweep_id(cfg: BenchConfig) -> str:
+    """Same measurement settings -> same id, so rerunning the sweep resumes it (adding cells is fine)."""
+    basis = {"measure": dataclasses.asdict(cfg.measure), "export_batch": cfg.export.batch,
+             "devices": cfg.sweep.devices, "drift": [cfg.sweep.drift_data, cfg.sweep.drift_labels]}
+    return "sweep-" + hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[BenchRequest]:
+    """Every cell of the matrix, in a stable order (model-major, so one export serves consecutive cells)."""
+    m, s = cfg.measure, cfg.sweep
+    measure = MeasureParams(m.warmup, m.iterations, m.min_duration_s, m.max_duration_s, m.scope, m.seed)
+    drift = None
+    if s.drift_data is not None:
+        drift = DriftSettings(data=s.drift_data, labels=s.drift_labels, gates=cfg.gates,
+                              cache_dir=str(Path(cfg.artifacts) / "reference-cache"))
+    common = dict(weights=cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
+                  artifacts=str(cfg.artifacts), no_export=True)
+    targets = [Target(model=model, opset=opset, **common) for model in s.models for opset in s.opsets]
+    for path in s.manifests:
+        model, opset = _manifest_identity(Path(path))
+        targets.append(Target(model=model, opset=opset, manifest=str(path), **common))
+    cells = []
+    for target in targets:
+        for runtime in s.runtimes:
+            for precision in s.precisions_for(runtime):
+                for batch in s.batches:
+                    options = RuntimeOptions(device=s.devices.get(runtime), precision=precision,
+                                             threads=m.threads, batch=batch)
+                    cells.append(BenchRequest(runtime_name=runtime, target=target, runtime=options,
+                                              measure=measure, drift=drift,
+                                              output=Output(str(results), run_id)))
+    return cells
+
+
+def _manifest_identity(path: Path) -> tuple[str, int | None]:
+    """(model, opset) as the cell will record them; an unreadable manifest fails later, in its cell."""
+    try:
+        manifest = load_manifest(path)
+    except ManifestError:
+        return str(path), None
+    return manifest.model, manifest.opset_requested or manifest.opset_written

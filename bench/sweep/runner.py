@@ -1,0 +1,211 @@
+"""``python -m bench sweep``: run the bench.yaml matrix, one subprocess per cell, resumably.
+
+Cells are models x opsets x runtimes x precisions x batches (plus ``sweep.manifests`` x runtimes x ...).
+Each runs as ``python -m bench _cell JSON`` so a crash, leak or abort in one engine cannot poison the next
+cell's numbers or end the sweep; the cell appends its own record. A cell that dies without one (SIGABRT,
+OOM kill, timeout) gets an error record from this parent. Exports run first, once per (model, opset), also in
+a subprocess because paddle2onnx can abort the process.
+
+Resuming: the sweep is identified by ``run_id`` (a hash of the measurement settings unless ``--run-id`` is
+given). A cell that already has an ok or error record under that run_id is skipped; ``--retry-errors`` reruns
+the error ones. Records are appended as each cell finishes, so Ctrl-C loses only the cell in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from bench.cell import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, export_spec, skeleton_record
+from bench.config import BenchConfig, ConfigError, load_config
+from bench.launcher import ExportFailed, launch_export
+from bench.records import append_record, read_records
+from bench.request import BenchRequest
+from bench.sweep.plan import plan, sweep_id
+from bench.table import format_table
+from core.files import check_appendable
+from core.proc import describe_exit, python_module, run_child
+
+log = logging.getLogger(__name__)
+
+
+def finished_statuses(results: Path, run_id: str) -> dict[tuple, set[str]]:
+    """cell key -> statuses recorded under ``run_id``."""
+    done: dict[tuple, set[str]] = {}
+    for record in read_records(results).valid():
+        if record.run_id == run_id:
+            done.setdefault(record.cell_key, set()).add(record.status)
+    return done
+
+
+def probe_runtimes(names: Iterable[str]) -> dict[str, tuple[bool, str]]:
+    """Availability per runtime, probed in a subprocess so the sweep never imports an engine."""
+    names = list(names)
+    if not names:
+        return {}
+    child = run_child(python_module("bench", "list", "--json", *names), timeout=300)
+    try:
+        if child.returncode != 0 or child.timed_out:
+            raise ValueError(f"bench list ended with {describe_exit(child.returncode)}: {child.error_line}")
+        found = {a["name"]: (a["available"], a["reason"]) for a in json.loads(child.stdout.strip().splitlines()[-1])}
+    except (ValueError, IndexError, KeyError) as exc:
+        log.warning("could not probe runtimes (%s); every cell will try its runtime", exc)
+        found = {}
+    return {name: found.get(name, (True, "")) for name in names}
+
+
+def _record_written(results: Path, offset: int, record_id: str) -> bool:
+    """Did a record with ``record_id`` land in ``results`` after byte ``offset``?"""
+    try:
+        with results.open("rb") as f:
+            f.seek(offset)
+            return any(record_id.encode() in line for line in f)
+    except OSError:
+        return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=Path("bench.yaml"), help="the sweep (default bench.yaml)")
+    p.add_argument("--results", type=Path, help="JSON-lines file (default: bench.yaml results)")
+    p.add_argument("--retry-errors", action="store_true", help="rerun cells whose record is an error")
+    p.add_argument("--run-id", help="sweep identity (default: hash of the measurement settings)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    results = args.results or cfg.results
+    try:
+        check_appendable(results)
+    except OSError as exc:
+        print(f"error: results file {results} is not writable ({exc.strerror or exc})", file=sys.stderr)
+        return EXIT_FAILED
+    run_id = args.run_id or sweep_id(cfg)
+    cells = plan(cfg, run_id, results)
+    try:
+        with logging_redirect_tqdm():
+            _run_sweep(cells, cfg, results, run_id, args)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cells are in {results}; rerun the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _summarise(cells, results, run_id)
+
+
+def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_id: str, args) -> None:
+    done = finished_statuses(results, run_id)
+    finished = {"ok", "error"} if not args.retry_errors else {"ok"}
+    todo = [c for c in cells if not (done.get(c.cell_key, set()) & finished)]
+    print(f"sweep {run_id}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; "
+          f"results: {results}", file=sys.stderr)
+    if args.dry_run:
+        for cell in cells:
+            state = "todo" if cell in todo else "done"
+            print(f"{state}  {cell.label}")
+        return
+    todo = _skip_unavailable(todo, results, done)
+    todo = _export_missing(todo, cfg, results)
+    with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for cell in todo:
+            bar.set_postfix_str(cell.label)
+            _run_cell(cell, results, cfg.sweep.cell_timeout_s, bar)
+            bar.update(1)
+
+
+def _skip_unavailable(todo: list[BenchRequest], results: Path, done: dict) -> list[BenchRequest]:
+    available = probe_runtimes(sorted({c.runtime_name for c in todo}))
+    keep = []
+    for cell in todo:
+        ok, reason = available[cell.runtime_name]
+        if ok:
+            keep.append(cell)
+        elif "skipped" not in done.get(cell.cell_key, set()):
+            append_record(results, skeleton_record(cell, "skipped", "RuntimeUnavailable", reason))
+    if len(keep) < len(todo):
+        missing = sorted({c.runtime_name for c in todo} - {c.runtime_name for c in keep})
+        print(f"skipping runtimes not available here: {', '.join(missing)}", file=sys.stderr)
+    return keep
+
+
+def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path) -> list[BenchRequest]:
+    """Export each missing (model, opset, batch) once; cells of a failed export get error records."""
+    groups: dict = {}
+    for cell in todo:
+        if not cell.target.manifest:
+            groups.setdefault(export_spec(cell), []).append(cell)
+    failed: set[int] = set()
+    missing = [spec for spec in groups if not spec.manifest_path.is_file()]
+    for spec in tqdm(missing, desc="export", unit="model", file=sys.stderr, disable=not missing):
+        try:
+            launch_export(spec, cfg.sweep.cell_timeout_s)
+        except ExportFailed as exc:
+            tqdm.write(f"error: {exc}", file=sys.stderr)
+            for cell in groups[spec]:
+                append_record(results, skeleton_record(cell, "error", "ExportFailed", str(exc)))
+                failed.add(id(cell))
+    return [c for c in todo if id(c) not in failed]
+
+
+def _run_cell(cell: BenchRequest, results: Path, timeout: float, bar: tqdm) -> None:
+    request = dataclasses.replace(cell, output=dataclasses.replace(cell.output, record_id=uuid.uuid4().hex))
+    offset = _size(results)
+    child = run_child(python_module("bench", "_cell", json.dumps(request.to_dict())), timeout,
+                      capture_stdout=False)
+    if child.returncode == EXIT_INTERRUPTED or child.returncode == -signal.SIGINT:
+        raise KeyboardInterrupt
+    if _record_written(results, offset, request.output.record_id):
+        if child.returncode != EXIT_OK:
+            bar.write(f"error: {cell.label}: {child.error_line}", file=sys.stderr)
+        return
+    if child.timed_out:
+        kind, message = "CellTimeout", f"cell killed after {timeout:g} s (sweep.cell_timeout_s)"
+    else:
+        kind = "CellCrashed"
+        message = f"cell process ended with {describe_exit(child.returncode)} and no record"
+    if child.error_line:
+        message += f"; last output: {child.error_line}"
+    bar.write(f"error: {cell.label}: {message}", file=sys.stderr)
+    append_record(results, skeleton_record(request, "error", kind, message))
+
+
+def _summarise(cells: list[BenchRequest], results: Path, run_id: str) -> int:
+    latest = {}
+    for record in read_records(results).valid():
+        if record.run_id == run_id:
+            latest[record.cell_key] = record
+    rows = [latest[k] for k in dict.fromkeys(c.cell_key for c in cells) if k in latest]
+    if rows:
+        print(format_table(rows))
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "error", "skipped")}
+    print(f"\n{counts['ok']} ok, {counts['error']} error, {counts['skipped']} skipped, "
+          f"{len(cells) - len(rows)} not run; run_id {run_id}; results {results}")
+    return EXIT_FAILED if counts["error"] else EXIT_OK

@@ -1,0 +1,95 @@
+"""The text the CLI prints for records: the results table and the drift summary."""
+
+from __future__ import annotations
+
+from bench.records import Record
+
+COLUMNS = ("model", "opset", "runtime", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "CV",
+           "img/s", "load s", "first ms", "notes")
+_TEXT_COLUMNS = (0, 2, 3)  # left-aligned; numbers right-aligned; notes run free
+
+
+def precision_label(record: Record) -> str:
+    """The precision asked, and what ran when that differs (``bf16 (ran fp32)``)."""
+    asked, ran = record.runtime.precision, record.runtime.precision_ran
+    return f"{asked} (ran {ran})" if ran and asked and ran != asked else str(asked)
+
+
+def table_rows(records: list[Record]) -> list[tuple[str, ...]]:
+    rows = []
+    for r in records:
+        head = (str(r.model.name), str(r.model.opset), str(r.runtime.name), str(r.runtime.precision),
+                str(r.params.batch))
+        timing = r.timing
+        if r.status != "ok" or timing is None or timing.latency_ms is None:
+            message = r.error.message if r.error else ""
+            rows.append(head + ("",) * 8 + (f"{r.status.upper()}: {one_line(message)}",))
+            continue
+        lat = timing.latency_ms
+        notes = list(r.runtime.notes or [])
+        if timing.stopped_by == "max_duration":
+            notes.insert(0, f"stopped at max duration after {lat['count']} runs")
+        rows.append(head + (
+            ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), f"{ms(lat['mean'])}±{ms(lat['std'])}",
+            f"{lat['cv']:.1%}", f"{timing.throughput_ips:.1f}", f"{timing.load_s:.2f}", ms(timing.first_run_ms),
+            "; ".join(notes),
+        ))
+    return rows
+
+
+def ms(value: float) -> str:
+    """Enough digits to be useful from microseconds (null runtime) to seconds (big batches)."""
+    if value >= 100:
+        return f"{value:.1f}"
+    if value >= 0.01:
+        return f"{value:.3f}"
+    return f"{value:.1e}"
+
+
+def format_table(records: list[Record]) -> str:
+    rows = [COLUMNS, *table_rows(records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = []
+    for row in rows:
+        cells = [c.ljust(widths[i]) if i in _TEXT_COLUMNS else c.rjust(widths[i]) for i, c in enumerate(row)]
+        cells[-1] = row[-1]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_drift(record: Record) -> str:
+    """The drift pass in a few lines: agreement, flips, accuracy change with its interval, logit figures."""
+    d, gates = record.drift, record.gates
+    low, high = d["agreement_ci"]
+    lines = [f"\ndrift vs Paddle FP32 on {d['n']} images ({d['reference_source']}):",
+             f"  top-1 agreement {d['agreement']:.2%} (95% CI {low:.2%}..{high:.2%}), {d['flipped']} flipped;"
+             f" max |diff| {_num(d['max_abs_diff'])}, mean |diff| {_num(d['mean_abs_diff'])},"
+             f" min cosine {_num(d['cosine_min'], '.6f')}; finite: {d['finite']}"]
+    if d.get("labelled"):
+        lo, hi = d["top1_delta_ci"]
+        lines.append(f"  top-1 {d['candidate_top1']:.2%} vs Paddle {d['reference_top1']:.2%}: delta "
+                     f"{d['top1_delta']:+.2%} (95% CI {lo:+.2%}..{hi:+.2%}), McNemar p={d['mcnemar_p']:.3g}")
+        if record.model.weights and record.model.weights.get("trained") is False:
+            lines.append("  (seeded weights: a random network, so top-1 accuracy near 0 % is expected; "
+                         "agreement with Paddle is the figure that matters)")
+    if gates:
+        lines.append(f"  gates ({gates['precision']}): {'PASS' if gates['passed'] else 'FAIL'}")
+    if d["data"].get("skipped"):
+        lines.append(f"  skipped {len(d['data']['skipped'])} unreadable images (listed in the record)")
+    return "\n".join(lines)
+
+
+def _num(value, spec: str = ".3g") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def error_line(error) -> str:
+    """The record's error as the user reads it; our own error types need no prefix."""
+    if error.type in ("UsageError", "BenchFailure", "DataError", "ExportFailed"):
+        return error.message
+    return f"{error.type}: {error.message}"
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

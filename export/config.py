@@ -1,0 +1,66 @@
+"""The ``export:`` section of bench.yaml: which models, opsets, batch and weights ``python -m export`` builds
+when no ``--model`` is given. ``bench.config`` reads the same section with this parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.yamlio import ConfigReader, load_yaml
+from export.convert import MAX_OPSET, MIN_OPSET
+from export.layout import LayoutError, parse_batch
+from export.models import MODELS, UnknownModelError, expand_models
+
+EXPORT_KEYS = ("models", "opsets", "batch", "weights")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    models: tuple[str, ...] = tuple(MODELS)
+    opsets: tuple[int, ...] = (13, 17)
+    batch: str | int = "dynamic"
+    weights: str = "seeded"  # "seeded" | "official" | a .pdparams path or URL
+
+
+def parse_models(reader: ConfigReader, data: Any, key: str, allow_empty: bool = False) -> tuple[str, ...]:
+    items = reader.sequence(data, key, allow_empty=allow_empty)
+    for i, item in enumerate(items):
+        try:
+            expand_models([item])
+        except UnknownModelError as exc:
+            raise reader.wrap(f"{key}[{i}]", exc) from None
+    return expand_models(items) if items else ()
+
+
+def parse_opsets(reader: ConfigReader, data: Any, key: str) -> tuple[int, ...]:
+    out = []
+    for i, v in enumerate(reader.sequence(data, key)):
+        if not (isinstance(v, int) and not isinstance(v, bool) and MIN_OPSET <= v <= MAX_OPSET):
+            raise reader.fail(f"{key}[{i}]", f"invalid opset {v!r}; allowed: {MIN_OPSET}..{MAX_OPSET}")
+        out.append(v)
+    return tuple(out)
+
+
+def parse_export_section(reader: ConfigReader, data: Any) -> ExportConfig:
+    d = reader.mapping(data, "export", EXPORT_KEYS)
+    default = ExportConfig()
+    try:
+        batch = parse_batch(d.get("batch", default.batch))
+    except LayoutError:
+        raise reader.fail("export.batch", f"invalid batch {d.get('batch')!r}; allowed: dynamic, a positive "
+                                          "integer") from None
+    return ExportConfig(
+        models=parse_models(reader, d["models"], "export.models") if "models" in d else default.models,
+        opsets=parse_opsets(reader, d["opsets"], "export.opsets") if "opsets" in d else default.opsets,
+        batch=batch,
+        weights=reader.string(d.get("weights", default.weights), "export.weights"),
+    )
+
+
+def read_export_config(path: Path) -> ExportConfig:
+    """The export section of a bench.yaml; built-in defaults when the file has none."""
+    data, lines = load_yaml(path)
+    reader = ConfigReader(Path(path).name, lines)
+    section = reader.mapping(data, "", None)
+    return parse_export_section(reader, section.get("export"))
