@@ -33,9 +33,18 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite on the CPU (GPU tests skip with their reason)."""
+    """Run ruff, then the fast tier and the full tier of the test suite (GPU tests skip with their reason)."""
     session.install("-e", ALL)
-    session.run("pytest", *session.posargs)
+    session.run("ruff", "check", ".")
+    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session(default=False)
+def tests_fast(session: nox.Session) -> None:
+    """Run the fast tier only: no paddle, no exports (about 20 s)."""
+    session.install("-e", ALL)
+    session.run("pytest", "-m", "not slow", *session.posargs)
 
 
 @nox.session

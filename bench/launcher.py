@@ -33,7 +33,7 @@ class ExportSpec:
 
     @property
     def manifest_path(self) -> Path:
-        from export.pipeline import artifact_dir
+        from export.request import artifact_dir
 
         return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts) / MANIFEST_NAME
 

@@ -44,9 +44,9 @@ def rows(artifacts: Path, opsets: list[int]) -> list[str]:
             agreement = (f"{seeded['top1_agreement']:.0%} of {seeded['n']} + "
                          f"{images['top1_agreement']:.0%} of {images['n']}")
             lines.append(
-                f"| {model} | {m['opset']['requested']} | {m['opset']['written']} "
-                f"| {m['onnx']['node_count']} "
-                f"| {m['onnx']['node_count_before_folding']} | {seeded['max_abs_diff']:.2e} "
+                f"| {model} | {m['opset_requested']} | {m['opset_written']} "
+                f"| {m['graph']['node_count']} "
+                f"| {m['graph']['node_count_before_folding']} | {seeded['max_abs_diff']:.2e} "
                 f"| {images['max_abs_diff']:.2e} | {images['cosine_min']:.7f} | {agreement} "
                 f"| {m['export_seconds']:.1f} |"
             )

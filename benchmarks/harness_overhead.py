@@ -21,17 +21,19 @@ import numpy as np
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.env import cpu_info  # noqa: E402
-from bench.measure import MeasureParams, measure  # noqa: E402
-from runtimes.base import Artifact, RuntimeOptions  # noqa: E402
+from bench.harness.env import cpu_info  # noqa: E402
+from bench.harness.measure import MeasureParams, measure  # noqa: E402
+from core.artifact import Artifact  # noqa: E402
+from core.manifest import Manifest, ModelFile, TensorSpec  # noqa: E402
+from runtimes.base import RuntimeOptions  # noqa: E402
 from runtimes.null import NullRuntime  # noqa: E402
 
 # A manifest-only artifact: the null runtime reads shapes from it and never opens a file.
 ARTIFACT = Artifact(
-    model="null-224", onnx_path=Path("/dev/null"), onnx_sha256="", opset=17, input_name="x",
-    input_shape=["batch", 3, 224, 224], output_name="logits",
-    manifest={"onnx": {"inputs": [{"name": "x", "shape": ["batch", 3, 224, 224], "dtype": "float32"}],
-                       "outputs": [{"name": "logits", "shape": ["batch", 1000], "dtype": "float32"}]}},
+    Manifest(model="null-224", opset_requested=17, opset_written=17,
+             graph=ModelFile(file="/dev/null", sha256="", inputs=[TensorSpec("x", ["batch", 3, 224, 224])],
+                             outputs=[TensorSpec("logits", ["batch", 1000])])),
+    root=Path("/"),
 )
 
 

@@ -28,11 +28,12 @@ from pathlib import Path
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.env import cpu_info, package_versions  # noqa: E402
-from bench.measure import MeasureParams, measure  # noqa: E402
+from bench.harness.env import cpu_info, package_versions  # noqa: E402
+from bench.harness.measure import MeasureParams, measure  # noqa: E402
+from core.artifact import Artifact  # noqa: E402
 from runtimes import get_runtime  # noqa: E402
-from runtimes._lazy import default_threads  # noqa: E402
-from runtimes.base import Artifact, RuntimeOptions  # noqa: E402
+from runtimes.base import RuntimeOptions  # noqa: E402
+from runtimes.host import default_threads  # noqa: E402
 
 TOLERANCE = 0.05
 _FIELDS = {  # benchmark_app's report lines

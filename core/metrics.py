@@ -147,11 +147,8 @@ def _topk_hit(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
-def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None,
-                  names: list[str] | None = None, *, confidence: float = 0.95,
-                  max_listed: int = 100) -> DriftResult:
-    """Compare candidate logits [N, C] with reference logits [N, C] of the same images (same order)."""
-    reference, candidate = np.asarray(reference), np.asarray(candidate)
+def _check_inputs(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None,
+                  names: list[str] | None) -> np.ndarray | None:
     if reference.ndim != 2 or reference.shape != candidate.shape:
         raise ValueError(f"logits must both be [N, C]; got {reference.shape} and {candidate.shape}")
     n, num_classes = reference.shape
@@ -159,95 +156,115 @@ def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarr
         raise ValueError("no images to compare")
     if names is not None and len(names) != n:
         raise ValueError(f"{len(names)} names for {n} images")
-    if labels is not None:
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if labels.shape[0] != n:
-            raise ValueError(f"{labels.shape[0]} labels for {n} images")
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"labels must lie in 0..{num_classes - 1}")
-    k = min(5, num_classes)
+    if labels is None:
+        return None
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if labels.shape[0] != n:
+        raise ValueError(f"{labels.shape[0]} labels for {n} images")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+    return labels
 
-    pred_ref = np.empty(n, np.int64)
-    pred_cand = np.empty(n, np.int64)
-    ok_ref = np.empty(n, bool)
-    ok_cand = np.empty(n, bool)
-    top5_ref = np.zeros(n, bool)
-    top5_cand = np.zeros(n, bool)
-    row_max = np.full(n, np.nan)
-    row_sum = np.zeros(n)
-    cosine = np.full(n, np.nan)
-    nonfinite_values = reference_nonfinite = 0
-    for start in range(0, n, _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        r, c = reference[sl].astype(np.float64), candidate[sl].astype(np.float64)
+
+class _RowFigures:
+    """Per-image predictions, validity, top-5 hits and logit differences, filled chunk by chunk."""
+
+    def __init__(self, n: int) -> None:
+        self.pred_ref, self.pred_cand = np.empty(n, np.int64), np.empty(n, np.int64)
+        self.ok_ref, self.ok_cand = np.empty(n, bool), np.empty(n, bool)
+        self.top5_ref, self.top5_cand = np.zeros(n, bool), np.zeros(n, bool)
+        self.row_max, self.row_sum, self.cosine = np.full(n, np.nan), np.zeros(n), np.full(n, np.nan)
+        self.nonfinite_values = self.reference_nonfinite = 0
+
+    def add(self, sl: slice, r: np.ndarray, c: np.ndarray, labels: np.ndarray | None, k: int) -> None:
         fin_r, fin_c = np.isfinite(r), np.isfinite(c)
-        nonfinite_values += int(fin_c.size - fin_c.sum())
-        reference_nonfinite += int(fin_r.size - fin_r.sum())
+        self.nonfinite_values += int(fin_c.size - fin_c.sum())
+        self.reference_nonfinite += int(fin_r.size - fin_r.sum())
         ok_r, ok_c = fin_r.all(axis=1), fin_c.all(axis=1)
-        ok_ref[sl], ok_cand[sl] = ok_r, ok_c
+        self.ok_ref[sl], self.ok_cand[sl] = ok_r, ok_c
         # -1 marks "no valid prediction": it never equals a label nor a valid prediction.
-        pred_ref[sl] = np.where(ok_r, np.nan_to_num(r).argmax(axis=1), -1)
-        pred_cand[sl] = np.where(ok_c, np.nan_to_num(c).argmax(axis=1), -1)
+        self.pred_ref[sl] = np.where(ok_r, np.nan_to_num(r).argmax(axis=1), -1)
+        self.pred_cand[sl] = np.where(ok_c, np.nan_to_num(c).argmax(axis=1), -1)
         if labels is not None:
-            top5_ref[sl] = ok_r & _topk_hit(np.nan_to_num(r), labels[sl], k)
-            top5_cand[sl] = ok_c & _topk_hit(np.nan_to_num(c), labels[sl], k)
+            self.top5_ref[sl] = ok_r & _topk_hit(np.nan_to_num(r), labels[sl], k)
+            self.top5_cand[sl] = ok_c & _topk_hit(np.nan_to_num(c), labels[sl], k)
         both = ok_r & ok_c
         if both.any():
-            rb, cb = r[both], c[both]
-            diff = np.abs(rb - cb)
-            idx = np.arange(sl.start, sl.start + r.shape[0])[both]
-            row_max[idx] = diff.max(axis=1)
-            row_sum[idx] = diff.sum(axis=1)
-            norms = np.linalg.norm(rb, axis=1) * np.linalg.norm(cb, axis=1)
-            dots = np.einsum("ij,ij->i", rb, cb)
-            # Two zero vectors are identical (cosine 1); one zero vector against a non-zero one is not (0).
-            zero_r, zero_c = ~rb.any(axis=1), ~cb.any(axis=1)
-            degenerate = np.where(zero_r & zero_c, 1.0, 0.0)
-            cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), degenerate)
-            cosine[idx] = np.clip(cos, -1.0, 1.0)
+            self._differences(np.arange(sl.start, sl.start + r.shape[0])[both], r[both], c[both])
 
-    agree = (pred_ref == pred_cand) & ok_ref & ok_cand
+    def _differences(self, idx: np.ndarray, rb: np.ndarray, cb: np.ndarray) -> None:
+        diff = np.abs(rb - cb)
+        self.row_max[idx] = diff.max(axis=1)
+        self.row_sum[idx] = diff.sum(axis=1)
+        norms = np.linalg.norm(rb, axis=1) * np.linalg.norm(cb, axis=1)
+        dots = np.einsum("ij,ij->i", rb, cb)
+        # Two zero vectors are identical (cosine 1); one zero vector against a non-zero one is not (0).
+        zero_r, zero_c = ~rb.any(axis=1), ~cb.any(axis=1)
+        degenerate = np.where(zero_r & zero_c, 1.0, 0.0)
+        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), degenerate)
+        self.cosine[idx] = np.clip(cos, -1.0, 1.0)
+
+
+def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None,
+                  names: list[str] | None = None, *, confidence: float = 0.95,
+                  max_listed: int = 100) -> DriftResult:
+    """Compare candidate logits [N, C] with reference logits [N, C] of the same images (same order)."""
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    labels = _check_inputs(reference, candidate, labels, names)
+    n, num_classes = reference.shape
+    rows = _RowFigures(n)
+    for start in range(0, n, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        rows.add(sl, reference[sl].astype(np.float64), candidate[sl].astype(np.float64), labels,
+                 min(5, num_classes))
+    agree = (rows.pred_ref == rows.pred_cand) & rows.ok_ref & rows.ok_cand
     flipped = np.flatnonzero(~agree)
-    both_ok = ok_ref & ok_cand
+    both_ok = rows.ok_ref & rows.ok_cand
     compared = int(both_ok.sum())
     listed = flipped[:max_listed].tolist()
     result = dict(
         n=n, num_classes=num_classes,
-        finite=nonfinite_values == 0 and reference_nonfinite == 0,
-        nonfinite_values=nonfinite_values, nonfinite_images=int((~ok_cand).sum()),
-        reference_nonfinite_values=reference_nonfinite,
+        finite=rows.nonfinite_values == 0 and rows.reference_nonfinite == 0,
+        nonfinite_values=rows.nonfinite_values, nonfinite_images=int((~rows.ok_cand).sum()),
+        reference_nonfinite_values=rows.reference_nonfinite,
         agreement=int(agree.sum()) / n, agreement_ci=list(wilson_interval(int(agree.sum()), n, confidence)),
         flipped=int(flipped.size), flipped_indices=listed,
         flipped_names=[names[i] for i in listed] if names is not None else None,
         flipped_truncated=bool(flipped.size > max_listed),
         compared_images=compared,
-        max_abs_diff=float(row_max[both_ok].max()) if compared else None,
-        mean_abs_diff=float(row_sum[both_ok].sum() / (compared * num_classes)) if compared else None,
-        cosine_min=float(cosine[both_ok].min()) if compared else None,
-        cosine_mean=float(cosine[both_ok].mean()) if compared else None,
-        labelled=labels is not None,
-        reference_top1=None, reference_top5=None, candidate_top1=None, candidate_top5=None,
-        top1_delta=None, top1_delta_ci=None, ref_right_cand_wrong=None, ref_wrong_cand_right=None,
-        mcnemar_p=None, confidence=confidence, methods=dict(CI_METHODS),
+        max_abs_diff=float(rows.row_max[both_ok].max()) if compared else None,
+        mean_abs_diff=float(rows.row_sum[both_ok].sum() / (compared * num_classes)) if compared else None,
+        cosine_min=float(rows.cosine[both_ok].min()) if compared else None,
+        cosine_mean=float(rows.cosine[both_ok].mean()) if compared else None,
+        labelled=labels is not None, confidence=confidence, methods=dict(CI_METHODS),
+        **_accuracy_figures(rows, labels, confidence),
     )
-    if labels is not None:
-        right_ref, right_cand = pred_ref == labels, pred_cand == labels
-        both_right = int((right_ref & right_cand).sum())
-        b = int((right_ref & ~right_cand).sum())
-        c = int((~right_ref & right_cand).sum())
-        neither = n - both_right - b - c
-        result.update(
-            reference_top1=float(right_ref.mean()), reference_top5=float(top5_ref.mean()),
-            candidate_top1=float(right_cand.mean()), candidate_top5=float(top5_cand.mean()),
-            top1_delta=(c - b) / n,
-            # candidate first: the interval is for candidate - reference.
-            top1_delta_ci=list(paired_difference_interval(both_right, c, b, neither, confidence)),
-            ref_right_cand_wrong=b, ref_wrong_cand_right=c, mcnemar_p=mcnemar_exact_p(b, c),
-        )
     if not result["finite"]:
         log.warning("non-finite logits: %d values in %d candidate images, %d values in the reference",
-                    nonfinite_values, result["nonfinite_images"], reference_nonfinite)
+                    rows.nonfinite_values, result["nonfinite_images"], rows.reference_nonfinite)
     return DriftResult(**result)
+
+
+def _accuracy_figures(rows: _RowFigures, labels: np.ndarray | None, confidence: float) -> dict:
+    """Top-1/top-5 of both sides and the paired change in top-1 (None without labels)."""
+    if labels is None:
+        return dict(reference_top1=None, reference_top5=None, candidate_top1=None, candidate_top5=None,
+                    top1_delta=None, top1_delta_ci=None, ref_right_cand_wrong=None, ref_wrong_cand_right=None,
+                    mcnemar_p=None)
+    n = labels.shape[0]
+    right_ref, right_cand = rows.pred_ref == labels, rows.pred_cand == labels
+    both_right = int((right_ref & right_cand).sum())
+    b = int((right_ref & ~right_cand).sum())
+    c = int((~right_ref & right_cand).sum())
+    neither = n - both_right - b - c
+    return dict(
+        reference_top1=float(right_ref.mean()), reference_top5=float(rows.top5_ref.mean()),
+        candidate_top1=float(right_cand.mean()), candidate_top5=float(rows.top5_cand.mean()),
+        top1_delta=(c - b) / n,
+        # candidate first: the interval is for candidate - reference.
+        top1_delta_ci=list(paired_difference_interval(both_right, c, b, neither, confidence)),
+        ref_right_cand_wrong=b, ref_wrong_cand_right=c, mcnemar_p=mcnemar_exact_p(b, c),
+    )
 
 
 def compare_logits(reference: Logits, candidate: Logits, **kwargs) -> DriftResult:

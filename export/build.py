@@ -18,7 +18,7 @@ from core.logits import Logits
 from core.manifest import MANIFEST_NAME, Manifest, ModelFile, TensorSpec, package_versions, save_manifest
 from export import convert, parity
 from export.convert import ExportError
-from export.pipeline import ExportRequest
+from export.request import ExportRequest
 from export.source import PaddleSource
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,18 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
         logits.save(work / name, {"producer": source.info["reference"]})
     clock.done("parity_s")
 
-    manifest = Manifest(
+    manifest = describe(request, source, onnx_path, graph, raw_nodes, (model_file, params_file), references,
+                        parity_figures, clock, key)
+    save_manifest(work / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def describe(request: ExportRequest, source: PaddleSource, onnx_path: Path, graph: dict, raw_nodes: int,
+             paddle_files: tuple[Path, Path], references: dict[str, Logits], parity_figures: dict,
+             clock: StageClock, key: str) -> Manifest:
+    """The manifest of a finished build."""
+    model_file, params_file = paddle_files
+    return Manifest(
         model=source.name,
         opset_requested=request.opset,
         opset_written=graph["opset_written"],
@@ -114,8 +125,6 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
         cache_key=key,
         created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    save_manifest(work / MANIFEST_NAME, manifest)
-    return manifest
 
 
 def seeded_inputs(input_shape: tuple[int, ...], count: int = SEEDED_INPUTS) -> np.ndarray:

@@ -17,7 +17,8 @@ from export.config import read_export_config
 from export.convert import MAX_OPSET, MIN_OPSET, ExportError
 from export.layout import DEFAULT_ROOT, LayoutError, parse_batch
 from export.models import MODELS, UnknownModelError
-from export.pipeline import DEFAULT_IMAGES, ExportRequest, ExportResult, check_request, run_export
+from export.pipeline import ExportResult, check_request, run_export
+from export.request import DEFAULT_IMAGES, ExportRequest
 from export.weights import WeightsError
 
 log = logging.getLogger("export")

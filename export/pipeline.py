@@ -16,52 +16,21 @@ from pathlib import Path
 from core.files import check_writable_dir, sha256_of
 from core.manifest import MANIFEST_NAME, ManifestError, load_manifest, package_versions
 from export.convert import ExportError, check_opset
-from export.layout import DEFAULT_ROOT, SEEDED, discard, export_dir, make_work_dir, publish, weights_tag
+from export.layout import SEEDED, discard, make_work_dir, publish
 from export.models import get_spec
+from export.request import ExportRequest
 from export.source import inference_model_digest
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = REPO_ROOT / "data" / "imagenet-val-44"
 CODE_PACKAGES = ("export", "core")  # everything an export executes besides the installed packages
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    model: str
-    opset: int
-    batch: str | int = "dynamic"
-    weights: str | None = None  # None/"seeded", "official", a .pdparams path or URL
-    root: Path = DEFAULT_ROOT
-    images: Path | None = DEFAULT_IMAGES
-    force: bool = False
-    paddle_model: Path | None = None  # a brought Paddle inference model (.json) instead of a zoo model
-    input_shape: tuple[int, int, int] | None = None  # C, H, W of a brought model
-
-    @property
-    def fixed_batch(self) -> int | None:
-        return None if self.batch == "dynamic" else int(self.batch)
-
-    @property
-    def out_dir(self) -> Path:
-        if self.paddle_model is not None:
-            folder = f"model-{inference_model_digest(self.paddle_model)[:12]}"
-        else:
-            folder = weights_tag(self.weights)
-        return export_dir(self.model, self.opset, self.batch, folder, self.root)
 
 
 @dataclass
 class ExportResult:
     manifest_path: Path
     cache_hit: bool
-
-
-def artifact_dir(model: str, opset: int, batch: str | int = "dynamic", weights: str | None = None,
-                 root: Path = DEFAULT_ROOT) -> Path:
-    """Where a zoo model's export lives; computing it imports nothing heavy."""
-    return ExportRequest(model, opset, batch, weights, Path(root)).out_dir
 
 
 def check_request(request: ExportRequest) -> None:

@@ -138,16 +138,7 @@ class OrtRuntime(Runtime):
         gpu = self._provider != _CPU
         strict = self.own.strict_placement and gpu
         threads = self.options.threads or default_threads()
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        if strict:
-            # ORT then fails session creation instead of assigning any node to CPU; listing the CPU provider
-            # as well is rejected as a conflicting configuration, so it is left out.
-            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        so = self._session_options(ort, threads, strict)
         profile_dir = None
         if gpu:
             profile_dir = tempfile.TemporaryDirectory(prefix="ort-placement-")
@@ -193,6 +184,19 @@ class OrtRuntime(Runtime):
                 self._check_placement(artifact)
             finally:
                 profile_dir.cleanup()
+
+    @staticmethod
+    def _session_options(ort, threads: int, strict: bool):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        if strict:
+            # ORT then fails session creation instead of assigning any node to CPU; listing the CPU provider
+            # as well is rejected as a conflicting configuration, so it is left out.
+            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        return so
 
     def _check_placement(self, artifact: Artifact) -> None:
         """One profiled run on zeros; record per-node providers, raise if compute ops ran on CPU."""

@@ -28,7 +28,11 @@ import numpy as np
 from core.artifact import Artifact
 from core.files import sha256_of
 from runtimes.base import Availability, OptionError, Runtime, RuntimeOptions, RuntimeUnavailable
-from runtimes.deps import MissingDependency, is_installed, require
+from runtimes.cuda import cuda_call as _cuda
+from runtimes.cuda import cudart as _cudart
+from runtimes.cuda import error_code as _code
+from runtimes.cuda import gpu_identity
+from runtimes.deps import is_installed, require
 from runtimes.engine_cache import EngineCache, engine_key
 from runtimes.host import feed_batch, parse_device
 
@@ -104,37 +108,6 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_
         "profile": {"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)},
         "flags": flags or {},
     })
-
-
-# --- CUDA via cuda-python --------------------------------------------------------------------------------
-def _cudart():
-    """cuda-python's runtime module: ``cuda.bindings.runtime`` (>= 12.6) or the older ``cuda.cudart``."""
-    if is_installed("cuda.bindings"):
-        return require("cuda.bindings.runtime", "trt")
-    if is_installed("cuda") and is_installed("cuda.cudart"):
-        return require("cuda.cudart", "trt")
-    raise MissingDependency("cuda-python", "trt", "TensorRT's device memory and streams come from it")
-
-
-def _code(err) -> int:
-    return int(getattr(err, "value", err))  # cuda-python enums are IntEnum in 12.x, plain Enum in some 13.x
-
-
-def _cuda(result):
-    """Unwrap a cuda-python ``(error, *values)`` tuple, raising on any error."""
-    err, *values = result
-    if _code(err) != 0:
-        raise RuntimeError(f"CUDA error: {getattr(err, 'name', err)}")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def gpu_identity(cudart, index: int) -> tuple[str, str]:
-    """(GPU name, compute capability "8.9") of device ``index``."""
-    props = _cuda(cudart.cudaGetDeviceProperties(index))
-    name = props.name
-    if isinstance(name, bytes | bytearray):
-        name = bytes(name).split(b"\0", 1)[0].decode()
-    return str(name), f"{props.major}.{props.minor}"
 
 
 def _python_logger(trt):

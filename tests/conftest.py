@@ -1,10 +1,15 @@
-"""Shared fixtures: a tiny real Paddle model exported to ONNX, with a manifest like the export stage's."""
+"""Shared fixtures.
+
+Two tiers (README, "Tests"): the fast tier needs no paddle and no export: ``onnx_artifact`` is a tiny conv
+net written with ``onnx.helper`` and described by a real manifest, enough for the harness, the runtimes,
+the CLI and the sweep. The full tier (``@pytest.mark.slow``) adds ``tiny_artifact``, a real Paddle model
+converted by paddle2onnx with its Paddle inference files, and the exports of zoo models.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.files import sha256_of
+from core.manifest import MANIFEST_NAME, Manifest, ModelFile, TensorSpec, save_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_44 = ROOT / "data" / "imagenet-val-44"
 
 
-def run_module(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 600,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python -m module args`` from ``cwd``, seeing only this checkout (no user site, no other cwd)."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -24,8 +33,65 @@ def run_module(module: str, *args: str, cwd: Path, timeout: float = 600) -> subp
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
+             **(env or {})},
     )
+
+
+def make_tiny_onnx(path: Path, size: int = 32, classes: int = 10, opset: int = 13, seed: int = 0) -> Path:
+    """Conv(3->8, 3x3, stride 2) -> HardSigmoid*x -> GlobalAveragePool -> Flatten -> Gemm, dynamic batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "conv.w"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "conv.b"),
+        numpy_helper.from_array((rng.standard_normal((classes, 8)) * 0.5).astype(np.float32), "fc.w"),
+        numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32) * 0.1, "fc.b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["conv"], strides=[2, 2], name="conv"),
+        helper.make_node("HardSigmoid", ["conv"], ["gate"], alpha=1 / 6, beta=0.5, name="gate"),
+        helper.make_node("Mul", ["conv", "gate"], ["act"], name="act"),
+        helper.make_node("GlobalAveragePool", ["act"], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], axis=1, name="flat"),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_manifest(folder: Path, model_file: str = "model.onnx", *, name: str = "Tiny", size: int = 32,
+                   classes: int = 10, opset: int = 13, input_name: str = "x", output_name: str = "logits",
+                   paddle_model: dict | None = None, **fields) -> Path:
+    """A real (schema-checked) manifest for a model file in ``folder``."""
+    path = folder / model_file
+    manifest = Manifest(
+        model=name, opset_requested=opset, opset_written=opset,
+        graph=ModelFile(file=model_file, sha256=sha256_of(path), format=fields.pop("format", "onnx"),
+                        bytes=path.stat().st_size,
+                        inputs=[TensorSpec(input_name, ["batch", 3, size, size])],
+                        outputs=[TensorSpec(output_name, ["batch", classes])]),
+        family="test", input_shape=[3, size, size], num_classes=classes, paddle_model=paddle_model,
+        weights={"kind": "test", "trained": False}, **fields)
+    save_manifest(folder / MANIFEST_NAME, manifest)
+    return folder / MANIFEST_NAME
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(tmp_path_factory) -> Path:
+    """Fast tier: a 32x32, 10-class ONNX model (no paddle) with its manifest; returns the manifest path."""
+    folder = tmp_path_factory.mktemp("onnx-tiny")
+    make_tiny_onnx(folder / "model.onnx")
+    return write_manifest(folder)
 
 
 def _tiny_paddle_model(out_dir: Path, size: int, classes: int) -> tuple[Path, Path]:
@@ -52,41 +118,19 @@ def _tiny_paddle_model(out_dir: Path, size: int, classes: int) -> tuple[Path, Pa
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory) -> Path:
-    """A 32x32, 10-class conv net: Paddle inference model + ONNX (opset 13) + manifest; returns its path."""
+    """Full tier: a real Paddle model + its paddle2onnx ONNX (opset 13) + manifest; returns its path."""
     import onnx
     import paddle2onnx
 
     logging.getLogger("paddle2onnx").setLevel(logging.WARNING)
     out = tmp_path_factory.mktemp("tiny")
     model_file, params_file = _tiny_paddle_model(out, size=32, classes=10)
-    onnx_bytes = paddle2onnx.export(
-        str(model_file),
-        str(params_file),
-        None,
-        opset_version=13,
-        auto_upgrade_opset=False,
-        optimize_tool="none",
-    )
-    onnx_path = out / "model.onnx"
-    onnx_path.write_bytes(onnx_bytes)
-    graph = onnx.load(str(onnx_path)).graph
-    manifest = {
-        "schema_version": 1,
-        "model": "Tiny",
-        "family": "test",
-        "opset": {"requested": 13, "written": 13},
-        "onnx": {
-            "file": "model.onnx",
-            "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-            "inputs": [{"name": graph.input[0].name, "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
-            "outputs": [{"name": graph.output[0].name, "shape": ["batch", 10], "dtype": "float32"}],
-        },
-        "paddle_model": {"model_file": model_file.name, "params_file": params_file.name},
-        "preprocess": None,
-    }
-    path = out / "model.onnx.json"
-    path.write_text(json.dumps(manifest, indent=1))
-    return path
+    onnx_bytes = paddle2onnx.export(str(model_file), str(params_file), None, opset_version=13,
+                                    auto_upgrade_opset=False, optimize_tool="none")
+    (out / "model.onnx").write_bytes(onnx_bytes)
+    graph = onnx.load(str(out / "model.onnx")).graph
+    return write_manifest(out, input_name=graph.input[0].name, output_name=graph.output[0].name,
+                          paddle_model={"model_file": model_file.name, "params_file": params_file.name})
 
 
 @pytest.fixture

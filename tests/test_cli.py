@@ -35,8 +35,8 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, code: int, fragment
 def only_record(results: Path):
     result = read_records(results)
     assert result.problems == []
-    assert len(result.records) == 1
-    return result.records[0]
+    assert len(result.records) == 1 and result.records[0].invalid is None
+    return result.records[0].record
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ def results(tmp_path) -> Path:
     return tmp_path / "results" / "runs.jsonl"
 
 
-def test_null_run_prints_table_and_appends_ok_record(tiny_artifact, results):
-    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact), "--batch", "4", *FAST,
+def test_null_run_prints_table_and_appends_ok_record(onnx_artifact, results):
+    proc = bench("--runtime", "null", "--manifest", str(onnx_artifact), "--batch", "4", *FAST,
                  "--results", str(results))
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.splitlines()[:2]
@@ -54,18 +54,18 @@ def test_null_run_prints_table_and_appends_ok_record(tiny_artifact, results):
     assert row.startswith("Tiny") and "null" in row
     record = only_record(results)
     assert record.status == "ok" and record.error is None
-    assert record.model["name"] == "Tiny" and record.model["opset"] == 13
-    assert record.model["onnx_sha256"] == json.loads(tiny_artifact.read_text())["onnx"]["sha256"]
-    assert record.runtime["name"] == "null" and record.runtime["precision"] == "fp32"
-    assert record.params == {"batch": 4, "warmup": 2, "iterations": 20, "min_duration_s": 0.05,
-                             "max_duration_s": 30.0, "scope": "compute", "threads": None, "seed": 0}
-    assert record.timing["latency_ms"]["count"] >= 20 and record.timing["scope"] == "compute"
-    assert isinstance(record.timing["throughput_ips"], float)
+    assert record.model.name == "Tiny" and record.model.opset == 13
+    assert record.model.sha256 == json.loads(onnx_artifact.read_text())["graph"]["sha256"]
+    assert record.runtime.name == "null" and record.runtime.precision == "fp32"
+    assert record.params.to_dict() == {"batch": 4, "warmup": 2, "iterations": 20, "min_duration_s": 0.05,
+                                       "max_duration_s": 30.0, "scope": "compute", "threads": None, "seed": 0}
+    assert record.timing.latency_ms["count"] >= 20 and record.timing.scope == "compute"
+    assert isinstance(record.timing.throughput_ips, float)
     assert record.environment["cpu"]["logical_cores"] >= 1 and "git" in record.to_dict()
 
 
-def test_manifest_folder_and_end2end_scope(tiny_artifact, results):
-    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact.parent), "--scope", "end2end", *FAST,
+def test_manifest_folder_and_end2end_scope(onnx_artifact, results):
+    proc = bench("--runtime", "null", "--manifest", str(onnx_artifact.parent), "--scope", "end2end", *FAST,
                  "--results", str(results), "--json")
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout.split("\n---\n", 1)[1])
@@ -74,37 +74,51 @@ def test_manifest_folder_and_end2end_scope(tiny_artifact, results):
 
 
 @pytest.mark.parametrize("batch", ["0", "-3"])
-def test_bad_batch_is_a_usage_error_with_a_record(tiny_artifact, results, batch):
-    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact), "--batch", batch,
+def test_bad_batch_is_a_usage_error_without_a_record(onnx_artifact, results, batch):
+    proc = bench("--runtime", "null", "--manifest", str(onnx_artifact), "--batch", batch,
                  "--results", str(results))
     assert_one_error_line(proc, 2, "--batch must be a positive integer")
-    record = only_record(results)
-    assert record.status == "error" and record.error["type"] == "UsageError"
-    assert record.params["batch"] == int(batch)
+    assert not results.exists()  # a usage error is not a result: the report must not plot batch -3
 
 
-def test_unknown_precision_for_runtime(tiny_artifact, results):
-    proc = bench("--runtime", "ort", "--precision", "int4", "--manifest", str(tiny_artifact),
+def test_unknown_precision_for_runtime(onnx_artifact, results):
+    proc = bench("--runtime", "ort", "--precision", "int4", "--manifest", str(onnx_artifact),
                  "--results", str(results))
     assert_one_error_line(proc, 2, "runtime 'ort' does not support precision 'int4'; allowed: fp32")
-    assert only_record(results).status == "error"
+    assert not results.exists()
+
+
+def test_unknown_option_lists_the_allowed_ones(onnx_artifact, results):
+    proc = bench("--runtime", "ov", "--option", "hnt=throughput", "--manifest", str(onnx_artifact),
+                 "--results", str(results))
+    assert_one_error_line(proc, 2, "unknown option 'hnt' for runtime 'ov'; allowed: hint, streams")
+    proc = bench("--runtime", "ov", "--option", "hint=fast", "--manifest", str(onnx_artifact),
+                 "--results", str(results))
+    assert_one_error_line(proc, 2, "option hint='fast' for runtime 'ov': expected one of 'latency', 'throughput'")
+    assert not results.exists()
 
 
 def test_unknown_model_and_runtime(results):
     proc = bench("--runtime", "ort", "--model", "ResNet50", "--results", str(results))
-    assert_one_error_line(proc, 2, "unknown model 'ResNet50'; allowed: LeViT_128S")
+    assert_one_error_line(proc, 2, "unknown model 'ResNet50'; known models: LeViT_128S")
     proc = bench("--runtime", "tensorrtx", "--model", "MobileViT_S", "--results", str(results))
     assert_one_error_line(proc, 2, "unknown runtime 'tensorrtx'; allowed: ort, ov, paddle, trt")
-    assert [r.error["type"] for r in read_records(results).records] == ["UsageError", "UsageError"]
+    assert not results.exists()
 
 
-def test_tensorrt_absent(tiny_artifact, results):
+def test_runtime_alias_is_accepted(onnx_artifact, results):
+    proc = bench("--runtime", "onnxruntime", "--manifest", str(onnx_artifact), *FAST, "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    assert only_record(results).runtime.name == "ort"
+
+
+def test_tensorrt_absent(onnx_artifact, results):
     if probe("trt").available:
         pytest.skip("TensorRT is available on this machine; the absent-runtime path cannot be exercised")
-    proc = bench("--runtime", "trt", "--manifest", str(tiny_artifact), "--results", str(results))
+    proc = bench("--runtime", "trt", "--manifest", str(onnx_artifact), "--results", str(results))
     assert_one_error_line(proc, 1, "runtime 'trt' is not available: tensorrt is not installed")
     record = only_record(results)
-    assert record.status == "error" and "tensorrt" in record.error["message"]
+    assert record.status == "error" and "tensorrt" in record.error.message
 
 
 def test_missing_export_with_no_export_names_the_command(tmp_path, results):
@@ -112,13 +126,13 @@ def test_missing_export_with_no_export_names_the_command(tmp_path, results):
                  "--artifacts", str(tmp_path / "empty"), "--results", str(results))
     line = assert_one_error_line(proc, 1, "MobileViT_XXS opset 13 is not exported")
     assert f"run: python -m export --model MobileViT_XXS --opset 13 --out {tmp_path / 'empty'}" in line
-    assert only_record(results).error["type"] == "BenchFailure"
+    assert only_record(results).error.type == "BenchFailure"
 
 
 @pytest.fixture
-def corrupt_artifact(tiny_artifact, tmp_path) -> Path:
+def corrupt_artifact(onnx_artifact, tmp_path) -> Path:
     folder = tmp_path / "corrupt"
-    shutil.copytree(tiny_artifact.parent, folder)
+    shutil.copytree(onnx_artifact.parent, folder)
     (folder / "model.onnx").write_bytes(b"\x08\x07this is not an ONNX protobuf" * 10)
     return folder / "model.onnx.json"
 
@@ -126,24 +140,25 @@ def corrupt_artifact(tiny_artifact, tmp_path) -> Path:
 def test_corrupt_onnx_caught_by_the_manifest_hash(corrupt_artifact, results):
     proc = bench("--runtime", "ort", "--manifest", str(corrupt_artifact), "--results", str(results))
     assert_one_error_line(proc, 1, "does not match its manifest")
-    assert only_record(results).model["name"] == "Tiny"
+    assert only_record(results).model.name == "Tiny"
 
 
 def test_corrupt_onnx_with_matching_hash_fails_in_the_runtime(corrupt_artifact, results):
     manifest = json.loads(corrupt_artifact.read_text())
     garbage = (corrupt_artifact.parent / "model.onnx").read_bytes()
-    manifest["onnx"]["sha256"] = hashlib.sha256(garbage).hexdigest()
+    manifest["graph"]["sha256"] = hashlib.sha256(garbage).hexdigest()
     corrupt_artifact.write_text(json.dumps(manifest))
     proc = bench("--runtime", "ort", "--manifest", str(corrupt_artifact), "--results", str(results))
-    assert_one_error_line(proc, 1, "")
+    line = assert_one_error_line(proc, 1, "InvalidProtobuf")
+    assert "model.onnx" in line  # ORT names the file it could not parse
     record = only_record(results)
-    assert record.status == "error" and record.runtime["name"] == "ort" and record.error["message"]
+    assert record.status == "error" and record.runtime.name == "ort" and record.error.type == "InvalidProtobuf"
 
 
-def test_unwritable_results_folder(tiny_artifact, tmp_path):
+def test_unwritable_results_folder(onnx_artifact, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the results folder should be")
-    proc = bench("--runtime", "null", "--manifest", str(tiny_artifact),
+    proc = bench("--runtime", "null", "--manifest", str(onnx_artifact),
                  "--results", str(blocker / "runs.jsonl"))
     assert_one_error_line(proc, 1, "is not writable")
     assert proc.stdout == ""
@@ -154,12 +169,18 @@ def test_debug_shows_the_traceback(results):
     assert proc.returncode == 2 and "Traceback" in proc.stderr
 
 
-def test_list_reports_every_runtime():
+@pytest.mark.slow  # probing paddle imports it
+def test_list_reports_every_runtime_with_aliases_and_options():
     proc = bench("list")
     assert proc.returncode == 0, proc.stderr
-    lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if not line.startswith(" ")}
     assert {"ort", "ov", "paddle", "trt"} <= set(lines)
     assert "available" in lines["ort"]
+    assert "aliases: onnxruntime" in proc.stdout and "aliases: openvino" in proc.stdout
+    assert "options: hint='latency', streams=None" in proc.stdout
+
+
+def test_list_named_runtimes_as_json():
     proc = bench("list", "--json", "null", "trt")
     found = {a["name"]: a for a in json.loads(proc.stdout)}
     assert found["null"]["available"] is True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import BenchConfig, ConfigError, config_from_dict, expand_models, load_config
+from bench.config import BenchConfig, ConfigError, config_from_dict, expand_model_patterns, load_config
 from export.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_overrides_and_aliases():
      "bench.yaml: sweep.runtimes[2]: unknown runtime 'tensorrtx'; allowed: ort, ov, paddle, trt"),
     ({"sweep": {"runtimes": [None]}}, 'write "null" in quotes'),
     ({"sweep": {"models": ["LeViT_128S", "ResNet50"]}},
-     "bench.yaml: sweep.models[1]: unknown model 'ResNet50'; allowed: LeViT_128S, LeViT_128"),
+     "bench.yaml: sweep.models[1]: unknown model 'ResNet50'; known models: LeViT_128S, LeViT_128"),
     ({"export": {"models": "LeViT_128S"}}, "bench.yaml: export.models: expected a list"),
     ({"export": {"opsets": [13, 22]}}, "bench.yaml: export.opsets[1]: invalid opset 22; allowed: 7..21"),
     ({"export": {"opsets": []}}, "bench.yaml: export.opsets: must not be empty"),
@@ -82,20 +82,30 @@ def test_errors_name_the_key_and_allowed_values(data, message):
     assert message in str(info.value)
 
 
-def test_yaml_errors_name_the_file(tmp_path):
+def test_yaml_errors_name_the_file_line_and_column(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("sweep: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+    path.write_text("sweep:\n  runtimes: [ort\n  batches: [1]\n")
+    with pytest.raises(ConfigError) as info:
         load_config(path)
+    assert str(info.value).startswith(f"{path}:3:") and "not valid YAML" in str(info.value)
+    (tmp_path / "tab.yaml").write_text("measure:\n\twarmup: 2\n")
+    with pytest.raises(ConfigError, match=r"tab\.yaml:2:1: not valid YAML"):
+        load_config(tmp_path / "tab.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
-    (tmp_path / "e.yaml").write_text("measure:\n  warmup: -2\n")
-    with pytest.raises(ConfigError, match=r"^e\.yaml: measure\.warmup"):
+
+
+def test_value_errors_name_the_line(tmp_path):
+    (tmp_path / "e.yaml").write_text("# comment\nmeasure:\n  warmup: -2\n")
+    with pytest.raises(ConfigError, match=r"^e\.yaml:3: measure\.warmup: expected an integer >= 0"):
         load_config(tmp_path / "e.yaml")
+    (tmp_path / "r.yaml").write_text("sweep:\n  runtimes:\n    - ort\n    - tensorrtx\n")
+    with pytest.raises(ConfigError, match=r"^r\.yaml:4: sweep\.runtimes\[1\]: unknown runtime 'tensorrtx'"):
+        load_config(tmp_path / "r.yaml")
 
 
-def test_expand_models():
-    assert expand_models(["LeViT_128*"]) == ("LeViT_128S", "LeViT_128")
-    assert expand_models(["MobileViT_S", "MobileViT_S"]) == ("MobileViT_S",)
+def test_expand_model_patterns():
+    assert expand_model_patterns(["LeViT_128*"]) == ("LeViT_128S", "LeViT_128")
+    assert expand_model_patterns(["MobileViT_S", "MobileViT_S"]) == ("MobileViT_S",)
     with pytest.raises(ConfigError, match="unknown model 'Nope'"):
-        expand_models(["Nope"])
+        expand_model_patterns(["Nope"])

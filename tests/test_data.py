@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.data import DataError, SyntheticDataset, open_dataset
+from core.datasets import DataError, SyntheticDataset, open_dataset
+from core.preprocess import Preprocess
 from export.models import get_spec
-from export.preprocess import Preprocess
 
 DATA_44 = Path(__file__).resolve().parents[1] / "data" / "imagenet-val-44"
 SMALL = Preprocess(resize_short=20, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -140,7 +140,7 @@ def test_corrupt_image_is_skipped_and_reported(tmp_path, caplog):
     good = (tmp_path / "images" / "img_03.jpg").read_bytes()
     (tmp_path / "images" / "img_03.jpg").write_bytes(good[: len(good) // 3])  # truncated JPEG
     ds = open_dataset(tmp_path, preprocess=SMALL)
-    with caplog.at_level(logging.WARNING, logger="bench.data"):
+    with caplog.at_level(logging.WARNING, logger="core.datasets"):
         batches = list(ds.batches(2))
     assert [b.names for b in batches] == [["images/img_00.jpg", "images/img_02.jpg"], ["images/img_04.jpg"]]
     assert [b.labels.tolist() for b in batches] == [[0, 2], [4]]

@@ -12,17 +12,15 @@ import math
 import numpy as np
 import pytest
 
-from bench.data import SyntheticDataset
-from bench.drift import (
-    DEFAULT_GATES,
-    Logits,
-    cache_key,
+from bench.accuracy.gates import DEFAULT_GATES, evaluate_gates
+from bench.accuracy.reference import cache_key, collect_logits, reference_logits
+from core.datasets import SyntheticDataset
+from core.logits import Logits
+from core.metrics import (
     compare_logits,
     compute_drift,
-    evaluate_gates,
     mcnemar_exact_p,
     paired_difference_interval,
-    reference_logits,
     wilson_interval,
 )
 
@@ -285,8 +283,6 @@ class ScaleRuntime:
 
 
 def test_collect_logits_pads_and_drops():
-    from bench.drift import collect_logits
-
     ds = SyntheticDataset(count=10, input_shape=(3, 4, 4), seed=1)
     rt = ScaleRuntime(batch=4)
     logits = collect_logits(rt, ds, batch=4)
@@ -302,14 +298,12 @@ def test_reference_logits_cache_roundtrip(tmp_path):
 
     def compute(dataset):
         computed.append(1)
-        from bench.drift import collect_logits
-
         return collect_logits(ScaleRuntime(batch=4), dataset, batch=4)
 
     parts = {"model": "LeViT_128S", "weights": "seeded:0", "paddle_model_sha256": "abc"}
-    first = reference_logits(ds, compute, tmp_path, parts)
-    second = reference_logits(ds, compute, tmp_path, parts)
-    assert len(computed) == 1
+    first, first_hit = reference_logits(ds, compute, tmp_path, parts)
+    second, second_hit = reference_logits(ds, compute, tmp_path, parts)
+    assert len(computed) == 1 and (first_hit, second_hit) == (False, True)
     np.testing.assert_array_equal(first.values, second.values)
     assert second.names == ds.names()
     files = list(tmp_path.iterdir())
@@ -322,8 +316,8 @@ def test_reference_logits_cache_roundtrip(tmp_path):
 
     # A corrupt cache file is replaced, not trusted.
     files[0].write_bytes(b"garbage")
-    third = reference_logits(ds, compute, tmp_path, parts)
-    assert len(computed) == 4
+    third, hit = reference_logits(ds, compute, tmp_path, parts)
+    assert len(computed) == 4 and hit is False
     np.testing.assert_array_equal(third.values, first.values)
 
 
@@ -334,11 +328,12 @@ def test_compare_logits_aligns_by_name():
     assert r.n == 2 and r.flipped == 0 and r.reference_top1 == 1.0
 
 
+@pytest.mark.slow
 def test_paddle_reference_vs_ort_on_tiny_model(tiny_artifact, tmp_path):
     """Real adapters: Paddle Inference reference (cached) against ONNX Runtime, batch 4 over 10 images."""
-    from bench.drift import collect_logits
+    from core.artifact import Artifact
     from runtimes import get_runtime
-    from runtimes.base import Artifact, RuntimeOptions
+    from runtimes.base import RuntimeOptions
 
     artifact = Artifact.from_manifest(tiny_artifact)
     ds = SyntheticDataset(count=10, input_shape=(3, 32, 32), seed=0)
@@ -348,13 +343,14 @@ def test_paddle_reference_vs_ort_on_tiny_model(tiny_artifact, tmp_path):
             rt.load(artifact)
             return collect_logits(rt, dataset, batch=4)
 
-    parts = {"model": artifact.model, "weights": "seeded:0", "onnx_sha256": artifact.onnx_sha256}
-    ref = reference_logits(ds, lambda d: run("paddle", d), tmp_path, parts)
+    parts = {"model": artifact.model, "weights": "seeded:0", "onnx_sha256": artifact.sha256}
+    ref, _ = reference_logits(ds, lambda d: run("paddle", d), tmp_path, parts)
     cand = run("ort", ds)
     assert ref.values.shape == cand.values.shape == (10, 10)
     drift = compare_logits(ref, cand)
     assert drift.finite and drift.agreement == 1.0 and drift.max_abs_diff < 1e-4
     assert evaluate_gates(drift, "fp32")["passed"] is True
     # The cached reference comes back unchanged.
-    again = reference_logits(ds, lambda d: pytest.fail("recomputed despite a cache hit"), tmp_path, parts)
+    again, hit = reference_logits(ds, lambda d: pytest.fail("recomputed despite a cache hit"), tmp_path, parts)
+    assert hit
     np.testing.assert_array_equal(again.values, ref.values)

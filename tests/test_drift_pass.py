@@ -16,6 +16,8 @@ from bench.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--warmup", "1", "--iterations", "5", "--duration", "0"]
+PREPROCESS = {"resize_short": 36, "crop": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+              "scale": 1 / 255, "channel_order": "RGB", "interpolation": "bilinear"}
 
 
 def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -28,15 +30,7 @@ def tiny_with_preprocess(tiny_artifact, tmp_path) -> Path:
     folder = tmp_path / "tiny"
     shutil.copytree(tiny_artifact.parent, folder)
     manifest = json.loads((folder / "model.onnx.json").read_text())
-    manifest["preprocess"] = {
-        "resize_short": 36,
-        "crop": 32,
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-        "scale": 1 / 255,
-        "channel_order": "RGB",
-        "interpolation": "bilinear",
-    }
+    manifest["preprocess"] = PREPROCESS
     (folder / "model.onnx.json").write_text(json.dumps(manifest))
     return folder / "model.onnx.json"
 
@@ -59,6 +53,54 @@ def image_folder(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def onnx_with_stored_reference(onnx_artifact, image_folder, tmp_path) -> Path:
+    """Fast tier: the ONNX-only artifact with preprocessing and stored reference logits for image_folder
+    (computed here with ORT, standing in for the export's Paddle logits), as an export would store them."""
+    import onnxruntime as ort
+
+    from core.datasets import open_dataset
+    from core.logits import Logits
+    from core.preprocess import Preprocess
+
+    folder = tmp_path / "onnx"
+    shutil.copytree(onnx_artifact.parent, folder)
+    listed = (image_folder / "val_list.txt").read_text().splitlines()
+    (image_folder / "val_list.txt").write_text("\n".join(line for line in listed if "img3" not in line) + "\n")
+    dataset = open_dataset(image_folder, preprocess=Preprocess.from_dict(PREPROCESS))
+    images, labels, names = next(iter(dataset.batches(len(dataset))))
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    Logits(session.run(None, {"x": images})[0], list(names), labels).save(folder / "reference.npz")
+    manifest = json.loads((folder / "model.onnx.json").read_text())
+    manifest["preprocess"] = PREPROCESS
+    manifest["reference"] = {"images": {"file": "reference.npz", "folder": str(image_folder), "count": 5}}
+    (folder / "model.onnx.json").write_text(json.dumps(manifest))
+    return folder / "model.onnx.json"
+
+
+def test_drift_against_the_stored_reference_needs_no_paddle(onnx_with_stored_reference, tmp_path):
+    results = tmp_path / "runs.jsonl"
+    proc = bench("--runtime", "ov", "--manifest", str(onnx_with_stored_reference), "--batch", "2", *FAST,
+                 "--drift", "--results", str(results), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "top-1 agreement 100.00%" in proc.stdout and "(export reference" in proc.stdout
+    (loaded,) = read_records(results).records
+    drift = loaded.record.drift
+    assert drift["n"] == 5 and drift["max_abs_diff"] < 1e-4 and drift["reference_source"].startswith("export")
+    assert drift["data"]["skipped"] == []
+
+
+def test_a_missing_data_folder_fails_before_timing(onnx_with_stored_reference, tmp_path):
+    results = tmp_path / "runs.jsonl"
+    proc = bench("--runtime", "ort", "--manifest", str(onnx_with_stored_reference), *FAST,
+                 "--data", str(tmp_path / "nowhere"), "--results", str(results), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: drift data: {tmp_path / 'nowhere'}: data folder not found"]
+    assert not results.exists()
+
+
+@pytest.mark.slow
 def test_drift_on_images_against_a_paddle_reference(tiny_with_preprocess, image_folder, tmp_path):
     results = tmp_path / "runs.jsonl"
     proc = bench(
@@ -77,16 +119,22 @@ def test_drift_on_images_against_a_paddle_reference(tiny_with_preprocess, image_
     )
     assert proc.returncode == 0, proc.stderr
     assert "top-1 agreement 100.00%" in proc.stdout and "skipped 1 unreadable image" in proc.stdout
-    (record,) = read_records(results).records
+    (loaded,) = read_records(results).records
+    record = loaded.record
     drift = record.drift
     assert drift["n"] == 5 and drift["agreement"] == 1.0 and drift["flipped"] == 0
     assert drift["max_abs_diff"] < 1e-5 and drift["finite"]
-    assert drift["labelled"] and drift["reference_source"].startswith("paddle inference")
+    assert drift["labelled"] and drift["reference_source"] == "paddle inference fp32"  # computed, not cached
     assert [s["name"] for s in drift["data"]["skipped"]] == ["img3.jpg"]
     assert record.gates["passed"] and record.gates["precision"] == "fp32"
-    assert record.timing["latency_ms"]["count"] >= 5  # timing ran first, in its own pass
+    assert record.timing.latency_ms["count"] >= 5  # timing ran first, in its own pass
+    proc = bench("--runtime", "ort", "--manifest", str(tiny_with_preprocess), *FAST, "--data", str(image_folder),
+                 "--results", str(results), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert read_records(results).records[1].record.drift["reference_source"] == "paddle inference fp32 (cached)"
 
 
+@pytest.mark.slow
 def test_enforced_gates_fail_with_exit_1(tiny_artifact, tmp_path):
     (tmp_path / "bench.yaml").write_text("gates:\n  fp32: {agreement: 1.0, max_abs_diff: 0.0}\n")
     results = tmp_path / "runs.jsonl"
@@ -106,20 +154,21 @@ def test_enforced_gates_fail_with_exit_1(tiny_artifact, tmp_path):
         str(results),
         cwd=tmp_path,
     )
-    (record,) = read_records(results).records
+    (loaded,) = read_records(results).records
+    record = loaded.record
     assert record.drift["max_abs_diff"] > 0  # OpenVINO and Paddle round differently
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: drift gates failed for fp32: max_abs_diff")
     assert record.gates["passed"] is False and record.status == "ok"
 
 
-def test_images_without_preprocessing_settings_are_refused(tiny_artifact, image_folder, tmp_path):
+def test_images_without_preprocessing_settings_are_refused(onnx_artifact, image_folder, tmp_path):
     results = tmp_path / "runs.jsonl"
     proc = bench(
         "--runtime",
         "ort",
         "--manifest",
-        str(tiny_artifact),
+        str(onnx_artifact),
         *FAST,
         "--data",
         str(image_folder),
@@ -127,14 +176,14 @@ def test_images_without_preprocessing_settings_are_refused(tiny_artifact, image_
         str(results),
         cwd=tmp_path,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
-        "error: Tiny: the manifest has no preprocessing settings for images; use --data synthetic"
+        "error: drift data: Tiny: the manifest has no preprocessing settings for images; use --data synthetic"
     ]
-    (record,) = read_records(results).records
-    assert record.status == "error"
+    assert not results.exists()  # refused before the runtime loaded: nothing was measured
 
 
+@pytest.mark.slow
 def test_gates_judge_the_precision_that_ran(tiny_artifact, tmp_path):
     results = tmp_path / "runs.jsonl"
     proc = bench(
@@ -155,8 +204,9 @@ def test_gates_judge_the_precision_that_ran(tiny_artifact, tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    (record,) = read_records(results).records
-    ran = record.runtime["effective"]["precision"]  # fp32 on a CPU without bf16, bf16 on one with it
+    (loaded,) = read_records(results).records
+    record = loaded.record
+    ran = record.runtime.effective["precision"]  # fp32 on a CPU without bf16, bf16 on one with it
     assert record.gates["precision"] == ran
     assert list((tmp_path / "art" / "reference-cache").glob("*.npz"))  # the cache lives under --artifacts
 
@@ -168,12 +218,12 @@ def test_gates_judge_the_precision_that_ran(tiny_artifact, tmp_path):
         (["--device", "gpu:x"], "device index must be an integer"),
     ],
 )
-def test_bad_drift_and_device_flags_are_usage_errors(tiny_artifact, tmp_path, args, fragment):
+def test_bad_drift_and_device_flags_are_usage_errors(onnx_artifact, tmp_path, args, fragment):
     proc = bench(
         "--runtime",
         "ov",
         "--manifest",
-        str(tiny_artifact),
+        str(onnx_artifact),
         *args,
         "--results",
         str(tmp_path / "runs.jsonl"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,9 +15,16 @@ import pytest
 from conftest import run_module
 from onnx import TensorProto, helper
 
+from core.logits import Logits
+from core.manifest import load_manifest
 from export import convert
 from export.convert import ExportError, constant_only_nodes
-from export.pipeline import artifact_dir, ensure_export
+from export.pipeline import run_export
+from export.request import ExportRequest, artifact_dir
+
+
+def ensure_export(model: str, opset: int, batch="dynamic", root: Path = Path("artifacts"), **kw) -> Path:
+    return run_export(ExportRequest(model, opset, batch, root=root, **kw)).manifest_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,14 +50,16 @@ def mobilevit_export(tmp_path_factory):
     return root, manifest_path, time.perf_counter() - started
 
 
+@pytest.mark.slow
 def test_export_writes_validated_manifest_with_parity(mobilevit_export):
     root, manifest_path, _ = mobilevit_export
     assert manifest_path.parent == artifact_dir("MobileViT_XXS", 13, root=root)
+    assert load_manifest(manifest_path).graph.format == "onnx"  # the schema check passes
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["opset"] == {"requested": 13, "written": 13}
+    assert (manifest["opset_requested"], manifest["opset_written"]) == (13, 13)
     model = onnx.load(str(manifest_path.parent / "model.onnx"))
     assert [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")] == [13]
-    onnx_info = manifest["onnx"]
+    onnx_info = manifest["graph"]
     assert onnx_info["inputs"][0]["shape"] == ["batch", 3, 256, 256]
     assert onnx_info["outputs"][0]["shape"] == ["batch", 1000]
     assert onnx_info["node_count"] == len(model.graph.node) < onnx_info["node_count_before_folding"]
@@ -66,12 +76,16 @@ def test_export_writes_validated_manifest_with_parity(mobilevit_export):
         "trained": False,
     }
     assert manifest["versions"]["paddle2onnx"] == "2.1.0"
-    reference = np.load(manifest_path.parent / "reference.npz")
-    assert reference["images"].shape == (44, 1000) and reference["seeded_inputs"].shape == (4, 1000)
+    images, meta = Logits.load(manifest_path.parent / manifest["reference"]["images"]["file"])
+    seeded, _ = Logits.load(manifest_path.parent / manifest["reference"]["seeded"]["file"])
+    assert images.values.shape == (44, 1000) and seeded.values.shape == (4, 1000)
+    assert images.names[0] == "images/ILSVRC2012_val_00000001.JPEG" and len(images.labels) == 44
+    assert meta["producer"].startswith("paddle dygraph")
     assert (manifest_path.parent / manifest["paddle_model"]["model_file"]).is_file()
     assert not [p for p in manifest_path.parent.parent.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_same_request_is_a_cache_hit_and_force_rebuilds(mobilevit_export):
     root, manifest_path, first_seconds = mobilevit_export
     before = json.loads(manifest_path.read_text())["created_utc"]
@@ -84,21 +98,41 @@ def test_same_request_is_a_cache_hit_and_force_rebuilds(mobilevit_export):
     onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
     ensure_export("MobileViT_XXS", 13, root=root)
     manifest = json.loads(manifest_path.read_text())
-    assert convert_sha(onnx_path) == manifest["onnx"]["sha256"]
+    assert convert_sha(onnx_path) == manifest["graph"]["sha256"]
+    rebuilt = json.loads(manifest_path.read_text())["created_utc"]
+    run_export(ExportRequest("MobileViT_XXS", 13, root=root, force=True))
+    assert json.loads(manifest_path.read_text())["created_utc"] >= rebuilt
+    assert load_manifest(manifest_path).cache_key == manifest["cache_key"]
+
+
+@pytest.mark.slow
+def test_a_cached_export_is_usable_from_a_read_only_folder(mobilevit_export):
+    root, manifest_path, _ = mobilevit_export
+    folders = [root, *[p for p in root.rglob("*") if p.is_dir()]]
+    try:
+        for folder in folders:
+            folder.chmod(0o555)
+        proc = run_export_cli("--model", "MobileViT_XXS", "--opset", "13", "--out", str(root), cwd=root.parent)
+        assert proc.returncode == 0, proc.stderr
+        assert " hit " in proc.stdout
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
 
 
 def convert_sha(path: Path) -> str:
-    from export.weights import sha256_of
+    from core.files import sha256_of
 
     return sha256_of(path)
 
 
+@pytest.mark.slow
 def test_levit_opset17_has_hardswish_and_no_bias_gathers(tmp_path):
     manifest = json.loads(ensure_export("LeViT_128S", 17, batch=2, root=tmp_path, images=None).read_text())
-    census = manifest["onnx"]["op_census"]
+    census = manifest["graph"]["op_census"]
     assert census["HardSwish"] == 25
     assert "Gather" not in census  # the attention bias is one folded constant per block
-    assert manifest["onnx"]["inputs"][0]["shape"] == [2, 3, 224, 224]
+    assert manifest["graph"]["inputs"][0]["shape"] == [2, 3, 224, 224]
     assert manifest["parity"]["seeded"]["passed"]
 
 
@@ -109,7 +143,8 @@ def test_levit_opset17_has_hardswish_and_no_bias_gathers(tmp_path):
         (["--model", "MobileViT_XXS", "--opset", "6"], ["opset 6", "7..21"]),
         (["--model", "MobileViT_XXS", "--opset", "22"], ["opset 22", "7..21"]),
         (["--model", "MobileViT_XXS", "--opset", "13", "--batch", "0"], ["--batch"]),
-        (["--model", "MobileViT_XXS", "--opset", "13", "--weights", "missing.pdparams"], ["does not exist"]),
+        pytest.param(["--model", "MobileViT_XXS", "--opset", "13", "--weights", "missing.pdparams"],
+                     ["does not exist"], marks=pytest.mark.slow),
     ],
 )
 def test_bad_requests_fail_fast_with_one_line(tmp_path, args, fragments):
@@ -118,6 +153,7 @@ def test_bad_requests_fail_fast_with_one_line(tmp_path, args, fragments):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_opset_too_low_for_an_op_names_the_op(tmp_path):
     proc = run_export_cli(
         "--model", "LeViT_128S", "--opset", "9", "--out", str(tmp_path / "out"), cwd=tmp_path
@@ -126,6 +162,7 @@ def test_opset_too_low_for_an_op_names_the_op(tmp_path):
     assert not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_corrupt_and_mismatched_weights_are_refused(tmp_path):
     import paddle
 
@@ -189,6 +226,7 @@ def test_folding_that_cannot_run_is_an_error(monkeypatch):
         convert.fold_constants(helper.make_model(graph))
 
 
+@pytest.mark.slow
 def test_a_brought_inference_model_exports_with_parity(tmp_path):
     from conftest import _tiny_paddle_model
 
@@ -209,10 +247,10 @@ def test_a_brought_inference_model_exports_with_parity(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest_path = next((tmp_path / "out").rglob("model.onnx.json"))
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["model"] == "Tiny" and manifest["opset"]["written"] == 17
+    assert manifest["model"] == "Tiny" and manifest["opset_written"] == 17
     assert manifest["weights"]["kind"] == "inference-model"
     assert manifest["parity"]["seeded"]["passed"] and "images" not in manifest["parity"]
-    assert manifest["onnx"]["outputs"][0]["shape"] == ["batch", 10]
+    assert manifest["graph"]["outputs"][0]["shape"] == ["batch", 10]
     bad = run_export_cli(
         "--paddle-model",
         str(model_file),
@@ -229,6 +267,7 @@ def test_a_brought_inference_model_exports_with_parity(tmp_path):
     assert_one_line_error(bad, "--input-shape")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", [".opset13-bdyn.tmp-*", ".opset13-bdyn.tmp-*/paddle/inference.json"])
 def test_an_interrupted_export_leaves_nothing_behind(tmp_path, moment):
     """SIGTERM as the export starts, and once paddle (which installs its own signal handlers) is working."""
@@ -252,20 +291,59 @@ def test_an_interrupted_export_leaves_nothing_behind(tmp_path, moment):
     assert "error: terminated by signal 15" in proc.stderr.read().decode()
 
 
+@pytest.mark.slow
 def test_cache_identity_follows_the_weights_not_their_spelling(tmp_path):
     from conftest import _tiny_paddle_model
 
-    from export.pipeline import ExportRequest, _cache_key
+    from export.pipeline import cache_key
 
-    assert _cache_key(ExportRequest("LeViT_128S", 17, weights=None), "LeViT") == _cache_key(
-        ExportRequest("LeViT_128S", 17, weights="seeded"), "LeViT"
-    )
+    assert cache_key(ExportRequest("LeViT_128S", 17, weights=None)) == cache_key(
+        ExportRequest("LeViT_128S", 17, weights="seeded"))
     model_file, params_file = _tiny_paddle_model(tmp_path, size=32, classes=10)
     request = ExportRequest("Tiny", 17, paddle_model=model_file, input_shape=(3, 32, 32))
-    before = (_cache_key(request, None), artifact_dir("Tiny", 17, paddle_model=model_file))
+    before = (cache_key(request), request.out_dir)
     params_file.write_bytes(params_file.read_bytes() + b"retrained")  # same program, new weights
-    after = (_cache_key(request, None), artifact_dir("Tiny", 17, paddle_model=model_file))
+    after = (cache_key(request), request.out_dir)
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_the_cache_key_covers_every_file_the_export_executes(tmp_path, monkeypatch):
+    """Editing any module of export/ or core/ (the data loader, the metrics) must rebuild the exports."""
+    import shutil
+
+    import export.pipeline as pipeline
+
+    for package in ("export", "core"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    request = ExportRequest("LeViT_128S", 17)
+    key = cache_key_here = pipeline.cache_key(request)
+    for module in ("core/datasets.py", "core/metrics.py", "export/models/mobilevit.py", "export/cli.py"):
+        (tmp_path / module).write_text((tmp_path / module).read_text() + "\n# edited\n")
+        assert pipeline.cache_key(request) != key, module
+        key = pipeline.cache_key(request)
+    assert key != cache_key_here
+    imported = {m.__file__ for m in sys.modules.values()
+                if getattr(m, "__file__", None) and m.__name__.split(".")[0] in ("export", "core")}
+    hashed = {str(p) for package in ("export", "core") for p in (ROOT / package).rglob("*.py")}
+    assert imported <= hashed  # nothing the export imports from this checkout is left out of the key
+
+
+def test_stale_temporary_folders_of_dead_exports_are_removed(tmp_path):
+    from export.layout import make_work_dir
+
+    final = tmp_path / "Tiny" / "seeded" / "opset17-bdyn"
+    final.parent.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = final.parent / f".opset17-bdyn.tmp-{dead.pid}-abc"
+    alive = final.parent / f".opset13-bdyn.tmp-{os.getpid()}-def"
+    for folder in (stale, alive):
+        (folder / "paddle").mkdir(parents=True)
+        (folder / "paddle" / "inference.json").write_text("{}")
+    work = make_work_dir(final)
+    assert not stale.exists() and alive.exists()  # another live export's folder is left alone
+    assert work.name.startswith(f".opset17-bdyn.tmp-{os.getpid()}-")
 
 
 def test_parity_check_fails_on_drift_flips_and_non_finite_logits():

@@ -7,8 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from bench.measure import MeasureParams, measure, synthetic_feeds
-from runtimes.base import Artifact, RuntimeOptions
+from bench.harness.measure import MeasureParams, measure, synthetic_feeds
+from core.artifact import Artifact, ArtifactError
+from core.manifest import TensorSpec
+from runtimes.base import RuntimeOptions
 from runtimes.null import NullRuntime
 
 
@@ -41,8 +43,8 @@ class DeviceTimedRuntime(NullRuntime):
 
 
 @pytest.fixture(scope="module")
-def artifact(tiny_artifact) -> Artifact:
-    return Artifact.from_manifest(tiny_artifact)
+def artifact(onnx_artifact) -> Artifact:
+    return Artifact.from_manifest(onnx_artifact)
 
 
 def _params(**kw) -> MeasureParams:
@@ -121,10 +123,26 @@ def test_synthetic_feeds_are_seeded(artifact):
 
 
 def test_fixed_batch_artifact_rejects_other_batches(artifact):
-    fixed = Artifact(**{**artifact.__dict__, "input_shape": [2, 3, 32, 32]})
+    import dataclasses
+
+    graph = dataclasses.replace(artifact.manifest.graph, inputs=[TensorSpec("x", [2, 3, 32, 32])])
+    fixed = dataclasses.replace(artifact, manifest=dataclasses.replace(artifact.manifest, graph=graph))
     assert synthetic_feeds(fixed, 2)[fixed.input_name].shape[0] == 2
-    with pytest.raises(ValueError, match="fixed batch 2"):
+    with pytest.raises(ArtifactError, match="fixed batch 2"):
         synthetic_feeds(fixed, 8)
+
+
+def test_synthetic_feeds_are_drawn_in_float32(artifact):
+    """A float64 draw first would need twice the input's memory (batch 100000 died on 146 GiB)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    feeds = synthetic_feeds(artifact, 256)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    nbytes = feeds[artifact.input_name].nbytes
+    assert nbytes == 256 * 3 * 32 * 32 * 4
+    assert peak < 1.3 * nbytes
 
 
 def test_params_are_validated():

@@ -1,194 +1,110 @@
-"""Report, plots and run comparison on synthetic result records (real matplotlib, no mocks)."""
+"""Report, plots and run comparison on synthetic result records (real matplotlib, no mocks).
+
+Records are built in memory with the ``bench.records`` dataclasses and written with ``append_record``: no
+paddle, no export.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from bench import compare as cmp
-from bench import report
-from bench.plots import pareto_front
-from bench.records import Record, append_record
+from bench.records import ErrorInfo, LoadedRecord, ModelInfo, Params, Record, RuntimeInfo, Timing, append_record
+from bench.report import compare as cmp
+from bench.report.build import build_report
+from bench.report.cli import main_compare, main_report
+from bench.report.plots import pareto_front
+from bench.report.results import Cell, ReportError, load_results, select_cells
 
 ENV = {
-    "host": "box-a",
-    "os": "Linux-6.1-x86_64",
-    "python": "3.11.9",
-    "cpu": {
-        "model": "Test CPU 9000",
-        "logical_cores": 2,
-        "physical_cores": 1,
-        "usable_cores": 2,
-        "flags": {"avx2": True, "avx512f": False},
-        "governor": None,
-    },
-    "memory_gib": 7.7,
-    "gpus": [],
-    "env_vars": {},
+    "host": "box-a", "os": "Linux-6.1-x86_64", "python": "3.11.9",
+    "cpu": {"model": "Test CPU 9000", "logical_cores": 2, "physical_cores": 1, "usable_cores": 2,
+            "flags": {"avx2": True, "avx512f": False}, "governor": None},
+    "memory_gib": 7.7, "gpus": [], "env_vars": {},
     "packages": {"onnxruntime": "1.31.1", "openvino": None, "numpy": "2.4.6"},
 }
 
 
 def latency(p50: float, cv: float = 0.02, count: int = 100) -> dict:
-    return {
-        "count": count,
-        "mean": p50 * 1.01,
-        "std": p50 * cv,
-        "cv": cv,
-        "min": p50 * 0.9,
-        "p5": p50 * 0.92,
-        "p10": p50 * 0.95,
-        "p50": p50,
-        "p90": p50 * 1.1,
-        "p95": p50 * 1.15,
-        "p99": p50 * 1.3,
-        "max": p50 * 1.5,
-    }
+    """The fields bench.harness.stats.LatencyStats writes."""
+    return {"count": count, "mean": p50 * 1.01, "std": p50 * cv, "cv": cv, "min": p50 * 0.9, "p5": p50 * 0.92,
+            "p10": p50 * 0.95, "p50": p50, "p90": p50 * 1.1, "p95": p50 * 1.15, "p99": p50 * 1.3, "max": p50 * 1.5}
 
 
 def drift(agreement: float, top1: float = 0.75, n: int = 1000, ref: float = 0.76) -> dict:
-    """The fields bench.drift.DriftResult writes (intervals simplified)."""
-    return {
-        "n": n,
-        "num_classes": 1000,
-        "finite": True,
-        "nonfinite_values": 0,
-        "nonfinite_images": 0,
-        "reference_nonfinite_values": 0,
-        "agreement": agreement,
-        "agreement_ci": [agreement - 0.004, min(1.0, agreement + 0.002)],
-        "flipped": round((1 - agreement) * n),
-        "compared_images": n,
-        "max_abs_diff": 3e-5,
-        "mean_abs_diff": 1e-6,
-        "cosine_min": 0.99999,
-        "cosine_mean": 0.999999,
-        "labelled": True,
-        "reference_top1": ref,
-        "reference_top5": 0.93,
-        "candidate_top1": top1,
-        "candidate_top5": 0.93,
-        "top1_delta": top1 - ref,
-        "top1_delta_ci": [top1 - ref - 0.01, top1 - ref + 0.01],
-        "confidence": 0.95,
-    }
+    """The fields core.metrics.DriftResult writes (intervals simplified)."""
+    return {"n": n, "num_classes": 1000, "finite": True, "nonfinite_values": 0, "nonfinite_images": 0,
+            "reference_nonfinite_values": 0, "agreement": agreement,
+            "agreement_ci": [agreement - 0.004, min(1.0, agreement + 0.002)],
+            "flipped": round((1 - agreement) * n), "compared_images": n, "max_abs_diff": 3e-5,
+            "mean_abs_diff": 1e-6, "cosine_min": 0.99999, "cosine_mean": 0.999999, "labelled": True,
+            "reference_top1": ref, "reference_top5": 0.93, "candidate_top1": top1, "candidate_top5": 0.93,
+            "top1_delta": top1 - ref, "top1_delta_ci": [top1 - ref - 0.01, top1 - ref + 0.01], "confidence": 0.95}
 
 
-def record(
-    model="LeViT_128S",
-    runtime="ort",
-    precision="fp32",
-    opset=17,
-    batch=1,
-    p50=5.0,
-    status="ok",
-    message=None,
-    cv=0.02,
-    agreement=None,
-    top1=0.75,
-    ref=0.76,
-    host="box-a",
-    ts="2026-01-01T00:00:00Z",
-    notes=(),
-    weights="official",
-    ran=None,
-) -> dict:
-    """One record as the harness writes it (through bench.records.Record, so the schema is checked)."""
+def record(model="LeViT_128S", runtime="ort", precision="fp32", opset=17, batch=1, p50=5.0, status="ok",
+           message=None, cv=0.02, agreement=None, top1=0.75, ref=0.76, host="box-a", ts="2026-01-01T00:00:00Z",
+           notes=(), weights="official", ran=None) -> Record:
+    """One record as the harness writes it (``append_record`` checks its invariants)."""
     timing = None
     if status == "ok":
-        timing = {
-            "scope": "compute",
-            "load_s": 0.5,
-            "first_run_ms": p50 * 3,
-            "latency_ms": latency(p50, cv),
-            "device_latency_ms": None,
-            "throughput_ips": 1000 * batch / p50,
-            "wall_s": 2.0,
-            "stopped_by": "iterations",
-        }
-    error = None if status == "ok" else {"type": "RuntimeError", "message": message}
+        timing = Timing(scope="compute", load_s=0.5, first_run_ms=p50 * 3, latency_ms=latency(p50, cv),
+                        device_latency_ms=None, throughput_ips=1000 * batch / p50, wall_s=2.0,
+                        stopped_by="iterations")
     return Record(
         run_id="r1",
         status=status,
-        error=error,
-        model={
-            "name": model,
-            "opset": opset,
-            "opset_written": opset,
-            "batch": "dynamic",
-            "onnx_sha256": "ab",
-            "manifest": None,
-            "weights": {"requested": weights},
-        },
-        runtime={
-            "name": runtime,
-            "versions": {runtime: "1.0"},
-            "device": "cpu",
-            "precision": precision,
-            "options_asked": None,
-            "effective": {"precision": ran or precision, "threads": 2},
-            "notes": list(notes),
-        },
-        params={
-            "batch": batch,
-            "warmup": 10,
-            "iterations": 50,
-            "min_duration_s": 2,
-            "max_duration_s": 30,
-            "scope": "compute",
-            "threads": None,
-            "seed": 0,
-        },
+        error=None if status == "ok" else ErrorInfo(type="RuntimeError", message=message),
+        model=ModelInfo(name=model, opset=opset, opset_written=opset, batch="dynamic", sha256="ab",
+                        weights={"requested": weights}),
+        runtime=RuntimeInfo(name=runtime, versions={runtime: "1.0"}, device="cpu", precision=precision,
+                            effective={"precision": ran or precision, "threads": 2}, notes=list(notes)),
+        params=Params(batch=batch, warmup=10, iterations=50, min_duration_s=2, max_duration_s=30, scope="compute",
+                      threads=None, seed=0),
         timing=timing,
         drift=drift(agreement, top1, ref=ref) if agreement is not None else None,
         environment={**ENV, "host": host},
         git={"commit": "abc123", "dirty": False},
         timestamp_utc=ts,
-    ).to_dict()
+    )
 
 
-def write(path: Path, records: list[dict]) -> Path:
+def write(path: Path, records: list[Record]) -> Path:
+    """Append records; one that breaks an invariant (which ``append_record`` refuses) is written as is."""
     for r in records:
-        append_record(path, r)
+        try:
+            r.check()
+        except ValueError:
+            with path.open("a") as f:
+                f.write(json.dumps(r.to_dict()) + "\n")
+        else:
+            append_record(path, r)
     return path
 
 
-def _fixture_records() -> list[dict]:
+def _fixture_records() -> list[Record]:
     recs = [
         record(runtime="ov", p50=9.0, agreement=1.0, ts="2025-12-31T00:00:00Z"),  # superseded by a re-run
         record(runtime="paddle", p50=8.0),
         record(runtime="ort", p50=5.25, agreement=1.0, top1=0.76),
         record(runtime="ov", p50=4.125, agreement=1.0, top1=0.76),
-        record(
-            runtime="ov",
-            precision="bf16",
-            p50=2.5,
-            agreement=0.985,
-            top1=0.752,
-            notes=["bf16 lowered: Softmax kept in fp32"],
-        ),
+        record(runtime="ov", precision="bf16", p50=2.5, agreement=0.985, top1=0.752,
+               notes=["bf16 lowered: Softmax kept in fp32"]),
         record(runtime="ort", precision="fp16", status="error", message="fp16 needs a GPU: no CUDA device"),
         record(runtime="ov", batch=8, p50=20.0, agreement=1.0, top1=0.76),
         record(runtime="ort", batch=8, p50=30.0, agreement=1.0, top1=0.76),
         record(model="MobileViT_XXS", runtime="ov", p50=3.0, agreement=0.999, top1=0.69, ref=0.69),
-        record(
-            model="MobileViT_XXS",
-            runtime="ov",
-            precision="bf16",
-            p50=3.0,
-            agreement=1.0,
-            top1=0.69,
-            ref=0.69,
-            ran="fp32",
-        ),
+        record(model="MobileViT_XXS", runtime="ov", precision="bf16", p50=3.0, agreement=1.0, top1=0.69, ref=0.69,
+               ran="fp32"),
         # A later failed re-run of ov fp32 batch 1: the earlier ok record stays in the tables.
         record(runtime="ov", status="error", message="later crash", ts="2026-01-02T00:00:00Z"),
     ]
     broken = record(runtime="trt", p50=1.0, agreement=1.0)  # claims ok but holds no timing
-    broken["timing"] = None
+    broken.timing = None
     partial = record(runtime="ort", opset=13, p50=5.5, agreement=1.0)  # timing without percentiles
-    partial["timing"]["latency_ms"] = {"count": 3}
+    partial.timing.latency_ms = {"count": 3}
     return recs + [broken, partial]
 
 
@@ -202,7 +118,7 @@ def built(tmp_path_factory) -> tuple[Path, str]:
     out = root / "out"
     (out / "plots").mkdir(parents=True)
     (out / "plots" / "old.png").write_bytes(b"x")
-    path = report.build_report([results], out)
+    path = build_report([results], out)
     assert path == out / "report.md"
     return out, path.read_text()
 
@@ -285,7 +201,7 @@ def test_agreement_axis_for_seeded_weights(tmp_path):
             record(runtime="ort", agreement=0.995, weights="seeded"),
         ],
     )
-    text = report.build_report([path], tmp_path / "out").read_text()
+    text = build_report([path], tmp_path / "out").read_text()
     assert "top-1 agreement with Paddle" in text
     assert "| 100.00 (reference) |" in text and "| 99.50 |" in text
     assert (tmp_path / "out" / "plots" / "latency_vs_agreement_LeViT_b1.png").stat().st_size > 5000
@@ -305,32 +221,32 @@ def test_pareto_front_hand_made():
 def test_empty_file_is_an_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    with pytest.raises(report.ReportError, match=r"empty\.jsonl: empty results file"):
-        report.build_report([empty], tmp_path / "out")
+    with pytest.raises(ReportError, match=r"empty\.jsonl: empty results file"):
+        build_report([empty], tmp_path / "out")
 
 
 def test_garbage_file_is_an_error(tmp_path):
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_bytes(b"\x00\xff not json\n[1, 2]\n")
-    with pytest.raises(report.ReportError, match=r"garbage\.jsonl: no readable record in 2 non-empty line"):
-        report.build_report([garbage], tmp_path / "out")
+    with pytest.raises(ReportError, match=r"garbage\.jsonl: no readable record in 2 non-empty line"):
+        build_report([garbage], tmp_path / "out")
 
 
 def test_missing_file_is_an_error(tmp_path):
-    with pytest.raises(report.ReportError, match="no such results file"):
-        report.load_results([tmp_path / "nope.jsonl"])
+    with pytest.raises(ReportError, match="no such results file"):
+        load_results([tmp_path / "nope.jsonl"])
 
 
 def test_cli_exit_codes(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert report.main_report([str(empty), "--out", str(tmp_path / "o")]) == 1
+    assert main_report([str(empty), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "empty results file" in err[0]
     good = write(tmp_path / "good.jsonl", [record(p50=4.0)])
-    assert report.main_report([str(good), "--out", str(tmp_path / "o")]) == 0
+    assert main_report([str(good), "--out", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "report.md")
-    assert cmp.main_compare([str(empty), str(good)]) == 1
+    assert main_compare([str(empty), str(good)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
 
@@ -393,7 +309,7 @@ def test_compare_cli_writes_file(tmp_path, capsys):
     a = write(tmp_path / "a.jsonl", [record(p50=10.0)])
     b = write(tmp_path / "b.jsonl", [record(p50=10.0)])
     out = tmp_path / "cmp.md"
-    assert cmp.main_compare([str(a), str(b), "--out", str(out)]) == 0
+    assert main_compare([str(a), str(b), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert "within noise" in out.read_text()
 
@@ -401,7 +317,85 @@ def test_compare_cli_writes_file(tmp_path, capsys):
 def test_two_hosts_are_told_apart(tmp_path):
     a = write(tmp_path / "a.jsonl", [record(runtime="ov", p50=4.0, agreement=1.0)])
     b = write(tmp_path / "b.jsonl", [record(runtime="ov", p50=3.0, agreement=1.0, host="box-b")])
-    text = report.build_report([a, b], tmp_path / "out").read_text()
+    text = build_report([a, b], tmp_path / "out").read_text()
     assert "| LeViT_128S | ov @box-a | fp32 | 17 | 4.000 |" in text
     assert "| LeViT_128S | ov @box-b | fp32 | 17 | 3.000 |" in text
     assert "### Environment 2 (1 cell(s))" in text
+
+
+# --- failed cells and reproducible output -----------------------------------------------------------------
+
+
+def test_failed_cells_draw_no_empty_plots(tmp_path):
+    """A group with no ok cell (a usage error's batch, an unknown model, a runtime missing here) gets no plot;
+    its cells are listed apart. A failed cell of a drawn group stays in that group's table, not plotted."""
+    path = write(
+        tmp_path / "r.jsonl",
+        [
+            record(runtime="ort", p50=5.0, agreement=1.0, top1=0.76),
+            record(runtime="ort", batch=-3, status="error", message="--batch must be a positive integer, got -3"),
+            record(model=None, runtime="ov", status="error", message="unknown model 'NoNet'"),
+            record(runtime="trt", precision="fp16", opset=13, status="skipped", message="no CUDA device here"),
+            record(model="MobileViT_XXS", runtime="trt", status="skipped", message="no CUDA device here"),
+        ],
+    )
+    out = tmp_path / "out"
+    text = build_report([path], out).read_text()
+    stems = sorted(p.name for p in (out / "plots").iterdir())
+    assert stems == ["batch_LeViT_128S.png", "batch_LeViT_128S.svg",
+                     "latency_vs_top1_LeViT_b1.png", "latency_vs_top1_LeViT_b1.svg"]
+    for heading in ("### LeViT, batch -3", "### None", "### MobileViT"):
+        assert heading not in text
+    assert "Not drawn, no ok cell: LeViT, batch -3 (1 cell(s)); MobileViT, batch 1 (1 cell(s)); " \
+           "None, batch 1 (1 cell(s))." in text
+    assert "Not drawn, no ok cell: MobileViT_XXS (1 cell(s)); None (1 cell(s))." in text
+    failures = text.split("## Failed and skipped cells")[1].split("\n## ")[0]
+    for label, status, message in (
+        ("LeViT_128S b-3 opset 17 ort fp32", "error", "--batch must be a positive integer, got -3"),
+        ("None b1 opset 17 ov fp32", "error", "unknown model 'NoNet'"),
+        ("LeViT_128S b1 opset 13 trt fp16", "skipped", "no CUDA device here"),
+        ("MobileViT_XXS b1 opset 17 trt fp32", "skipped", "no CUDA device here"),
+    ):
+        row = _rows(failures, f"| {label} |")
+        assert len(row) == 1 and f"| {status} |" in row[0] and message in row[0]
+    # The skipped trt cell shares the drawn LeViT batch-1 group: in its table, not plotted, with the reason.
+    trt = _rows(text, "| LeViT_128S | trt | fp16 | 13 |")
+    assert len(trt) == 1 and "| not plotted |" in trt[0] and "no CUDA device here" in trt[0]
+
+
+def test_report_of_failed_cells_only(tmp_path):
+    path = write(tmp_path / "r.jsonl", [record(batch=-3, status="error", message="bad batch")])
+    out = tmp_path / "out"
+    text = build_report([path], out).read_text()
+    assert list((out / "plots").iterdir()) == []
+    assert "1 cell(s): 1 error." in text and "bad batch" in text.split("## Failed and skipped cells")[1]
+
+
+def test_rebuild_gives_the_same_bytes(tmp_path):
+    """Same records, same report: the SVG ids are salted with a fixed salt and no file carries a date."""
+    path = write(tmp_path / "r.jsonl", [record(runtime="paddle", p50=8.0), record(runtime="ov", agreement=1.0)])
+    texts, plots = [], []
+    for name in ("one", "two"):
+        report = build_report([path], tmp_path / name)
+        texts.append([line for line in report.read_text().splitlines() if not line.startswith("Generated")])
+        plots.append({p.name: p.read_bytes() for p in sorted((tmp_path / name / "plots").iterdir())})
+    assert texts[0] == texts[1]
+    assert len(plots[0]) == 4 and plots[0] == plots[1]
+
+
+def test_drift_and_gates_are_read_leniently():
+    """Malformed drift and gates sections read as missing, never as numbers or a crash."""
+    r = record(agreement=1.0)
+    r.drift.update(agreement=float("nan"), agreement_ci=[0.9, "x"], top1_delta_ci=[0.1], finite="yes")
+    r.gates = {"passed": False, "checks": [{"metric": "agreement", "value": 0.9, "threshold": 1.0, "passed": False},
+                                           "not a check", {"metric": "max_abs_diff", "passed": True}]}
+    (cell,) = select_cells([LoadedRecord(r, "mem:1", 0)])
+    assert isinstance(cell, Cell)
+    assert cell.drift.number("agreement") is None and cell.drift.interval("agreement_ci") is None
+    assert cell.drift.interval("top1_delta_ci") is None and cell.drift.finite is None
+    assert cell.drift.number("candidate_top1") == 0.75
+    lo, hi = cell.drift.top1_interval
+    assert lo < 0.75 < hi
+    assert [c.metric for c in cell.gates.failed] == ["agreement"] and cell.gates.passed is False
+    r.gates = {"checks": []}  # no verdict: no gates result
+    assert cell.gates is None

@@ -18,13 +18,16 @@ import numpy as np
 import pytest
 
 import runtimes
-from runtimes._lazy import default_threads, is_installed
-from runtimes.base import Artifact, LifecycleError, Runtime, RuntimeOptions, RuntimeUnavailable
-from runtimes.ort import PROVIDERS, placement_from_profile, provider_for
+from core.artifact import Artifact
+from runtimes.base import LifecycleError, OptionError, Runtime, RuntimeOptions, RuntimeUnavailable, parse_options
+from runtimes.deps import is_installed
+from runtimes.host import default_threads
+from runtimes.ort import PROVIDER_TABLE, PROVIDERS, placement_from_profile, provider_for
 from runtimes.trt import TRT_MISSING
 
 CONTRACT = ["paddle", "ort", "ov", "null"]
 FP32_ATOL = 1e-4
+CONTRACT_PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n == "paddle" else n for n in CONTRACT]
 
 
 def make_feed(artifact: Artifact, batch: int) -> dict[str, np.ndarray]:
@@ -44,14 +47,21 @@ def infer(name: str, artifact: Artifact, batch: int = 1, **options) -> tuple[np.
 
 
 @pytest.fixture(scope="module")
-def artifact(tiny_artifact) -> Artifact:
+def artifact(onnx_artifact) -> Artifact:
+    """Fast tier: an ONNX-only artifact (no paddle)."""
+    return Artifact.from_manifest(onnx_artifact)
+
+
+@pytest.fixture(scope="module")
+def paddle_artifact(tiny_artifact) -> Artifact:
+    """Full tier: a real Paddle model beside its paddle2onnx export."""
     return Artifact.from_manifest(tiny_artifact)
 
 
 @pytest.fixture(scope="module")
-def paddle_reference(artifact):
+def paddle_reference(paddle_artifact):
     """Paddle Inference's own outputs per batch size: what every ONNX runtime must reproduce."""
-    return {batch: infer("paddle", artifact, batch)[0] for batch in (1, 3)}
+    return {batch: infer("paddle", paddle_artifact, batch)[0] for batch in (1, 3)}
 
 
 # --- registry -------------------------------------------------------------------------------------------
@@ -84,13 +94,14 @@ def test_probe_trt_says_why():
     assert "pip install -e .[trt]" in availability.reason
 
 
-@pytest.mark.parametrize("name", ["paddle", "ort", "ov", "null"])
+@pytest.mark.parametrize("name", [pytest.param("paddle", marks=pytest.mark.slow), "ort", "ov", "null"])
 def test_probe_installed_runtimes_available(name):
     availability = runtimes.probe(name)
     assert availability.available, availability.reason  # these packages are part of the test environment
     assert availability.detail
 
 
+@pytest.mark.slow  # probing paddle imports it
 def test_probe_all_covers_every_listed_runtime():
     assert set(runtimes.probe_all()) == set(runtimes.list_runtimes())
 
@@ -144,8 +155,14 @@ def test_entry_point_plugins(plugin_dir, caplog):
 
 
 # --- the contract, for every CPU runtime ----------------------------------------------------------------
-@pytest.mark.parametrize("name", CONTRACT)
-def test_lifecycle_order_errors(name, artifact):
+def contract_artifact(name: str, request) -> Artifact:
+    """paddle runs the Paddle model beside an export (full tier); the others run ONNX alone."""
+    return request.getfixturevalue("paddle_artifact" if name == "paddle" else "artifact")
+
+
+@pytest.mark.parametrize("name", CONTRACT_PARAMS)
+def test_lifecycle_order_errors(name, request):
+    artifact = contract_artifact(name, request)
     rt = runtimes.get_runtime(name)(RuntimeOptions())
     with pytest.raises(LifecycleError):
         rt.run()
@@ -161,9 +178,9 @@ def test_lifecycle_order_errors(name, artifact):
     rt.close()
 
 
-@pytest.mark.parametrize("name", CONTRACT)
-def test_close_is_idempotent(name, artifact):
-    _, rt = infer(name, artifact)
+@pytest.mark.parametrize("name", CONTRACT_PARAMS)
+def test_close_is_idempotent(name, request):
+    _, rt = infer(name, contract_artifact(name, request))
     rt.close()
     rt.close()
     with pytest.raises(LifecycleError):
@@ -171,10 +188,25 @@ def test_close_is_idempotent(name, artifact):
     runtimes.get_runtime(name)(RuntimeOptions()).close()  # closing a never-loaded runtime is fine too
 
 
+@pytest.mark.parametrize("name", CONTRACT_PARAMS)
+def test_effective_records_device_precision_and_batch(name, request):
+    _, rt = infer(name, contract_artifact(name, request), 3)
+    assert {"device", "precision", "batch"} <= set(rt.effective) and rt.effective["batch"] == 3
+
+
+def test_ort_and_ov_agree_at_fp32(artifact):
+    for batch in (1, 3):
+        ort_out, _ = infer("ort", artifact, batch)
+        ov_out, _ = infer("ov", artifact, batch)
+        assert ort_out.shape == (batch, 10)
+        assert float(np.max(np.abs(ort_out - ov_out))) <= FP32_ATOL
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("name", ["ort", "ov"])
-def test_outputs_match_paddle(name, batch, artifact, paddle_reference):
-    out, rt = infer(name, artifact, batch)
+def test_outputs_match_paddle(name, batch, paddle_artifact, paddle_reference):
+    out, rt = infer(name, paddle_artifact, batch)
     expected = paddle_reference[batch]
     assert out.shape == expected.shape == (batch, 10)
     diff = float(np.max(np.abs(out - expected)))
@@ -183,8 +215,9 @@ def test_outputs_match_paddle(name, batch, artifact, paddle_reference):
     assert rt.effective["precision"] == "fp32"
 
 
-def test_paddle_records_its_settings(artifact, paddle_reference):
-    out, rt = infer("paddle", artifact, 3, threads=1)
+@pytest.mark.slow
+def test_paddle_records_its_settings(paddle_artifact, paddle_reference):
+    out, rt = infer("paddle", paddle_artifact, 3, threads=1)
     np.testing.assert_array_equal(out, paddle_reference[3])  # deterministic across predictors
     assert rt.effective["onednn"] is True
     assert rt.effective["ir_optim"] is True
@@ -204,7 +237,7 @@ def test_null_outputs_zeros_of_the_declared_shape(artifact):
     ("ov", "int8", "fp32, bf16, fp16"),
 ])
 def test_unknown_precision_names_allowed(name, precision, allowed):
-    with pytest.raises(ValueError, match=f"choose one of {allowed}"):
+    with pytest.raises(OptionError, match=f"choose one of {allowed}"):
         runtimes.get_runtime(name)(RuntimeOptions(precision=precision))
 
 
@@ -227,22 +260,60 @@ def test_ort_cuda_unavailable_says_how_to_install(artifact):
     assert not runtimes.probe("ort", device="cuda").available
 
 
-@pytest.mark.parametrize(("device", "extra", "expected"), [
-    ("cpu", {}, ("CPUExecutionProvider", 0)),
-    ("cuda", {}, ("CUDAExecutionProvider", 0)),
-    ("cuda:1", {}, ("CUDAExecutionProvider", 1)),
-    ("cuda", {"provider": "tensorrt"}, ("TensorrtExecutionProvider", 0)),
-    ("cuda", {"provider": "TensorrtExecutionProvider"}, ("TensorrtExecutionProvider", 0)),
+@pytest.mark.parametrize(("device", "choice", "expected"), [
+    ("cpu", None, ("CPUExecutionProvider", 0)),
+    ("cuda", None, ("CUDAExecutionProvider", 0)),
+    ("cuda:1", None, ("CUDAExecutionProvider", 1)),
+    ("cuda", "tensorrt", ("TensorrtExecutionProvider", 0)),
+    ("cuda", "trt", ("TensorrtExecutionProvider", 0)),
+    ("cuda", "TensorrtExecutionProvider", ("TensorrtExecutionProvider", 0)),
 ])
-def test_ort_provider_selection(device, extra, expected):
-    assert provider_for(device, extra) == expected
+def test_ort_provider_selection(device, choice, expected):
+    provider, index = provider_for(device, choice)
+    assert (provider.ort_name, index) == expected
 
 
-@pytest.mark.parametrize(("device", "extra"), [("cpu", {"provider": "cuda"}), ("cuda", {"provider": "rocm"}),
-                                               ("gpu", {})])
-def test_ort_provider_selection_rejects_mismatches(device, extra):
-    with pytest.raises(ValueError):
-        provider_for(device, extra)
+@pytest.mark.parametrize(("device", "choice", "message"), [
+    ("cpu", "cuda", "does not run on device 'cpu'"),
+    ("cuda", "rocm", "unknown ORT provider 'rocm'; choose one of cpu, cuda, tensorrt"),
+    ("gpu", None, "does not support device 'gpu'"),
+])
+def test_ort_provider_selection_rejects_mismatches(device, choice, message):
+    with pytest.raises(ValueError, match=message):
+        provider_for(device, choice)
+
+
+def test_ort_providers_are_one_table():
+    assert [p.key for p in PROVIDER_TABLE] == list(PROVIDERS)
+    tensorrt = next(p for p in PROVIDER_TABLE if p.key == "tensorrt")
+    assert tensorrt.fallbacks == ("CUDAExecutionProvider",)  # CUDA takes the nodes TensorRT declines
+
+
+# --- options ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "extra", "message"), [
+    ("ov", {"hnt": "throughput"}, "unknown option 'hnt' for runtime 'ov'; allowed: hint, streams"),
+    ("ov", {"streams": "two"}, "option streams='two' for runtime 'ov': expected int or null"),
+    ("ort", {"strict": True}, "unknown option 'strict' for runtime 'ort'; allowed: provider, strict_placement"),
+    ("ort", {"strict_placement": "yes"}, "expected bool"),
+    ("paddle", {"threads": 2}, "unknown option 'threads' for runtime 'paddle'; allowed: none"),
+    ("null", {"anything": 1}, "allowed: none"),
+])
+def test_unknown_or_mistyped_options_are_errors(name, extra, message):
+    with pytest.raises(OptionError, match=message):
+        runtimes.get_runtime(name)(RuntimeOptions(extra=extra))
+
+
+def test_parse_options_accepts_ints_for_floats_but_not_bools_for_ints():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Knobs:
+        ratio: float = 1.0
+        count: int = 1
+
+    assert parse_options("x", Knobs, {"ratio": 2, "count": 3}) == Knobs(2, 3)
+    with pytest.raises(OptionError, match="expected int"):
+        parse_options("x", Knobs, {"count": True})
 
 
 def test_ort_records_session_settings(artifact):
@@ -319,5 +390,5 @@ def test_ov_rejects_a_feed_of_another_batch(artifact):
 
 
 def test_ov_rejects_unknown_hint():
-    with pytest.raises(ValueError, match="latency, throughput"):
+    with pytest.raises(OptionError, match="'latency', 'throughput'"):
         runtimes.get_runtime("ov")(RuntimeOptions(extra={"hint": "fastest"}))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.stats import LatencyStats, throughput_ips
+from bench.harness.stats import LatencyStats, throughput_ips
 
 
 def test_four_samples_by_hand():

@@ -15,7 +15,7 @@ import yaml
 
 from bench.config import config_from_dict
 from bench.records import read_records
-from bench.sweep import plan, request_key, sweep_id
+from bench.sweep.plan import plan, sweep_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def write_config(tmp_path: Path, manifests: list[Path], batches=(1, 2), min_dura
     config = {
         "results": str(tmp_path / "runs.jsonl"),
         "sweep": {"models": [], "manifests": [str(m) for m in manifests], "runtimes": ["null"],
-                  "batches": list(batches), **sweep},
+                  "batches": list(batches), "drift": False, **sweep},
         "measure": {"warmup": 1, "iterations": 5, "min_duration_s": min_duration_s, "max_duration_s": 5},
     }
     path = tmp_path / "sweep.yaml"
@@ -45,32 +45,32 @@ def sweep(config: Path, *args: str) -> subprocess.CompletedProcess:
 
 def records(config: Path):
     result = read_records(Path(yaml.safe_load(config.read_text())["results"]))
-    assert result.problems == []
-    return result.records
+    assert result.problems == [] and all(r.invalid is None for r in result.records)
+    return [r.record for r in result.records]
 
 
 @pytest.fixture
-def corrupt_manifest(tiny_artifact, tmp_path) -> Path:
+def corrupt_manifest(onnx_artifact, tmp_path) -> Path:
     folder = tmp_path / "corrupt"
-    shutil.copytree(tiny_artifact.parent, folder)
+    shutil.copytree(onnx_artifact.parent, folder)
     (folder / "model.onnx").write_bytes(b"garbage")
     return folder / "model.onnx.json"
 
 
-def test_plan_and_identity(tiny_artifact, tmp_path):
-    cfg = config_from_dict(yaml.safe_load(write_config(tmp_path, [tiny_artifact]).read_text()))
+def test_plan_and_identity(onnx_artifact, tmp_path):
+    cfg = config_from_dict(yaml.safe_load(write_config(tmp_path, [onnx_artifact]).read_text()))
     cells = plan(cfg, sweep_id(cfg), tmp_path / "r.jsonl")
-    assert [(c.model, c.opset, c.batch, c.runtime) for c in cells] == [("Tiny", 13, 1, "null"),
-                                                                       ("Tiny", 13, 2, "null")]
-    assert all(c.no_export and c.run_id == sweep_id(cfg) for c in cells)
+    assert [(c.target.model, c.target.opset, c.batch, c.runtime_name) for c in cells] == [
+        ("Tiny", 13, 1, "null"), ("Tiny", 13, 2, "null")]
+    assert all(c.target.no_export and c.output.run_id == sweep_id(cfg) for c in cells)
     assert sweep_id(cfg) == sweep_id(config_from_dict(yaml.safe_load(write_config(tmp_path, []).read_text())))
     changed = config_from_dict({"measure": {"iterations": 6}})
     assert sweep_id(changed) != sweep_id(cfg)
-    assert request_key(cells[0])[-1] == f"manifest:{tiny_artifact.resolve()}"
+    assert cells[0].cell_key[-1] == f"manifest:{onnx_artifact.resolve()}"
 
 
-def test_second_run_skips_finished_cells_and_retry_reruns_errors(tiny_artifact, corrupt_manifest, tmp_path):
-    config = write_config(tmp_path, [tiny_artifact, corrupt_manifest])
+def test_second_run_skips_finished_cells_and_retry_reruns_errors(onnx_artifact, corrupt_manifest, tmp_path):
+    config = write_config(tmp_path, [onnx_artifact, corrupt_manifest])
     first = sweep(config)
     assert first.returncode == 1, first.stderr  # the corrupt model's cells are errors
     got = records(config)
@@ -85,7 +85,7 @@ def test_second_run_skips_finished_cells_and_retry_reruns_errors(tiny_artifact, 
     retry = sweep(config, "--retry-errors")
     assert "2 already done, 2 to run" in retry.stderr
     new = records(config)[4:]
-    assert len(new) == 2 and all(r.status == "error" and "does not match" in r.error["message"] for r in new)
+    assert len(new) == 2 and all(r.status == "error" and "does not match" in r.error.message for r in new)
 
 
 def _cell_pids(marker: str) -> list[int]:
@@ -110,8 +110,9 @@ def _wait_for_cell(marker: str, timeout: float = 60) -> int:
     raise AssertionError("no cell process appeared")
 
 
-def test_crashed_cell_gets_an_error_record_and_the_sweep_goes_on(tiny_artifact, tmp_path):
-    config = write_config(tmp_path, [tiny_artifact])
+@pytest.mark.slow
+def test_crashed_cell_gets_an_error_record_and_the_sweep_goes_on(onnx_artifact, tmp_path):
+    config = write_config(tmp_path, [onnx_artifact])
     proc = start_sweep(config)
     os.kill(_wait_for_cell(str(tmp_path)), signal.SIGABRT)  # what a native abort in an engine looks like
     out, err = proc.communicate(timeout=300)
@@ -119,16 +120,17 @@ def test_crashed_cell_gets_an_error_record_and_the_sweep_goes_on(tiny_artifact, 
     got = records(config)
     assert sorted(r.status for r in got) == ["error", "ok"]  # the second cell still ran
     crashed = next(r for r in got if r.status == "error")
-    assert crashed.error["type"] == "CellCrashed" and "SIGABRT" in crashed.error["message"]
-    assert crashed.model["name"] == "Tiny" and crashed.params["batch"] == 1
+    assert crashed.error.type == "CellCrashed" and "SIGABRT" in crashed.error.message
+    assert crashed.model.name == "Tiny" and crashed.params.batch == 1
 
     resumed = sweep(config, "--retry-errors")
     assert resumed.returncode == 0, resumed.stderr
     assert [r.status for r in records(config)[2:]] == ["ok"]
 
 
-def test_ctrl_c_keeps_finished_cells_and_resume_completes(tiny_artifact, tmp_path):
-    config = write_config(tmp_path, [tiny_artifact], batches=(1, 2, 3), min_duration_s=1.0)
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_cells_and_resume_completes(onnx_artifact, tmp_path):
+    config = write_config(tmp_path, [onnx_artifact], batches=(1, 2, 3), min_duration_s=1.0)
     results = tmp_path / "runs.jsonl"
     proc = start_sweep(config, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -145,18 +147,18 @@ def test_ctrl_c_keeps_finished_cells_and_resume_completes(tiny_artifact, tmp_pat
     resumed = sweep(config)
     assert resumed.returncode == 0, resumed.stderr
     final = records(config)
-    assert len(final) == 3 and sorted(r.params["batch"] for r in final) == [1, 2, 3]
+    assert len(final) == 3 and sorted(r.params.batch for r in final) == [1, 2, 3]
 
 
-def test_unavailable_runtime_cells_are_skipped_once(tiny_artifact, tmp_path):
+def test_unavailable_runtime_cells_are_skipped_once(onnx_artifact, tmp_path):
     from runtimes import probe
 
     if probe("trt").available:
         pytest.skip("TensorRT is available here; the unavailable-runtime path cannot be exercised")
-    config = write_config(tmp_path, [tiny_artifact], batches=(1,), runtimes=["trt"])
+    config = write_config(tmp_path, [onnx_artifact], batches=(1,), runtimes=["trt"])
     first = sweep(config)
     assert first.returncode == 0, first.stderr
-    assert [(r.status, r.error["type"]) for r in records(config)] == [("skipped", "RuntimeUnavailable")]
+    assert [(r.status, r.error.type) for r in records(config)] == [("skipped", "RuntimeUnavailable")]
     sweep(config)
     assert len(records(config)) == 1
 
@@ -166,5 +168,5 @@ def test_invalid_config_is_one_line(tmp_path):
     path.write_text("sweep:\n  runtimes: [tensorrtx]\n")
     result = sweep(path)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: bad.yaml: sweep.runtimes[0]: unknown runtime 'tensorrtx'; "
+    assert result.stderr.strip() == ("error: bad.yaml:2: sweep.runtimes[0]: unknown runtime 'tensorrtx'; "
                                      "allowed: ort, ov, paddle, trt")

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 import runtimes
-from runtimes._lazy import is_installed
-from runtimes.base import Artifact, RuntimeOptions, RuntimeUnavailable
+from core.artifact import Artifact
+from runtimes.base import OptionError, RuntimeOptions, RuntimeUnavailable
+from runtimes.deps import is_installed
+from runtimes.engine_cache import EngineCache
 from runtimes.trt import (
     TRT_MISSING,
     ProfileShapes,
+    TrtOptions,
     TrtRuntime,
-    default_cache_dir,
     engine_cache_key,
     profile_shapes,
     validate_precision,
@@ -55,22 +57,22 @@ def test_profile_shapes_rejects(shape, batch, max_batch, match):
 # --- precision ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_validate_precision_accepts(precision):
-    validate_precision(precision, {})
+    validate_precision(precision, TrtOptions())
 
 
 def test_validate_precision_int8_needs_calibration(tmp_path):
     with pytest.raises(ValueError, match="calibration_data"):
-        validate_precision("int8", {})
+        validate_precision("int8", TrtOptions())
     with pytest.raises(ValueError, match="does not exist"):
-        validate_precision("int8", {"calibration_data": str(tmp_path / "missing.npy")})
+        validate_precision("int8", TrtOptions(calibration_data=str(tmp_path / "missing.npy")))
     data = tmp_path / "calib.npy"
     np.save(data, np.zeros((2, 3, 8, 8), np.float32))
-    validate_precision("int8", {"calibration_data": str(data)})
+    validate_precision("int8", TrtOptions(calibration_data=str(data)))
 
 
 def test_validate_precision_rejects_unknown():
     with pytest.raises(ValueError, match="choose one of fp32, fp16, int8"):
-        validate_precision("bf16", {})
+        validate_precision("bf16", TrtOptions())
 
 
 # --- engine cache key -----------------------------------------------------------------------------------
@@ -86,8 +88,11 @@ KEY_ARGS = {
 
 
 def test_cache_key_is_stable_sha256():
+    import re
+
     key = engine_cache_key(**KEY_ARGS)
-    assert len(key) == 64 and int(key, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    assert engine_cache_key(**dict(KEY_ARGS)) == key  # the same inputs give the same key again
     reordered = {**KEY_ARGS, "flags": {"workspace_mb": None, "tf32": False}}
     assert engine_cache_key(**reordered) == key
 
@@ -105,12 +110,23 @@ def test_cache_key_changes_with_every_input(field, value):
     assert engine_cache_key(**{**KEY_ARGS, field: value}) != engine_cache_key(**KEY_ARGS)
 
 
-def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
+def test_engine_cache_folder_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("PADDLE_ONNX_BENCH_CACHE", str(tmp_path))
-    assert default_cache_dir() == tmp_path / "trt-engines"
+    assert EngineCache("trt").folder == tmp_path / "trt-engines"
     monkeypatch.delenv("PADDLE_ONNX_BENCH_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "paddle-onnx-bench" / "trt-engines"
+    assert EngineCache("trt").folder == tmp_path / "xdg" / "paddle-onnx-bench" / "trt-engines"
+    assert EngineCache("trt", tmp_path / "mine").folder == tmp_path / "mine"
+
+
+def test_engine_cache_round_trip_is_atomic_and_described(tmp_path):
+    cache = EngineCache("ov", tmp_path)
+    path = cache.path("Model x/int8", "ab" * 32, ".blob")
+    assert path.parent == tmp_path and path.name == f"Model_x_int8-{'ab' * 8}.blob"
+    assert cache.get(path) is None
+    cache.put(path, b"engine-bytes", {"key": "ab" * 32})
+    assert cache.get(path) == b"engine-bytes"
+    assert path.with_suffix(".json").read_text().count("abab") and not list(tmp_path.glob(".*"))
 
 
 # --- the adapter without TensorRT -----------------------------------------------------------------------
@@ -123,20 +139,22 @@ def test_constructor_checks_options_without_tensorrt():
     TrtRuntime(RuntimeOptions(device="cuda:0"))  # cheap: no import, no device work
     with pytest.raises(ValueError, match="does not support device 'cpu'"):
         TrtRuntime(RuntimeOptions(device="cpu"))
-    with pytest.raises(ValueError, match="calibration_data"):
+    with pytest.raises(OptionError, match="calibration_data"):
         TrtRuntime(RuntimeOptions(device="cuda", precision="int8"))
-    with pytest.raises(ValueError, match="choose one of fp32, fp16, int8"):
+    with pytest.raises(OptionError, match="choose one of fp32, fp16, int8"):
         TrtRuntime(RuntimeOptions(device="cuda", precision="bf16"))
+    with pytest.raises(OptionError, match="unknown option 'workspace' for runtime 'trt'"):
+        TrtRuntime(RuntimeOptions(device="cuda", extra={"workspace": 1024}))
 
 
-def test_missing_tensorrt_is_reported(tiny_artifact):
+def test_missing_tensorrt_is_reported(onnx_artifact):
     if is_installed("tensorrt"):
         pytest.skip("tensorrt is installed here, so the missing-package path cannot be observed")
     assert TrtRuntime.probe() == runtimes.probe("trt")
     assert TrtRuntime.probe().reason == TRT_MISSING
     rt = TrtRuntime(RuntimeOptions(device="cuda"))
     with pytest.raises(RuntimeUnavailable, match=r"pip install -e \.\[trt\]"):
-        rt.load(Artifact.from_manifest(tiny_artifact))
+        rt.load(Artifact.from_manifest(onnx_artifact))
     rt.close()
 
 
@@ -171,8 +189,8 @@ def _ort_cpu(artifact: Artifact, feed: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.gpu
-def test_trt_fp32_matches_ort_and_caches(trt_ready, tiny_artifact, tmp_path):
-    artifact = Artifact.from_manifest(tiny_artifact)
+def test_trt_fp32_matches_ort_and_caches(trt_ready, onnx_artifact, tmp_path):
+    artifact = Artifact.from_manifest(onnx_artifact)
     out, rt, feed = _run_trt(artifact, tmp_path, max_batch=4)
     assert rt.effective["engine_cache_hit"] is False and rt.effective["tf32"] is False
     assert rt.effective["profile"] == {"min": [1, 3, 32, 32], "opt": [2, 3, 32, 32], "max": [4, 3, 32, 32]}
@@ -184,16 +202,16 @@ def test_trt_fp32_matches_ort_and_caches(trt_ready, tiny_artifact, tmp_path):
 
 
 @pytest.mark.gpu
-def test_trt_fp16_is_close(trt_ready, tiny_artifact, tmp_path):
-    artifact = Artifact.from_manifest(tiny_artifact)
+def test_trt_fp16_is_close(trt_ready, onnx_artifact, tmp_path):
+    artifact = Artifact.from_manifest(onnx_artifact)
     out, rt, feed = _run_trt(artifact, tmp_path, precision="fp16")
     assert rt.effective["precision"] == "fp16"
     np.testing.assert_allclose(out, _ort_cpu(artifact, feed), atol=5e-2)
 
 
 @pytest.mark.gpu
-def test_trt_rejects_a_batch_outside_the_profile(trt_ready, tiny_artifact, tmp_path):
-    artifact = Artifact.from_manifest(tiny_artifact)
+def test_trt_rejects_a_batch_outside_the_profile(trt_ready, onnx_artifact, tmp_path):
+    artifact = Artifact.from_manifest(onnx_artifact)
     rt = TrtRuntime(RuntimeOptions(device="cuda", batch=2, extra={"engine_cache_dir": str(tmp_path)}))
     with rt:
         rt.load(artifact)

@@ -10,9 +10,13 @@ import threading
 import numpy as np
 import pytest
 
+from core.files import sha256_of
 from export.models import build_model
-from export.pipeline import ensure_export
-from export.weights import WeightsError, load_weights, resolve, seeded_state_dict, seeded_value, sha256_of
+from export.pipeline import run_export
+from export.request import ExportRequest
+from export.weights import WeightsError, load_weights, resolve, seeded_state_dict, seeded_value
+
+pytestmark = pytest.mark.slow  # builds Paddle models
 
 
 def test_seeded_recipe_is_deterministic_and_non_degenerate():
@@ -62,9 +66,8 @@ def test_a_wrong_shape_names_the_key(pdparams, tmp_path):
 
 
 def test_export_with_a_weights_file_records_its_hash(pdparams, tmp_path):
-    manifest = json.loads(
-        ensure_export("MobileViT_XXS", 17, weights=str(pdparams), root=tmp_path, images=None).read_text()
-    )
+    request = ExportRequest("MobileViT_XXS", 17, weights=str(pdparams), root=tmp_path, images=None)
+    manifest = json.loads(run_export(request).manifest_path.read_text())
     assert manifest["weights"]["kind"] == "file" and manifest["weights"]["sha256"] == sha256_of(pdparams)
     assert manifest["parity"]["seeded"]["passed"]
     assert f"file-{sha256_of(pdparams)[:12]}" in str(next(tmp_path.rglob("model.onnx")))

@@ -9,6 +9,8 @@ import pytest
 from export.models import MODELS, UnknownModelError, build_model, get_spec
 from export.weights import seeded_state_dict
 
+pytestmark = pytest.mark.slow  # builds Paddle models
+
 DATA = Path(__file__).parent / "data"
 MANIFEST = json.loads((DATA / "state_manifest.json").read_text())
 EXPECTED = np.load(DATA / "expected_logits.npz")

@@ -95,8 +95,8 @@ def prepare_drift(settings: DriftSettings, artifact: Artifact) -> PreparedDrift:
     stored = stored_reference(artifact, dataset)
     if stored is None:
         if artifact.paddle_files is None:
-            raise DataError(f"{artifact.model}: no Paddle model beside the export to compute the reference "
-                            "logits of this data set with; use --data export or --data synthetic")
+            raise DataError(f"{artifact.model}: the export stored no reference logits for this data set and "
+                            "has no Paddle model beside it to compute them; drift cannot be measured")
         try:
             check_writable_dir(Path(settings.cache_dir))
         except OSError as exc:

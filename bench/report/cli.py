@@ -7,15 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
+from bench.report.build import build_report
 from bench.report.compare import compare
-from bench.report.render import (
-    DEFAULT_OUT,
-    DEFAULT_RESULTS,
-    Y_METRICS,
-    ReportError,
-    atomic_write_text,
-    build_report,
-)
+from bench.report.markdown import atomic_write_text
+from bench.report.results import Y_METRICS, ReportError
+
+DEFAULT_RESULTS = Path("results/runs.jsonl")
+DEFAULT_OUT = Path("results/report")
 
 
 def main_report(argv: list[str] | None = None) -> int:

@@ -17,21 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.report.render import (
-    MISSING,
-    Cell,
-    dig,
-    fmt_ms,
-    load_results,
-    md_table,
-    num,
-    select_cells,
-    wilson_ci,
-)
+from bench.report.markdown import MISSING, fmt_ms, md_table
+from bench.report.results import Cell, load_results, select_cells
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +57,15 @@ def _side_text(cell: Cell | None, side: str) -> str | None:
     return None
 
 
-def _figure_row(a: Cell | None, b: Cell | None, path: tuple[str, ...], fmt, better: str, worse: str,
-                min_noise: float) -> tuple[list[str], str]:
+Figure = Callable[[Cell], float | None]  # a cell's figure: p50 latency, throughput
+
+
+def _figure_row(a: Cell | None, b: Cell | None, figure: Figure, fmt: Callable[[float], str], better: str,
+                worse: str, min_noise: float) -> tuple[list[str], str]:
     """[A, B, B/A, band, verdict] for one figure, and a verdict class for the summary."""
     texts = [_side_text(a, "A"), _side_text(b, "B")]
-    values = [num(c.r, *path) if c is not None else None for c in (a, b)]
-    cvs = [num(c.r, "timing", "latency_ms", "cv") if c is not None else None for c in (a, b)]
+    values = [figure(c) if c is not None else None for c in (a, b)]
+    cvs = [c.latency("cv") if c is not None else None for c in (a, b)]
     shown = []
     for text, value, cv in zip(texts, values, cvs, strict=True):
         if text is not None:
@@ -96,93 +90,101 @@ def _figure_row(a: Cell | None, b: Cell | None, path: tuple[str, ...], fmt, bett
     return shown + [f"{r.ratio:.3f}", band, verdict], verdict
 
 
-def _drift_figure(cell: Cell | None, key: str, ci_key: str) -> tuple[float | None, list | None]:
-    if cell is None or not cell.ok:
+# (metric, the drift field, its interval: a recorded one, or for top-1 the Wilson interval on n)
+DRIFT_METRICS = (("top-1 agreement", "agreement", "agreement_ci"), ("top-1 accuracy", "candidate_top1", None))
+
+
+def _drift_figure(cell: Cell | None, key: str, ci_key: str | None) -> tuple[float | None, tuple | None]:
+    drift = cell.drift if cell is not None and cell.ok else None
+    if drift is None:
         return None, None
-    ci = dig(cell.r, "drift", ci_key)
-    if ci_key == "candidate_top1":  # top-1 carries no interval of its own: Wilson on n
-        ci = wilson_ci(num(cell.r, "drift", "candidate_top1"), num(cell.r, "drift", "n"))
-    ok_ci = isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(x, int | float) for x in ci)
-    return num(cell.r, "drift", key), (list(ci) if ok_ci else None)
+    return drift.number(key), (drift.interval(ci_key) if ci_key else drift.top1_interval)
 
 
-def _drift_rows(pairs, label) -> list[tuple]:
+def _drift_side(cell: Cell | None, side: str, value: float | None, ci: tuple | None) -> str:
+    why = _side_text(cell, side)
+    if why is None and cell.drift is None:
+        why = "drift missing"
+    if why:
+        return why
+    if value is None:
+        return MISSING
+    return f"{100 * value:.2f}" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else " [interval missing]")
+
+
+def _drift_verdict(va: float | None, ca: tuple | None, vb: float | None, cb: tuple | None) -> tuple[str, str]:
+    """(B - A in pp, verdict): within noise when the two intervals overlap."""
+    if va is None or vb is None:
+        return "—", "not comparable"
+    diff = f"{100 * (vb - va):+.2f}"
+    if ca is None or cb is None:
+        return diff, "noise unknown"
+    if ca[0] <= cb[1] and cb[0] <= ca[1]:
+        return diff, "within noise"
+    return diff, "B higher" if vb > va else "B lower"
+
+
+def _drift_rows(pairs: Sequence[tuple[Cell | None, Cell | None]]) -> list[tuple]:
     rows = []
-    for key, (a, b) in pairs:
-        has = [c is not None and c.ok and isinstance(c.r.get("drift"), dict) for c in (a, b)]
-        if not any(has):
+    for a, b in pairs:
+        if not any(c is not None and c.ok and c.drift is not None for c in (a, b)):
             continue
-        for metric, field_, ci_key in (("top-1 agreement", "agreement", "agreement_ci"),
-                                       ("top-1 accuracy", "candidate_top1", "candidate_top1")):
-            (va, ca), (vb, cb) = _drift_figure(a, field_, ci_key), _drift_figure(b, field_, ci_key)
-            if va is None and vb is None and metric == "top-1 accuracy":
+        for metric, key, ci_key in DRIFT_METRICS:
+            (va, ca), (vb, cb) = _drift_figure(a, key, ci_key), _drift_figure(b, key, ci_key)
+            if va is None and vb is None and ci_key is None:  # no top-1 on either side: labels were absent
                 continue
-            cols = []
-            for cell, v, ci, side, present in ((a, va, ca, "A", has[0]), (b, vb, cb, "B", has[1])):
-                why = _side_text(cell, side)
-                if why is None and not present:
-                    why = "drift missing"
-                cols.append(why or (MISSING if v is None else f"{100 * v:.2f}" + (
-                    f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else " [interval missing]")))
-            if va is None or vb is None:
-                diff, verdict = "—", "not comparable"
-            else:
-                diff = f"{100 * (vb - va):+.2f}"
-                if ca is None or cb is None:
-                    verdict = "noise unknown"
-                elif ca[0] <= cb[1] and cb[0] <= ca[1]:
-                    verdict = "within noise"
-                else:
-                    verdict = "B higher" if vb > va else "B lower"
-            rows.append((*label(key, a, b), metric, *cols, diff, verdict))
+            cols = [_drift_side(a, "A", va, ca), _drift_side(b, "B", vb, cb)]
+            rows.append((*_label(a, b), metric, *cols, *_drift_verdict(va, ca, vb, cb)))
     return rows
+
+
+def _label(a: Cell | None, b: Cell | None) -> tuple:
+    c = a or b
+    return c.model, c.batch, c.opset, c.runtime, c.precision
 
 
 def _describe(name: str, paths: Sequence[Path], cells: Sequence[Cell]) -> str:
     hosts = sorted({str(c.host) for c in cells})
-    commits = sorted({str(dig(c.r, "git", "commit"))[:12] for c in cells})
+    commits = sorted({str(c.git.get("commit"))[:12] for c in cells})
     files = ", ".join(f"`{p}`" for p in paths)
     return (f"**{name}**: {files}: {len(cells)} cell(s); host(s) {', '.join(hosts)}; "
             f"commit(s) {', '.join(commits)}")
 
 
+def match_cells(a_paths: Sequence[Path], b_paths: Sequence[Path]
+                ) -> tuple[list[Cell], list[Cell], list[tuple[Cell | None, Cell | None]]]:
+    """Each side's cells (the host not part of the cell), and the (A, B) pairs in order: A's, then B's own."""
+    sides = [select_cells(load_results(paths).records, by_host=False) for paths in (a_paths, b_paths)]
+    a_cells, b_cells = ({_match_key(c): c for c in cells} for cells in sides)
+    order = list(dict.fromkeys([*a_cells, *b_cells]))
+    return list(a_cells.values()), list(b_cells.values()), [(a_cells.get(k), b_cells.get(k)) for k in order]
+
+
 def compare(a_paths: Sequence[Path], b_paths: Sequence[Path], min_noise: float = 0.0) -> str:
     """A Markdown comparison of result set B against result set A (ratios B/A with noise bands)."""
-    sides = []
-    for paths in (a_paths, b_paths):
-        cells = select_cells(load_results(paths).records, by_host=False)
-        sides.append({_match_key(c): c for c in cells})
-    a_cells, b_cells = sides
-    order = list(dict.fromkeys([*a_cells, *b_cells]))
-    pairs = [(k, (a_cells.get(k), b_cells.get(k))) for k in order]
-
-    def label(key, a, b) -> tuple:
-        c = a or b
-        return c.model, c.batch, c.opset, c.runtime, c.precision
-
+    a_cells, b_cells, pairs = match_cells(a_paths, b_paths)
     rows, verdicts = [], {"p50": [], "throughput": []}
-    for key, (a, b) in pairs:
-        p50, v1 = _figure_row(a, b, ("timing", "latency_ms", "p50"), fmt_ms, "B faster", "B slower",
-                              min_noise)
-        ips, v2 = _figure_row(a, b, ("timing", "throughput_ips"), lambda v: f"{v:.1f}", "B lower", "B higher",
-                              min_noise)
+    for a, b in pairs:
+        p50, v1 = _figure_row(a, b, lambda c: c.latency("p50"), fmt_ms, "B faster", "B slower", min_noise)
+        ips, v2 = _figure_row(a, b, lambda c: c.timing_number("throughput_ips"), lambda v: f"{v:.1f}",
+                              "B lower", "B higher", min_noise)
         verdicts["p50"].append(v1)
         verdicts["throughput"].append(v2)
-        rows.append((*label(key, a, b), *p50, *ips))
+        rows.append((*_label(a, b), *p50, *ips))
     head = ("model", "batch", "opset", "runtime", "precision")
     floor = f" (at least {100 * min_noise:g} %)" if min_noise else ""
     header = (*head, "A p50 ms (CV)", "B p50 ms (CV)", "p50 B/A", "p50 band", "p50 verdict", "A images/s",
               "B images/s", "images/s B/A", "images/s band", "images/s verdict")
     lines = ["# Comparison: B against A", "",
-             _describe("A", a_paths, list(a_cells.values())), "",
-             _describe("B", b_paths, list(b_cells.values())), "",
+             _describe("A", a_paths, a_cells), "",
+             _describe("B", b_paths, b_cells), "",
              "Ratios are B/A: below 1 means B has the lower p50 latency (faster) or the lower throughput. "
              "Band: ratio x exp(±sqrt(ln²(1+CV_A) + ln²(1+CV_B))), CV = each run's per-iteration "
              f"coefficient of variation{floor}; **within noise** when the band contains 1. Cells are "
              "matched on model, opset, batch, runtime, precision, weights and scope.",
              "", _summary(verdicts), "", "## Latency and throughput", "",
              md_table(header, rows), ""]
-    drift_rows = _drift_rows(pairs, label)
+    drift_rows = _drift_rows(pairs)
     lines += ["## Drift from Paddle", "",
               "Percent with 95 % intervals; difference B - A in percentage points; **within noise** when the "
               "intervals overlap.", ""]
@@ -202,5 +204,3 @@ def _summary(verdicts: dict[str, list[str]]) -> str:
         counts = {v: values.count(v) for v in dict.fromkeys(values)}
         parts.append(f"{name}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "Summary, per cell: " + "; ".join(parts) + "."
-
-

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("png", "svg")
 DPI = 150
+# SVG element ids are hashes salted with this (by default a random salt per process): fixed, so that rebuilding
+# a report from the same records gives the same bytes.
+SVG_HASHSALT = "paddle-onnx-bench report"
 
 # Okabe-Ito colours (colour-blind safe); each runtime also has its own markers and line style.
 _RUNTIME_STYLE = {
@@ -275,7 +278,7 @@ def save_figure(fig, stem: Path) -> list[Path]:
     try:
         for fmt in FORMATS:
             path = stem.with_name(f"{stem.name}.{fmt}")
-            with atomic_open(path) as f:
+            with atomic_open(path) as f, plt.rc_context({"svg.hashsalt": SVG_HASHSALT}):
                 fig.savefig(f, format=fmt, dpi=DPI, metadata=_metadata(fmt))
             written.append(path)
             log.info("wrote %s", path)

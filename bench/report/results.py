@@ -1,0 +1,333 @@
+"""The results model shared by ``bench report`` and ``bench compare``: records read with the one reader
+(``bench.records.read_records``), grouped into cells, ordered, and the figures a report plots read off them.
+
+A cell is (model, opset, batch, runtime, precision, weights, scope, host). When a cell was run more than
+once, the latest ``ok`` record is used (the latest record of any status when none is ok). Drift and gates
+stay the dicts the runs recorded; ``Drift`` and ``Gates`` (``bench.report.drift``) are the typed reads of
+them.
+
+Nothing here formats text or draws: that is ``bench.report.markdown``, ``sections``, ``figures``, ``plots``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.records import LoadedRecord, ReadResult, Record, finite, read_records
+from bench.report.drift import Drift, Gates
+
+Y_METRICS = ("auto", "top1", "agreement")
+RUNTIME_ORDER = ("paddle", "ort", "ov", "trt")
+PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
+
+
+class ReportError(ValueError):
+    """The results cannot be turned into a report (no file, empty file, nothing readable)."""
+
+
+# --- loading ------------------------------------------------------------------------------------------------
+
+def results_files(paths: Iterable[Path]) -> list[Path]:
+    """Expand folders to their ``*.jsonl`` files; a path that does not exist is an error."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                raise ReportError(f"{path}: folder holds no *.jsonl results file")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ReportError(f"{path}: no such results file")
+    if not files:
+        raise ReportError("no results files given")
+    return files
+
+
+def load_results(paths: Iterable[Path]) -> ReadResult:
+    """Read records leniently (``bench.records.read_records``): a record that breaks an invariant is kept,
+    marked invalid; lines that are not records at all are listed as problems.
+
+    Raises ``ReportError`` for a missing file, an empty file, or a file with no readable record.
+    """
+    files = results_files(paths)
+    try:
+        read = read_records(files, missing_ok=False)
+    except (FileNotFoundError, OSError) as exc:
+        raise ReportError(str(exc)) from exc
+    for path, found in read.files:
+        bad = [p for p in read.problems if p.startswith(f"{path}:")]
+        if not found and not bad:
+            raise ReportError(f"{path}: empty results file (no records)")
+        if not found:
+            raise ReportError(f"{path}: no readable record in {len(bad)} non-empty line(s); first: "
+                              f"{bad[0].split(': ', 1)[1][:200]}")
+    return read
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A section recorded as a JSON object, else an empty one (a record's free-form parts are not checked)."""
+    return value if isinstance(value, dict) else {}
+
+
+# --- cells --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    """One benchmark cell: the record used, plus every record of the same cell (oldest first)."""
+
+    used: LoadedRecord
+    history: list[LoadedRecord] = field(default_factory=list)
+
+    @property
+    def record(self) -> Record:
+        return self.used.record
+
+    @property
+    def status(self) -> str:
+        return self.used.status
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def failed(self) -> bool:
+        """The run itself failed or was skipped (an invalid record may still hold some numbers)."""
+        return self.status not in ("ok", "invalid")
+
+    @property
+    def model(self) -> str:
+        return str(self.record.model.name)
+
+    @property
+    def opset(self) -> int | None:
+        return self.record.model.opset
+
+    @property
+    def batch(self) -> int | None:
+        return self.record.params.batch
+
+    @property
+    def runtime(self) -> str:
+        return str(self.record.runtime.name)
+
+    @property
+    def precision(self) -> str:
+        return str(self.record.runtime.precision)
+
+    @property
+    def ran(self) -> Any:
+        """The precision the runtime reports it ran (None when it reported none)."""
+        return _mapping(self.record.runtime.effective).get("precision")
+
+    @property
+    def scope(self) -> str | None:
+        timing = self.record.timing
+        return (timing.scope if timing else None) or self.record.params.scope
+
+    @property
+    def host(self) -> str | None:
+        return self.environment.get("host")
+
+    @property
+    def weights(self) -> str | None:
+        return _mapping(self.record.model.weights).get("requested")
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return _mapping(self.record.environment)
+
+    @property
+    def git(self) -> dict[str, Any]:
+        return _mapping(self.record.git)
+
+    @property
+    def drift(self) -> Drift | None:
+        return Drift.of(self.record)
+
+    @property
+    def gates(self) -> Gates | None:
+        return Gates.of(self.record)
+
+    def timing_number(self, key: str) -> float | None:
+        """A finite number of the timing section (``load_s``, ``throughput_ips``...), else None."""
+        timing = self.record.timing
+        return finite(getattr(timing, key, None)) if timing else None
+
+    def latency_raw(self, key: str) -> Any:
+        timing = self.record.timing
+        return _mapping(timing.latency_ms if timing else None).get(key)
+
+    def latency(self, key: str) -> float | None:
+        """A latency figure in ms (``p50``, ``p10``, ``cv``...), else None."""
+        return finite(self.latency_raw(key))
+
+    @property
+    def stopped_by(self) -> str | None:
+        timing = self.record.timing
+        return timing.stopped_by if timing else None
+
+    @property
+    def timestamp(self) -> str:
+        return timestamp_of(self.used)
+
+    @property
+    def message(self) -> str:
+        if self.used.invalid:
+            return f"invalid record: {self.used.invalid}"
+        if self.status == "ok":
+            return ""
+        return error_text(self.used)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} b{self.batch} opset {self.opset} {self.runtime} {self.precision}"
+
+
+def timestamp_of(loaded: LoadedRecord) -> str:
+    return str(loaded.record.timestamp_utc or "")
+
+
+def error_text(loaded: LoadedRecord) -> str:
+    error = loaded.record.error
+    kind, message = (error.type, error.message) if error else (None, None)
+    return f"{kind or 'Error'}: {message or '(no message)'}"
+
+
+def select_cells(records: Sequence[LoadedRecord], by_host: bool = True) -> list[Cell]:
+    """Group records by cell and pick the latest ok one (else the latest of any status)."""
+    groups: dict[tuple, list[LoadedRecord]] = {}
+    for loaded in records:
+        probe = Cell(loaded)
+        key = (*loaded.record.cell_key, probe.scope, probe.host if by_host else None)
+        groups.setdefault(tuple(_hashable(k) for k in key), []).append(loaded)
+    cells = []
+    for history in groups.values():
+        history.sort(key=lambda x: (timestamp_of(x), x.order))
+        ok = [x for x in history if x.status == "ok"]
+        cells.append(Cell(ok[-1] if ok else history[-1], history))
+    return sorted(cells, key=cell_order)
+
+
+def _hashable(value: Any) -> Hashable:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
+def group_cells(cells: Sequence[Cell], key: Callable[[Cell], Hashable]
+                ) -> tuple[dict[Any, list[Cell]], dict[Any, list[Cell]]]:
+    """Cells by ``key``, in cell order, split into groups with an ok cell (drawn) and groups without one:
+    those would be empty plots (usage errors, a runtime missing here); the report lists their cells apart."""
+    groups: dict[Any, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(key(cell), []).append(cell)
+    drawn = {k: v for k, v in groups.items() if any(c.ok for c in v)}
+    return drawn, {k: v for k, v in groups.items() if k not in drawn}
+
+
+# --- order --------------------------------------------------------------------------------------------------
+
+def family_of(model: str) -> str:
+    """The zoo family of a model (LeViT, MobileViT), else the name up to its first underscore."""
+    try:
+        from export.models import MODELS
+
+        if model in MODELS:
+            return MODELS[model].family
+    except ImportError:  # the export package is optional for reporting
+        pass
+    return model.split("_")[0] if "_" in model else model
+
+
+def model_rank(model: str) -> tuple:
+    """Zoo order (smallest model first), then by name for models outside the zoo."""
+    try:
+        from export.models import MODELS
+
+        names = list(MODELS)
+        return (names.index(model), model) if model in names else (len(names), model)
+    except ImportError:
+        return (0, model)
+
+
+def rank(value: str, order: Sequence[str]) -> tuple:
+    return (order.index(value), value) if value in order else (len(order), value)
+
+
+def cell_order(c: Cell) -> tuple:
+    return (family_of(c.model), model_rank(c.model), c.batch or 0, rank(c.runtime, RUNTIME_ORDER),
+            rank(c.precision, PRECISION_ORDER), -(c.opset or 0), str(c.scope), str(c.host))
+
+
+def batch_order(c: Cell) -> tuple:
+    """Within one model's batch table: runtime, precision, newest opset, then batch."""
+    return (rank(c.runtime, RUNTIME_ORDER), rank(c.precision, PRECISION_ORDER), -(c.opset or 0), c.batch or 0)
+
+
+# --- accuracy axis ------------------------------------------------------------------------------------------
+
+@dataclass
+class YValue:
+    value: float | None  # %
+    lo: float | None
+    hi: float | None
+    source: str  # "drift", "reference", or why it is missing
+
+
+def choose_y_metric(cells: Sequence[Cell], requested: str = "auto") -> str:
+    """``top1`` if every drift result is labelled and no weights are seeded (random), else ``agreement``."""
+    if requested not in Y_METRICS:
+        raise ReportError(f"--y must be one of {', '.join(Y_METRICS)}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    with_drift = [(c, c.drift) for c in cells if c.ok and c.drift is not None]
+    if with_drift and all(d.labelled and d.number("candidate_top1") is not None and c.weights != "seeded"
+                          for c, d in with_drift):
+        return "top1"
+    return "agreement"
+
+
+def y_label(metric: str) -> str:
+    return "top-1 accuracy (%)" if metric == "top1" else "top-1 agreement with Paddle (%)"
+
+
+def y_value(cell: Cell, metric: str, cells: Sequence[Cell]) -> YValue:
+    """The cell's accuracy (or agreement) in % with its 95 % interval.
+
+    Paddle FP32 without a drift result is the reference itself: 100 % agreement by definition, and its
+    top-1 is the ``reference_top1`` that other runtimes' drift results of the same model report.
+    """
+    drift = cell.drift
+    if cell.failed:
+        return YValue(None, None, None, cell.status)
+    if drift is None:
+        if cell.runtime == "paddle" and cell.precision == "fp32":
+            if metric == "agreement":
+                return YValue(100.0, None, None, "reference")
+            return _reference_top1(cell, cells)
+        return YValue(None, None, None, "drift missing")
+    if metric == "agreement":
+        value, ci = drift.number("agreement"), drift.interval("agreement_ci")
+    else:
+        value, ci = drift.number("candidate_top1"), drift.top1_interval
+    if value is None:
+        return YValue(None, None, None, f"drift has no {'agreement' if metric == 'agreement' else 'top-1'}")
+    lo, hi = (100 * ci[0], 100 * ci[1]) if ci else (None, None)
+    return YValue(100 * value, lo, hi, "drift")
+
+
+def _reference_top1(cell: Cell, cells: Sequence[Cell]) -> YValue:
+    for other in cells:
+        d = other.drift
+        if (other is not cell and other.ok and d is not None and other.model == cell.model
+                and other.weights == cell.weights and d.number("reference_top1") is not None):
+            ci = d.reference_top1_interval
+            return YValue(100 * d.number("reference_top1"), 100 * ci[0] if ci else None,
+                          100 * ci[1] if ci else None,
+                          f"reference_top1 of the {other.runtime} {other.precision} drift result")
+    return YValue(None, None, None, "no reference_top1 recorded for this model")
