@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.accuracy.gates import DEFAULT_GATES, GATE_METRICS
 from bench.harness.measure import SCOPES, MeasureParams
+from bench.records import DEFAULT_RESULTS
 from core.yamlio import ConfigError, ConfigReader, load_yaml
 from export.config import ExportConfig, parse_export_section, parse_models, parse_opsets
 from export.convert import MAX_OPSET, MIN_OPSET
@@ -89,7 +90,7 @@ class BenchConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     gates: dict[str, dict[str, float]] = field(default_factory=lambda: dict(DEFAULT_GATES))
-    results: Path = Path("results/runs.jsonl")
+    results: Path = DEFAULT_RESULTS
     artifacts: Path = Path("artifacts")
     source: str = "defaults"
 

@@ -33,6 +33,7 @@ from core.files import append_line
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
+DEFAULT_RESULTS = Path("results/runs.jsonl")  # git-ignored; the committed reference lives elsewhere
 READABLE_SCHEMAS = (1, 2)
 STATUSES = ("ok", "error", "skipped")
 

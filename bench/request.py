@@ -15,11 +15,11 @@ from typing import Any
 from bench.accuracy.drift_pass import DriftSettings
 from bench.config import OPSET_RANGE, canonical_runtime, expand_model_patterns
 from bench.harness.measure import MeasureParams
+from bench.records import DEFAULT_RESULTS
 from core.manifest import manifest_path_of
 from core.yamlio import ConfigError
 from runtimes.base import OptionError, Runtime, RuntimeOptions
 
-DEFAULT_RESULTS = Path("results/runs.jsonl")
 DEFAULT_ARTIFACTS = Path("artifacts")
 
 

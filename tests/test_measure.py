@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -14,10 +12,34 @@ from runtimes.base import RuntimeOptions
 from runtimes.null import NullRuntime
 
 
-class CountingRuntime(NullRuntime):
-    """The null runtime, counting calls; its first run is slow so the cold start is recognisable."""
+class FakeClock:
+    """Stands in for ``time.perf_counter_ns`` in the harness: time moves only when a run says so, so the
+    assertions below are exact instead of depending on how busy the machine is."""
 
-    first_run_s = 0.05
+    def __init__(self) -> None:
+        self.now = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.now
+
+    def advance_ms(self, ms: float) -> None:
+        self.now += int(ms * 1e6)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    import bench.harness.measure as harness
+
+    fake = FakeClock()
+    monkeypatch.setattr(harness, "time", fake)
+    return fake
+
+
+class CountingRuntime(NullRuntime):
+    """The null runtime, counting calls; with a fake clock its first run takes 50 ms and the others 1 ms."""
+
+    first_run_ms, run_ms = 50.0, 1.0
+    clock: FakeClock | None = None
 
     def __init__(self, options: RuntimeOptions) -> None:
         super().__init__(options)
@@ -29,8 +51,8 @@ class CountingRuntime(NullRuntime):
 
     def _run(self) -> None:
         self.runs += 1
-        if self.runs == 1:
-            time.sleep(self.first_run_s)
+        if self.clock is not None:
+            self.clock.advance_ms(self.first_run_ms if self.runs == 1 else self.run_ms)
 
     def _outputs(self):
         self.outputs_calls += 1
@@ -52,6 +74,12 @@ def _params(**kw) -> MeasureParams:
     return MeasureParams(**{**base, **kw})
 
 
+def counting(clock: FakeClock) -> CountingRuntime:
+    rt = CountingRuntime(RuntimeOptions())
+    rt.clock = clock
+    return rt
+
+
 def test_min_iterations_reached_when_duration_is_short(artifact):
     result = measure(NullRuntime(RuntimeOptions()), artifact, 2, _params(iterations=500))
     assert result.latency.count == 500  # stops as soon as both targets are met
@@ -59,26 +87,25 @@ def test_min_iterations_reached_when_duration_is_short(artifact):
     assert len(result.samples_ns) == 500
 
 
-def test_min_duration_reached_when_iterations_are_few(artifact):
-    result = measure(NullRuntime(RuntimeOptions()), artifact, 1, _params(iterations=3, min_duration_s=0.2))
-    assert result.wall_s >= 0.2
-    assert result.latency.count > 3
+def test_min_duration_reached_when_iterations_are_few(artifact, clock):
+    result = measure(counting(clock), artifact, 1, _params(iterations=3, min_duration_s=0.2))
+    assert result.latency.count == 200 and result.wall_s == pytest.approx(0.2)  # 200 runs of 1 ms
     assert result.stopped_by == "target"
 
 
-def test_max_duration_caps_the_loop(artifact):
-    result = measure(NullRuntime(RuntimeOptions()), artifact, 1,
+def test_max_duration_caps_the_loop(artifact, clock):
+    result = measure(counting(clock), artifact, 1,
                      _params(iterations=10**9, min_duration_s=0.0, max_duration_s=0.1))
     assert result.stopped_by == "max_duration"
-    assert 0.1 <= result.wall_s < 2.0
+    assert result.latency.count == 100 and result.wall_s == pytest.approx(0.1)
 
 
-def test_first_run_is_apart_and_warmup_count_is_honoured(artifact):
-    rt = CountingRuntime(RuntimeOptions())
+def test_first_run_is_apart_and_warmup_count_is_honoured(artifact, clock):
+    rt = counting(clock)
     result = measure(rt, artifact, 1, _params(warmup=7, iterations=20))
-    assert rt.runs == 1 + 7 + result.latency.count
-    assert result.first_run_ms >= CountingRuntime.first_run_s * 1e3
-    assert result.latency.max < CountingRuntime.first_run_s * 1e3  # the cold run is not a sample
+    assert rt.runs == 1 + 7 + result.latency.count and result.latency.count == 20
+    assert result.first_run_ms == pytest.approx(50.0)
+    assert result.latency.max == pytest.approx(1.0)  # the cold run is not a sample
     assert rt.prepares == 1  # compute scope: inputs prepared once, outside the timed region
     assert rt.outputs_calls == 0
     assert result.load_s >= 0 and result.warmup == 7
@@ -92,6 +119,11 @@ def test_end2end_scope_times_prepare_run_and_outputs(artifact):
     assert rt.prepares == 1 + steps  # the untimed prepare, then one inside every step
     assert rt.outputs_calls == steps
     assert result.timing_dict()["scope"] == "end2end"
+
+
+def test_throughput_is_batch_times_runs_over_the_loop_wall_time(artifact, clock):
+    result = measure(counting(clock), artifact, 4, _params(iterations=50))
+    assert result.throughput_ips == pytest.approx(4 * 50 / 0.050)  # 50 runs of 1 ms, 4 images each
 
 
 def test_device_times_are_collected_when_offered(artifact):

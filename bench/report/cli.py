@@ -7,12 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
+from bench.records import DEFAULT_RESULTS
 from bench.report.build import build_report
 from bench.report.compare import compare
 from bench.report.markdown import atomic_write_text
 from bench.report.results import Y_METRICS, ReportError
 
-DEFAULT_RESULTS = Path("results/runs.jsonl")
 DEFAULT_OUT = Path("results/report")
 
 
