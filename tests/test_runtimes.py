@@ -279,6 +279,20 @@ def test_ort_runs_the_model_files_precision(artifact):
         rt.load(artifact)
 
 
+def test_ort_runs_fp16_and_int8_model_files_as_they_are(onnx_artifact, tmp_path):
+    from reduced_models import fp16_model, int8_qdq_model
+
+    reference, _ = infer("ort", Artifact.from_manifest(onnx_artifact), 4)
+    for make, precision, cosine in ((fp16_model, "fp16", 0.9999), (int8_qdq_model, "int8", 0.9)):
+        reduced = Artifact.from_manifest(make(onnx_artifact, tmp_path))
+        out, rt = infer("ort", reduced, 4, precision=precision)
+        assert rt.effective["precision"] == rt.effective["model_precision"] == precision
+        a, b = out.ravel(), reference.ravel()
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= cosine
+        with pytest.raises(SilentChangeError, match=f"is {precision}, not fp32"):
+            infer("ort", reduced, 1)  # fp32 asked of a reduced file
+
+
 @pytest.mark.parametrize(("device", "choice", "expected"), [
     ("cpu", None, ("CPUExecutionProvider", 0)),
     ("cuda", None, ("CUDAExecutionProvider", 0)),
