@@ -106,6 +106,8 @@ class OrtRuntime(Runtime):
         row, self._device_id = provider_for(options.device, self.own.provider)
         self._provider = row.ort_name
         self._gpu = row.device_kind != "cpu"
+        # As early as the request is known, before anything loads TensorRT or cuBLAS (the probe does).
+        self._tf32_note = keep_tensorrt_fp32(self._provider, self.own.tf32, options.precision)
 
     @classmethod
     def probe(cls, device: str | None = None, provider: str | None = None) -> Availability:
@@ -185,9 +187,8 @@ class OrtRuntime(Runtime):
         so.enable_profiling = True
         so.profile_file_prefix = str(profile_dir / "placement")
         own = self.own
-        note = keep_tensorrt_fp32(self._provider, own.tf32, artifact.precision)
-        if note:
-            self.notes.append(note)
+        if self._tf32_note and artifact.precision == "fp32":
+            self.notes.append(self._tf32_note)
         trt_options = tensorrt_options(artifact.precision, own.trt_engine_cache_dir) \
             if self._provider == TENSORRT else None
         return create_session(ort, str(artifact.onnx_path), so, self._provider, self._device_id, tf32=own.tf32,

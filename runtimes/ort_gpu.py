@@ -267,16 +267,17 @@ def classify_session_error(exc: Exception, provider: str, device_id: int) -> Exc
 
 
 # --- TF32 --------------------------------------------------------------------------------------------------
-def keep_tensorrt_fp32(provider: str, tf32: bool, model_precision: str) -> str | None:
+def keep_tensorrt_fp32(provider: str, tf32: bool, precision: str) -> str | None:
     """For fp32 on the TensorRT provider, set ``NVIDIA_TF32_OVERRIDE=0`` before TensorRT loads (its only TF32
-    switch); returns a note when that cannot be done (set otherwise, or TensorRT/cuBLAS already loaded)."""
-    if provider != TENSORRT or tf32 or model_precision != "fp32":
+    switch); returns a note when that cannot be done (set otherwise, or TensorRT/cuBLAS already loaded).
+    Process-wide, so it is done only for that request; the sweep runs one process per cell."""
+    if provider != TENSORRT or tf32 or precision != "fp32":
         return None
     value = os.environ.get("NVIDIA_TF32_OVERRIDE")
     if value == "0":
         return None
     if value is None and not mapped_libraries(r"^lib(nvinfer|cublas)"):
-        os.environ["NVIDIA_TF32_OVERRIDE"] = "0"  # process-wide; the sweep runs one process per cell
+        os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
         log.info("ort: set NVIDIA_TF32_OVERRIDE=0 so TensorRT engines run fp32, not TF32")
         return None
     why = f"NVIDIA_TF32_OVERRIDE={value}" if value is not None else "TensorRT was loaded before this session"
