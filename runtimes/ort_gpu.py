@@ -280,7 +280,7 @@ def keep_tensorrt_fp32(provider: str, tf32: bool, precision: str) -> str | None:
         os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
         log.info("ort: set NVIDIA_TF32_OVERRIDE=0 so TensorRT engines run fp32, not TF32")
         return None
-    why = f"NVIDIA_TF32_OVERRIDE={value}" if value is not None else "TensorRT was loaded before this session"
+    why = f"NVIDIA_TF32_OVERRIDE={value}" if value is not None else "TensorRT or cuBLAS was already loaded"
     return (f"the TensorRT provider may run fp32 layers in TF32 ({why}): start the process with "
             f"NVIDIA_TF32_OVERRIDE=0 for IEEE fp32")
 
