@@ -52,3 +52,11 @@ def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
+
+
+@nox.session(default=False)
+def gpu(session: nox.Session) -> None:
+    """On an NVIDIA GPU machine: install .[gpu] (onnxruntime-gpu, never CPU onnxruntime; TensorRT 10), then run
+    benchmarks/gpu_check.sh (GPU tests, the small GPU sweep, its report)."""
+    session.install("-e", ".[gpu]")
+    session.run("bash", "benchmarks/gpu_check.sh", *session.posargs, external=True)

@@ -209,7 +209,7 @@ def cmd_list(argv: list[str]) -> int:
     for a in found:
         state = "available  " if a.available else "unavailable"
         print(f"{a.name.ljust(width)}  {state}  {a.detail if a.available else a.reason}".rstrip())
-        extra = []
+        extra = list(a.notes)
         if aliases.get(a.name):
             extra.append(f"aliases: {', '.join(aliases[a.name])}")
         options = describe_options(a.name)

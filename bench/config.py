@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("bench.yaml")
 ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+GATE_PRECISIONS = (*ALL_PRECISIONS, "tf32")  # tf32: what GPU fp32 records when TF32 math ran
 OPSET_RANGE = (MIN_OPSET, MAX_OPSET)  # what paddle2onnx can write
 _FRACTION_METRICS = ("agreement", "cosine", "cosine_mean")
 
@@ -206,7 +207,7 @@ class _Parser(ConfigReader):
         gates: dict[str, dict[str, float]] = {}
         for precision, metrics in self.mapping(data, "gates", None).items():
             key = f"gates.{precision}"
-            self.choice(precision, key, ALL_PRECISIONS, what="precision")
+            self.choice(precision, key, GATE_PRECISIONS, what="precision")
             gates[precision] = {}
             for metric, value in self.mapping(metrics, key, GATE_METRICS).items():
                 mkey = f"{key}.{metric}"

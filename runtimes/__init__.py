@@ -37,7 +37,7 @@ _REQUIRES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "paddle": (("paddle", "export", ""),),
     "ort": (("onnxruntime", "ort", ""),),
     "ov": (("openvino", "ov", ""),),
-    "trt": (("tensorrt", "trt", "needs an NVIDIA GPU and NVIDIA's package index"),),
+    "trt": (("tensorrt", "trt", "TensorRT 10.x: tensorrt-cu13>=10.13.2,<11; needs an NVIDIA GPU"),),
 }
 # Runtimes for testing the harness itself; hidden from list_runtimes() unless asked for.
 TEST_RUNTIMES = frozenset({"null"})

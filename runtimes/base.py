@@ -55,6 +55,7 @@ class Availability:
     available: bool
     reason: str = ""  # why not, with the install hint
     detail: str = ""  # versions, devices, providers seen
+    notes: tuple[str, ...] = ()  # more lines for `bench list`: e.g. each GPU provider, usable or why not
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class Runtime(abc.ABC):
             try:
                 self._close()
             finally:
-                self._state = "closed"
+                self._state = "closed"  # a failed close is not retried: it would free twice
 
     def versions(self) -> dict[str, str]:
         return {}
@@ -189,8 +190,14 @@ class Runtime(abc.ABC):
     def __enter__(self) -> Runtime:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc_type is None:
+                raise
+            # The error that is propagating says what went wrong; a cleanup error must not replace it.
+            log.warning("%s: close() failed while %s propagates", self.name, exc_type.__name__, exc_info=True)
 
     def _expect(self, *states: str) -> None:
         if self._state not in states:

@@ -6,13 +6,20 @@ the nodes TensorRT declines, as ORT intends). Sessions use ORT_ENABLE_ALL, seque
 and ``threads`` (default: physical cores) intra-op threads. Inputs are bound once with I/O binding; on GPU
 they live in device memory, so ``run()`` times compute, not host copies.
 
-Silent fallback (anchors 4H): ORT quietly runs on CPU when a GPU provider fails to load, so ``load()``
-raises :class:`SilentChangeError` when the requested provider is missing from ``session.get_providers()``.
-On GPU it also runs the model once with profiling to record which provider ran each node
-(``effective["node_placement"]``); compute ops on CPU raise, shape-only ops placed on CPU by design are
-noted. The option ``strict_placement=true`` sets ``session.disable_cpu_ep_fallback`` so ORT itself refuses
-any CPU node. That first run also moves lazy work (TensorRT EP engine builds, cuDNN algorithm search) into
-``load()``.
+Precision: ORT runs the model file as it is, so the precision asked must be the model file's (an fp16 or
+int8 QDQ export for fp16/int8). On CUDA, fp32 means IEEE fp32: ``use_tf32=0`` is always passed (ORT's
+default is TF32) and read back; the option ``tf32=true`` allows TF32 and records the precision as ``tf32``.
+The TensorRT provider has no TF32 switch: for fp32 the adapter sets ``NVIDIA_TF32_OVERRIDE=0`` before
+TensorRT loads, or records ``tf32``.
+
+GPU sessions (``runtimes.ort_gpu``): ``load()`` first checks the provider can run here (driver, GPU, the
+CUDA/cuDNN/TensorRT libraries, one onnxruntime package) and raises one :class:`RuntimeUnavailable` line if
+not; the session is created without ORT's silent retry on other providers. It then runs the model once
+with profiling and judges which provider ran each node (``runtimes.ort_placement``): real work on CPU, or
+TensorRT taking no subgraph, raises :class:`SilentChangeError`; ORT's shape arithmetic on CPU is noted. The
+option ``strict_placement=true`` sets ``session.disable_cpu_ep_fallback`` so ORT itself refuses any CPU node
+(shape arithmetic included). That first run also moves lazy work (TensorRT EP engine builds, cuDNN algorithm
+search) into ``load()``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -31,6 +37,16 @@ from core.artifact import Artifact
 from runtimes.base import Availability, OptionError, Runtime, RuntimeUnavailable, SilentChangeError
 from runtimes.deps import MissingDependency, is_installed, require
 from runtimes.host import default_threads, feed_batch, parse_device
+from runtimes.ort_gpu import (
+    GPU_INSTALL,
+    create_session,
+    keep_tensorrt_fp32,
+    ort_distributions,
+    provider_status,
+    tensorrt_options,
+    tf32_effective,
+)
+from runtimes.ort_placement import CPU, CUDA, TENSORRT, placement_verdict
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +64,9 @@ class Provider:
 
 # Adding a provider is one row here (and, for a new device kind, a device in OrtRuntime.devices).
 PROVIDER_TABLE = (
-    Provider("cpu", "CPUExecutionProvider", "cpu"),
-    Provider("cuda", "CUDAExecutionProvider", "cuda"),
-    Provider("tensorrt", "TensorrtExecutionProvider", "cuda", fallbacks=("CUDAExecutionProvider",),
-             aliases=("trt",)),
+    Provider("cpu", CPU, "cpu"),
+    Provider("cuda", CUDA, "cuda"),
+    Provider("tensorrt", TENSORRT, "cuda", fallbacks=(CUDA,), aliases=("trt",)),
 )
 PROVIDERS = {p.key: p.ort_name for p in PROVIDER_TABLE}
 
@@ -59,15 +74,9 @@ PROVIDERS = {p.key: p.ort_name for p in PROVIDER_TABLE}
 @dataclass(frozen=True)
 class OrtOptions:
     provider: str | None = None  # default: the device's first provider in PROVIDER_TABLE
-    strict_placement: bool = False
-_GPU_HINT = "install onnxruntime-gpu: pip install -e .[ort-gpu]"
-# Op types whose presence on the CPU provider in a GPU session means real work left the GPU.
-COMPUTE_OPS = frozenset({
-    "Conv", "ConvTranspose", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "BatchNormalization",
-    "LayerNormalization", "SkipLayerNormalization", "Softmax", "Attention", "MultiHeadAttention",
-    "AveragePool", "GlobalAveragePool", "MaxPool", "HardSwish", "HardSigmoid", "Sigmoid", "Relu", "Erf",
-})
-_CPU = PROVIDERS["cpu"]
+    strict_placement: bool = False  # ORT's own refusal of any CPU node (shape arithmetic included)
+    tf32: bool = False  # CUDA provider: allow TF32 matmul/conv (ORT's default); recorded as precision tf32
+    trt_engine_cache_dir: str | None = None  # TensorRT provider: engine and timing cache folder
 
 
 def provider_for(device: str, choice: str | None = None) -> tuple[Provider, int]:
@@ -84,22 +93,11 @@ def provider_for(device: str, choice: str | None = None) -> tuple[Provider, int]
     raise OptionError(f"unknown ORT provider {choice!r}; choose one of {', '.join(PROVIDERS)}")
 
 
-def placement_from_profile(events: list[dict]) -> dict[str, Counter]:
-    """Per provider, how many nodes of each op type ran, from an ORT profiling trace."""
-    placement: dict[str, Counter] = {}
-    for event in events:
-        args = event.get("args") or {}
-        is_kernel = event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
-        if is_kernel and "provider" in args:
-            placement.setdefault(args["provider"], Counter())[args.get("op_name", "?")] += 1
-    return placement
-
-
 class OrtRuntime(Runtime):
-    """ONNX Runtime session with I/O binding; see the module docstring for provider selection."""
+    """ONNX Runtime session with I/O binding; see the module docstring for providers and precision."""
 
     name: ClassVar[str] = "ort"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")  # the model file's; see _check_precision
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     Options: ClassVar[type] = OrtOptions
 
@@ -107,124 +105,131 @@ class OrtRuntime(Runtime):
         super().__init__(options)
         row, self._device_id = provider_for(options.device, self.own.provider)
         self._provider = row.ort_name
-        self._fallbacks = row.fallbacks
+        self._gpu = row.device_kind != "cpu"
+        # As early as the request is known, before anything loads TensorRT or cuBLAS (the probe does).
+        self._tf32_note = keep_tensorrt_fp32(self._provider, self.own.tf32, options.precision)
 
     @classmethod
     def probe(cls, device: str | None = None, provider: str | None = None) -> Availability:
+        """Available = the provider can run here now (library, driver, GPU), not merely compiled in."""
         if not is_installed("onnxruntime"):
             return Availability(cls.name, False, str(MissingDependency("onnxruntime", "ort")))
         try:
             ort = require("onnxruntime", "ort")
-            available = ort.get_available_providers()
-            detail = f"onnxruntime {ort.__version__}; providers: {', '.join(available)}"
-            if device is not None:
-                wanted = provider_for(device, provider)[0].ort_name
-                if wanted not in available:
-                    return Availability(cls.name, False, f"{wanted} not available; {_GPU_HINT}", detail)
-        except Exception as exc:
+            dists = ", ".join(ort_distributions()) or f"onnxruntime {ort.__version__}"
+            detail = f"{dists}; providers compiled in: {', '.join(ort.get_available_providers())}"
+            if device is None:
+                return Availability(cls.name, True, detail=detail, notes=gpu_provider_lines())
+            row, index = provider_for(device, provider)
+            if row.device_kind == "cpu":
+                return Availability(cls.name, True, detail=detail)
+            status = provider_status(row.ort_name, index)
+            if not status.usable:
+                return Availability(cls.name, False, status.reason, detail)
+            where = status.detail.get("gpu", f"cuda:{index}")
+            return Availability(cls.name, True, detail=f"{detail}; {row.ort_name} usable on {where}")
+        except Exception as exc:  # noqa: BLE001 - probe must never raise
             return Availability(cls.name, False, f"{type(exc).__name__}: {exc}")
-        return Availability(cls.name, True, detail=detail)
 
     # --- lifecycle hooks ----------------------------------------------------------------------------------
     def _load(self, artifact: Artifact) -> None:
-        ort = require("onnxruntime", "ort")
-        self._ort = ort
-        available = ort.get_available_providers()
-        if self._provider not in available:
-            raise RuntimeUnavailable(
-                f"{self._provider} not available in onnxruntime {ort.__version__} "
-                f"(has {', '.join(available)}); {_GPU_HINT}"
-            )
-        gpu = self._provider != _CPU
-        strict = self.own.strict_placement and gpu
+        ort = self._ort = require("onnxruntime", "ort")
+        self._check_precision(artifact)
         threads = self.options.threads or default_threads()
-        so = self._session_options(ort, threads, strict)
-        profile_dir = None
-        if gpu:
-            profile_dir = tempfile.TemporaryDirectory(prefix="ort-placement-")
-            so.enable_profiling = True
-            so.profile_file_prefix = str(Path(profile_dir.name) / "placement")
-
-        providers: list = [(self._provider, {"device_id": self._device_id})]
-        providers += [(name, {"device_id": self._device_id}) for name in self._fallbacks]
-        if gpu and not strict:
-            providers.append(_CPU)
-        try:
-            self._session = ort.InferenceSession(str(artifact.onnx_path), so, providers=providers)
-        except Exception as exc:
-            if strict and "fallback to CPU EP has been explicitly disabled" in str(exc):
-                msg = f"{self._provider} cannot run every node (strict placement): {exc}"
-                raise SilentChangeError(msg) from exc
-            raise
-        active = self._session.get_providers()
-        if self._provider not in active:
-            raise SilentChangeError(
-                f"asked for {self._provider} but the session runs on {active}: the provider failed to load "
-                f"(missing CUDA/cuDNN/TensorRT libraries?) and ORT fell back silently"
-            )
-        self._input_name, self._output_name = artifact.input_name, artifact.output_name
-        self._binding = self._session.io_binding()
-        self._device = "cuda" if gpu else "cpu"
-        self.effective = {
-            "provider": self._provider,
-            "providers_active": active,
-            "device": f"cuda:{self._device_id}" if gpu else "cpu",
-            "precision": artifact.precision,
-            "graph_optimization": "ORT_ENABLE_ALL",
-            "execution_mode": "sequential",
-            "intra_op_threads": threads,
-            "inter_op_threads": 1,
-            "io_binding": True,
-            "inputs_on_device": gpu,
-            "strict_placement": strict,
-            "model_precision": artifact.precision,
-        }
-        if gpu:
-            try:
-                self._check_placement(artifact)
-            finally:
-                profile_dir.cleanup()
-
-    @staticmethod
-    def _session_options(ort, threads: int, strict: bool):
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        if strict:
-            # ORT then fails session creation instead of assigning any node to CPU; listing the CPU provider
-            # as well is rejected as a conflicting configuration, so it is left out.
-            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        return so
+        profile_dir = None
+        try:
+            if self._gpu:
+                profile_dir = tempfile.TemporaryDirectory(prefix="ort-placement-")
+                self._session = self._gpu_session(ort, artifact, so, Path(profile_dir.name))
+            else:
+                self._session = ort.InferenceSession(str(artifact.onnx_path), so, providers=[CPU])
+            self._input_name, self._output_name = artifact.input_name, artifact.output_name
+            self._binding = self._session.io_binding()
+            self.effective = {
+                "provider": self._provider,
+                "providers_active": self._session.get_providers(),
+                "device": f"cuda:{self._device_id}" if self._gpu else "cpu",
+                "precision": artifact.precision,
+                "model_precision": artifact.precision,
+                "graph_optimization": "ORT_ENABLE_ALL",
+                "execution_mode": "sequential",
+                "intra_op_threads": threads,
+                "inter_op_threads": 1,
+                "io_binding": True,
+                "inputs_on_device": self._gpu,
+                "strict_placement": self._gpu and self.own.strict_placement,
+            }
+            if self._gpu:
+                self._record_gpu(artifact)
+        finally:
+            if profile_dir is not None:
+                profile_dir.cleanup()
+
+    def _check_precision(self, artifact: Artifact) -> None:
+        """ORT runs the model file as it is: a precision other than the file's would be a silent change."""
+        asked, stored = self.options.precision, artifact.precision
+        if asked != stored:
+            raise SilentChangeError(
+                f"ort runs the model file's precision: {artifact.model_path.name} of {artifact.model} is "
+                f"{stored}, not {asked}; run the {asked} export of the model, or ask --precision {stored}")
+
+    # --- GPU: session, precision read-back, placement -------------------------------------------------------
+    def _gpu_session(self, ort, artifact: Artifact, so, profile_dir: Path):
+        """A session on the GPU provider, or one clear error (``runtimes.ort_gpu``); profiling on for one run."""
+        status = provider_status(self._provider, self._device_id)  # also loads the CUDA/TensorRT libraries
+        if not status.usable:
+            raise RuntimeUnavailable(status.reason)  # one line; ORT never gets to print its fallback banner
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_dir / "placement")
+        own = self.own
+        if self._tf32_note and artifact.precision == "fp32":
+            self.notes.append(self._tf32_note)
+        trt_options = tensorrt_options(artifact.precision, own.trt_engine_cache_dir) \
+            if self._provider == TENSORRT else None
+        return create_session(ort, str(artifact.onnx_path), so, self._provider, self._device_id, tf32=own.tf32,
+                              strict=own.strict_placement, trt_options=trt_options)
+
+    def _record_gpu(self, artifact: Artifact) -> None:
+        fields, precision = tf32_effective(self._session, self._provider, artifact.precision)
+        self.effective.update(fields)
+        self.effective["precision"] = precision
+        if precision == "tf32":
+            self.notes.append("fp32 ran with TF32 matmuls/convolutions (10-bit mantissa): judged by the tf32 "
+                              "drift gates, not fp32's")
+        self._check_placement(artifact)
 
     def _check_placement(self, artifact: Artifact) -> None:
-        """One profiled run on zeros; record per-node providers, raise if compute ops ran on CPU."""
+        """One profiled run on zeros; the per-node placement verdict is recorded, a bad one raises."""
         self._bind(np.zeros(artifact.batch_shape(self.options.batch), dtype=artifact.input_dtype))
         self._session.run_with_iobinding(self._binding)
         profile = self._session.end_profiling()  # also switches profiling off for the timed runs
-        placement = placement_from_profile(json.loads(Path(profile).read_text()))
-        self.effective["node_placement"] = {p: dict(c) for p, c in placement.items()}
+        verdict = placement_verdict(json.loads(Path(profile).read_text()), self._provider)
+        self.effective["node_placement"] = verdict.summary()
         self.effective["load_includes_first_run"] = True
         self.notes.append("load() ran the model once (placement check); the harness's first run is not cold")
-        on_cpu = placement.get(_CPU, Counter())
-        if on_cpu:
-            heavy = sorted(set(on_cpu) & COMPUTE_OPS)
-            if heavy:
-                raise SilentChangeError(f"{self._provider} left compute ops on CPU: {', '.join(heavy)}")
-            self.notes.append(f"{sum(on_cpu.values())} shape-only node(s) ran on CPU by ORT's design: "
-                              f"{', '.join(sorted(on_cpu))}")
+        self.notes.extend(verdict.notes)
+        if not verdict.ok:
+            raise SilentChangeError(verdict.problem)
+        if artifact.precision == "int8" and self._provider == CUDA and not verdict.int8_kernels.get(CUDA):
+            self.notes.append("the CUDA provider ran no int8 kernel: this QDQ model ran as DequantizeLinear + "
+                              "float kernels (int8 rounding, float speed)")
 
+    # --- run ------------------------------------------------------------------------------------------------
     def _bind(self, array: np.ndarray) -> None:
         self._binding.clear_binding_inputs()
         self._binding.clear_binding_outputs()
-        if self._device == "cpu":
+        if not self._gpu:
             self._binding.bind_cpu_input(self._input_name, array)
         else:
             # One host-to-device copy here, outside the timed region; run() then reads device memory.
             value = self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
             self._binding.bind_ortvalue_input(self._input_name, value)
-        self._binding.bind_output(self._output_name, self._device, self._device_id)
+        self._binding.bind_output(self._output_name, "cuda" if self._gpu else "cpu", self._device_id)
         self._bound = array  # the binding does not own host memory; keep it alive
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
@@ -242,4 +247,25 @@ class OrtRuntime(Runtime):
         self._binding = self._session = self._bound = None
 
     def versions(self) -> dict[str, str]:
-        return {"onnxruntime": require("onnxruntime", "ort").__version__}
+        found = {"onnxruntime": require("onnxruntime", "ort").__version__}
+        dists = ort_distributions()
+        if dists:
+            found["onnxruntime_distribution"] = ", ".join(dists)
+        return found
+
+
+def gpu_provider_lines() -> tuple[str, ...]:
+    """One ``bench list`` line per GPU provider: usable here, or why not."""
+    gpu_rows = [row for row in PROVIDER_TABLE if row.device_kind != "cpu"]
+    compiled_in = require("onnxruntime", "ort").get_available_providers()
+    if len(ort_distributions()) < 2 and not any(row.ort_name in compiled_in for row in gpu_rows):
+        return (f"--device cuda: no GPU provider in this onnxruntime build (the CPU package); on an NVIDIA "
+                f"machine: {GPU_INSTALL}",)
+    lines = []
+    for row in gpu_rows:
+        status = provider_status(row.ort_name)
+        state = f"usable on {status.detail.get('gpu', 'cuda:0')}" if status.usable else "unusable"
+        reason = status.reason.removeprefix(f"{row.ort_name} unusable: ")
+        lines.append(f"--device cuda{'' if row.key == 'cuda' else f' --option provider={row.key}'}: "
+                     f"{row.ort_name} {state}{': ' + reason if reason else ''}")
+    return tuple(lines)

@@ -57,8 +57,9 @@ def test_overrides_and_aliases():
     ({"export": {"opsets": []}}, "bench.yaml: export.opsets: must not be empty"),
     ({"export": {"batch": 0}}, "bench.yaml: export.batch: invalid batch 0; allowed: dynamic"),
     ({"sweep": {"batches": [1, 0]}}, "bench.yaml: sweep.batches[1]: expected an integer >= 1, got 0"),
-    ({"sweep": {"precisions": {"ort": ["fp32", "fp16"]}}},
-     "bench.yaml: sweep.precisions.ort[1]: runtime 'ort' does not support precision 'fp16'; allowed: fp32"),
+    ({"sweep": {"precisions": {"ort": ["fp32", "bf16"]}}},
+     "bench.yaml: sweep.precisions.ort[1]: runtime 'ort' does not support precision 'bf16'; allowed: fp32, fp16, "
+     "int8"),
     ({"sweep": {"precisions": {"onnx": ["fp32"]}}}, "sweep.precisions.onnx: unknown runtime 'onnx'"),
     ({"measure": {"warmup": -1}}, "bench.yaml: measure.warmup: expected an integer >= 0, got -1"),
     ({"measure": {"iterations": 2.5}}, "measure.iterations: expected an integer >= 1"),

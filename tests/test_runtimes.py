@@ -19,10 +19,19 @@ import pytest
 
 import runtimes
 from core.artifact import Artifact
-from runtimes.base import LifecycleError, OptionError, Runtime, RuntimeOptions, RuntimeUnavailable, parse_options
+from runtimes.base import (
+    LifecycleError,
+    OptionError,
+    Runtime,
+    RuntimeOptions,
+    RuntimeUnavailable,
+    SilentChangeError,
+    parse_options,
+)
 from runtimes.deps import is_installed
 from runtimes.host import default_threads
-from runtimes.ort import PROVIDER_TABLE, PROVIDERS, placement_from_profile, provider_for
+from runtimes.ort import PROVIDER_TABLE, PROVIDERS, provider_for
+from runtimes.ort_placement import placement_verdict
 from runtimes.trt import TRT_MISSING
 
 CONTRACT = ["paddle", "ort", "ov", "null"]
@@ -232,7 +241,7 @@ def test_null_outputs_zeros_of_the_declared_shape(artifact):
 
 
 @pytest.mark.parametrize(("name", "precision", "allowed"), [
-    ("ort", "fp16", "fp32"),
+    ("ort", "bf16", "fp32, fp16, int8"),
     ("paddle", "bf16", "fp32"),
     ("ov", "int8", "fp32, bf16, fp16"),
 ])
@@ -254,10 +263,34 @@ def test_ort_cuda_unavailable_says_how_to_install(artifact):
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDAExecutionProvider; the missing-provider error cannot occur")
     rt = runtimes.get_runtime("ort")(RuntimeOptions(device="cuda"))
-    hint = r"CUDAExecutionProvider not available.*pip install -e \.\[ort-gpu\]"
+    hint = r"CUDAExecutionProvider is not in this onnxruntime build.*pip install -e '\.\[gpu\]'"
     with pytest.raises(RuntimeUnavailable, match=hint):
         rt.load(artifact)
-    assert not runtimes.probe("ort", device="cuda").available
+    availability = runtimes.probe("ort", device="cuda")
+    assert not availability.available and "onnxruntime-gpu" in availability.reason
+    listed = runtimes.probe("ort")  # what `bench list` shows: CPU works, the GPU line says why not
+    assert listed.available and any("no GPU provider in this onnxruntime build" in n for n in listed.notes)
+
+
+def test_ort_runs_the_model_files_precision(artifact):
+    """ORT cannot lower a model: fp16 asked of an fp32 file is a silent change, refused before any run."""
+    rt = runtimes.get_runtime("ort")(RuntimeOptions(precision="fp16"))
+    with rt, pytest.raises(SilentChangeError, match="model.onnx of Tiny is fp32, not fp16"):
+        rt.load(artifact)
+
+
+def test_ort_runs_fp16_and_int8_model_files_as_they_are(onnx_artifact, tmp_path):
+    from reduced_models import fp16_model, int8_qdq_model
+
+    reference, _ = infer("ort", Artifact.from_manifest(onnx_artifact), 4)
+    for make, precision, cosine in ((fp16_model, "fp16", 0.9999), (int8_qdq_model, "int8", 0.9)):
+        reduced = Artifact.from_manifest(make(onnx_artifact, tmp_path))
+        out, rt = infer("ort", reduced, 4, precision=precision)
+        assert rt.effective["precision"] == rt.effective["model_precision"] == precision
+        a, b = out.ravel(), reference.ravel()
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= cosine
+        with pytest.raises(SilentChangeError, match=f"is {precision}, not fp32"):
+            infer("ort", reduced, 1)  # fp32 asked of a reduced file
 
 
 @pytest.mark.parametrize(("device", "choice", "expected"), [
@@ -325,8 +358,8 @@ def test_ort_records_session_settings(artifact):
     assert rt.versions()["onnxruntime"]
 
 
-def test_ort_placement_from_a_real_profile(artifact, tmp_path):
-    """The parser that guards GPU sessions against CPU fallback, fed a real ORT profiling trace."""
+def test_ort_placement_verdict_on_a_real_profile(artifact, tmp_path):
+    """The verdict that guards GPU sessions, fed a real ORT profiling trace of a CPU session."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -334,9 +367,13 @@ def test_ort_placement_from_a_real_profile(artifact, tmp_path):
     so.profile_file_prefix = str(tmp_path / "p")
     session = ort.InferenceSession(str(artifact.onnx_path), so, providers=["CPUExecutionProvider"])
     session.run(None, make_feed(artifact, 1))
-    placement = placement_from_profile(json.loads(Path(session.end_profiling()).read_text()))
-    assert set(placement) == {"CPUExecutionProvider"}
-    assert sum(placement["CPUExecutionProvider"].values()) >= 3  # conv, pooling, gemm at least
+    events = json.loads(Path(session.end_profiling()).read_text())
+    verdict = placement_verdict(events, "CPUExecutionProvider")
+    assert verdict.ok and set(verdict.placement) == {"CPUExecutionProvider"}
+    assert sum(verdict.placement["CPUExecutionProvider"].values()) >= 3  # conv, pooling, gemm at least
+    # What a CUDA session that silently came up on CPU records: refused, naming the work that left the GPU.
+    silent = placement_verdict(events, "CUDAExecutionProvider")
+    assert not silent.ok and "CUDAExecutionProvider left work on CPU: " in silent.problem and "Conv" in silent.problem
 
 
 # --- OpenVINO -------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ DEFAULT_GATES: dict[str, dict[str, float]] = {
     "fp16": {"agreement": 0.99, "cosine": 0.999},
     "bf16": {"agreement": 0.99, "cosine": 0.999},
     "int8": {"agreement": 0.95, "cosine": 0.99},
+    "tf32": {"agreement": 0.99, "cosine": 0.9999},  # fp32 asked, TF32 matmuls ran (GPU): 10-bit mantissa
 }
 # gate key -> (DriftResult field, direction): "min" means value >= threshold passes.
 GATE_METRICS = {

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddle2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
             "openvino", "tensorrt", "numpy")
-ENV_VARS = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "OV_CPU_THREADS_NUM", "GLOG_minloglevel")
+ENV_VARS = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "OV_CPU_THREADS_NUM", "GLOG_minloglevel",
+            "NVIDIA_TF32_OVERRIDE")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
 
 
