@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from core.artifact import Artifact
+from core.proc import keep_signal_handlers
 from runtimes.base import Availability, Runtime, RuntimeUnavailable
 from runtimes.deps import MissingDependency, is_installed, require
 from runtimes.host import default_threads, feed_batch, parse_device
@@ -34,8 +35,9 @@ class PaddleRuntime(Runtime):
         try:
             if device is not None:
                 parse_device(cls.name, device, cls.devices)
-            paddle = require("paddle", "export")
-            require("paddle.inference", "export")
+            with keep_signal_handlers():
+                paddle = require("paddle", "export")
+                require("paddle.inference", "export")
         except Exception as exc:
             return Availability(cls.name, False, str(exc))
         return Availability(cls.name, True, detail=f"paddlepaddle {paddle.__version__}, CPU (oneDNN)")
@@ -45,7 +47,8 @@ class PaddleRuntime(Runtime):
         if files is None or not all(f.is_file() for f in files):
             raise RuntimeUnavailable(f"{artifact.model}: no Paddle inference model beside the export")
         model_file, params_file = files
-        inference = require("paddle.inference", "export")
+        with keep_signal_handlers():  # paddle's C++ SIGTERM handler would end a cell without a word
+            inference = require("paddle.inference", "export")
         threads = self.options.threads or default_threads()
         config = inference.Config(str(model_file), str(params_file))
         config.disable_gpu()
