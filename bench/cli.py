@@ -173,6 +173,11 @@ def print_run(record: Record, results: Path, as_json: bool) -> None:
     print(format_table([record]))
     if record.drift:
         print(format_drift(record))
+    for reason in record.contention:
+        print(f"warning: measured under contention: {reason}; compare these figures only with care, and "
+              "see the README's 'Quiet measurements'", file=sys.stderr)
+    for warning in (record.machine or {}).get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"\nrecord {record.record_id} appended to {results}")
     if as_json:
         print("---")

@@ -29,6 +29,8 @@ def table_rows(records: list[Record]) -> list[tuple[str, ...]]:
         notes = list(r.runtime.notes or [])
         if timing.stopped_by == "max_duration":
             notes.insert(0, f"stopped at max duration after {lat['count']} runs")
+        if r.contended:
+            notes.insert(0, "CONTENDED: other processes were busy")
         rows.append(head + (
             ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), f"{ms(lat['mean'])}±{ms(lat['std'])}",
             f"{lat['cv']:.1%}", f"{timing.throughput_ips:.1f}", f"{timing.load_s:.2f}", ms(timing.first_run_ms),

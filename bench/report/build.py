@@ -27,6 +27,7 @@ from bench.report.results import Cell, choose_y_metric, load_results, select_cel
 from bench.report.sections import (
     Context,
     section_all_cells,
+    section_contention,
     section_environment,
     section_failures,
     section_notes,
@@ -37,8 +38,8 @@ from bench.report.sections import (
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (section_accuracy, section_batch, section_all_cells, section_failures, section_notes,
-            section_reruns, section_environment)
+SECTIONS = (section_accuracy, section_batch, section_contention, section_all_cells, section_failures,
+            section_notes, section_reruns, section_environment)
 
 
 def build_report(results_paths: Sequence[Path], out_dir: Path, y_metric: str = "auto") -> Path:

@@ -169,6 +169,11 @@ class Cell:
         return finite(self.latency_raw(key))
 
     @property
+    def contention(self) -> list[str]:
+        """Why this cell was measured under contention (empty: it was not, or the record cannot say)."""
+        return self.record.contention if self.ok else []
+
+    @property
     def stopped_by(self) -> str | None:
         timing = self.record.timing
         return timing.stopped_by if timing else None

@@ -164,6 +164,17 @@ def _compact(effective: dict) -> str:
     return ", ".join(parts) or MISSING
 
 
+def section_contention(ctx: Context) -> list[str]:
+    rows = [(c.label, "; ".join(c.contention)) for c in ctx.cells if c.contention]
+    if not rows:
+        return []
+    return ["## Measured under contention", "",
+            f"{len(rows)} cell(s) were measured while other processes were busy on their cores "
+            "(`machine.contended` in the record). Their figures are shown but judged against nothing: no "
+            "Pareto front, no faster or slower. Measure them again on a quiet machine (README: Quiet "
+            "measurements).", "", md_table(("cell", "why"), rows), ""]
+
+
 def section_reruns(ctx: Context) -> list[str]:
     rows = []
     for c in ctx.cells:
