@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from bench.accuracy.drift_pass import EXPORT_IMAGES
 from bench.cell import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, export_spec, skeleton_record
 from bench.config import BenchConfig, ConfigError, load_config
 from bench.launcher import ExportFailed, launch_export
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        check_drift_inputs(cfg, args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     results = args.results or cfg.results
     try:
         check_appendable(results)
@@ -131,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         lock.release()
     return _summarise(cells, results, run_id)
+
+
+def check_drift_inputs(cfg: BenchConfig, config: Path) -> None:
+    """A drift data folder or list file that is not there fails the sweep now, not each cell in turn."""
+    for key, value in (("sweep.drift.data", cfg.sweep.drift_data), ("sweep.drift.labels", cfg.sweep.drift_labels)):
+        if value not in (None, EXPORT_IMAGES, "synthetic") and not Path(value).expanduser().exists():
+            raise ConfigError(f"{config.name}: {key}: {value} not found")
 
 
 def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_id: str, args,
