@@ -144,3 +144,35 @@ def test_the_cli_warns_when_it_measured_under_contention(onnx_artifact, tmp_path
     (got,) = read_records(tmp_path / "r.jsonl").valid()
     assert got.contended and got.machine["during"]["window_s"] >= 1.0
     assert spinner.pid in [p["pid"] for p in got.machine["during"]["busy"]]
+
+
+def test_a_quiet_rerun_wins_over_a_later_contended_one(tmp_path):
+    from bench.report.results import load_results, select_cells
+
+    quiet = record(runtime="ov", p50=4.0, ts="2026-01-01T00:00:00Z")
+    noisy = record(runtime="ov", p50=9.0, ts="2026-01-02T00:00:00Z")
+    noisy.machine = CONTENDED
+    (cell,) = select_cells(load_results([write(tmp_path / "r.jsonl", [quiet, noisy])]).records)
+    assert cell.latency("p50") == 4.0 and not cell.contention
+    text = build_report([tmp_path / "r.jsonl"], tmp_path / "out").read_text()
+    assert "| ok, ok (contended) | ok at 2026-01-01T00:00:00Z | latest run (2026-01-02T00:00:00Z) was ok: " \
+           "measured under contention |" in text
+
+
+def test_a_sweep_reruns_contended_cells_only_when_asked(onnx_artifact, tmp_path):
+    import yaml
+    from test_sweep import sweep, write_config
+
+    from bench.cell import run_cell
+    from bench.config import config_from_dict
+    from bench.records import append_record
+    from bench.sweep.plan import plan, sweep_id
+
+    config = write_config(tmp_path, [onnx_artifact], batches=(1,))
+    cfg = config_from_dict(yaml.safe_load(config.read_text()))
+    (cell,) = plan(cfg, sweep_id(cfg), tmp_path / "runs.jsonl")
+    done = run_cell(cell).record
+    done.machine = CONTENDED
+    append_record(tmp_path / "runs.jsonl", done)
+    assert "todo  Tiny opset 13 null/fp32 batch 1" not in sweep(config, "--dry-run").stdout
+    assert "todo  Tiny opset 13 null/fp32 batch 1" in sweep(config, "--dry-run", "--retry-contended").stdout

@@ -5,7 +5,8 @@ fallback, failed and skipped cell. Nothing is dropped silently: a failed cell re
 message), a field a record lacks reads ``missing``, and unreadable lines are listed with their line numbers.
 
 When a cell (model, opset, batch, runtime, precision, weights, scope, host) was run more than once, the
-latest ``ok`` record is used (the latest record of any status when none is ok), and the report says so.
+latest ``ok`` record measured without contention is used (else the latest ``ok``, else the latest record of
+any status), and the report says so.
 
 Layout: ``results`` (the model: records -> cells, y values, order), ``sections`` and ``figures`` (Markdown
 sections; the latter also draw, through ``plots``), ``markdown`` (table and number formats), and this module,

@@ -1,7 +1,8 @@
 """``python -m bench compare A B``: what changed between two result sets, and what is within noise.
 
 Cells are matched on (model, opset, batch, runtime, precision, weights, scope); the host is deliberately not
-part of the match, so two machines can be compared. Each side uses its latest ok record per cell.
+part of the match, so two machines can be compared. Each side uses its latest ok record per cell (the latest
+quiet one when it has one: ``bench.report.results.select_cells``).
 
 Noise model. Each run records the coefficient of variation (CV) of its per-iteration latencies. The ratio
 B/A of a figure gets the band ``ratio * exp(+-sqrt(ln(1 + n_A)^2 + ln(1 + n_B)^2))`` with ``n = max(CV,

@@ -8,10 +8,11 @@ a subprocess because paddle2onnx can abort the process.
 
 Resuming: the sweep is identified by ``run_id`` (a hash of the measurement settings unless ``--run-id`` is
 given). A cell that already has an ok or error record under that run_id is skipped; ``--retry-errors`` reruns
-the error ones. Records are appended as each cell finishes, so Ctrl-C or SIGTERM loses only the cell in
-flight (stopped, no record); the cells die with the sweep even when it is killed (SIGKILL). A lock on the
-results file (``bench.sweep.lock``) keeps a second sweep or a resume from running beside a live one or its
-stopping cells, so no cell is ever recorded twice.
+the error ones, ``--retry-contended`` the ones measured only under contention (``bench.harness.machine``).
+Records are appended as each cell finishes, so Ctrl-C or SIGTERM loses only the cell in flight (stopped, no
+record); the cells die with the sweep even when it is killed (SIGKILL). A lock on the results file
+(``bench.sweep.lock``) keeps a second sweep or a resume from running beside a live one or its stopping
+cells, so no cell is ever recorded twice.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def finished_statuses(results: Path, run_id: str) -> dict[tuple, set[str]]:
     done: dict[tuple, set[str]] = {}
     for record in read_records(results).valid():
         if record.run_id == run_id:
-            done.setdefault(record.cell_key, set()).add(record.status)
+            status = "contended" if record.status == "ok" and record.contended else record.status
+            done.setdefault(record.cell_key, set()).add(status)
     return done
 
 
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("bench.yaml"), help="the sweep (default bench.yaml)")
     p.add_argument("--results", type=Path, help="JSON-lines file (default: bench.yaml results)")
     p.add_argument("--retry-errors", action="store_true", help="rerun cells whose record is an error")
+    p.add_argument("--retry-contended", action="store_true",
+                   help="rerun cells measured only while other processes were busy (machine.contended)")
     p.add_argument("--run-id", help="sweep identity (default: hash of the measurement settings)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -150,7 +154,8 @@ def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_i
                lock_fd: int | None) -> None:
     keep = (lock_fd,) if lock_fd is not None else ()  # every child holds the lock as long as it lives
     done = finished_statuses(results, run_id)  # read under the lock: no other sweep is adding to it
-    finished = {"ok", "error"} if not args.retry_errors else {"ok"}
+    finished = {"ok"} | ({"error"} if not args.retry_errors else set())
+    finished |= set() if args.retry_contended else {"contended"}
     todo = [c for c in cells if not (done.get(c.cell_key, set()) & finished)]
     print(f"sweep {run_id}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; "
           f"results: {results}", file=sys.stderr)
