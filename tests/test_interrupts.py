@@ -127,8 +127,9 @@ def test_a_second_sweep_is_refused_with_the_owner_pid(onnx_artifact, tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    assert sweep(config).returncode == 0  # the lock went with its owner
-    assert not lock_path(tmp_path / "runs.jsonl").exists()  # and a finished sweep removes its lock file
+    with SweepLock(tmp_path / "runs.jsonl"):  # the lock went with its owner
+        assert lock_path(tmp_path / "runs.jsonl").exists()
+    assert not lock_path(tmp_path / "runs.jsonl").exists()  # and its next owner removes the file when done
 
 
 def test_a_resume_waits_for_the_orphaned_cells_of_a_dead_sweep(tmp_path, capfd):
