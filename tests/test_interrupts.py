@@ -288,3 +288,16 @@ def test_a_sweep_interrupted_while_it_exports_leaves_nothing_and_resumes(tmp_pat
         "measure": {"warmup": 1, "iterations": 5, "min_duration_s": 0.05, "max_duration_s": 5}}))
     stop_export_at(start_sweep(config, start_new_session=True), out, moment, how)
     assert not (tmp_path / "runs.jsonl").exists()  # no cell ran, so no record (and no error record)
+
+
+@pytest.mark.slow
+def test_export_interrupted_by_ctrl_c_during_parity_leaves_nothing(tmp_path):
+    """``python -m export`` itself, Ctrl-C while paddle and ONNX Runtime compute the parity figures (the
+    moment at which unwinding through paddle could crash the process before any cleanup)."""
+    out = tmp_path / "art"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export", "--model", "MobileViT_XXS", "--opset", "13", "--out", str(out)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)})
+    err = stop_export_at(proc, out, f"{TEMP}/model.onnx", "SIGINT group")
+    assert proc.returncode == 130 and "error: interrupted; finished exports are kept" in err, err

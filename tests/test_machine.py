@@ -114,6 +114,8 @@ def test_compare_gives_no_verdict_on_a_contended_cell(tmp_path):
     assert "B faster" in ov[0]  # a clean pair still gets its verdict
     assert "## Measured under contention" in text
     assert "| LeViT_128S | 1 | 17 | ort | fp32 | A | other processes used 1.40 cores" in text
+    assert "2 cell(s); host(s) box-a; commit(s) abc123; 1 measured under contention; 1 without load " \
+           "information (recorded before load awareness: assumed quiet)" in text
 
 
 def test_the_report_keeps_a_contended_cell_off_the_pareto_front(tmp_path):

@@ -154,8 +154,13 @@ def _describe(name: str, paths: Sequence[Path], cells: Sequence[Cell]) -> str:
     hosts = sorted({str(c.host) for c in cells})
     commits = sorted({str(c.git.get("commit"))[:12] for c in cells})
     files = ", ".join(f"`{p}`" for p in paths)
+    contended = sum(bool(c.contention) for c in cells)
+    unknown = sum(c.ok and not isinstance(c.record.machine, dict) for c in cells)
+    load = f"; {contended} measured under contention" if contended else ""
+    if unknown:
+        load += f"; {unknown} without load information (recorded before load awareness: assumed quiet)"
     return (f"**{name}**: {files}: {len(cells)} cell(s); host(s) {', '.join(hosts)}; "
-            f"commit(s) {', '.join(commits)}")
+            f"commit(s) {', '.join(commits)}{load}")
 
 
 def match_cells(a_paths: Sequence[Path], b_paths: Sequence[Path]
