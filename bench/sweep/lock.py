@@ -53,7 +53,7 @@ class SweepLock:
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.orphan_wait_s
-        announced = False
+        announced, scanned = False, 0.0
         while True:
             fd = self._try_lock()
             if fd is not None:
@@ -62,6 +62,10 @@ class SweepLock:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
                 return
+            if time.monotonic() - scanned < 1.0:  # reading every process's descriptors costs: once a second
+                time.sleep(0.1)
+                continue
+            scanned = time.monotonic()
             owner = self._owner()
             pid = owner.get("pid")
             holders = processes_holding(self.path)
@@ -80,7 +84,6 @@ class SweepLock:
                 print(f"waiting for the cells of a stopped sweep (pid {pid}) to exit: "
                       f"{', '.join(map(str, holders)) or '?'}", file=sys.stderr)
                 announced = True
-            time.sleep(0.1)
 
     def _try_lock(self) -> int | None:
         """The locked descriptor of the file now at ``path``, or None when another process holds it."""
