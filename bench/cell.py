@@ -11,6 +11,8 @@ from pathlib import Path
 
 from bench.accuracy.drift_pass import PreparedDrift, prepare_drift, run_drift
 from bench.harness import env
+from bench.harness.footprint import BatchTooLarge, check_fits
+from bench.harness.machine import MachineWatch, available_memory_bytes
 from bench.harness.measure import measure
 from bench.launcher import ExportSpec, launch_export
 from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Timing, new_run_id
@@ -59,6 +61,7 @@ class Draft:
                              threads=options.threads, seed=m.seed)
         self.drift: dict | None = None
         self.gates: dict | None = None
+        self.machine: dict | None = None  # load around the measurement (bench.harness.machine)
 
     def record(self, status: str, timing: dict | None = None, error: BaseException | None = None,
                error_type: str | None = None) -> Record:
@@ -68,7 +71,8 @@ class Draft:
         output = self.request.output
         record = Record(run_id=output.run_id or new_run_id(), status=status, error=err, model=self.model,
                         runtime=self.runtime, params=self.params, timing=Timing.from_dict(timing),
-                        drift=self.drift, gates=self.gates, environment=env.capture_environment(),
+                        drift=self.drift, gates=self.gates, machine=self.machine,
+                        environment=env.capture_environment(),
                         git=env.git_info())
         if output.record_id:
             record.record_id = output.record_id
@@ -101,17 +105,21 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
     from runtimes import probe
 
     options = request.runtime
+    watch = MachineWatch()  # from here on, other processes' CPU use is counted
     availability = probe(request.runtime_name, device=options.device)
     if not availability.available:
         raise BenchFailure(f"runtime {request.runtime_name!r} is not available: {availability.reason}")
     artifact = _load_artifact(resolve_manifest(request), draft)
     prepared = _prepare_drift(request, artifact) if drift_pass is None else None
+    memory = _check_memory(artifact, options.batch)
     runtime = runtime_cls(options)
     draft.runtime.options_asked = options.to_dict()
     try:
         try:
+            watch.begin()
             result = measure(runtime, artifact, options.batch, request.measure)
         finally:
+            watch.end()
             # Whatever the adapter learnt before a failure (fallbacks, versions) belongs in the record.
             draft.runtime.versions = _versions(runtime)
             draft.runtime.effective = dict(runtime.effective)
@@ -124,7 +132,18 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
             draft.drift, draft.gates = run_drift(runtime, artifact, options.batch, precision, prepared)
     finally:
         runtime.close()
+    draft.machine = {**(watch.section() or {}), "memory_estimate": memory}
     return result.timing_dict()
+
+
+def _check_memory(artifact: Artifact, batch: int) -> dict:
+    """Refuse a batch that cannot fit in memory before anything is allocated (a usage error)."""
+    available = available_memory_bytes()
+    try:
+        footprint = check_fits(artifact, batch, available)
+    except BatchTooLarge as exc:
+        raise UsageError(str(exc)) from None
+    return {"available_bytes": available, **(footprint.to_dict() if footprint else {})}
 
 
 def _prepare_drift(request: BenchRequest, artifact: Artifact) -> PreparedDrift | None:

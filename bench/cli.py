@@ -28,13 +28,13 @@ from typing import Any
 import yaml
 
 from bench.accuracy.drift_pass import DriftSettings
-from bench.cell import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DriftPass, run_cell
+from bench.cell import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DriftPass, run_cell
 from bench.config import BenchConfig, ConfigError, load_config
 from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable
-from core.proc import exit_on_sigterm
+from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
 from runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,11 @@ def print_run(record: Record, results: Path, as_json: bool) -> None:
     print(format_table([record]))
     if record.drift:
         print(format_drift(record))
+    for reason in record.contention:
+        print(f"warning: measured under contention: {reason}; compare these figures only with care, and "
+              "see the README's 'Quiet measurements'", file=sys.stderr)
+    for warning in (record.machine or {}).get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"\nrecord {record.record_id} appended to {results}")
     if as_json:
         print("---")
@@ -226,8 +231,8 @@ def cmd_cell(argv: list[str]) -> int:
     setup_logging(False)
     try:
         result = run_cell(request)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED  # no record: the sweep reruns this cell when resumed
+    except KeyboardInterrupt as exc:
+        return exit_code_of(exc)  # no record: the sweep reruns this cell when resumed
     append_record(Path(request.output.results), result.record)
     if result.exit_code != EXIT_OK:
         print(f"error: {one_line(error_line(result.record.error))}", file=sys.stderr)
@@ -237,7 +242,7 @@ def cmd_cell(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
-    exit_on_sigterm()  # SIGTERM unwinds like Ctrl-C: children are stopped, finished records stay
+    interrupt_on_sigterm()  # SIGTERM unwinds like Ctrl-C: children are stopped, finished records stay
     try:
         if command in ("list", "list-runtimes"):
             return cmd_list(argv[1:])
@@ -256,6 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         if command == "_cell":
             return cmd_cell(argv[1:])
         return cmd_run(argv[1:] if command == "run" else argv)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+        return exit_code_of(exc)

@@ -2,7 +2,8 @@
 
 A child, because paddle (and its thread pools) must not share the process being timed, and a paddle2onnx
 abort must not take the caller down. The child dies with its parent and is stopped with SIGTERM (so it
-removes its unfinished folder) on timeout or Ctrl-C.
+removes its unfinished folder) on timeout or Ctrl-C. Once it has exited, however it ended (a crash while
+stopping, SIGKILL after the grace period), whatever temporary folder it left is removed here.
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ class ExportSpec:
         return " ".join(parts)
 
 
-def launch_export(spec: ExportSpec, timeout_s: float = EXPORT_TIMEOUT_S) -> Path:
-    """Export in a child (cached exports return at once); the manifest path, or ExportFailed."""
+def launch_export(spec: ExportSpec, timeout_s: float = EXPORT_TIMEOUT_S, pass_fds: tuple[int, ...] = ()) -> Path:
+    """Export in a child (cached exports return at once); the manifest path, or ExportFailed. ``pass_fds``:
+    descriptors the child keeps open (a sweep's lock)."""
+    from export.layout import remove_stale_temp
+
     log.info("%s opset %s: exporting in a child process", spec.model, spec.opset)
-    child = run_child(python_module("export", *spec.command()), timeout_s)
+    try:
+        child = run_child(python_module("export", *spec.command()), timeout_s, pass_fds=pass_fds)
+    finally:  # the child is gone by now: a folder named after it is stale
+        remove_stale_temp(spec.manifest_path.parent.parent)
     if child.timed_out:
         raise ExportFailed(f"export of {spec.model} opset {spec.opset} did not finish within {timeout_s:.0f} s")
     path = spec.manifest_path

@@ -218,6 +218,21 @@ class Record:
         return cls(run_id=data["run_id"], status=data["status"], schema_version=version, **values)
 
     @property
+    def contention(self) -> list[str]:
+        """Why the cell counts as measured under contention (``machine.contention``); empty when it does not
+        or when the record predates load awareness."""
+        machine = self.machine if isinstance(self.machine, dict) else {}
+        reasons = machine.get("contention") or []
+        reasons = [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)]
+        if machine.get("contended") and not reasons:
+            reasons = ["flagged as contended"]
+        return reasons if machine.get("contended") is not False else []
+
+    @property
+    def contended(self) -> bool:
+        return bool(self.contention)
+
+    @property
     def cell_key(self) -> tuple:
         return cell_key(self.model.name, self.model.opset, self.params.batch, self.runtime.name,
                         self.runtime.precision, self.model.weights_requested)

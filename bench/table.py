@@ -29,6 +29,8 @@ def table_rows(records: list[Record]) -> list[tuple[str, ...]]:
         notes = list(r.runtime.notes or [])
         if timing.stopped_by == "max_duration":
             notes.insert(0, f"stopped at max duration after {lat['count']} runs")
+        if r.contended:
+            notes.insert(0, "CONTENDED: other processes were busy")
         rows.append(head + (
             ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), f"{ms(lat['mean'])}±{ms(lat['std'])}",
             f"{lat['cv']:.1%}", f"{timing.throughput_ips:.1f}", f"{timing.load_s:.2f}", ms(timing.first_run_ms),
@@ -70,8 +72,9 @@ def format_drift(record: Record) -> str:
         lines.append(f"  top-1 {d['candidate_top1']:.2%} vs Paddle {d['reference_top1']:.2%}: delta "
                      f"{d['top1_delta']:+.2%} (95% CI {lo:+.2%}..{hi:+.2%}), McNemar p={d['mcnemar_p']:.3g}")
         if record.model.weights and record.model.weights.get("trained") is False:
-            lines.append("  (seeded weights: a random network, so top-1 accuracy near 0 % is expected; "
-                         "agreement with Paddle is the figure that matters)")
+            lines.append("  (seeded weights, the default: an untrained, random network, so top-1 accuracy near 0 % is "
+                         "expected; agreement with Paddle is the figure that matters here. --weights official "
+                         "gives the trained model's accuracy)")
     if gates:
         lines.append(f"  gates ({gates['precision']}): {'PASS' if gates['passed'] else 'FAIL'}")
     if d["data"].get("skipped"):

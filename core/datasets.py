@@ -9,7 +9,8 @@ Layouts (``open_dataset`` picks one, or ``layout=`` forces it):
   every folder name is an integer (``0``..``999``); else the line of the folder name in ``class_map`` (a
   synset-per-line file such as ``LOC_synset_mapping.txt``; first token of each line); else the rank of the
   folder in sorted order, which equals the ImageNet index only when all 1000 synset folders are present.
-- ``folder``: images anywhere below the root, no labels.
+- ``folder``: images anywhere below the root, no labels; except when every file is named
+  ``<wnid>_<anything>.<ext>`` (the ImageNet sample sets): labelled by its synset's ImageNet-1k index.
 - ``synthetic`` (default, needs nothing): seeded standard-normal tensors, no labels.
 
 Only paths and labels are held in memory; images are decoded when their batch is built. An unreadable image
@@ -40,6 +41,7 @@ from core.listing import (
     images_below,
     is_image,
     read_list_file,
+    synset_named_samples,
 )
 from core.preprocess import Preprocess
 
@@ -162,6 +164,7 @@ class ImageDataset(Dataset):
         self.workers = max(1, int(workers))
         self.decoded = 0  # images decoded so far (successfully or not): shows decoding is lazy
         self._extra = extra or {}
+        self._warned: set[Path] = set()  # a bad file is reported once, however many passes read the set
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -186,7 +189,9 @@ class ImageDataset(Dataset):
                 return self.preprocess(image)
         except Exception as exc:  # any decoder failure is one bad file, not a failed run
             reason = f"{type(exc).__name__}: {exc}"
-            log.warning("skipping unreadable image %s (%s)", sample.path, reason)
+            if sample.path not in self._warned:
+                self._warned.add(sample.path)
+                log.warning("skipping unreadable image %s (%s)", sample.path, reason)
             self.skipped.append({"name": sample.name, "path": str(sample.path), "reason": reason})
             return None
 
@@ -301,7 +306,11 @@ def _unlisted_dataset(path: Path, preprocess: Preprocess, layout: str, num_class
         cmap = Path(class_map).expanduser().resolve() if class_map is not None else None
         samples, extra = image_folder_samples(path, class_dirs, num_classes, cmap)
         return ImageDataset("imagefolder", path, samples, preprocess, workers, extra)
-    samples = [Sample(p.relative_to(path).as_posix(), p, None) for p in images_below(path)]
-    if not samples:
+    images = images_below(path)
+    if not images:
         raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    named = synset_named_samples(path, images, num_classes)
+    if named is not None:
+        return ImageDataset("folder", path, named[0], preprocess, workers, named[1])
+    samples = [Sample(p.relative_to(path).as_posix(), p, None) for p in images]
     return ImageDataset("folder", path, samples, preprocess, workers)

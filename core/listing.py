@@ -1,8 +1,15 @@
 """Finding the images of a data set on disk and their labels: PaddleClas list files, ImageFolder trees (class
-index from folder names or a class map), plain folders."""
+index from folder names or a class map), plain folders.
+
+ImageNet synset ids (WordNet ids such as ``n01440764``) are mapped to class indices with the bundled list
+``data/imagenet1k_synsets.txt`` (the 1000 ImageNet-1k ids in class-index order; see ``data/README.md``):
+for ImageFolder trees whose folders are synset ids, and for plain folders whose files are all named
+``<wnid>_<anything>.<ext>``, the layout of the 1000-image ImageNet sample sets.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -14,6 +21,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 LIST_FILE_NAMES = ("val_list.txt", "test_list.txt", "label_list.txt", "list.txt")
 _SYNSET = re.compile(r"n\d{8}")
+_SYNSET_FILE_NAME = re.compile(r"^(n\d{8})_")
+SYNSETS_FILE = Path(__file__).resolve().parents[1] / "data" / "imagenet1k_synsets.txt"
 
 
 class DataError(ValueError):
@@ -77,15 +86,52 @@ def _read_class_map(class_map: Path) -> dict[str, int]:
     return {name: index for index, name in enumerate(names)}
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_synsets() -> dict[str, int]:
+    """ImageNet-1k synset id -> class index, from the bundled list."""
+    return _read_class_map(SYNSETS_FILE)
+
+
+def _imagenet_labels(num_classes: int) -> bool:
+    """Do this model's class indices follow ImageNet-1k (so synset ids can be mapped to them)?"""
+    return num_classes == len(imagenet_synsets())
+
+
+def synset_named_samples(root: Path, images: list[Path], num_classes: int) -> tuple[list[Sample], dict] | None:
+    """Samples labelled from ``<wnid>_*`` file names when every image is so named, else None."""
+    matches = [_SYNSET_FILE_NAME.match(p.name) for p in images]
+    if not images or not any(matches):
+        return None
+    if not all(matches):
+        odd = next(p for p, m in zip(images, matches, strict=True) if not m)
+        log.warning("%s: %d of %d images are named <wnid>_..., but not %s: no labels taken from file names",
+                    root, sum(map(bool, matches)), len(images), odd.name)
+        return None
+    if not _imagenet_labels(num_classes):
+        log.warning("%s: images named after ImageNet synsets, but the model has %d classes, not 1000: "
+                    "no labels taken from file names", root, num_classes)
+        return None
+    index = imagenet_synsets()
+    for path, match in zip(images, matches, strict=True):
+        if match.group(1) not in index:
+            raise DataError(f"{path}: {match.group(1)} is not one of the 1000 ImageNet-1k synsets "
+                            f"({SYNSETS_FILE}); pass labels=FILE (a list file) instead")
+    samples = [Sample(p.relative_to(root).as_posix(), p, index[m.group(1)])
+               for p, m in zip(images, matches, strict=True)]
+    return samples, {"label_source": "synset_file_names", "class_list": SYNSETS_FILE.name}
+
+
 def image_folder_samples(root: Path, class_dirs: list[Path], num_classes: int,
                   class_map: Path | None) -> tuple[list[Sample], dict]:
     names = [d.name for d in class_dirs]
+    if class_map is None and _imagenet_labels(num_classes) and all(n in imagenet_synsets() for n in names):
+        class_map = SYNSETS_FILE  # synset folders: the bundled ImageNet-1k order, however many are present
     if class_map is not None:
         mapping = _read_class_map(class_map)
         for name in names:
             if name not in mapping:
                 raise DataError(f"{root / name}: class folder not listed in class map {class_map}")
-        source = "class_map"
+        source = "imagenet1k_synsets" if class_map == SYNSETS_FILE else "class_map"
     elif all(re.fullmatch(r"\d+", n) for n in names):
         mapping, source = {n: int(n) for n in names}, "folder_name"
     else:

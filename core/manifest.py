@@ -111,6 +111,8 @@ class Manifest:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ManifestError(f"{where}: manifest schema {version!r} is not {SCHEMA_VERSION}; re-export it")
+        _check_json_types(cls, data, where)
+        _check_json_types(ModelFile, data.get("graph"), f"{where}: graph")
         try:
             graph = dict(data["graph"])
             graph["inputs"] = [TensorSpec(**t) for t in graph.get("inputs", [])]
@@ -122,8 +124,20 @@ class Manifest:
             return cls(**values)
         except ManifestError as exc:
             raise ManifestError(f"{where}: {exc}") from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"{where}: not a valid manifest ({type(exc).__name__}: {exc})") from None
+
+
+def _check_json_types(cls, data: Any, where: str) -> None:
+    """Fields declared as objects or lists must be JSON objects or lists (else readers fail far away)."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    for f in fields(cls):
+        value, declared = data.get(f.name), str(f.type)
+        for prefix, kind, name in (("dict", dict, "object"), ("list", list, "list"), ("Preprocess", dict, "object"),
+                                   ("ModelFile", dict, "object")):
+            if declared.startswith(prefix) and value is not None and not isinstance(value, kind):
+                raise ManifestError(f"{where}: {f.name} must be a JSON {name}, got {type(value).__name__}")
 
 
 def manifest_path_of(path: Path) -> Path:

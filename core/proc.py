@@ -2,8 +2,13 @@
 
 Used wherever work runs in a child (a sweep's cells, the export a benchmark starts, paddle2onnx): a crash or
 abort in the child cannot take the parent down, and the parent's death (even SIGKILL) takes the child with
-it, through Linux's parent-death signal. On timeout or interruption the child's whole process group is sent
-SIGTERM first, so it can remove its temporary files, and SIGKILL only if it does not stop in time.
+it, through Linux's parent-death signal (SIGTERM, so the child still removes its temporary files). The child
+runs in its own session: a terminal's Ctrl-C or a signal to the parent's process group reaches the parent
+only, which then stops the child. On timeout or interruption the child's whole process group is sent SIGTERM
+first, so it can clean up, and SIGKILL only if it does not stop in time.
+
+SIGTERM (``kill PID``, a CI runner stopping a job) is turned into :class:`Terminated`, a KeyboardInterrupt:
+every path that handles Ctrl-C (stop the child, keep finished work, say how to resume) handles it too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +32,46 @@ _PR_SET_PDEATHSIG = 1
 GRACE_S = 20.0  # how long a stopped child may take to clean up before SIGKILL
 
 
-def _set_parent_death_signal() -> None:
-    """Runs in the child between fork and exec: SIGTERM when the parent dies."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the parent's own cleanup must suffice
-        pass
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: unwinds like Ctrl-C (a KeyboardInterrupt) but exits with 128 + the signal number."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def interrupt_on_sigterm() -> None:
+    """Raise :class:`Terminated` in the main thread on SIGTERM, so ``finally`` blocks, child processes'
+    shutdown and temporary-file cleanup run as they do for Ctrl-C."""
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def exit_code_of(interrupt: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM."""
+    return interrupt.exit_code if isinstance(interrupt, Terminated) else 128 + signal.SIGINT
+
+
+def _parent_death_signal(parent: int):
+    """What the child runs between fork and exec: SIGTERM when the parent dies, even by SIGKILL."""
+
+    def set_it() -> None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux: the parent's own cleanup must suffice
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect: nobody would signal us
+            os._exit(128 + signal.SIGTERM)
+
+    return set_it
 
 
 @dataclass
@@ -57,12 +96,19 @@ def last_error_line(stderr: str) -> str:
 
 
 def describe_exit(code: int) -> str:
+    """``signal SIGABRT``, ``exit code 143 (SIGTERM)``, ``exit code 1``."""
     if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
+        return f"signal {_signal_name(-code)}"
+    if 128 < code < 128 + 65:  # the shell's convention for a signal the process handled and exited on
+        return f"exit code {code} ({_signal_name(code - 128)})"
     return f"exit code {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -70,18 +116,22 @@ def python_module(module: str, *args: str) -> list[str]:
 
 
 def run_child(cmd: list[str], timeout: float | None, cwd: Path | None = None,
-              env: dict[str, str] | None = None, capture_stdout: bool = True) -> ChildResult:
+              env: dict[str, str] | None = None, capture_stdout: bool = True,
+              pass_fds: tuple[int, ...] = ()) -> ChildResult:
     """Run ``cmd`` in its own process group, bound to this process's life.
 
     On timeout the child is stopped and ``timed_out`` is set. On KeyboardInterrupt or SystemExit here (Ctrl-C,
-    SIGTERM turned into an exit) the child is stopped the same way and the exception propagates.
+    SIGTERM) the child is stopped the same way and the exception propagates. ``pass_fds`` stay open in the
+    child (a lock it must hold as long as it lives).
     """
     # A new session keeps the terminal's Ctrl-C from reaching the child directly: the parent decides, and
     # stops the child with SIGTERM so it cleans up, instead of both racing to handle SIGINT.
-    preexec = _set_parent_death_signal if threading.current_thread() is threading.main_thread() else None
+    # The parent-death signal is tied to the thread that forks; only the main thread lives as long as we do.
+    main = threading.current_thread() is threading.main_thread()
+    preexec = _parent_death_signal(os.getpid()) if main else None
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
-                            preexec_fn=preexec)
+                            preexec_fn=preexec, pass_fds=pass_fds)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -113,6 +163,45 @@ def _signal_group(proc: subprocess.Popen, signum: int) -> None:
         os.killpg(proc.pid, signum)
 
 
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Restore Python's SIGTERM/SIGINT handlers after the block: paddle installs C++ handlers on import that
+    end the process without unwinding (no cleanup, no message) and would replace ours."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for number, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(number, handler)
+
+
+def processes_holding(path: Path) -> list[int]:
+    """Pids of this user's processes (other than this one) with ``path`` open, read from /proc."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:  # gone, or another user's
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(fd)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                found.append(int(entry.name))
+                break
+    return sorted(found)
+
+
 def pid_alive(pid: int) -> bool:
     """Is a process with this pid running (not a zombie)?"""
     if pid <= 0:
@@ -129,7 +218,3 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
 
-
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit(143)`` so ``finally`` blocks and temporary-file cleanup run, as for Ctrl-C."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -15,7 +15,7 @@ from core.manifest import load_manifest
 from core.yamlio import ConfigError
 from export.config import read_export_config
 from export.convert import MAX_OPSET, MIN_OPSET, ExportError
-from export.layout import DEFAULT_ROOT, LayoutError, parse_batch
+from export.layout import DEFAULT_ROOT, LayoutError, discard_unfinished, parse_batch
 from export.models import MODELS, UnknownModelError
 from export.pipeline import ExportResult, check_request, run_export
 from export.request import DEFAULT_IMAGES, ExportRequest
@@ -83,9 +83,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_sigterm(signum, frame):  # a killed sweep or CI timeout unwinds like Ctrl-C: the unfinished export goes
         terminated.append(signum)
+        discard_unfinished()  # now: unwinding through paddle can crash the process before any cleanup
         sys.exit(128 + signum)
 
+    def on_sigint(signum, frame):
+        discard_unfinished()
+        raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigint)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message="No ccache found")  # printed by every paddle import

@@ -2,8 +2,11 @@
 
 ``<root>/<model>/<weights>/opset<N>-b<batch>[-<variant>]/`` holds one export. It is built in a hidden
 temporary sibling named after the building process (``.opset17-bdyn.tmp-<pid>-<random>``) and renamed into
-place when complete, so a reader never sees half an export. A temporary folder whose process is gone (killed
-with SIGKILL, a machine crash) is removed by the next export that looks at the same parent folder.
+place when complete, so a reader never sees half an export. An export stopped by a signal removes its folders
+in the signal handler itself (``discard_unfinished``), before it unwinds: paddle can crash (SIGSEGV) when an
+exception is raised inside one of its callbacks, and then no ``finally`` would run. A temporary folder whose
+process is gone anyway (SIGKILL, a crash, a machine reset) is removed by the next export that looks at the
+same parent folder, and by the launcher of an export child once the child has exited.
 """
 
 from __future__ import annotations
@@ -63,12 +66,25 @@ def export_dir(model: str, opset: int, batch: str | int, weights_folder: str, ro
     return Path(root) / model / weights_folder / name
 
 
+# Folders being built by this process, and the parent folders each one created: what a signal discards.
+_UNFINISHED: dict[Path, list[Path]] = {}
+
+
 def make_work_dir(final: Path) -> Path:
     """A fresh temporary sibling of ``final``, named after this process so a later export can tell whether
     its owner is still alive."""
+    created = [p for p in (final.parent, final.parent.parent) if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(final.parent)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-"))
+    work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-"))
+    _UNFINISHED[work] = created
+    return work
+
+
+def discard_unfinished() -> None:
+    """Remove every folder this process is still building (from a signal handler, before unwinding)."""
+    for work, created in list(_UNFINISHED.items()):
+        discard(work, created)
 
 
 def remove_stale_temp(folder: Path) -> list[Path]:
@@ -99,12 +115,14 @@ def publish(work: Path, final: Path) -> None:
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
     os.replace(work, final)
+    _UNFINISHED.pop(work, None)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def discard(work: Path, created: list[Path]) -> None:
     """Remove an unfinished build and the empty parent folders it created."""
+    _UNFINISHED.pop(work, None)
     shutil.rmtree(work, ignore_errors=True)
     for folder in created:
         if folder.is_dir() and not any(folder.iterdir()):

@@ -16,7 +16,7 @@ from pathlib import Path
 from core.files import check_writable_dir, sha256_of
 from core.manifest import MANIFEST_NAME, ManifestError, load_manifest, package_versions
 from export.convert import ExportError, check_opset
-from export.layout import SEEDED, discard, make_work_dir, publish
+from export.layout import SEEDED, discard_unfinished, make_work_dir, publish
 from export.models import get_spec
 from export.request import ExportRequest
 from export.source import inference_model_digest
@@ -64,13 +64,12 @@ def run_export(request: ExportRequest) -> ExportResult:
 
     from export.build import build
 
-    created = [p for p in (out_dir.parent, out_dir.parent.parent) if not p.exists()]
     work = make_work_dir(out_dir)
     try:
         build(request, work, key)
         publish(work, out_dir)
     except BaseException:
-        discard(work, created)
+        discard_unfinished()
         raise
     return ExportResult(manifest_path, False)
 

@@ -6,11 +6,13 @@ threads. It reads the PIR ``.json`` + ``.pdiparams`` the export stage started fr
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
 
 from core.artifact import Artifact
+from core.proc import keep_signal_handlers
 from runtimes.base import Availability, Runtime, RuntimeUnavailable
 from runtimes.deps import MissingDependency, is_installed, require
 from runtimes.host import default_threads, feed_batch, parse_device
@@ -34,8 +36,7 @@ class PaddleRuntime(Runtime):
         try:
             if device is not None:
                 parse_device(cls.name, device, cls.devices)
-            paddle = require("paddle", "export")
-            require("paddle.inference", "export")
+            paddle, _ = _import_paddle()
         except Exception as exc:
             return Availability(cls.name, False, str(exc))
         return Availability(cls.name, True, detail=f"paddlepaddle {paddle.__version__}, CPU (oneDNN)")
@@ -45,7 +46,7 @@ class PaddleRuntime(Runtime):
         if files is None or not all(f.is_file() for f in files):
             raise RuntimeUnavailable(f"{artifact.model}: no Paddle inference model beside the export")
         model_file, params_file = files
-        inference = require("paddle.inference", "export")
+        _, inference = _import_paddle()
         threads = self.options.threads or default_threads()
         config = inference.Config(str(model_file), str(params_file))
         config.disable_gpu()
@@ -53,6 +54,7 @@ class PaddleRuntime(Runtime):
         # Paddle 3 renamed MKLDNN to oneDNN; the old names remain as aliases.
         (getattr(config, "enable_onednn", None) or config.enable_mkldnn)()
         config.set_cpu_math_library_num_threads(threads)
+        config.disable_glog_info()  # else ~40 coloured "Running PIR pass" lines per load, on stderr
         self._predictor = inference.create_predictor(config)
         self._input_name = artifact.input_name
         self._output_name = artifact.output_name
@@ -88,5 +90,13 @@ class PaddleRuntime(Runtime):
         self._predictor = self._input = self._output = None
 
     def versions(self) -> dict[str, str]:
-        paddle = require("paddle", "export")
+        paddle, _ = _import_paddle()
         return {"paddlepaddle": paddle.__version__}
+
+
+def _import_paddle():
+    """(paddle, paddle.inference), imported without letting paddle replace our SIGTERM/SIGINT handlers (its
+    C++ handler would end a cell without a word) or print its ccache warning into the results table."""
+    with keep_signal_handlers(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No ccache found")
+        return require("paddle", "export"), require("paddle.inference", "export")

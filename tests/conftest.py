@@ -24,6 +24,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_44 = ROOT / "data" / "imagenet-val-44"
 
 
+# What running the tool from the checkout writes by default; a test must never touch them (it works in tmp).
+CHECKOUT_OUTPUTS = (ROOT / "artifacts", ROOT / "results" / "runs.jsonl", ROOT / "results" / "report")
+
+
+def _state(path: Path):
+    if not path.exists():
+        return None
+    if path.is_file():
+        return path.stat().st_size, path.stat().st_mtime_ns
+    return sorted((p.relative_to(path).as_posix(), p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_untouched():
+    """Fails the session (an error at the last test's teardown) when a test wrote into the checkout's
+    ``artifacts/`` or default results: a test run must not change what the user exported or measured."""
+    before = {path: _state(path) for path in CHECKOUT_OUTPUTS}
+    yield
+    changed = [str(path.relative_to(ROOT)) for path in CHECKOUT_OUTPUTS if _state(path) != before[path]]
+    assert not changed, f"tests wrote into the checkout: {', '.join(changed)}"
+
+
 def run_module(module: str, *args: str, cwd: Path, timeout: float = 600,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python -m module args`` from ``cwd``, seeing only this checkout (no user site, no other cwd)."""

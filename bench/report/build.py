@@ -5,7 +5,8 @@ fallback, failed and skipped cell. Nothing is dropped silently: a failed cell re
 message), a field a record lacks reads ``missing``, and unreadable lines are listed with their line numbers.
 
 When a cell (model, opset, batch, runtime, precision, weights, scope, host) was run more than once, the
-latest ``ok`` record is used (the latest record of any status when none is ok), and the report says so.
+latest ``ok`` record measured without contention is used (else the latest ``ok``, else the latest record of
+any status), and the report says so.
 
 Layout: ``results`` (the model: records -> cells, y values, order), ``sections`` and ``figures`` (Markdown
 sections; the latter also draw, through ``plots``), ``markdown`` (table and number formats), and this module,
@@ -27,6 +28,7 @@ from bench.report.results import Cell, choose_y_metric, load_results, select_cel
 from bench.report.sections import (
     Context,
     section_all_cells,
+    section_contention,
     section_environment,
     section_failures,
     section_notes,
@@ -37,8 +39,8 @@ from bench.report.sections import (
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (section_accuracy, section_batch, section_all_cells, section_failures, section_notes,
-            section_reruns, section_environment)
+SECTIONS = (section_accuracy, section_batch, section_contention, section_all_cells, section_failures,
+            section_notes, section_reruns, section_environment)
 
 
 def build_report(results_paths: Sequence[Path], out_dir: Path, y_metric: str = "auto") -> Path:

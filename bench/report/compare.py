@@ -1,7 +1,8 @@
 """``python -m bench compare A B``: what changed between two result sets, and what is within noise.
 
 Cells are matched on (model, opset, batch, runtime, precision, weights, scope); the host is deliberately not
-part of the match, so two machines can be compared. Each side uses its latest ok record per cell.
+part of the match, so two machines can be compared. Each side uses its latest ok record per cell (the latest
+quiet one when it has one: ``bench.report.results.select_cells``).
 
 Noise model. Each run records the coefficient of variation (CV) of its per-iteration latencies. The ratio
 B/A of a figure gets the band ``ratio * exp(+-sqrt(ln(1 + n_A)^2 + ln(1 + n_B)^2))`` with ``n = max(CV,
@@ -9,7 +10,10 @@ min_noise)``: each side's figure is taken as uncertain by a factor of (1 + its C
 on the log scale. A change is "within noise" when the band contains 1. Per-iteration CV is a deliberately
 wide yardstick (the median of many iterations is steadier than one iteration), but it is what every record
 carries, and run-to-run drift on a shared machine is often of that size. A missing CV gives "noise
-unknown", never "within noise". Drift figures (agreement, top-1) are compared by their 95 % intervals:
+unknown", never "within noise". A cell measured under contention (other processes busy on its cores,
+``machine.contended``) gets no faster/slower verdict at all: its CV does not capture the slowdown that another
+process's load imposes on every iteration, so the ratio is shown but called "contended", and the reasons
+are listed. Drift figures (agreement, top-1) are compared by their 95 % intervals:
 "within noise" when the two intervals overlap.
 """
 
@@ -81,7 +85,10 @@ def _figure_row(a: Cell | None, b: Cell | None, figure: Figure, fmt: Callable[[f
         return shown + ["—", "—", "not comparable"], "not comparable"
     r = ratio_with_noise(values[0], cvs[0], values[1], cvs[1], min_noise)
     band = "unknown" if r.lo is None else f"[{r.lo:.3f}, {r.hi:.3f}]"
-    if r.within_noise is None:
+    contended = [side for side, c in (("A", a), ("B", b)) if c.contention]
+    if contended:
+        verdict = f"no verdict: {' and '.join(contended)} contended"
+    elif r.within_noise is None:
         verdict = "noise unknown"
     elif r.within_noise:
         verdict = "within noise"
@@ -147,8 +154,13 @@ def _describe(name: str, paths: Sequence[Path], cells: Sequence[Cell]) -> str:
     hosts = sorted({str(c.host) for c in cells})
     commits = sorted({str(c.git.get("commit"))[:12] for c in cells})
     files = ", ".join(f"`{p}`" for p in paths)
+    contended = sum(bool(c.contention) for c in cells)
+    unknown = sum(c.ok and not isinstance(c.record.machine, dict) for c in cells)
+    load = f"; {contended} measured under contention" if contended else ""
+    if unknown:
+        load += f"; {unknown} without load information (recorded before load awareness: assumed quiet)"
     return (f"**{name}**: {files}: {len(cells)} cell(s); host(s) {', '.join(hosts)}; "
-            f"commit(s) {', '.join(commits)}")
+            f"commit(s) {', '.join(commits)}{load}")
 
 
 def match_cells(a_paths: Sequence[Path], b_paths: Sequence[Path]
@@ -183,7 +195,7 @@ def compare(a_paths: Sequence[Path], b_paths: Sequence[Path], min_noise: float =
              f"coefficient of variation{floor}; **within noise** when the band contains 1. Cells are "
              "matched on model, opset, batch, runtime, precision, weights and scope.",
              "", _summary(verdicts), "", "## Latency and throughput", "",
-             md_table(header, rows), ""]
+             md_table(header, rows), "", *_contention_section(pairs)]
     drift_rows = _drift_rows(pairs)
     lines += ["## Drift from Paddle", "",
               "Percent with 95 % intervals; difference B - A in percentage points; **within noise** when the "
@@ -191,6 +203,18 @@ def compare(a_paths: Sequence[Path], b_paths: Sequence[Path], min_noise: float =
     lines += [md_table((*head, "metric", "A %", "B %", "B - A pp", "verdict"), drift_rows) if drift_rows
               else "No cell has a drift result on either side.", ""]
     return "\n".join(lines)
+
+
+def _contention_section(pairs: Sequence[tuple[Cell | None, Cell | None]]) -> list[str]:
+    rows = [(*_label(a, b), side, "; ".join(c.contention))
+            for a, b in pairs for side, c in (("A", a), ("B", b)) if c is not None and c.contention]
+    if not rows:
+        return []
+    return ["## Measured under contention", "",
+            "No faster/slower verdict is given for these cells: other processes were busy on the cores they "
+            "ran on, which slows every iteration without showing in the CV. Measure again on a quiet machine "
+            "(README: Quiet measurements).", "",
+            md_table(("model", "batch", "opset", "runtime", "precision", "side", "why"), rows), ""]
 
 
 def _match_key(cell: Cell) -> tuple:

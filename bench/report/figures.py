@@ -59,6 +59,7 @@ class _AccuracyGroup:
         self.panels: list[plots.Panel] = []
         self.rows: list[tuple] = []
         self.not_shown: list[str] = []
+        self.contended: list[str] = []
         self.references: set[str] = set()
 
     def add_model(self, ctx: Context, model: str, cells: Sequence[Cell]) -> None:
@@ -74,14 +75,19 @@ class _AccuracyGroup:
             else:
                 self.not_shown.append(f"{c.model} {ctx.series(c).label} ({_why_missing(c, p50, y)})")
             entries.append((c, y, point))
-        points = [p for _, _, p in entries if p is not None]
-        for point, flag in zip(points, plots.pareto_front([(p.x, p.y) for p in points]), strict=True):
+        # A contended cell's latency says as much about the other processes as about the runtime: it is drawn,
+        # but takes no part in the front (no faster/slower verdict, with or against it).
+        judged = [p for c, _, p in entries if p is not None and not c.contention]
+        for point, flag in zip(judged, plots.pareto_front([(p.x, p.y) for p in judged]), strict=True):
             point.pareto = flag
         for c, y, point in entries:
-            front = "not plotted" if point is None else "yes" if point.pareto else "no"
+            if c.contention and point is not None:
+                self.contended.append(f"{c.model} {ctx.series(c).label}")
+            front = ("not plotted" if point is None else "no verdict (contended)" if c.contention
+                     else "yes" if point.pareto else "no")
             self.rows.append((c.model, ctx.runtime(c), ctx.series(c).precision, c.opset, *latency_cells(c),
                               _y_text(c, y), _y_ci_text(c, y), front, _row_note(c, y)))
-        self.panels.append(plots.Panel(model, points))
+        self.panels.append(plots.Panel(model, [p for _, _, p in entries if p is not None]))
 
     def caption(self) -> str:
         caption = "Whiskers: latency p10 to p90 (horizontal), 95 % interval (vertical). Ringed: Pareto front."
@@ -89,6 +95,9 @@ class _AccuracyGroup:
             caption += " Paddle FP32 is the reference: 100 % agreement by definition."
         elif self.references:
             caption += " Paddle's top-1 is the reference top-1 recorded with the other runtimes' drift results."
+        if self.contended:
+            caption += (" Measured under contention, so left out of the front: " + "; ".join(self.contended)
+                        + ".")
         if self.not_shown:
             caption += " Not plotted: " + "; ".join(self.not_shown) + "."
         return caption
@@ -137,6 +146,8 @@ def _row_note(c: Cell, y: YValue) -> str:
     if not c.ok:
         return c.message  # error, skipped or invalid: say why
     notes = [] if y.source in ("drift", "reference") else [y.source]
+    if c.contention:
+        notes.append("contended: " + "; ".join(c.contention))
     if len(c.history) > 1:
         notes.append(f"latest ok of {len(c.history)} runs")
     return "; ".join(notes)
@@ -161,9 +172,9 @@ def _batch_model(ctx: Context, model: str, cells: Sequence[Cell]) -> list[str]:
         p50, lo, hi = (c.latency(k) for k in ("p50", "p10", "p90"))
         ips = c.timing_number("throughput_ips")
         per_image = p50 / c.batch if p50 is not None and c.batch else None
+        note = c.message if not c.ok else "contended (see *Measured under contention*)" if c.contention else ""
         rows.append((ctx.runtime(c), ctx.series(c).precision, c.opset, c.batch, *latency_cells(c),
-                     cell_value(c, per_image, fmt_ms), cell_value(c, ips, lambda v: f"{v:.1f}"),
-                     c.message if not c.ok else ""))
+                     cell_value(c, per_image, fmt_ms), cell_value(c, ips, lambda v: f"{v:.1f}"), note))
         if c.ok and c.batch and (p50 is not None or ips is not None):
             key = ctx.series(c)
             pairs.append((plots.Point(key, c.batch, y=p50, y_lo=lo, y_hi=hi), plots.Point(key, c.batch, y=ips)))

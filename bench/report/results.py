@@ -2,7 +2,8 @@
 (``bench.records.read_records``), grouped into cells, ordered, and the figures a report plots read off them.
 
 A cell is (model, opset, batch, runtime, precision, weights, scope, host). When a cell was run more than
-once, the latest ``ok`` record is used (the latest record of any status when none is ok). Drift and gates
+once, the latest ``ok`` record measured without contention is used (else the latest ``ok`` one, else the
+latest record of any status). Drift and gates
 stay the dicts the runs recorded; ``Drift`` and ``Gates`` (``bench.report.drift``) are the typed reads of
 them.
 
@@ -169,6 +170,11 @@ class Cell:
         return finite(self.latency_raw(key))
 
     @property
+    def contention(self) -> list[str]:
+        """Why this cell was measured under contention (empty: it was not, or the record cannot say)."""
+        return self.record.contention if self.ok else []
+
+    @property
     def stopped_by(self) -> str | None:
         timing = self.record.timing
         return timing.stopped_by if timing else None
@@ -201,7 +207,8 @@ def error_text(loaded: LoadedRecord) -> str:
 
 
 def select_cells(records: Sequence[LoadedRecord], by_host: bool = True) -> list[Cell]:
-    """Group records by cell and pick the latest ok one (else the latest of any status)."""
+    """Group records by cell and pick the latest quiet ok one (else the latest ok, else the latest of any
+    status): a measurement taken beside other busy processes never hides a quiet one."""
     groups: dict[tuple, list[LoadedRecord]] = {}
     for loaded in records:
         probe = Cell(loaded)
@@ -211,7 +218,8 @@ def select_cells(records: Sequence[LoadedRecord], by_host: bool = True) -> list[
     for history in groups.values():
         history.sort(key=lambda x: (timestamp_of(x), x.order))
         ok = [x for x in history if x.status == "ok"]
-        cells.append(Cell(ok[-1] if ok else history[-1], history))
+        quiet = [x for x in ok if not x.record.contended]
+        cells.append(Cell((quiet or ok or history)[-1], history))
     return sorted(cells, key=cell_order)
 
 

@@ -164,6 +164,17 @@ def _compact(effective: dict) -> str:
     return ", ".join(parts) or MISSING
 
 
+def section_contention(ctx: Context) -> list[str]:
+    rows = [(c.label, "; ".join(c.contention)) for c in ctx.cells if c.contention]
+    if not rows:
+        return []
+    return ["## Measured under contention", "",
+            f"{len(rows)} cell(s) were measured while other processes were busy on their cores "
+            "(`machine.contended` in the record). Their figures are shown but judged against nothing: no "
+            "Pareto front, no faster or slower. Measure them again on a quiet machine (README: Quiet "
+            "measurements).", "", md_table(("cell", "why"), rows), ""]
+
+
 def section_reruns(ctx: Context) -> list[str]:
     rows = []
     for c in ctx.cells:
@@ -173,13 +184,17 @@ def section_reruns(ctx: Context) -> list[str]:
             if latest is not c.used:
                 error = latest.record.error
                 why = (error.message if error else None) or latest.invalid or ""
+                if latest.status == "ok" and latest.record.contended:
+                    why = "measured under contention"
                 remark = f"latest run ({timestamp_of(latest)}) was {latest.status}: {why}"
-            rows.append((c.label, len(c.history), ", ".join(x.status for x in c.history),
+            statuses = [x.status + (" (contended)" if x.status == "ok" and x.record.contended else "")
+                        for x in c.history]
+            rows.append((c.label, len(c.history), ", ".join(statuses),
                          f"{c.used.status} at {c.timestamp}", remark))
     if not rows:
         return ["## Re-runs", "", "Every cell was run once.", ""]
     return ["## Re-runs", "", f"{len(rows)} cell(s) were run more than once; the tables use the latest ok "
-            "record (or the latest record when none is ok).", "",
+            "record measured without contention (else the latest ok record, else the latest record).", "",
             md_table(("cell", "records", "statuses (oldest first)", "used", "remark"), rows), ""]
 
 

@@ -8,7 +8,11 @@ a subprocess because paddle2onnx can abort the process.
 
 Resuming: the sweep is identified by ``run_id`` (a hash of the measurement settings unless ``--run-id`` is
 given). A cell that already has an ok or error record under that run_id is skipped; ``--retry-errors`` reruns
-the error ones. Records are appended as each cell finishes, so Ctrl-C loses only the cell in flight.
+the error ones, ``--retry-contended`` the ones measured only under contention (``bench.harness.machine``).
+Records are appended as each cell finishes, so Ctrl-C or SIGTERM loses only the cell in flight (stopped, no
+record); the cells die with the sweep even when it is killed (SIGKILL). A lock on the results file
+(``bench.sweep.lock``) keeps a second sweep or a resume from running beside a live one or its stopping
+cells, so no cell is ever recorded twice.
 """
 
 from __future__ import annotations
@@ -26,15 +30,17 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from bench.accuracy.drift_pass import EXPORT_IMAGES
 from bench.cell import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, export_spec, skeleton_record
 from bench.config import BenchConfig, ConfigError, load_config
 from bench.launcher import ExportFailed, launch_export
 from bench.records import append_record, read_records
 from bench.request import BenchRequest
+from bench.sweep.lock import SweepBusy, SweepLock
 from bench.sweep.plan import plan, sweep_id
 from bench.table import format_table
 from core.files import check_appendable
-from core.proc import describe_exit, python_module, run_child
+from core.proc import Terminated, describe_exit, exit_code_of, python_module, run_child
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,8 @@ def finished_statuses(results: Path, run_id: str) -> dict[tuple, set[str]]:
     done: dict[tuple, set[str]] = {}
     for record in read_records(results).valid():
         if record.run_id == run_id:
-            done.setdefault(record.cell_key, set()).add(record.status)
+            status = "contended" if record.status == "ok" and record.contended else record.status
+            done.setdefault(record.cell_key, set()).add(status)
     return done
 
 
@@ -87,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("bench.yaml"), help="the sweep (default bench.yaml)")
     p.add_argument("--results", type=Path, help="JSON-lines file (default: bench.yaml results)")
     p.add_argument("--retry-errors", action="store_true", help="rerun cells whose record is an error")
+    p.add_argument("--retry-contended", action="store_true",
+                   help="rerun cells measured only while other processes were busy (machine.contended)")
     p.add_argument("--run-id", help="sweep identity (default: hash of the measurement settings)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -102,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        check_drift_inputs(cfg, args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     results = args.results or cfg.results
     try:
         check_appendable(results)
@@ -110,19 +124,38 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     run_id = args.run_id or sweep_id(cfg)
     cells = plan(cfg, run_id, results)
+    lock = SweepLock(results, " ".join(["python -m bench sweep", *(sys.argv[2:] if argv is None else argv)]))
     try:
+        if not args.dry_run:
+            lock.acquire()
         with logging_redirect_tqdm():
-            _run_sweep(cells, cfg, results, run_id, args)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cells are in {results}; rerun the same command to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+            _run_sweep(cells, cfg, results, run_id, args, lock.fd)
+    except SweepBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as exc:
+        how = str(exc) if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{how}: the cell in flight was stopped and not recorded; finished cells are in {results}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return exit_code_of(exc)
+    finally:
+        lock.release()
     return _summarise(cells, results, run_id)
 
 
-def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_id: str, args) -> None:
-    done = finished_statuses(results, run_id)
-    finished = {"ok", "error"} if not args.retry_errors else {"ok"}
+def check_drift_inputs(cfg: BenchConfig, config: Path) -> None:
+    """A drift data folder or list file that is not there fails the sweep now, not each cell in turn."""
+    for key, value in (("sweep.drift.data", cfg.sweep.drift_data), ("sweep.drift.labels", cfg.sweep.drift_labels)):
+        if value not in (None, EXPORT_IMAGES, "synthetic") and not Path(value).expanduser().exists():
+            raise ConfigError(f"{config.name}: {key}: {value} not found")
+
+
+def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_id: str, args,
+               lock_fd: int | None) -> None:
+    keep = (lock_fd,) if lock_fd is not None else ()  # every child holds the lock as long as it lives
+    done = finished_statuses(results, run_id)  # read under the lock: no other sweep is adding to it
+    finished = {"ok"} | ({"error"} if not args.retry_errors else set())
+    finished |= set() if args.retry_contended else {"contended"}
     todo = [c for c in cells if not (done.get(c.cell_key, set()) & finished)]
     print(f"sweep {run_id}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; "
           f"results: {results}", file=sys.stderr)
@@ -132,12 +165,12 @@ def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_i
             print(f"{state}  {cell.label}")
         return
     todo = _skip_unavailable(todo, results, done)
-    todo = _export_missing(todo, cfg, results)
+    todo = _export_missing(todo, cfg, results, keep)
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", file=sys.stderr,
               dynamic_ncols=True) as bar:
         for cell in todo:
             bar.set_postfix_str(cell.label)
-            _run_cell(cell, results, cfg.sweep.cell_timeout_s, bar)
+            _run_cell(cell, results, cfg.sweep.cell_timeout_s, bar, keep)
             bar.update(1)
 
 
@@ -156,7 +189,8 @@ def _skip_unavailable(todo: list[BenchRequest], results: Path, done: dict) -> li
     return keep
 
 
-def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path) -> list[BenchRequest]:
+def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
+                    keep: tuple[int, ...]) -> list[BenchRequest]:
     """Export each missing (model, opset, batch) once; cells of a failed export get error records."""
     groups: dict = {}
     for cell in todo:
@@ -166,7 +200,7 @@ def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path) -
     missing = [spec for spec in groups if not spec.manifest_path.is_file()]
     for spec in tqdm(missing, desc="export", unit="model", file=sys.stderr, disable=not missing):
         try:
-            launch_export(spec, cfg.sweep.cell_timeout_s)
+            launch_export(spec, cfg.sweep.cell_timeout_s, pass_fds=keep)
         except ExportFailed as exc:
             tqdm.write(f"error: {exc}", file=sys.stderr)
             for cell in groups[spec]:
@@ -175,11 +209,11 @@ def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path) -
     return [c for c in todo if id(c) not in failed]
 
 
-def _run_cell(cell: BenchRequest, results: Path, timeout: float, bar: tqdm) -> None:
+def _run_cell(cell: BenchRequest, results: Path, timeout: float, bar: tqdm, keep: tuple[int, ...]) -> None:
     request = dataclasses.replace(cell, output=dataclasses.replace(cell.output, record_id=uuid.uuid4().hex))
     offset = _size(results)
     child = run_child(python_module("bench", "_cell", json.dumps(request.to_dict())), timeout,
-                      capture_stdout=False)
+                      capture_stdout=False, pass_fds=keep)
     if child.returncode == EXIT_INTERRUPTED or child.returncode == -signal.SIGINT:
         raise KeyboardInterrupt
     if _record_written(results, offset, request.output.record_id):
