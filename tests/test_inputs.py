@@ -10,8 +10,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,16 +181,27 @@ def test_paddle_runs_quietly_and_stops_cleanly_on_sigterm(tiny_artifact, tmp_pat
     assert "PIR pass" not in quiet.stderr + quiet.stdout and "ccache" not in quiet.stderr
     # Paddle installs a C++ SIGTERM handler that kills the process with a stack dump; ours must stay.
     proc = subprocess.Popen([sys.executable, "-m", "bench", "--runtime", "paddle", "--manifest", str(tiny_artifact),
-                             *NEVER_ENDS, "--results", str(tmp_path / "stopped.jsonl")], cwd=tmp_path,
+                             *NEVER_ENDS, "-v", "--results", str(tmp_path / "stopped.jsonl")], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    maps = Path(f"/proc/{proc.pid}/maps")
-    deadline = time.monotonic() + 120
-    while b"libpaddle" not in maps.read_bytes() and time.monotonic() < deadline:  # paddle is imported
-        time.sleep(0.05)
-    time.sleep(1.0)
+    # Wait for the adapter's "loading" log line: the probe before it has imported paddle (and its handlers).
+    lines: list[str] = []
+    loading = threading.Event()
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "paddle: loading" in line:
+                loading.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert loading.wait(timeout=180), "".join(lines)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(lines)
     assert proc.returncode == 128 + signal.SIGTERM and error_lines(subprocess.CompletedProcess(
         [], 0, "", err)) == ["error: terminated by SIGTERM"], err
     assert "FatalError" not in err and not (tmp_path / "stopped.jsonl").exists()
