@@ -13,6 +13,11 @@ On GPU it also runs the model once with profiling to record which provider ran e
 noted. The option ``strict_placement=true`` sets ``session.disable_cpu_ep_fallback`` so ORT itself refuses
 any CPU node. That first run also moves lazy work (TensorRT EP engine builds, cuDNN algorithm search) into
 ``load()``.
+
+Throughput scenario (option ``concurrency``): ``threads`` (default) runs ``run_with_iobinding`` on the one
+session from ``requests`` threads at once, each with its own binding, the intra-op threads split among them
+(default: one request per core, one thread each); ``run_async`` keeps ``requests`` ``run_async`` calls in
+flight on ORT's own intra-op pool (all the threads, shared; CPU only, and each call allocates its outputs).
 """
 
 from __future__ import annotations
@@ -22,13 +27,23 @@ import logging
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from core.artifact import Artifact
-from runtimes.base import Availability, OptionError, Runtime, RuntimeUnavailable, SilentChangeError
+from runtimes.base import (
+    Availability,
+    Done,
+    OptionError,
+    Requests,
+    Runtime,
+    RuntimeUnavailable,
+    SilentChangeError,
+)
+from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
 from runtimes.host import default_threads, feed_batch, parse_device
 
@@ -60,6 +75,7 @@ PROVIDERS = {p.key: p.ort_name for p in PROVIDER_TABLE}
 class OrtOptions:
     provider: str | None = None  # default: the device's first provider in PROVIDER_TABLE
     strict_placement: bool = False
+    concurrency: Literal["threads", "run_async"] = "threads"  # throughput scenario: how requests overlap
 _GPU_HINT = "install onnxruntime-gpu: pip install -e .[ort-gpu]"
 # Op types whose presence on the CPU provider in a GPU session means real work left the GPU.
 COMPUTE_OPS = frozenset({
@@ -108,6 +124,8 @@ class OrtRuntime(Runtime):
         row, self._device_id = provider_for(options.device, self.own.provider)
         self._provider = row.ort_name
         self._fallbacks = row.fallbacks
+        if self.throughput and self.own.concurrency == "run_async" and row.device_kind != "cpu":
+            raise OptionError("ort concurrency=run_async runs on CPU only; use concurrency=threads on GPUs")
 
     @classmethod
     def probe(cls, device: str | None = None, provider: str | None = None) -> Availability:
@@ -138,7 +156,8 @@ class OrtRuntime(Runtime):
         gpu = self._provider != _CPU
         strict = self.own.strict_placement and gpu
         threads = self.options.threads or default_threads()
-        so = self._session_options(ort, threads, strict)
+        plan = self._plan_throughput(threads) if self.throughput else {}
+        so = self._session_options(ort, plan.get("intra_op_threads", threads), strict)
         profile_dir = None
         if gpu:
             profile_dir = tempfile.TemporaryDirectory(prefix="ort-placement-")
@@ -178,6 +197,7 @@ class OrtRuntime(Runtime):
             "inputs_on_device": gpu,
             "strict_placement": strict,
             "model_precision": artifact.precision,
+            **plan,
         }
         if gpu:
             try:
@@ -215,16 +235,17 @@ class OrtRuntime(Runtime):
             self.notes.append(f"{sum(on_cpu.values())} shape-only node(s) ran on CPU by ORT's design: "
                               f"{', '.join(sorted(on_cpu))}")
 
-    def _bind(self, array: np.ndarray) -> None:
-        self._binding.clear_binding_inputs()
-        self._binding.clear_binding_outputs()
+    def _bind(self, array: np.ndarray, binding=None) -> None:
+        binding = self._binding if binding is None else binding  # another: a throughput request's own
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
         if self._device == "cpu":
-            self._binding.bind_cpu_input(self._input_name, array)
+            binding.bind_cpu_input(self._input_name, array)
         else:
             # One host-to-device copy here, outside the timed region; run() then reads device memory.
             value = self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
-            self._binding.bind_ortvalue_input(self._input_name, value)
-        self._binding.bind_output(self._output_name, self._device, self._device_id)
+            binding.bind_ortvalue_input(self._input_name, value)
+        binding.bind_output(self._output_name, self._device, self._device_id)
         self._bound = array  # the binding does not own host memory; keep it alive
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
@@ -243,3 +264,48 @@ class OrtRuntime(Runtime):
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": require("onnxruntime", "ort").__version__}
+
+    # --- throughput scenario ---------------------------------------------------------------------------------
+    def _plan_throughput(self, threads: int) -> dict:
+        """Requests in flight (default: one per thread) and the intra-op threads of the session."""
+        requests, source = plan_requests(self.options.requests, threads, "one request per thread (core)")
+        if self.own.concurrency == "run_async":
+            if threads < 2:
+                raise OptionError("ort concurrency=run_async needs at least 2 threads (ORT runs it on its "
+                                  "intra-op pool); use concurrency=threads")
+            plan = throughput_effective(requests, source, threads, "run_async on the shared intra-op pool")
+            return {**plan, "intra_op_threads": threads}
+        per_request = threads_per_request(threads, requests)
+        plan = throughput_effective(requests, source, per_request, "threads: run_with_iobinding per thread")
+        if requests * per_request > threads:
+            self.notes.append(f"{requests} requests x {per_request} thread(s) oversubscribe {threads} threads")
+        return {**plan, "intra_op_threads": per_request}
+
+    def _requests(self, end2end: bool) -> Requests:
+        array, size = self._bound, self.effective["requests"]
+        if self.own.concurrency == "run_async":
+            return _AsyncRuns(self._session, self._input_name, self._output_name, array, size)
+        if end2end:  # host input in, host outputs out, as prepare() + run() + outputs() do
+            feeds = {self._input_name: array}
+            runs = [partial(self._session.run, [self._output_name], feeds) for _ in range(size)]
+        else:
+            bindings = [self._session.io_binding() for _ in range(size)]
+            for binding in bindings:
+                self._bind(array, binding)
+            runs = [partial(self._session.run_with_iobinding, binding) for binding in bindings]
+        return ThreadedRequests(runs, "ort")
+
+
+class _AsyncRuns(Requests):
+    """``size`` run_async calls in flight on the session's intra-op pool; the callback reports completion."""
+
+    def __init__(self, session, input_name: str, output_name: str, array: np.ndarray, size: int) -> None:
+        self.size = size
+        self._session, self._outputs, self._feeds = session, [output_name], {input_name: array}
+
+    def start(self, done: Done) -> None:
+        self._session.run_async(self._outputs, self._feeds, _async_finished, done)
+
+
+def _async_finished(results, done: Done, error: str) -> None:
+    done(RuntimeError(f"onnxruntime run_async: {error}") if error else None)

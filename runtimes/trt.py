@@ -11,6 +11,9 @@ Inputs are copied to device memory in ``prepare()``; ``run()`` is ``execute_asyn
 bracketed by CUDA events whose elapsed time ``device_time_ms()`` returns. Device memory comes from
 ``cuda-python``.
 
+Throughput scenario: ``requests`` execution contexts (default 2), each with its own CUDA stream and device
+buffers, on their own threads (``runtimes/trt_requests.py``).
+
 tensorrt and cuda-python are imported inside the methods that need them, so this module and its pure helpers
 (:func:`profile_shapes`, :func:`validate_precision`, :func:`engine_cache_key`) work without them.
 """
@@ -27,7 +30,7 @@ import numpy as np
 
 from core.artifact import Artifact
 from core.files import sha256_of
-from runtimes.base import Availability, OptionError, Runtime, RuntimeOptions, RuntimeUnavailable
+from runtimes.base import Availability, OptionError, Requests, Runtime, RuntimeOptions, RuntimeUnavailable
 from runtimes.cuda import cuda_call as _cuda
 from runtimes.cuda import cudart as _cudart
 from runtimes.cuda import error_code as _code
@@ -35,6 +38,7 @@ from runtimes.cuda import gpu_identity
 from runtimes.deps import is_installed, require
 from runtimes.engine_cache import EngineCache, engine_key
 from runtimes.host import feed_batch, parse_device
+from runtimes.trt_requests import ContextRequests, throughput_plan
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +259,8 @@ class TrtRuntime(Runtime):
         }
         if self.options.precision == "fp16":
             self.notes.append("fp16 permits fp16 kernels; TensorRT keeps layers that are faster in fp32")
+        if self.throughput:
+            self.effective.update(throughput_plan(self.options.requests))
 
     def _build(self, trt, artifact: Artifact, profile: ProfileShapes, flags: dict, calib: Path) -> bytes:
         log.info("trt: building %s engine for %s (can take minutes)", self.options.precision, artifact.model)
@@ -298,6 +304,7 @@ class TrtRuntime(Runtime):
             raise ValueError(f"trt: batch {batch} is outside the engine profile "
                              f"[{self._profile.min[0]}, {self._profile.max[0]}]; set batch/max_batch")
         array = np.ascontiguousarray(array, dtype=trt.nptype(self._engine.get_tensor_dtype(self._input_name)))
+        self._array = array  # the throughput scenario's contexts copy it in too
         kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         if self._buffers and tuple(self._context.get_tensor_shape(self._input_name)) == array.shape:
             # Same shape: reuse the device buffers, so end2end timing holds a copy, not cudaFree/cudaMalloc.
@@ -340,6 +347,10 @@ class TrtRuntime(Runtime):
         for name, host in self._host_outputs.items():
             _cuda(self._cudart.cudaMemcpy(host.ctypes.data, self._buffers[name], host.nbytes, kind))
         return {name: host.copy() for name, host in self._host_outputs.items()}
+
+    def _requests(self, end2end: bool) -> Requests:  # the throughput scenario
+        return ContextRequests(require("tensorrt", "trt"), self._cudart, self._engine, self._input_name,
+                               self._array, self.effective["requests"], end2end)
 
     # --- teardown ----------------------------------------------------------------------------------------
     def _free_buffers(self) -> None:
