@@ -34,11 +34,12 @@ from bench.report.sections import (
     series_extra_fn,
     series_key,
 )
+from bench.report.throughput import section_throughput_latency
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (section_accuracy, section_batch, section_all_cells, section_failures, section_notes,
-            section_reruns, section_environment)
+SECTIONS = (section_accuracy, section_batch, section_throughput_latency, section_all_cells, section_failures,
+            section_notes, section_reruns, section_environment)
 
 
 def build_report(results_paths: Sequence[Path], out_dir: Path, y_metric: str = "auto") -> Path:
