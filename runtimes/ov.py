@@ -53,7 +53,7 @@ class OvOptions:
     hint: Literal["latency", "throughput"] | None = None  # None: the scenario's hint
     streams: int | None = None
 _READ_BACK = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
-              "EXECUTION_DEVICES")
+              "EXECUTION_DEVICES", "ENABLE_CPU_PINNING")
 # Layers that only move or hold data; their precision says nothing about the arithmetic.
 _DATA_LAYERS = frozenset({"Input", "Output", "Parameter", "Result", "Const", "Constant", "Reorder",
                           "Convert"})
@@ -159,6 +159,7 @@ class OpenVinoRuntime(Runtime):
             "num_streams": read_back["NUM_STREAMS"],
             "inference_num_threads": read_back["INFERENCE_NUM_THREADS"],
             "execution_devices": read_back["EXECUTION_DEVICES"],
+            "cpu_pinning": read_back["ENABLE_CPU_PINNING"],  # the plugin's choice for the hint; it moves latency
             "op_precisions": ops,
             "static_batch": shape[0],
             "requested_config": {k: str(v) for k, v in config.items()},
@@ -221,6 +222,7 @@ class OpenVinoRuntime(Runtime):
         how = "infer requests, start_async + wait, one thread each"
         self.effective.update(throughput_effective(requests, source, per_stream, how))
         self.effective["optimal_number_of_infer_requests"] = optimal
+        self.effective["hyper_threading"] = self._property("ENABLE_HYPER_THREADING")
         if requests < (streams or 0):
             self.notes.append(f"{requests} request(s) in flight keep only {requests} of {streams} streams busy")
 
