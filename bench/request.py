@@ -76,7 +76,7 @@ class BenchRequest:
         what = self.target.model or self.target.manifest
         label = f"{what} opset {self.target.opset} {self.runtime_name}/{self.runtime.precision} batch {self.batch}"
         if self.runtime.scenario == "throughput":
-            label += f" throughput x{self.runtime.requests or 'auto'}"
+            label += f" throughput x{self.runtime.requests or ' auto'}"
         return label
 
     @property

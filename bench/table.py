@@ -20,7 +20,7 @@ def scenario_label(record: Record) -> str:
     if record.params.scenario_ran != "throughput":
         return "latency"
     ran = record.timing.requests if record.timing else None
-    return f"throughput x{ran or record.params.requests or 'auto'}"
+    return f"throughput x{ran or record.params.requests or ' auto'}"
 
 
 def peak_mib(record: Record) -> str:

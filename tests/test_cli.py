@@ -203,7 +203,8 @@ def test_list_reports_every_runtime_with_aliases_and_options():
     assert {"ort", "ov", "paddle", "trt"} <= set(lines)
     assert "available" in lines["ort"]
     assert "aliases: onnxruntime" in proc.stdout and "aliases: openvino" in proc.stdout
-    assert "options: hint='latency', streams=None" in proc.stdout
+    assert "options: hint=None, streams=None" in proc.stdout  # hint None: the scenario's
+    assert "concurrency='threads'" in proc.stdout
 
 
 def test_list_named_runtimes_as_json():

@@ -58,8 +58,8 @@ def _model_section(ctx: Context, model: str, cells: Sequence[Cell], extra: Calla
     paths = throughput_latency_figure([(p, _point_label(c)) for c, p in entries if p is not None], title, caption,
                                       ctx.styler, stem)
     ctx.written += paths
-    latency_ips = {_pair_key(c): c.timing_number("throughput_ips") for c in cells if c.ok and c.scenario == "latency"}
-    rows = [_row(ctx, c, p, latency_ips.get(_pair_key(c))) for c, p in entries]
+    twins = {_pair_key(c): c for c in cells if c.ok and c.scenario == "latency"}
+    rows = [_row(ctx, c, p, twins.get(_pair_key(c))) for c, p in entries]
     return [f"### {model}", "", plot_links(paths, ctx.out_dir, title), "", md_table(HEADER, rows), ""]
 
 
@@ -68,11 +68,25 @@ def _pair_key(c: Cell) -> tuple:
     return (c.opset, c.batch, c.runtime, c.precision, c.weights, c.scope, c.host)
 
 
-def _row(ctx: Context, c: Cell, point: plots.Point | None, latency_ips: float | None) -> tuple:
-    ips = c.timing_number("throughput_ips")
-    gain = ""
-    if c.scenario == "throughput" and c.ok and ips is not None and latency_ips:
-        gain = f"x{ips / latency_ips:.2f}" + (" (see note)" if ips <= latency_ips and c.harness_notes else "")
+def _gain(c: Cell, twin: Cell | None) -> str:
+    """A throughput cell's images/s over its latency twin's, and why it is no gain where the records say."""
+    ips, twin_ips = c.timing_number("throughput_ips"), twin.timing_number("throughput_ips") if twin else None
+    if c.scenario != "throughput" or not c.ok or ips is None or not twin_ips:
+        return ""
+    text = f"x{ips / twin_ips:.2f}"
+    if ips > twin_ips:
+        return text
+    why = []
+    if c.harness_notes:
+        why.append("see note")
+    busy, cores = twin.timing_number("cores_busy"), (twin.environment.get("cpu") or {}).get("usable_cores")
+    if busy is not None and cores and busy >= 0.75 * cores:
+        why.append(f"one request at a time already kept {busy:.2f} of {cores} cores busy")
+    return f"{text} ({'; '.join(why)})" if why else text
+
+
+def _row(ctx: Context, c: Cell, point: plots.Point | None, twin: Cell | None) -> tuple:
+    ips, gain = c.timing_number("throughput_ips"), _gain(c, twin)
     front = "not plotted" if point is None else "yes" if point.pareto else "no"
     note = c.message if not c.ok else "; ".join(c.harness_notes)
     return (ctx.runtime(c), ctx.series(c).precision, c.opset, c.scenario_label, c.batch, c.requests,
