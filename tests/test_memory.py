@@ -172,6 +172,8 @@ def test_recorded_peaks_match_the_cell_process_vmhwm(onnx_artifact, tmp_path, me
     [loaded] = read_records(results).records
     memory = loaded.record.memory
     assert memory["method"] == (detect_method() if method == "detected" else "sampled")
+    # a sampling thread wakes during the timed loop: the record says so
+    assert any("sampled every 5 ms" in n for n in loaded.record.timing.notes) == (memory["method"] == "sampled")
     # With clear_refs the peak is reset as each phase starts, so VmHWM read at the end of load is the load's
     # peak and VmHWM at close is the timed loop's. Sampled, VmHWM is the process's peak so far: the load's
     # 120 MiB, then the runs' 200 (40 kept + 160), larger on purpose, so the two readings are the same figures.

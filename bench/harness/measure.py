@@ -140,9 +140,12 @@ def measure(runtime: Runtime, artifact: Artifact, batch: int, params: MeasurePar
                     params.max_duration_s, len(samples), params.iterations)
     cores_busy = usage.phases["timed"].cores_busy
     notes = []
+    if usage.method == "sampled":
+        notes.append(f"resident memory was sampled every {usage.sample_ms:g} ms during the timed loop "
+                     f"(/proc/self/clear_refs refused): a thread of this process woke that often")
     if runtime.throughput:
-        notes = why_not_faster(loops.requests, runtime.effective.get("threads_per_request"), cores_busy,
-                               usable_cores(), load_average())
+        notes += why_not_faster(loops.requests, runtime.effective.get("threads_per_request"), cores_busy,
+                                usable_cores(), load_average())
     return Measurement(
         scope=params.scope, load_s=load_s, first_run_ms=loops.first_run_ms,
         latency=LatencyStats.from_samples_ns(samples),
