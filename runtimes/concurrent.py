@@ -42,10 +42,14 @@ class ThreadedRequests(Requests):
     """One worker thread per request; ``start`` hands the completion callback to an idle worker, which runs
     its own blocking ``run`` and then calls it."""
 
-    def __init__(self, runs: Sequence[Callable[[], Any]], name: str) -> None:
+    def __init__(self, runs: Sequence[Callable[[], Any]], name: str,
+                 setup: Callable[[], Any] | None = None) -> None:
+        """``setup`` runs once on each worker thread before its first request (e.g. select the CUDA device,
+        which is per thread)."""
         if not runs:
             raise ValueError("a request pool needs at least one request")
         self.size = len(runs)
+        self._setup = setup
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
         self._workers = [threading.Thread(target=self._work, args=(run,), name=f"{name}-request-{i}", daemon=True)
                          for i, run in enumerate(runs)]
@@ -56,11 +60,15 @@ class ThreadedRequests(Requests):
         self._pending.put(done)
 
     def _work(self, run: Callable[[], Any]) -> None:
+        ready = self._setup is None
         while True:
             done = self._pending.get()
             if done is None:
                 return
             try:
+                if not ready:
+                    self._setup()
+                    ready = True
                 run()
             except BaseException as exc:  # noqa: BLE001 - handed to the harness, which raises it
                 done(exc)

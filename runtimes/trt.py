@@ -350,7 +350,7 @@ class TrtRuntime(Runtime):
 
     def _requests(self, end2end: bool) -> Requests:  # the throughput scenario
         return ContextRequests(require("tensorrt", "trt"), self._cudart, self._engine, self._input_name,
-                               self._array, self.effective["requests"], end2end)
+                               self._array, self.effective["requests"], end2end, self._device_index)
 
     # --- teardown ----------------------------------------------------------------------------------------
     def _free_buffers(self) -> None:

@@ -35,7 +35,16 @@ class ContextRequest:
         self._buffers: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {input_name: array}
         self._input_name = input_name
+        self.context = None
         self.stream = _cuda(cudart.cudaStreamCreate())
+        try:
+            self._bind(trt, engine, array)
+        except BaseException:
+            self.close()  # what was allocated before the failure
+            raise
+
+    def _bind(self, trt, engine, array: np.ndarray) -> None:
+        cudart, input_name = self._cudart, self._input_name
         self.context = engine.create_execution_context()
         if not self.context.set_optimization_profile_async(0, int(self.stream)):
             raise RuntimeError("trt: a second execution context could not use the engine's optimisation "
@@ -79,15 +88,18 @@ class ContextRequest:
         for pointer in self._buffers.values():
             _cuda(self._cudart.cudaFree(pointer))
         self._buffers.clear()
-        _cuda(self._cudart.cudaStreamDestroy(self.stream))
+        if self.stream is not None:
+            _cuda(self._cudart.cudaStreamDestroy(self.stream))
+            self.stream = None
         self.context = None
 
 
 class ContextRequests(ThreadedRequests):
-    """``size`` :class:`ContextRequest` objects, each on its own worker thread; closing frees them."""
+    """``size`` :class:`ContextRequest` objects, each on its own worker thread (which first selects the
+    engine's CUDA device: the current device is per thread); closing frees them."""
 
-    def __init__(self, trt, cudart, engine, input_name: str, array: np.ndarray, size: int,
-                 end2end: bool) -> None:
+    def __init__(self, trt, cudart, engine, input_name: str, array: np.ndarray, size: int, end2end: bool,
+                 device_index: int = 0) -> None:
         self._requests: list[ContextRequest] = []
         try:
             for _ in range(size):
@@ -95,7 +107,8 @@ class ContextRequests(ThreadedRequests):
         except BaseException:
             self._free()
             raise
-        super().__init__([r.run_end2end if end2end else r.run for r in self._requests], "trt")
+        super().__init__([r.run_end2end if end2end else r.run for r in self._requests], "trt",
+                         setup=lambda: _cuda(cudart.cudaSetDevice(device_index)))
 
     def _free(self) -> None:
         for request in self._requests:

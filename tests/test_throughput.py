@@ -109,6 +109,17 @@ class SilentPool(Requests):
         pass
 
 
+def test_each_worker_runs_its_setup_once_before_its_first_request():
+    """The TensorRT pool selects the CUDA device this way: the current device is per thread."""
+    seen: list[str] = []
+    pool = ThreadedRequests([lambda: None] * 3, "setup", setup=lambda: seen.append(threading.current_thread().name))
+    try:
+        run = drive(pool, count=30, min_ns=0, max_ns=10**12, clock=FakeClock(), stall_s=5)
+    finally:
+        pool.close()
+    assert len(run.samples_ns) >= 30 and len(seen) == len(set(seen)) <= 3 and seen
+
+
 def test_a_request_that_never_finishes_is_an_error_not_a_hang():
     with pytest.raises(RequestStalled, match="no request finished within 0.05 s"):
         drive(SilentPool(), count=5, min_ns=0, max_ns=10**12, clock=FakeClock(), stall_s=0.05)
