@@ -233,7 +233,7 @@ class OpenVinoRuntime(Runtime):
             return None
 
     def _requests(self, end2end: bool) -> Requests:
-        """The compiled model's requests, each on its own harness thread (start_async + wait). compute: every
+        """The compiled model's requests, each on its own worker thread (start_async + wait). compute: every
         request reads the prepared array (shared, zero copy); end2end: ``infer`` copies it in and the outputs
         out. Not an AsyncInferQueue with a Python callback: the callback's wrapper can be released on an
         OpenVINO thread, which then needs the GIL while the main thread, holding it, joins those threads when
@@ -255,8 +255,6 @@ class OpenVinoRuntime(Runtime):
             return {"openvino": version("openvino")}
         except PackageNotFoundError:
             return {"openvino": require("openvino", "ov").__version__}
-
-
 
 
 def _start_and_wait(request) -> None:

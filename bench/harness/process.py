@@ -46,6 +46,15 @@ def read_status_kib(path: Path = STATUS) -> dict[str, int]:
     return {key: int(m.group(1)) for key in ("VmRSS", "VmHWM") if (m := re.search(rf"^{key}:\s+(\d+) kB", text, re.M))}
 
 
+def _own_status() -> dict[str, int]:
+    """This process's VmRSS/VmHWM; empty (figures read as None) if /proc cannot be read: never fails a run."""
+    try:
+        return read_status_kib()
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s: %s", STATUS, exc)
+        return {}
+
+
 def reset_peak() -> bool:
     """Reset this process's VmHWM to its current resident set; False where the kernel refuses."""
     try:
@@ -101,7 +110,7 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak_kib = max(self.peak_kib, read_status_kib().get("VmRSS", 0))
+            self.peak_kib = max(self.peak_kib, _own_status().get("VmRSS", 0))
             self._stop_event.wait(self.interval_s)
 
     def stop(self) -> int:
@@ -133,7 +142,7 @@ class UsageTracker:
         if self.method != "unavailable":
             if self.method == "clear_refs":
                 reset_peak()
-            phase.start_mib = _mib(read_status_kib().get("VmRSS"))
+            phase.start_mib = _mib(_own_status().get("VmRSS"))
             if self.method == "sampled":
                 sampler = _Sampler(self.sample_ms / 1000)
                 sampler.start()
@@ -143,10 +152,11 @@ class UsageTracker:
         finally:
             phase.wall_s, phase.cpu_s = time.perf_counter() - wall0, process_cpu_s() - cpu0
             if self.method != "unavailable":
-                status = read_status_kib()
+                status = _own_status()
                 phase.end_mib = _mib(status.get("VmRSS"))
                 peak = status.get("VmHWM") if sampler is None else max(sampler.stop(), status.get("VmRSS", 0))
-                phase.peak_mib = max(_mib(peak) or 0.0, phase.start_mib or 0.0, phase.end_mib or 0.0)
+                readings = [v for v in (_mib(peak), phase.start_mib, phase.end_mib) if v]
+                phase.peak_mib = max(readings) if readings else None
             if self._gpu is not None:
                 self._gpu.read(name)
 
