@@ -58,10 +58,12 @@ class Draft:
                                    precision=options.precision)
         self.params = Params(batch=options.batch, warmup=m.warmup, iterations=m.iterations,
                              min_duration_s=m.min_duration_s, max_duration_s=m.max_duration_s, scope=m.scope,
-                             threads=options.threads, seed=m.seed)
+                             threads=options.threads, seed=m.seed, scenario=options.scenario,
+                             requests=options.requests)
         self.drift: dict | None = None
         self.gates: dict | None = None
         self.machine: dict | None = None  # load around the measurement (bench.harness.machine)
+        self.memory: dict | None = None
 
     def record(self, status: str, timing: dict | None = None, error: BaseException | None = None,
                error_type: str | None = None) -> Record:
@@ -71,7 +73,7 @@ class Draft:
         output = self.request.output
         record = Record(run_id=output.run_id or new_run_id(), status=status, error=err, model=self.model,
                         runtime=self.runtime, params=self.params, timing=Timing.from_dict(timing),
-                        drift=self.drift, gates=self.gates, machine=self.machine,
+                        drift=self.drift, gates=self.gates, machine=self.machine, memory=self.memory,
                         environment=env.capture_environment(),
                         git=env.git_info())
         if output.record_id:
@@ -118,6 +120,7 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
         try:
             watch.begin()
             result = measure(runtime, artifact, options.batch, request.measure)
+            draft.memory = result.memory
         finally:
             watch.end()
             # Whatever the adapter learnt before a failure (fallbacks, versions) belongs in the record.

@@ -1,6 +1,7 @@
 """``python -m bench``: benchmark one model on one runtime, list runtimes, run the sweep, report, compare.
 
     python -m bench --runtime ov --model MobileViT_S --batch 8 [--precision bf16] [--scope end2end]
+    python -m bench --runtime ort --model MobileViT_S --scenario throughput [--requests 4]
     python -m bench --runtime ort --manifest path/to/model.onnx.json     # bring your own exported model
     python -m bench list [--json]
     python -m bench sweep [--config bench.yaml] [--results PATH] [--retry-errors]
@@ -63,6 +64,10 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="minimum timed seconds (measure.min_duration_s)")
     p.add_argument("--max-duration", type=float, help="stop timing after this many seconds (safety cap)")
     p.add_argument("--scope", help="compute (run only, default) or end2end (host inputs in, outputs out)")
+    p.add_argument("--scenario", help="latency (one request at a time, default) or throughput (--requests in "
+                                      "flight; images/s and the latency of each request under that load)")
+    p.add_argument("--requests", type=int, help="throughput scenario: requests in flight (default: what the "
+                                                "runtime recommends, e.g. OpenVINO's optimal number)")
     p.add_argument("--seed", type=int, help="seed of the synthetic inputs (default 0)")
     p.add_argument("--results", help="JSON-lines file to append to (default: results/runs.jsonl)")
     p.add_argument("--artifacts", help="export folder (default: artifacts)")
@@ -104,9 +109,13 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchReques
     target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
                     weights=args.weights or cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
                     artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export)
+    scenario = args.scenario or m.scenario
+    # bench.yaml's measure.requests applies to throughput runs only; a --requests flag is always passed on, so
+    # that --requests without --scenario throughput is the usage error it is.
+    requests = args.requests if args.requests is not None else m.requests if scenario == "throughput" else None
     options = RuntimeOptions(device=args.device, precision=args.precision,
                              threads=pick(args.threads, m.threads), batch=args.batch,
-                             extra=parse_options(args.option))
+                             extra=parse_options(args.option), scenario=scenario, requests=requests)
     return BenchRequest(runtime_name=args.runtime, target=target, runtime=options, measure=measure,
                         drift=drift_settings_from_args(args, cfg),
                         output=Output(args.results or str(cfg.results), args.run_id, args.record_id),

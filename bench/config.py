@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.accuracy.gates import DEFAULT_GATES, GATE_METRICS
-from bench.harness.measure import SCOPES, MeasureParams
+from bench.harness.measure import SCENARIOS, SCOPES, MeasureParams
 from bench.records import DEFAULT_RESULTS
 from core.yamlio import ConfigError, ConfigReader, load_yaml
 from export.config import ExportConfig, parse_export_section, parse_models, parse_opsets
@@ -73,6 +73,8 @@ class SweepConfig:
     cell_timeout_s: float = 1800.0
     drift_data: str | None = "export"  # data set of each cell's drift pass; None: timing only
     drift_labels: str | None = None
+    scenarios: tuple[str, ...] = ()  # empty: measure.scenario
+    requests: tuple[int | None, ...] = (None,)  # throughput cells: requests in flight (None: the runtime's own)
 
     def precisions_for(self, runtime: str) -> tuple[str, ...]:
         return self.precisions.get(runtime, ("fp32",))
@@ -80,9 +82,12 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class MeasureConfig(MeasureParams):
-    """The harness's measurement parameters plus the thread count every runtime is given."""
+    """The harness's measurement parameters plus what every runtime is built for: the thread count, the
+    scenario and, for the throughput scenario, the requests in flight (None: the runtime's recommendation)."""
 
     threads: int | None = None
+    scenario: str = "latency"
+    requests: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ class _Parser(ConfigReader):
 
     def sweep(self, data: Any) -> SweepConfig:
         d = self.mapping(data, "sweep", ("models", "opsets", "runtimes", "precisions", "batches", "devices",
-                                         "manifests", "cell_timeout_s", "drift"))
+                                         "manifests", "cell_timeout_s", "drift", "scenarios", "requests"))
         default = SweepConfig()
         runtimes = default.runtimes
         if "runtimes" in d:
@@ -172,6 +177,8 @@ class _Parser(ConfigReader):
         return SweepConfig(
             drift_data=drift_data,
             drift_labels=drift_labels,
+            scenarios=self.scenarios(d["scenarios"]) if "scenarios" in d else default.scenarios,
+            requests=self.requests_axis(d["requests"]) if "requests" in d else default.requests,
             models=self.models(d["models"], "sweep.models") if "models" in d else default.models,
             opsets=self.opsets(d["opsets"], "sweep.opsets") if "opsets" in d else default.opsets,
             runtimes=runtimes,
@@ -185,7 +192,7 @@ class _Parser(ConfigReader):
 
     def measure(self, data: Any) -> MeasureConfig:
         d = self.mapping(data, "measure", ("warmup", "iterations", "min_duration_s", "max_duration_s",
-                                           "scope", "threads", "seed"))
+                                           "scope", "threads", "seed", "scenario", "requests"))
         m = MeasureConfig()
         warmup = self.integer(d.get("warmup", m.warmup), "measure.warmup", minimum=0)
         iterations = self.positive_int(d.get("iterations", m.iterations), "measure.iterations")
@@ -197,10 +204,15 @@ class _Parser(ConfigReader):
         threads = d.get("threads", m.threads)
         if threads is not None:
             threads = self.positive_int(threads, "measure.threads")
+        requests = d.get("requests", m.requests)
+        if requests is not None:
+            requests = self.positive_int(requests, "measure.requests")
         return MeasureConfig(
             warmup=warmup, iterations=iterations, min_duration_s=min_s, max_duration_s=max_s,
             scope=self.choice(d.get("scope", m.scope), "measure.scope", SCOPES, what="scope"),
             threads=threads, seed=self.integer(d.get("seed", m.seed), "measure.seed", minimum=0),
+            scenario=self.choice(d.get("scenario", m.scenario), "measure.scenario", SCENARIOS, what="scenario"),
+            requests=requests,
         )
 
     def gates(self, data: Any) -> dict[str, dict[str, float]]:
@@ -224,6 +236,17 @@ class _Parser(ConfigReader):
 
     def opsets(self, data: Any, key: str) -> tuple[int, ...]:
         return parse_opsets(self, data, key)
+
+    def scenarios(self, data: Any) -> tuple[str, ...]:
+        listed = self.sequence(data, "sweep.scenarios")
+        return tuple(dict.fromkeys(self.choice(v, f"sweep.scenarios[{i}]", SCENARIOS, what="scenario")
+                                   for i, v in enumerate(listed)))
+
+    def requests_axis(self, data: Any) -> tuple[int | None, ...]:
+        """Requests in flight of the throughput cells; null: the runtime's recommendation."""
+        listed = self.sequence(data, "sweep.requests")
+        return tuple(dict.fromkeys(None if v is None else self.positive_int(v, f"sweep.requests[{i}]")
+                                   for i, v in enumerate(listed)))
 
     def runtime(self, name: Any, key: str) -> str:
         try:

@@ -10,10 +10,14 @@ Schema 2 (schema 1 records are read too; they lack ``machine`` and ``memory``)::
     error {type, message} | null,
     model {name, opset, opset_written, batch, sha256, manifest, weights, precision},
     runtime {name, versions, device, precision, options_asked, effective, notes},
-    params {batch, warmup, iterations, min_duration_s, max_duration_s, scope, threads, seed, scenario},
-    timing {scope, load_s, first_run_ms, latency_ms {...}, device_latency_ms {...} | null, throughput_ips,
-            wall_s, warmup, stopped_by, ...} | null,
+    params {batch, warmup, iterations, min_duration_s, max_duration_s, scope, threads, seed, scenario,
+            requests},
+    timing {scope, scenario, requests, load_s, first_run_ms, latency_ms {...}, device_latency_ms {...} | null,
+            throughput_ips, wall_s, warmup, stopped_by, cores_busy, notes} | null,
     drift | null, gates | null, machine {...} | null, memory {...} | null, environment {...}, git {...}
+
+Records written before the throughput scenario lack ``params.scenario``: they ran one request at a time, so
+they read as the ``latency`` scenario (``Params.scenario_ran``).
 """
 
 from __future__ import annotations
@@ -115,7 +119,13 @@ class Params(Section):
     scope: str | None = None
     threads: int | None = None
     seed: int | None = None
+    scenario: str | None = None  # "latency" | "throughput"; None in older records: latency
+    requests: int | None = None  # throughput: requests in flight asked (None: the runtime's recommendation)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def scenario_ran(self) -> str:
+        return self.scenario or "latency"
 
 
 @dataclass
@@ -129,6 +139,10 @@ class Timing(Section):
     wall_s: float | None = None
     warmup: int | None = None
     stopped_by: str | None = None
+    scenario: str | None = None
+    requests: int | None = None  # in flight during the timed loop (1 in the latency scenario)
+    cores_busy: float | None = None  # process CPU seconds per wall second over the timed loop
+    notes: list[str] = field(default_factory=list)  # the harness's remarks (e.g. why throughput did not scale)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def latency(self, key: str) -> float | None:
@@ -168,7 +182,7 @@ class Record:
     drift: dict[str, Any] | None = None  # core.metrics.DriftResult + reference_source + data
     gates: dict[str, Any] | None = None  # bench.accuracy.gates.evaluate_gates
     machine: dict[str, Any] | None = None  # load, frequency governor, busy processes around the cell
-    memory: dict[str, Any] | None = None  # peak resident memory of the cell process
+    memory: dict[str, Any] | None = None  # bench.harness.process: peak resident memory per phase, GPU memory
     environment: dict[str, Any] = field(default_factory=dict)
     git: dict[str, Any] = field(default_factory=dict)
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -235,13 +249,19 @@ class Record:
     @property
     def cell_key(self) -> tuple:
         return cell_key(self.model.name, self.model.opset, self.params.batch, self.runtime.name,
-                        self.runtime.precision, self.model.weights_requested)
+                        self.runtime.precision, self.model.weights_requested, self.params.scenario,
+                        self.params.requests)
 
 
 def cell_key(model: str | None, opset: int | None, batch: int | None, runtime: str | None,
-             precision: str | None, weights: str | None) -> tuple:
-    """The identity of a sweep cell; the one definition requests and records share."""
-    return (model, opset, batch, runtime, precision, weights)
+             precision: str | None, weights: str | None, scenario: str | None = None,
+             requests: int | None = None) -> tuple:
+    """The identity of a sweep cell; the one definition requests and records share. The scenario is part of
+    it (no scenario: latency, as every record before the throughput scenario), and so are the requests in
+    flight asked of a throughput cell, so a concurrency sweep keeps one cell per count."""
+    scenario = scenario or "latency"
+    return (model, opset, batch, runtime, precision, scenario, requests if scenario == "throughput" else None,
+            weights)
 
 
 def _finite_json(value: Any) -> Any:

@@ -18,7 +18,7 @@ from bench.harness.measure import MeasureParams
 from bench.records import DEFAULT_RESULTS
 from core.manifest import manifest_path_of
 from core.yamlio import ConfigError
-from runtimes.base import OptionError, Runtime, RuntimeOptions
+from runtimes.base import SCENARIOS, OptionError, Runtime, RuntimeOptions
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 
@@ -74,14 +74,18 @@ class BenchRequest:
     @property
     def label(self) -> str:
         what = self.target.model or self.target.manifest
-        return f"{what} opset {self.target.opset} {self.runtime_name}/{self.runtime.precision} batch {self.batch}"
+        label = f"{what} opset {self.target.opset} {self.runtime_name}/{self.runtime.precision} batch {self.batch}"
+        if self.runtime.scenario == "throughput":
+            label += f" throughput x{self.runtime.requests or ' auto'}"
+        return label
 
     @property
     def cell_key(self) -> tuple:
         from bench.records import cell_key
 
         return cell_key(self.target.model, self.target.opset, self.batch, self.runtime_name,
-                        self.runtime.precision, self.target.weights_key)
+                        self.runtime.precision, self.target.weights_key, self.runtime.scenario,
+                        self.runtime.requests)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +115,7 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
         raise UsageError(f"--batch must be a positive integer, got {options.batch}")
     if options.threads is not None and options.threads < 1:
         raise UsageError(f"--threads must be a positive integer, got {options.threads}")
+    _check_scenario(options)
     try:
         name = canonical_runtime(request.runtime_name)
         target = _resolve_target(request.target)
@@ -129,6 +134,17 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
     if drift is not None:
         drift = replace(drift, cache_dir=str(Path(target.artifacts) / "reference-cache"))
     return replace(request, runtime_name=name, target=target, runtime=options, drift=drift), cls
+
+
+def _check_scenario(options: RuntimeOptions) -> None:
+    if options.scenario not in SCENARIOS:
+        raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {options.scenario!r}")
+    requests = options.requests
+    if requests is not None:
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            raise UsageError(f"--requests must be a positive integer, got {requests}")
+        if options.scenario != "throughput":
+            raise UsageError("--requests (requests in flight) needs --scenario throughput")
 
 
 def _resolve_target(target: Target) -> Target:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from bench.records import Record
 
-COLUMNS = ("model", "opset", "runtime", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "CV",
-           "img/s", "load s", "first ms", "notes")
-_TEXT_COLUMNS = (0, 2, 3)  # left-aligned; numbers right-aligned; notes run free
+COLUMNS = ("model", "opset", "runtime", "prec", "batch", "scenario", "p50 ms", "p90 ms", "p99 ms", "mean±std ms",
+           "CV", "img/s", "peak MiB", "load s", "first ms", "notes")
+_TEXT_COLUMNS = (0, 2, 3, 5)  # left-aligned; numbers right-aligned; notes run free
 
 
 def precision_label(record: Record) -> str:
@@ -15,26 +15,40 @@ def precision_label(record: Record) -> str:
     return f"{asked} (ran {ran})" if ran and asked and ran != asked else str(asked)
 
 
+def scenario_label(record: Record) -> str:
+    """``latency``, or ``throughput x4`` with the requests that were in flight (asked, when none ran)."""
+    if record.params.scenario_ran != "throughput":
+        return "latency"
+    ran = record.timing.requests if record.timing else None
+    return f"throughput x{ran or record.params.requests or ' auto'}"
+
+
+def peak_mib(record: Record) -> str:
+    """The cell process's peak resident memory over load, warm-up and timed loop, in MiB."""
+    value = (record.memory or {}).get("peak_mib")
+    return "" if value is None else f"{value:.0f}"
+
+
 def table_rows(records: list[Record]) -> list[tuple[str, ...]]:
     rows = []
     for r in records:
         head = (str(r.model.name), str(r.model.opset), str(r.runtime.name), str(r.runtime.precision),
-                str(r.params.batch))
+                str(r.params.batch), scenario_label(r))
         timing = r.timing
         if r.status != "ok" or timing is None or timing.latency_ms is None:
             message = r.error.message if r.error else ""
-            rows.append(head + ("",) * 8 + (f"{r.status.upper()}: {one_line(message)}",))
+            rows.append(head + ("",) * 9 + (f"{r.status.upper()}: {one_line(message)}",))
             continue
         lat = timing.latency_ms
-        notes = list(r.runtime.notes or [])
+        notes = list(r.runtime.notes or []) + list(timing.notes or [])
         if timing.stopped_by == "max_duration":
             notes.insert(0, f"stopped at max duration after {lat['count']} runs")
         if r.contended:
             notes.insert(0, "CONTENDED: other processes were busy")
         rows.append(head + (
             ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), f"{ms(lat['mean'])}±{ms(lat['std'])}",
-            f"{lat['cv']:.1%}", f"{timing.throughput_ips:.1f}", f"{timing.load_s:.2f}", ms(timing.first_run_ms),
-            "; ".join(notes),
+            f"{lat['cv']:.1%}", f"{timing.throughput_ips:.1f}", peak_mib(r), f"{timing.load_s:.2f}",
+            ms(timing.first_run_ms), "; ".join(notes),
         ))
     return rows
 

@@ -12,6 +12,12 @@ unknown key (``--option hnt=throughput``) is an error that lists the allowed one
 What ran: after ``load`` an adapter's ``effective`` holds at least ``device`` and ``precision`` as they took
 effect (read back from the engine where it allows), and after ``prepare`` the ``batch``; ``notes`` say
 anything a reader of the results must know (a fallback, a lowered precision).
+
+Scenarios (``RuntimeOptions.scenario``): ``latency`` sends one request at a time through ``run``. ``throughput``
+keeps several requests in flight: the adapter configures itself for it in ``_load`` (OpenVINO's THROUGHPUT
+hint, threads split among requests, ...) and records ``requests`` (and how many threads each one gets) in
+``effective``; after ``prepare``, ``requests()`` hands the harness a :class:`Requests` pool whose ``start``
+begins one inference and calls back when it ends, so the harness, not the adapter, reads the clock.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import dataclasses
 import logging
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -31,6 +38,8 @@ from core.artifact import Artifact
 log = logging.getLogger(__name__)
 
 REQUIRED_EFFECTIVE = ("device", "precision")
+REQUIRED_THROUGHPUT_EFFECTIVE = ("requests", "threads_per_request")
+SCENARIOS = ("latency", "throughput")
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -73,6 +82,8 @@ class RuntimeOptions:
     batch: int = 1
     max_batch: int | None = None  # TensorRT profile upper bound; defaults to batch
     extra: dict[str, Any] = field(default_factory=dict)  # the runtime's own options, by name
+    scenario: str = "latency"  # "latency": one request at a time | "throughput": ``requests`` in flight
+    requests: int | None = None  # throughput: requests in flight; None: what the runtime recommends
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +128,27 @@ def _describe(hint: Any) -> str:
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
+Done = Callable[[BaseException | None], None]
+
+
+class Requests(abc.ABC):
+    """``size`` independent inference requests over one prepared runtime: the throughput scenario.
+
+    ``start(done)`` begins one inference on an idle request and returns without waiting for it; ``done`` is
+    called exactly once, from any thread (possibly inside ``start``), when that inference has finished, with
+    the exception that ended it or None. The harness never has more than ``size`` started and not done, and
+    calls ``close`` after the last ``done``.
+    """
+
+    size: int
+
+    @abc.abstractmethod
+    def start(self, done: Done) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
 class Runtime(abc.ABC):
     """One inference engine bound to one artifact on one device."""
 
@@ -130,6 +162,7 @@ class Runtime(abc.ABC):
         if options.precision not in self.precisions:
             raise OptionError(f"runtime {self.name!r} does not support precision {options.precision!r}; "
                               f"choose one of {', '.join(self.precisions)}")
+        _check_scenario(self.name, options, self.supports_throughput())
         self.options = options
         self.own = parse_options(self.name, self.Options, dict(options.extra))
         self.effective: dict[str, Any] = {}  # settings that actually took effect, recorded with results
@@ -152,7 +185,8 @@ class Runtime(abc.ABC):
         log.info("%s: loading %s", self.name, artifact.model_path.name)
         self._state = "loading"  # a failed load still needs close() to free what it allocated
         self._load(artifact)
-        missing = [key for key in REQUIRED_EFFECTIVE if key not in self.effective]
+        required = REQUIRED_EFFECTIVE + (REQUIRED_THROUGHPUT_EFFECTIVE if self.throughput else ())
+        missing = [key for key in required if key not in self.effective]
         if missing:
             raise LifecycleError(f"{self.name}: _load() did not record effective {', '.join(missing)}")
         self.artifact = artifact
@@ -179,6 +213,28 @@ class Runtime(abc.ABC):
                 self._close()
             finally:
                 self._state = "closed"  # a failed close is not retried: it would free twice
+
+    # --- the throughput scenario ---------------------------------------------------------------------------
+    @property
+    def throughput(self) -> bool:
+        return self.options.scenario == "throughput"
+
+    @classmethod
+    def supports_throughput(cls) -> bool:
+        """Does this adapter implement ``_requests`` (the throughput scenario)?"""
+        return cls._requests is not Runtime._requests
+
+    def requests(self, end2end: bool = False) -> Requests:
+        """The pool of requests the throughput scenario keeps in flight, over the inputs of ``prepare``.
+
+        ``end2end``: each inference also copies the host input in and the host output out, as ``prepare`` and
+        ``outputs`` do in the latency scenario. The caller closes the pool before closing the runtime."""
+        self._expect("prepared")
+        if not self.throughput:
+            raise LifecycleError(f"{self.name}: requests() needs options.scenario='throughput' before load()")
+        pool = self._requests(end2end)
+        self.effective["requests"] = pool.size
+        return pool
 
     def versions(self) -> dict[str, str]:
         return {}
@@ -216,5 +272,20 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def _outputs(self) -> dict[str, np.ndarray]: ...
 
+    def _requests(self, end2end: bool) -> Requests:
+        raise NotImplementedError(f"runtime {self.name!r} has no throughput scenario")
+
     def _close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def _check_scenario(runtime: str, options: RuntimeOptions, supported: bool) -> None:
+    if options.scenario not in SCENARIOS:
+        raise OptionError(f"scenario {options.scenario!r} is not one of {', '.join(SCENARIOS)}")
+    if options.requests is not None:
+        if isinstance(options.requests, bool) or not isinstance(options.requests, int) or options.requests < 1:
+            raise OptionError(f"requests must be a positive integer, got {options.requests!r}")
+        if options.scenario != "throughput":
+            raise OptionError("requests (requests in flight) applies to the throughput scenario only")
+    if options.scenario == "throughput" and not supported:
+        raise OptionError(f"runtime {runtime!r} has no throughput scenario (it keeps one request at a time)")

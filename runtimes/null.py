@@ -11,8 +11,9 @@ from typing import ClassVar
 import numpy as np
 
 from core.artifact import Artifact, static_shape
-from runtimes.base import Availability, Runtime
-from runtimes.host import feed_batch
+from runtimes.base import Availability, Requests, Runtime
+from runtimes.concurrent import ThreadedRequests, plan_requests, throughput_effective
+from runtimes.host import default_threads, feed_batch
 
 
 class NullRuntime(Runtime):
@@ -34,6 +35,9 @@ class NullRuntime(Runtime):
         self._input_name = artifact.input_name
         self.effective = {"device": "none", "precision": "none"}
         self.notes.append("null runtime: no inference ran; timings are harness overhead")
+        if self.throughput:
+            requests, source = plan_requests(self.options.requests, default_threads(), "one per core")
+            self.effective.update(throughput_effective(requests, source, 1, "threads (no inference)"))
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
         _, batch = feed_batch(feeds, self._input_name)
@@ -46,5 +50,12 @@ class NullRuntime(Runtime):
     def _outputs(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self._outputs_cache.items()}
 
+    def _requests(self, end2end: bool) -> Requests:
+        return ThreadedRequests([self._outputs if end2end else _nothing] * self.effective["requests"], "null")
+
     def versions(self) -> dict[str, str]:
         return {"numpy": np.__version__}
+
+
+def _nothing() -> None:
+    pass

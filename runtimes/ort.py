@@ -20,6 +20,11 @@ TensorRT taking no subgraph, raises :class:`SilentChangeError`; ORT's shape arit
 option ``strict_placement=true`` sets ``session.disable_cpu_ep_fallback`` so ORT itself refuses any CPU node
 (shape arithmetic included). That first run also moves lazy work (TensorRT EP engine builds, cuDNN algorithm
 search) into ``load()``.
+
+Throughput scenario (option ``concurrency``): ``threads`` (default) runs ``run_with_iobinding`` on the one
+session from ``requests`` threads at once, each with its own binding, the intra-op threads split among them
+(default: one request per core, one thread each); ``run_async`` keeps ``requests`` ``run_async`` calls in
+flight on ORT's own intra-op pool (all the threads, shared; CPU only, and each call allocates its outputs).
 """
 
 from __future__ import annotations
@@ -28,13 +33,23 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from core.artifact import Artifact
-from runtimes.base import Availability, OptionError, Runtime, RuntimeUnavailable, SilentChangeError
+from runtimes.base import (
+    Availability,
+    Done,
+    OptionError,
+    Requests,
+    Runtime,
+    RuntimeUnavailable,
+    SilentChangeError,
+)
+from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
 from runtimes.host import default_threads, feed_batch, parse_device
 from runtimes.ort_gpu import (
@@ -77,6 +92,7 @@ class OrtOptions:
     strict_placement: bool = False  # ORT's own refusal of any CPU node (shape arithmetic included)
     tf32: bool = False  # CUDA provider: allow TF32 matmul/conv (ORT's default); recorded as precision tf32
     trt_engine_cache_dir: str | None = None  # TensorRT provider: engine and timing cache folder
+    concurrency: Literal["threads", "run_async"] = "threads"  # throughput scenario: how requests overlap
 
 
 def provider_for(device: str, choice: str | None = None) -> tuple[Provider, int]:
@@ -108,6 +124,8 @@ class OrtRuntime(Runtime):
         self._gpu = row.device_kind != "cpu"
         # As early as the request is known, before anything loads TensorRT or cuBLAS (the probe does).
         self._tf32_note = keep_tensorrt_fp32(self._provider, self.own.tf32, options.precision)
+        if self.throughput and self.own.concurrency == "run_async" and self._gpu:
+            raise OptionError("ort concurrency=run_async runs on CPU only; use concurrency=threads on GPUs")
 
     @classmethod
     def probe(cls, device: str | None = None, provider: str | None = None) -> Availability:
@@ -136,6 +154,8 @@ class OrtRuntime(Runtime):
         ort = self._ort = require("onnxruntime", "ort")
         self._check_precision(artifact)
         threads = self.options.threads or default_threads()
+        plan = self._plan_throughput(threads) if self.throughput else {}
+        threads = plan.get("intra_op_threads", threads)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -163,6 +183,7 @@ class OrtRuntime(Runtime):
                 "io_binding": True,
                 "inputs_on_device": self._gpu,
                 "strict_placement": self._gpu and self.own.strict_placement,
+                **plan,
             }
             if self._gpu:
                 self._record_gpu(artifact)
@@ -220,16 +241,17 @@ class OrtRuntime(Runtime):
                               "float kernels (int8 rounding, float speed)")
 
     # --- run ------------------------------------------------------------------------------------------------
-    def _bind(self, array: np.ndarray) -> None:
-        self._binding.clear_binding_inputs()
-        self._binding.clear_binding_outputs()
+    def _bind(self, array: np.ndarray, binding=None) -> None:
+        binding = self._binding if binding is None else binding  # another: a throughput request's own
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
         if not self._gpu:
-            self._binding.bind_cpu_input(self._input_name, array)
+            binding.bind_cpu_input(self._input_name, array)
         else:
             # One host-to-device copy here, outside the timed region; run() then reads device memory.
             value = self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
-            self._binding.bind_ortvalue_input(self._input_name, value)
-        self._binding.bind_output(self._output_name, "cuda" if self._gpu else "cpu", self._device_id)
+            binding.bind_ortvalue_input(self._input_name, value)
+        binding.bind_output(self._output_name, "cuda" if self._gpu else "cpu", self._device_id)
         self._bound = array  # the binding does not own host memory; keep it alive
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
@@ -253,6 +275,37 @@ class OrtRuntime(Runtime):
             found["onnxruntime_distribution"] = ", ".join(dists)
         return found
 
+    # --- throughput scenario ---------------------------------------------------------------------------------
+    def _plan_throughput(self, threads: int) -> dict:
+        """Requests in flight (default: one per thread) and the intra-op threads of the session."""
+        requests, source = plan_requests(self.options.requests, threads, "one request per thread (core)")
+        if self.own.concurrency == "run_async":
+            if threads < 2:
+                raise OptionError("ort concurrency=run_async needs at least 2 threads (ORT runs it on its "
+                                  "intra-op pool); use concurrency=threads")
+            plan = throughput_effective(requests, source, threads, "run_async on the shared intra-op pool")
+            return {**plan, "intra_op_threads": threads}
+        per_request = threads_per_request(threads, requests)
+        plan = throughput_effective(requests, source, per_request, "threads: run_with_iobinding per thread")
+        if requests * per_request > threads:
+            self.notes.append(f"{requests} requests x {per_request} thread(s) oversubscribe {threads} threads")
+        return {**plan, "intra_op_threads": per_request}
+
+    def _requests(self, end2end: bool) -> Requests:
+        array, size = self._bound, self.effective["requests"]
+        if self.own.concurrency == "run_async":
+            return _AsyncRuns(self._session, self._input_name, self._output_name, array, size)
+        if end2end:  # host input in, host outputs out, as prepare() + run() + outputs() do
+            feeds = {self._input_name: array}
+            runs = [partial(self._session.run, [self._output_name], feeds) for _ in range(size)]
+        else:
+            bindings = [self._session.io_binding() for _ in range(size)]
+            for binding in bindings:
+                self._bind(array, binding)
+            runs = [partial(self._session.run_with_iobinding, binding) for binding in bindings]
+        return ThreadedRequests(runs, "ort")
+
+
 
 def gpu_provider_lines() -> tuple[str, ...]:
     """One ``bench list`` line per GPU provider: usable here, or why not."""
@@ -269,3 +322,18 @@ def gpu_provider_lines() -> tuple[str, ...]:
         lines.append(f"--device cuda{'' if row.key == 'cuda' else f' --option provider={row.key}'}: "
                      f"{row.ort_name} {state}{': ' + reason if reason else ''}")
     return tuple(lines)
+
+
+class _AsyncRuns(Requests):
+    """``size`` run_async calls in flight on the session's intra-op pool; the callback reports completion."""
+
+    def __init__(self, session, input_name: str, output_name: str, array: np.ndarray, size: int) -> None:
+        self.size = size
+        self._session, self._outputs, self._feeds = session, [output_name], {input_name: array}
+
+    def start(self, done: Done) -> None:
+        self._session.run_async(self._outputs, self._feeds, _async_finished, done)
+
+
+def _async_finished(results, done: Done, error: str) -> None:
+    done(RuntimeError(f"onnxruntime run_async: {error}") if error else None)

@@ -2,9 +2,14 @@
 
 Options: ``device`` ``"cpu"`` | ``"gpu"`` (``"gpu:N"``) | ``"auto"``; ``precision`` ``"fp32"`` (f32),
 ``"bf16"`` or ``"fp16"`` (f16); ``threads`` -> INFERENCE_NUM_THREADS (CPU only, default: physical cores);
-its own options (:class:`OvOptions`): ``hint`` ``"latency"`` (default) | ``"throughput"`` ->
-PERFORMANCE_HINT; ``streams`` -> NUM_STREAMS (default: what the hint picks). A dynamic batch is reshaped to
+its own options (:class:`OvOptions`): ``hint`` ``"latency"`` | ``"throughput"`` -> PERFORMANCE_HINT (default:
+the scenario's); ``streams`` -> NUM_STREAMS (default: what the hint picks). A dynamic batch is reshaped to
 ``options.batch`` before compiling. Loads ONNX files and OpenVINO IR (``.xml``) artifacts.
+
+Throughput scenario: the THROUGHPUT hint (PERFORMANCE_HINT_NUM_REQUESTS = ``options.requests`` when given),
+then ``options.requests`` infer requests in flight, or OPTIMAL_NUMBER_OF_INFER_REQUESTS as read back from
+the compiled model (what ``AsyncInferQueue(compiled, 0)`` would create); streams, threads and that optimum
+are recorded.
 
 Why the precision is always set (anchors 4H): the CPU plugin runs bf16 by default on CPUs with AMX or
 AVX512-BF16, so an unset hint silently benchmarks bf16 as "fp32". After compiling, the precision, streams,
@@ -18,13 +23,22 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import ClassVar, Literal
 
 import numpy as np
 
 from core.artifact import Artifact
-from runtimes.base import Availability, Runtime, RuntimeOptions, RuntimeUnavailable, SilentChangeError
+from runtimes.base import (
+    Availability,
+    Requests,
+    Runtime,
+    RuntimeOptions,
+    RuntimeUnavailable,
+    SilentChangeError,
+)
+from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
 from runtimes.host import default_threads, feed_batch, parse_device
 
@@ -36,10 +50,10 @@ _FROM_OV = {v: k for k, v in OV_PRECISION.items()}
 
 @dataclass(frozen=True)
 class OvOptions:
-    hint: Literal["latency", "throughput"] = "latency"
+    hint: Literal["latency", "throughput"] | None = None  # None: the scenario's hint
     streams: int | None = None
 _READ_BACK = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
-              "EXECUTION_DEVICES")
+              "EXECUTION_DEVICES", "ENABLE_CPU_PINNING")
 # Layers that only move or hold data; their precision says nothing about the arithmetic.
 _DATA_LAYERS = frozenset({"Input", "Output", "Parameter", "Result", "Const", "Constant", "Reorder",
                           "Convert"})
@@ -86,7 +100,7 @@ class OpenVinoRuntime(Runtime):
         kind, index = parse_device(self.name, options.device, self.devices)
         gpu = f"GPU.{index}" if ":" in options.device else "GPU"
         self._ov_device = {"cpu": "CPU", "auto": "AUTO"}.get(kind, gpu)
-        self._hint = self.own.hint
+        self._hint = self.own.hint or ("throughput" if self.throughput else "latency")
 
     @classmethod
     def probe(cls, device: str | None = None) -> Availability:
@@ -122,6 +136,8 @@ class OpenVinoRuntime(Runtime):
             config["INFERENCE_NUM_THREADS"] = self.options.threads or default_threads()
         if self.own.streams is not None:
             config["NUM_STREAMS"] = self.own.streams
+        if self.throughput and self.options.requests is not None:
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.options.requests  # streams <= requests in flight
         self._compiled = core.compile_model(model, self._ov_device, config)
 
         read_back = {}
@@ -143,6 +159,7 @@ class OpenVinoRuntime(Runtime):
             "num_streams": read_back["NUM_STREAMS"],
             "inference_num_threads": read_back["INFERENCE_NUM_THREADS"],
             "execution_devices": read_back["EXECUTION_DEVICES"],
+            "cpu_pinning": read_back["ENABLE_CPU_PINNING"],  # the plugin's choice for the hint; it moves latency
             "op_precisions": ops,
             "static_batch": shape[0],
             "requested_config": {k: str(v) for k, v in config.items()},
@@ -150,6 +167,8 @@ class OpenVinoRuntime(Runtime):
         self._request = self._compiled.create_infer_request()
         self._input_name, self._output_name = artifact.input_name, artifact.output_name
         self._batch = shape[0]
+        if self.throughput:
+            self._plan_throughput()
 
     def _check_precision(self, hint: str | None, ops: dict[str, int] | None) -> str | None:
         """The precision that runs, from the read-back hint (or the layers when the device hides it)."""
@@ -192,9 +211,52 @@ class OpenVinoRuntime(Runtime):
     def _close(self) -> None:
         self._request = self._compiled = self._array = None
 
+    # --- throughput scenario ---------------------------------------------------------------------------------
+    def _plan_throughput(self) -> None:
+        """Requests in flight: as asked, else the compiled model's OPTIMAL_NUMBER_OF_INFER_REQUESTS."""
+        optimal = self._property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        requests, source = plan_requests(self.options.requests, int(optimal or 1),
+                                         "OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        streams, threads = self.effective["num_streams"], self.effective["inference_num_threads"]
+        per_stream = threads_per_request(int(threads), int(streams)) if threads and streams else None
+        how = "infer requests, start_async + wait, one thread each"
+        self.effective.update(throughput_effective(requests, source, per_stream, how))
+        self.effective["optimal_number_of_infer_requests"] = optimal
+        self.effective["hyper_threading"] = self._property("ENABLE_HYPER_THREADING")
+        if requests < (streams or 0):
+            self.notes.append(f"{requests} request(s) in flight keep only {requests} of {streams} streams busy")
+
+    def _property(self, key: str):
+        try:
+            return _plain(self._compiled.get_property(key))
+        except RuntimeError:  # AUTO does not expose every property of its device
+            return None
+
+    def _requests(self, end2end: bool) -> Requests:
+        """The compiled model's requests, each on its own worker thread (start_async + wait). compute: every
+        request reads the prepared array (shared, zero copy); end2end: ``infer`` copies it in and the outputs
+        out. Not an AsyncInferQueue with a Python callback: the callback's wrapper can be released on an
+        OpenVINO thread, which then needs the GIL while the main thread, holding it, joins those threads when
+        the compiled model is destroyed (a deadlock seen here at teardown)."""
+        ov = require("openvino", "ov")
+        shared = ov.Tensor(self._array, shared_memory=True)
+        runs = []
+        for _ in range(self.effective["requests"]):
+            request = self._compiled.create_infer_request()
+            if end2end:
+                runs.append(partial(request.infer, self._array, share_inputs=False, share_outputs=False))
+            else:
+                request.set_input_tensor(shared)
+                runs.append(partial(_start_and_wait, request))
+        return ThreadedRequests(runs, "ov")
+
     def versions(self) -> dict[str, str]:
         try:
             return {"openvino": version("openvino")}
         except PackageNotFoundError:
             return {"openvino": require("openvino", "ov").__version__}
 
+
+def _start_and_wait(request) -> None:
+    request.start_async()  # both release the GIL while OpenVINO works
+    request.wait()

@@ -2,18 +2,23 @@
 
 CPU only, fp32 only, oneDNN (MKLDNN) on, IR optimisation on, ``threads`` (default: physical cores) math
 threads. It reads the PIR ``.json`` + ``.pdiparams`` the export stage started from, not the ONNX file.
+
+Throughput scenario: ``requests`` predictor clones (sharing the weights), one per worker thread, the math
+threads split among them (default: one clone per core, one thread each).
 """
 
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
 
 from core.artifact import Artifact
 from core.proc import keep_signal_handlers
-from runtimes.base import Availability, Runtime, RuntimeUnavailable
+from runtimes.base import Availability, Requests, Runtime, RuntimeUnavailable
+from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
 from runtimes.host import default_threads, feed_batch, parse_device
 
@@ -48,6 +53,8 @@ class PaddleRuntime(Runtime):
         model_file, params_file = files
         _, inference = _import_paddle()
         threads = self.options.threads or default_threads()
+        plan = self._plan_throughput(threads) if self.throughput else {}
+        threads = plan.get("threads_per_request", threads)
         config = inference.Config(str(model_file), str(params_file))
         config.disable_gpu()
         config.switch_ir_optim(True)
@@ -66,6 +73,7 @@ class PaddleRuntime(Runtime):
             "ir_optim": bool(config.ir_optim()),
             "threads": int(config.cpu_math_library_num_threads()),
             "model_format": model_file.suffix.lstrip("."),
+            **plan,
         }
         if not onednn:
             self.notes.append("oneDNN did not enable (Paddle built without it?): plain CPU kernels ran")
@@ -77,6 +85,7 @@ class PaddleRuntime(Runtime):
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
         array, _ = feed_batch(feeds, self._input_name)
+        self._array = array  # the throughput scenario's clones copy it in too
         self._input.reshape(list(array.shape))
         self._input.copy_from_cpu(array)
 
@@ -87,11 +96,28 @@ class PaddleRuntime(Runtime):
         return {self._output_name: self._output.copy_to_cpu()}
 
     def _close(self) -> None:
-        self._predictor = self._input = self._output = None
+        self._predictor = self._input = self._output = self._array = None
 
     def versions(self) -> dict[str, str]:
         paddle, _ = _import_paddle()
         return {"paddlepaddle": paddle.__version__}
+
+    # --- throughput scenario ---------------------------------------------------------------------------------
+    def _plan_throughput(self, threads: int) -> dict:
+        requests, source = plan_requests(self.options.requests, threads, "one predictor clone per core")
+        return throughput_effective(requests, source, threads_per_request(threads, requests),
+                                    "predictor clones, one per thread")
+
+    def _requests(self, end2end: bool) -> Requests:
+        runs = []
+        for _ in range(self.effective["requests"]):
+            clone = self._predictor.clone()  # shares the weights; its own input and output
+            handle = clone.get_input_handle(clone.get_input_names()[0])
+            output = clone.get_output_handle(clone.get_output_names()[0])
+            handle.reshape(list(self._array.shape))
+            handle.copy_from_cpu(self._array)
+            runs.append(partial(_clone_end2end, clone, handle, output, self._array) if end2end else clone.run)
+        return ThreadedRequests(runs, "paddle")
 
 
 def _import_paddle():
@@ -100,3 +126,9 @@ def _import_paddle():
     with keep_signal_handlers(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No ccache found")
         return require("paddle", "export"), require("paddle.inference", "export")
+
+
+def _clone_end2end(clone, handle, output, array: np.ndarray) -> None:
+    handle.copy_from_cpu(array)
+    clone.run()
+    output.copy_to_cpu()

@@ -17,6 +17,9 @@ bracketed by CUDA events whose elapsed time ``device_time_ms()`` returns. Those 
 launch gaps when the GPU outruns the CPU (small models, batch 1); ``cuda_graph=true`` replays a captured
 graph instead, which has none (``effective["device_time"]`` says which).
 
+Throughput scenario: ``requests`` execution contexts (default 2), each with its own CUDA stream and device
+buffers, on their own threads (``runtimes/trt_requests.py``).
+
 tensorrt and cuda-python are imported inside the methods that need them, so this module and its pure helpers
 work without them. Only TensorRT 10.x is supported (see ``runtimes.trt_build``).
 """
@@ -32,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from core.artifact import Artifact
-from runtimes.base import Availability, OptionError, Runtime, RuntimeOptions, RuntimeUnavailable
+from runtimes.base import Availability, OptionError, Requests, Runtime, RuntimeOptions, RuntimeUnavailable
 from runtimes.cuda import cuda_call as _cuda
 from runtimes.cuda import cudart as _cudart
 from runtimes.cuda import error_code as _code
@@ -56,6 +59,7 @@ from runtimes.trt_build import (
     trt_logger,
 )
 from runtimes.trt_calibration import EXPORT_IMAGES, calibration_cache_key, load_calibration_data, make_calibrator
+from runtimes.trt_requests import ContextRequests, throughput_plan
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +168,8 @@ class TrtRuntime(Runtime):
             ("engine_deserialize_s" if hit else "engine_build_s"): time.perf_counter() - start,
         }
         self._record_precision(trt, plan, flags)
+        if self.throughput:
+            self.effective.update(throughput_plan(self.options.requests))
 
     def _flags(self, plan: BuildPlan, artifact: Artifact) -> tuple[dict, np.ndarray | None]:
         """Everything that shapes the engine (the cache key covers it), and the calibration images."""
@@ -238,6 +244,7 @@ class TrtRuntime(Runtime):
             raise ValueError(f"trt: batch {batch} is outside the engine profile "
                              f"[{self._profile.min[0]}, {self._profile.max[0]}]; set batch/max_batch")
         array = np.ascontiguousarray(array, dtype=trt.nptype(self._engine.get_tensor_dtype(self._input_name)))
+        self._array = array  # the throughput scenario's contexts copy it in too
         kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         if self._buffers and tuple(self._context.get_tensor_shape(self._input_name)) == array.shape:
             # Same shape: reuse the device buffers (and graph), so end2end timing holds a copy, not cudaMalloc.
@@ -315,6 +322,10 @@ class TrtRuntime(Runtime):
         for name, host in self._host_outputs.items():
             _cuda(self._cudart.cudaMemcpy(host.ctypes.data, self._buffers[name], host.nbytes, kind))
         return {name: host.copy() for name, host in self._host_outputs.items()}
+
+    def _requests(self, end2end: bool) -> Requests:  # the throughput scenario
+        return ContextRequests(require("tensorrt", "trt"), self._cudart, self._engine, self._input_name,
+                               self._array, self.effective["requests"], end2end, self._device_index)
 
     # --- teardown ----------------------------------------------------------------------------------------
     def _device_steps(self) -> list:

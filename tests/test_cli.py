@@ -49,7 +49,8 @@ def test_null_run_prints_table_and_appends_ok_record(onnx_artifact, results):
                  "--results", str(results))
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.splitlines()[:2]
-    for column in ("p50 ms", "p90 ms", "p99 ms", "mean±std ms", "CV", "img/s", "load s", "first ms", "notes"):
+    for column in ("scenario", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "CV", "img/s", "peak MiB", "load s",
+                   "first ms", "notes"):
         assert column in header
     assert row.startswith("Tiny") and "null" in row
     record = only_record(results)
@@ -58,10 +59,35 @@ def test_null_run_prints_table_and_appends_ok_record(onnx_artifact, results):
     assert record.model.sha256 == json.loads(onnx_artifact.read_text())["graph"]["sha256"]
     assert record.runtime.name == "null" and record.runtime.precision == "fp32"
     assert record.params.to_dict() == {"batch": 4, "warmup": 2, "iterations": 20, "min_duration_s": 0.05,
-                                       "max_duration_s": 30.0, "scope": "compute", "threads": None, "seed": 0}
+                                       "max_duration_s": 30.0, "scope": "compute", "threads": None, "seed": 0,
+                                       "scenario": "latency", "requests": None}
+    assert record.timing.scenario == "latency" and record.timing.requests == 1
+    assert record.memory["peak_mib"] > 0 and record.memory["method"] in ("clear_refs", "sampled")
+    assert f"{record.memory['peak_mib']:.0f}" in row
     assert record.timing.latency_ms["count"] >= 20 and record.timing.scope == "compute"
     assert isinstance(record.timing.throughput_ips, float)
     assert record.environment["cpu"]["logical_cores"] >= 1 and "git" in record.to_dict()
+
+
+def test_throughput_scenario_run_records_what_ran(onnx_artifact, results):
+    proc = bench("--runtime", "null", "--manifest", str(onnx_artifact), "--scenario", "throughput",
+                 "--requests", "3", *FAST, "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    assert "throughput x3" in proc.stdout.splitlines()[1]
+    record = only_record(results)
+    assert (record.params.scenario, record.params.requests) == ("throughput", 3)
+    assert record.timing.scenario == "throughput" and record.timing.requests == 3
+    assert record.runtime.effective["requests"] == 3 and record.runtime.effective["requests_source"] == "asked"
+
+
+def test_requests_without_the_throughput_scenario_is_a_usage_error(onnx_artifact, results):
+    proc = bench("--runtime", "null", "--manifest", str(onnx_artifact), "--requests", "2", "--results",
+                 str(results))
+    assert_one_error_line(proc, 2, "--requests (requests in flight) needs --scenario throughput")
+    proc = bench("--runtime", "null", "--manifest", str(onnx_artifact), "--scenario", "offline", "--results",
+                 str(results))
+    assert_one_error_line(proc, 2, "--scenario must be one of latency, throughput")
+    assert not results.exists()
 
 
 def test_manifest_folder_and_end2end_scope(onnx_artifact, results):
@@ -177,7 +203,8 @@ def test_list_reports_every_runtime_with_aliases_and_options():
     assert {"ort", "ov", "paddle", "trt"} <= set(lines)
     assert "available" in lines["ort"]
     assert "aliases: onnxruntime" in proc.stdout and "aliases: openvino" in proc.stdout
-    assert "options: hint='latency', streams=None" in proc.stdout
+    assert "options: hint=None, streams=None" in proc.stdout  # hint None: the scenario's
+    assert "concurrency='threads'" in proc.stdout
 
 
 def test_list_named_runtimes_as_json():

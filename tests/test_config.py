@@ -22,8 +22,10 @@ def test_repo_bench_yaml_has_the_documented_defaults():
     assert cfg.sweep.runtimes == ("paddle", "ort", "ov")
     assert cfg.sweep.precisions == {"paddle": ("fp32",), "ort": ("fp32",), "ov": ("fp32", "bf16")}
     assert cfg.sweep.batches == (1, 8)
+    assert cfg.sweep.scenarios == ("latency", "throughput") and cfg.sweep.requests == (None,)
     m = cfg.measure
     assert (m.warmup, m.iterations, m.min_duration_s, m.max_duration_s) == (10, 50, 2.0, 30.0)
+    assert (m.scenario, m.requests) == ("latency", None)
     assert cfg.gates["fp32"] == {"agreement": 1.0, "max_abs_diff": 1e-4}
     assert cfg.gates["fp16"] == {"agreement": 0.99, "cosine": 0.999}
     assert cfg.results == Path("results/runs.jsonl")
@@ -64,6 +66,13 @@ def test_overrides_and_aliases():
     ({"measure": {"warmup": -1}}, "bench.yaml: measure.warmup: expected an integer >= 0, got -1"),
     ({"measure": {"iterations": 2.5}}, "measure.iterations: expected an integer >= 1"),
     ({"measure": {"scope": "wall"}}, "measure.scope: unknown scope 'wall'; allowed: compute, end2end"),
+    ({"measure": {"scenario": "offline"}},
+     "bench.yaml: measure.scenario: unknown scenario 'offline'; allowed: latency, throughput"),
+    ({"measure": {"requests": 0}}, "bench.yaml: measure.requests: expected an integer >= 1, got 0"),
+    ({"sweep": {"scenarios": ["latency", "server"]}},
+     "bench.yaml: sweep.scenarios[1]: unknown scenario 'server'; allowed: latency, throughput"),
+    ({"sweep": {"scenarios": []}}, "bench.yaml: sweep.scenarios: must not be empty"),
+    ({"sweep": {"requests": [2, -1]}}, "bench.yaml: sweep.requests[1]: expected an integer >= 1, got -1"),
     ({"measure": {"min_duration_s": 5, "max_duration_s": 1}}, "measure.max_duration_s: 1.0 is below"),
     ({"measure": {"iterrations": 5}},
      "bench.yaml: measure.iterrations: unknown key; allowed: warmup, iterations"),

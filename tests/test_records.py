@@ -135,7 +135,24 @@ def test_cell_key_of_a_record_equals_the_key_of_its_request():
     from runtimes.base import RuntimeOptions
 
     request = BenchRequest("ov", Target(model="MobileViT_XXS", opset=17), RuntimeOptions(precision="bf16", batch=8))
-    assert make_record().cell_key == ("MobileViT_XXS", 17, 8, "ov", "bf16", "seeded") == request.cell_key
+    key = ("MobileViT_XXS", 17, 8, "ov", "bf16", "latency", None, "seeded")
+    assert make_record().cell_key == key == request.cell_key  # a record without a scenario ran latency
+
+
+def test_both_scenarios_and_each_concurrency_of_a_cell_are_distinct_cells():
+    from bench.request import BenchRequest, Target
+    from runtimes.base import RuntimeOptions
+
+    def key(**options):
+        options = RuntimeOptions(precision="bf16", batch=8, **options)
+        request = BenchRequest("ov", Target(model="MobileViT_XXS", opset=17), options)
+        params = Params(batch=8, scenario=request.runtime.scenario, requests=request.runtime.requests)
+        assert make_record(params=params).cell_key == request.cell_key  # requests and records agree
+        return request.cell_key
+
+    keys = [key(), key(scenario="throughput"), key(scenario="throughput", requests=4)]
+    assert len(set(keys)) == 3
+    assert key(scenario="latency") == keys[0]
 
 
 def test_run_ids_are_unique_and_sortable():

@@ -46,13 +46,13 @@ def drift(agreement: float, top1: float = 0.75, n: int = 1000, ref: float = 0.76
 
 def record(model="LeViT_128S", runtime="ort", precision="fp32", opset=17, batch=1, p50=5.0, status="ok",
            message=None, cv=0.02, agreement=None, top1=0.75, ref=0.76, host="box-a", ts="2026-01-01T00:00:00Z",
-           notes=(), weights="official", ran=None) -> Record:
+           notes=(), weights="official", ran=None, cores_busy=None) -> Record:
     """One record as the harness writes it (``append_record`` checks its invariants)."""
     timing = None
     if status == "ok":
         timing = Timing(scope="compute", load_s=0.5, first_run_ms=p50 * 3, latency_ms=latency(p50, cv),
                         device_latency_ms=None, throughput_ips=1000 * batch / p50, wall_s=2.0,
-                        stopped_by="iterations")
+                        stopped_by="iterations", cores_busy=cores_busy)
     return Record(
         run_id="r1",
         status=status,
@@ -133,8 +133,9 @@ def _rows(text: str, start: str) -> list[str]:
 def test_report_writes_plots(built):
     out, text = built
     pngs, svgs = sorted((out / "plots").glob("*.png")), sorted((out / "plots").glob("*.svg"))
-    # Latency vs accuracy: LeViT b1, LeViT b8, MobileViT b1; vs batch: LeViT_128S, MobileViT_XXS.
-    assert [p.stem for p in pngs] == [p.stem for p in svgs] and len(pngs) == 5
+    # Latency vs accuracy: LeViT b1, LeViT b8, MobileViT b1; vs batch and throughput vs latency: a figure each
+    # for LeViT_128S and MobileViT_XXS.
+    assert [p.stem for p in pngs] == [p.stem for p in svgs] and len(pngs) == 7
     assert all(p.stat().st_size > 5000 for p in pngs + svgs)
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
     assert all(b"<svg" in p.read_bytes()[:2000] for p in svgs)
@@ -148,7 +149,7 @@ def test_tables_hold_the_numbers(built):
     _, text = built
     assert "| LeViT_128S | ov | bf16 | 17 | 2.500 | 2.375 | 2.750 | 75.20 | [72.43, 77.78] | yes |" in text
     assert "| LeViT_128S | ov | fp32 | 17 | 4.125 | 3.919 | 4.538 | 76.00 |" in text
-    assert "| ov | fp32 | 17 | 8 | 20.00 | 19.00 | 22.00 | 2.500 | 400.0 |" in text
+    assert "| ov | fp32 | 17 | 8 | 1 | 20.00 | 19.00 | 22.00 | 2.500 | 400.0 | missing |" in text
     # Labelled results with official weights: top-1 accuracy on the y axis; Paddle's from reference_top1.
     assert "top-1 accuracy" in text
     assert "76.00" in _rows(text, "| LeViT_128S | paddle | fp32 | 17 | 8.000 |")[0]
@@ -180,8 +181,8 @@ def test_errors_and_missing_are_shown(built):
     assert partial and "| missing | missing | missing |" in partial[0]
     # An ok record without timing: kept, marked invalid with the schema's message, timing missing.
     trt = [line for line in text.splitlines() if "| trt | fp32 |" in line]
-    assert len(trt) == 3 and all("invalid" in line and "needs timing" in line for line in trt)
-    assert "| 1 | 17 | trt | fp32 | fp32 | compute | invalid | missing | missing | missing |" in text
+    assert len(trt) == 4 and all("invalid" in line and "needs timing" in line for line in trt)
+    assert "| 1 | 17 | trt | fp32 | fp32 | compute | latency | invalid | missing | missing | missing |" in text
     assert "| 0.000 |" not in text
     assert "## Unreadable lines" in text and "JSONDecodeError" in text
 
@@ -305,6 +306,16 @@ def test_compare_tables(tmp_path):
     assert "box-a" in text and "box-b" in text
 
 
+def test_compare_keeps_the_scenarios_of_a_cell_apart(tmp_path):
+    latency, throughput = record(p50=10.0), throughput_record("ort", 1, 20.0, 100.0, None, 2, 300.0)
+    a = write(tmp_path / "a.jsonl", [latency, throughput])
+    b = write(tmp_path / "b.jsonl", [record(p50=10.0), throughput_record("ort", 1, 20.0, 110.0, None, 2, 300.0)])
+    text = cmp.compare([a], [b])
+    assert len(_rows(text, "| LeViT_128S | 1 | 17 | ort | fp32 | 10.00")) == 1
+    [row] = _rows(text, "| LeViT_128S | 1 | 17 | ort throughput x2 | fp32 | 20.00")
+    assert "| 100.0 (±2.0 %) | 110.0 (±2.0 %) | 1.100 |" in row
+
+
 def test_compare_cli_writes_file(tmp_path, capsys):
     a = write(tmp_path / "a.jsonl", [record(p50=10.0)])
     b = write(tmp_path / "b.jsonl", [record(p50=10.0)])
@@ -343,7 +354,8 @@ def test_failed_cells_draw_no_empty_plots(tmp_path):
     text = build_report([path], out).read_text()
     stems = sorted(p.name for p in (out / "plots").iterdir())
     assert stems == ["batch_LeViT_128S.png", "batch_LeViT_128S.svg",
-                     "latency_vs_top1_LeViT_b1.png", "latency_vs_top1_LeViT_b1.svg"]
+                     "latency_vs_top1_LeViT_b1.png", "latency_vs_top1_LeViT_b1.svg",
+                     "throughput_latency_LeViT_128S.png", "throughput_latency_LeViT_128S.svg"]
     for heading in ("### LeViT, batch -3", "### None", "### MobileViT"):
         assert heading not in text
     assert "Not drawn, no ok cell: LeViT, batch -3 (1 cell(s)); MobileViT, batch 1 (1 cell(s)); " \
@@ -380,7 +392,56 @@ def test_rebuild_gives_the_same_bytes(tmp_path):
         texts.append([line for line in report.read_text().splitlines() if not line.startswith("Generated")])
         plots.append({p.name: p.read_bytes() for p in sorted((tmp_path / name / "plots").iterdir())})
     assert texts[0] == texts[1]
-    assert len(plots[0]) == 4 and plots[0] == plots[1]
+    assert len(plots[0]) == 6 and plots[0] == plots[1]
+
+
+def throughput_record(runtime: str, batch: int, p50: float, ips: float, requests: int | None, ran: int,
+                      peak: float, notes: tuple = ()) -> Record:
+    """A throughput-scenario record: ``requests`` asked (None: the runtime's own), ``ran`` in flight."""
+    r = record(runtime=runtime, batch=batch, p50=p50)
+    r.params.scenario, r.params.requests = "throughput", requests
+    r.timing.scenario, r.timing.requests, r.timing.throughput_ips = "throughput", ran, ips
+    r.timing.notes = list(notes)
+    r.runtime.effective["requests"] = ran
+    r.memory = {"method": "clear_refs", "peak_mib": peak, "load_increase_mib": 30.0}
+    return r
+
+
+def test_throughput_scenario_and_memory_in_the_report(tmp_path):
+    """Both scenarios of a cell coexist; each scenario has its batch figure; the throughput-vs-latency table
+    marks the front and compares each throughput cell with its latency twin; memory is a column and a panel."""
+    latency_ov = record(runtime="ov", p50=10.0)  # 100 images/s at batch 1
+    latency_ov.memory = {"method": "clear_refs", "peak_mib": 300.0, "load_increase_mib": 25.0}
+    records = [
+        latency_ov,
+        record(runtime="ov", batch=8, p50=40.0),  # 200 images/s
+        throughput_record("ov", 1, 18.0, 180.0, None, 2, 320.0),
+        throughput_record("ov", 1, 35.0, 150.0, 4, 4, 350.0),  # beaten: slower and fewer images/s than x2
+        record(runtime="ort", p50=12.0, cores_busy=1.9),  # 83.3 images/s, both cores busy
+        throughput_record("ort", 1, 30.0, 80.0, None, 2, 280.0,
+                          notes=("the process kept 1.00 of 2 cores busy during the timed loop",)),
+    ]
+    out = tmp_path / "out"
+    text = build_report([write(tmp_path / "r.jsonl", records)], out).read_text()
+    names = {p.name for p in (out / "plots").iterdir()}
+    assert {"batch_LeViT_128S.png", "batch_LeViT_128S_throughput.png",
+            "throughput_latency_LeViT_128S.png"} <= names
+    assert "### LeViT_128S, latency scenario" in text and "### LeViT_128S, throughput scenario" in text
+    tradeoff = text.split("## Throughput vs latency")[1].split("\n## ")[0]
+    rows = {tuple(c.strip() for c in r.split("|")[1:7]): r for r in tradeoff.splitlines() if r.startswith("| o")}
+    # columns: runtime, precision, opset, scenario, batch, requests ... images/s, peak MiB, front, vs latency
+    ov_x2 = rows[("ov x auto", "fp32", "17", "throughput x2", "1", "2")]
+    assert "| 180.0 | 320 | yes | x1.80 |" in ov_x2
+    assert "| 150.0 | 350 | no | x1.50 |" in rows[("ov x4", "fp32", "17", "throughput x4", "1", "4")]
+    assert "| yes |" in rows[("ov", "fp32", "17", "latency", "1", "1")]  # fastest: on the front
+    assert "| yes |" in rows[("ov", "fp32", "17", "latency", "8", "1")]  # most images/s: on the front
+    ort = rows[("ort x auto", "fp32", "17", "throughput x2", "1", "2")]
+    assert "x0.96 (see note; one request at a time already kept 1.90 of 2 cores busy)" in ort
+    assert "kept 1.00 of 2 cores busy" in ort
+    # memory: the all-cells column and the batch tables
+    assert "| LeViT_128S | 1 | 17 | ov | fp32 | fp32 | compute | latency | ok | 10.00 |" in text
+    assert "| 100.0 | 300 |" in text and "| 300 | +25 |" in text
+    assert "the process kept 1.00 of 2 cores busy" in text.split("## Notes recorded by the runs")[1]
 
 
 def test_drift_and_gates_are_read_leniently():

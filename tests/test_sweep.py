@@ -15,7 +15,8 @@ import yaml
 
 from bench.config import config_from_dict
 from bench.records import read_records
-from bench.sweep.plan import plan, sweep_id
+from bench.request import BenchRequest
+from bench.sweep.plan import plan, scenario_axis, sweep_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +68,21 @@ def test_plan_and_identity(onnx_artifact, tmp_path):
     changed = config_from_dict({"measure": {"iterations": 6}})
     assert sweep_id(changed) != sweep_id(cfg)
     assert cells[0].cell_key[-1] == f"manifest:{onnx_artifact.resolve()}"
+
+
+def test_plan_crosses_scenarios_and_requests_in_flight(onnx_artifact, tmp_path):
+    path = write_config(tmp_path, [onnx_artifact], batches=(1,), scenarios=["latency", "throughput"],
+                        requests=[None, 4])
+    cfg = config_from_dict(yaml.safe_load(path.read_text()))
+    cells = plan(cfg, sweep_id(cfg), tmp_path / "r.jsonl")
+    assert [(c.runtime.scenario, c.runtime.requests) for c in cells] == [
+        ("latency", None), ("throughput", None), ("throughput", 4)]
+    assert len({c.cell_key for c in cells}) == 3
+    assert BenchRequest.from_dict(cells[2].to_dict()) == cells[2]  # as the cell process receives it
+    # the scenario axes are cells, not settings: a sweep recorded before them keeps its id
+    assert sweep_id(cfg) == sweep_id(config_from_dict(yaml.safe_load(write_config(tmp_path, []).read_text())))
+    single = config_from_dict({"sweep": {"models": []}, "measure": {"scenario": "throughput", "requests": 2}})
+    assert scenario_axis(single) == [("throughput", 2)]  # no sweep.scenarios: measure.scenario/requests decide
 
 
 def test_second_run_skips_finished_cells_and_retry_reruns_errors(onnx_artifact, corrupt_manifest, tmp_path):

@@ -12,19 +12,33 @@ Scopes (what lies inside each timed iteration):
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.harness.process import UsageTracker, wants_gpu
 from bench.harness.stats import LatencyStats, throughput_ips
+from bench.harness.throughput import Clock, drive, why_not_faster
 from core.artifact import Artifact
-from runtimes.base import Runtime
+from runtimes.base import SCENARIOS, Runtime
+
+__all__ = ["SCENARIOS", "SCOPES", "MeasureParams", "Measurement", "measure", "synthetic_feeds"]
 
 log = logging.getLogger(__name__)
 
 SCOPES = ("compute", "end2end")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (other processes' demand for the CPU), where the OS has one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 @dataclass(frozen=True)
@@ -58,11 +72,18 @@ class Measurement:
     wall_s: float
     warmup: int
     stopped_by: str  # "target" (iterations and duration reached) | "max_duration"
+    scenario: str = "latency"
+    requests: int = 1  # in flight during the timed loop
+    cores_busy: float | None = None  # process CPU seconds / wall seconds over the timed loop
+    notes: list[str] = field(default_factory=list)  # the harness's remarks (why throughput did not scale)
+    memory: dict | None = None  # bench.harness.process.UsageTracker.memory()
     samples_ns: list[int] = field(default_factory=list, repr=False)
 
     def timing_dict(self) -> dict:
         return {
             "scope": self.scope,
+            "scenario": self.scenario,
+            "requests": self.requests,
             "load_s": self.load_s,
             "first_run_ms": self.first_run_ms,
             "latency_ms": self.latency.to_dict(),
@@ -71,7 +92,22 @@ class Measurement:
             "wall_s": self.wall_s,
             "warmup": self.warmup,
             "stopped_by": self.stopped_by,
+            "cores_busy": self.cores_busy,
+            "notes": list(self.notes),
         }
+
+
+@dataclass
+class _Loops:
+    """What one scenario's loops produced, before the statistics."""
+
+    first_run_ms: float
+    warmup: int
+    samples_ns: list[int]
+    device_ms: list[float]
+    wall_ns: int
+    stopped_by: str
+    requests: int = 1
 
 
 def synthetic_feeds(artifact: Artifact, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -84,41 +120,79 @@ def synthetic_feeds(artifact: Artifact, batch: int, seed: int = 0) -> dict[str, 
 
 
 def measure(runtime: Runtime, artifact: Artifact, batch: int, params: MeasureParams,
-            feeds: dict[str, np.ndarray] | None = None) -> Measurement:
-    """Drive ``runtime`` (fresh, not loaded) through the protocol and return what was measured."""
+            feeds: dict[str, np.ndarray] | None = None, usage: UsageTracker | None = None) -> Measurement:
+    """Drive ``runtime`` (fresh, not loaded) through the protocol of its scenario (``runtime.options``) and
+    return what was measured, with the process's memory per phase (``usage``: a fresh tracker by default)."""
     feeds = feeds if feeds is not None else synthetic_feeds(artifact, batch, params.seed)
+    usage = usage if usage is not None else UsageTracker(gpu=wants_gpu(runtime.options.device))
+    clock = time.perf_counter_ns  # looked up per call, so tests can drive the harness with a fake clock
 
-    t0 = time.perf_counter_ns()
-    runtime.load(artifact)
-    load_s = (time.perf_counter_ns() - t0) / 1e9
+    with usage.phase("load"):
+        t0 = clock()
+        runtime.load(artifact)
+        load_s = (clock() - t0) / 1e9
+    scenario = "throughput" if runtime.throughput else "latency"
+    loops = (_throughput_loops if runtime.throughput else _latency_loops)(runtime, params, feeds, usage, clock)
 
-    runtime.prepare(feeds)
-    step = _step(runtime, params.scope, feeds)
-
-    t0 = time.perf_counter_ns()
-    step()
-    first_run_ms = (time.perf_counter_ns() - t0) / 1e6
-
-    for _ in range(params.warmup):
-        step()
-
-    samples, device_ms, wall_ns, stopped_by = _timed_loop(runtime, step, params)
-    device = LatencyStats.from_samples_ms(device_ms) if device_ms else None
-    if stopped_by == "max_duration":
+    samples, wall_ns = loops.samples_ns, loops.wall_ns
+    if loops.stopped_by == "max_duration":
         log.warning("%s: stopped at max_duration_s=%s after %d of %d iterations", runtime.name,
                     params.max_duration_s, len(samples), params.iterations)
+    cores_busy = usage.phases["timed"].cores_busy
+    notes = []
+    if usage.method == "sampled":
+        notes.append(f"resident memory was sampled every {usage.sample_ms:g} ms during the timed loop "
+                     f"(/proc/self/clear_refs refused): a thread of this process woke that often")
+    if runtime.throughput:
+        notes += why_not_faster(loops.requests, runtime.effective.get("threads_per_request"), cores_busy,
+                                usable_cores(), load_average())
     return Measurement(
-        scope=params.scope,
-        load_s=load_s,
-        first_run_ms=first_run_ms,
+        scope=params.scope, load_s=load_s, first_run_ms=loops.first_run_ms,
         latency=LatencyStats.from_samples_ns(samples),
-        device_latency=device,
-        throughput_ips=throughput_ips(batch, len(samples), wall_ns / 1e9),
-        wall_s=wall_ns / 1e9,
-        warmup=params.warmup,
-        stopped_by=stopped_by,
-        samples_ns=samples,
+        device_latency=LatencyStats.from_samples_ms(loops.device_ms) if loops.device_ms else None,
+        throughput_ips=throughput_ips(batch, len(samples), wall_ns / 1e9), wall_s=wall_ns / 1e9,
+        warmup=loops.warmup, stopped_by=loops.stopped_by, scenario=scenario, requests=loops.requests,
+        cores_busy=cores_busy, notes=notes, memory=usage.memory(), samples_ns=samples,
     )
+
+
+def _latency_loops(runtime: Runtime, params: MeasureParams, feeds: dict[str, np.ndarray], usage: UsageTracker,
+                   clock: Clock) -> _Loops:
+    """One request at a time: first run (cold), warm-up, timed loop."""
+    with usage.phase("warmup"):
+        runtime.prepare(feeds)
+        step = _step(runtime, params.scope, feeds)
+        t0 = clock()
+        step()
+        first_run_ms = (clock() - t0) / 1e6
+        for _ in range(params.warmup):
+            step()
+    with usage.phase("timed"):
+        samples, device_ms, wall_ns, stopped_by = _timed_loop(runtime, step, params)
+    return _Loops(first_run_ms, params.warmup, samples, device_ms, wall_ns, stopped_by)
+
+
+def _throughput_loops(runtime: Runtime, params: MeasureParams, feeds: dict[str, np.ndarray],
+                      usage: UsageTracker, clock: Clock) -> _Loops:
+    """The runtime's requests kept in flight: one cold request alone, a warm-up that runs every request at
+    least once, then the timed loop under the same count-and-duration rule."""
+    min_ns, max_ns = int(params.min_duration_s * 1e9), int(params.max_duration_s * 1e9)
+    stall_s = max(120.0, 4 * params.max_duration_s)
+    pool = None
+    try:
+        with usage.phase("warmup"):
+            runtime.prepare(feeds)
+            pool = runtime.requests(end2end=params.scope == "end2end")
+            first = drive(pool, 1, 0, max_ns, clock, stall_s, in_flight=1)
+            warmup = max(params.warmup, pool.size)
+            drive(pool, warmup, 0, max_ns, clock, stall_s)
+        with usage.phase("timed"):
+            timed = drive(pool, params.iterations, min_ns, max_ns, clock, stall_s)
+    finally:
+        if pool is not None:
+            pool.close()
+    return _Loops(first.samples_ns[0] / 1e6, warmup, timed.samples_ns, [], timed.wall_ns, timed.stopped_by,
+                  pool.size)
 
 
 def _step(runtime: Runtime, scope: str, feeds: dict[str, np.ndarray]) -> Callable[[], object]:

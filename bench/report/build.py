@@ -36,10 +36,12 @@ from bench.report.sections import (
     series_extra_fn,
     series_key,
 )
+from bench.report.throughput import section_throughput_latency
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (section_accuracy, section_batch, section_contention, section_all_cells, section_failures,
+SECTIONS = (section_accuracy, section_batch, section_throughput_latency, section_contention, section_all_cells,
+            section_failures,
             section_notes, section_reruns, section_environment)
 
 

@@ -29,7 +29,7 @@ def plot_links(paths: Sequence[Path], out_dir: Path, alt: str) -> str:
     return f"![{alt}]({rel['.png']})\n\n[SVG for print]({rel['.svg']})"
 
 
-def _not_drawn(groups: dict[Any, list[Cell]], name) -> list[str]:
+def not_drawn(groups: dict[Any, list[Cell]], name) -> list[str]:
     """The line naming the groups left undrawn for want of an ok cell (none when every group is drawn)."""
     if not groups:
         return []
@@ -40,16 +40,19 @@ def _not_drawn(groups: dict[Any, list[Cell]], name) -> list[str]:
 # --- latency vs accuracy ------------------------------------------------------------------------------------
 
 def section_accuracy(ctx: Context) -> list[str]:
+    # Latency here is one request at a time; the throughput scenario's cells have their own section.
+    cells = [c for c in ctx.cells if c.scenario == "latency"] or ctx.cells
     out = ["## Latency vs accuracy", "",
            f"Y axis: {y_label(ctx.metric)}; x axis: p50 latency of one batch in ms ({WHISKERS}; vertical "
            "whiskers: 95 % interval). Ringed points joined by the dashed step line form the Pareto front of "
            "each panel: no other point there is both faster (lower p50) and more accurate. The front is "
            "drawn from point estimates; where the intervals overlap, the order of two points is not "
-           "established.", ""]
-    drawn, undrawn = group_cells(ctx.cells, lambda c: (family_of(c.model), c.batch))
+           "established." + (" Latency scenario cells only (one request at a time)."
+                             if len(cells) < len(ctx.cells) else ""), ""]
+    drawn, undrawn = group_cells(cells, lambda c: (family_of(c.model), c.batch))
     for (family, batch), cells in drawn.items():
         out += _accuracy_group(ctx, family, batch, cells)
-    return out + _not_drawn(undrawn, lambda key: f"{key[0]}, batch {key[1]}")
+    return out + not_drawn(undrawn, lambda key: f"{key[0]}, batch {key[1]}")
 
 
 class _AccuracyGroup:
@@ -153,44 +156,51 @@ def _row_note(c: Cell, y: YValue) -> str:
     return "; ".join(notes)
 
 
-# --- latency and throughput vs batch ------------------------------------------------------------------------
+# --- latency, throughput and memory vs batch ---------------------------------------------------------------
 
 def section_batch(ctx: Context) -> list[str]:
-    out = ["## Latency and throughput vs batch", "",
-           f"Latency: p50 of one batch in ms ({WHISKERS}). Throughput: images per second over the timed "
-           "loop's wall time.", ""]
-    drawn, undrawn = group_cells(ctx.cells, lambda c: c.model)
-    for model, cells in drawn.items():
-        out += _batch_model(ctx, model, cells)
-    return out + _not_drawn(undrawn, str)
+    out = ["## Latency, throughput and memory vs batch", "",
+           f"A figure per model and scenario. Latency: p50 of one batch in ms ({WHISKERS}); in the throughput "
+           "scenario, of each request while the others were in flight. Throughput: images per second over the "
+           "timed loop's wall time. Memory: the cell process's peak resident memory over load, warm-up and "
+           "timed loop (`load +MiB`: what loading the model added).", ""]
+    drawn, undrawn = group_cells(ctx.cells, lambda c: (c.model, c.scenario))
+    for (model, scenario), cells in drawn.items():
+        out += _batch_model(ctx, model, scenario, cells)
+    return out + not_drawn(undrawn, lambda key: key[0] if key[1] == "latency" else f"{key[0]}, {key[1]} scenario")
 
 
-def _batch_model(ctx: Context, model: str, cells: Sequence[Cell]) -> list[str]:
-    """One model's figure (latency and throughput panels) and its table."""
-    pairs, rows, not_shown = [], [], []
+def _batch_model(ctx: Context, model: str, scenario: str, cells: Sequence[Cell]) -> list[str]:
+    """One model's figure for one scenario (latency, throughput and memory panels) and its table."""
+    points, rows, not_shown = [], [], []
     for c in sorted(cells, key=batch_order):
         p50, lo, hi = (c.latency(k) for k in ("p50", "p10", "p90"))
-        ips = c.timing_number("throughput_ips")
+        ips, peak = c.timing_number("throughput_ips"), c.memory("peak_mib")
         per_image = p50 / c.batch if p50 is not None and c.batch else None
-        note = c.message if not c.ok else "contended (see *Measured under contention*)" if c.contention else ""
-        rows.append((ctx.runtime(c), ctx.series(c).precision, c.opset, c.batch, *latency_cells(c),
-                     cell_value(c, per_image, fmt_ms), cell_value(c, ips, lambda v: f"{v:.1f}"), note))
+        note = c.message if not c.ok else "; ".join(
+            (["contended (see *Measured under contention*)"] if c.contention else []) + list(c.harness_notes))
+        rows.append((ctx.runtime(c), ctx.series(c).precision, c.opset, c.batch, c.requests, *latency_cells(c),
+                     cell_value(c, per_image, fmt_ms), cell_value(c, ips, lambda v: f"{v:.1f}"),
+                     cell_value(c, peak, lambda v: f"{v:.0f}"),
+                     cell_value(c, c.memory("load_increase_mib"), lambda v: f"{v:+.0f}"), note))
         if c.ok and c.batch and (p50 is not None or ips is not None):
             key = ctx.series(c)
-            pairs.append((plots.Point(key, c.batch, y=p50, y_lo=lo, y_hi=hi), plots.Point(key, c.batch, y=ips)))
+            points.append((plots.Point(key, c.batch, y=p50, y_lo=lo, y_hi=hi), plots.Point(key, c.batch, y=ips),
+                           plots.Point(key, c.batch, y=peak)))
         name = f"{ctx.series(c).label} batch {c.batch}"
         if not c.ok:
             not_shown.append(f"{name} ({c.status})")
         else:
-            not_shown += [f"{name} {what} (missing)" for what, v in (("latency", p50), ("throughput", ips))
-                          if v is None]
-    title = f"{model}: latency and throughput vs batch"
+            not_shown += [f"{name} {what} (missing)" for what, v in
+                          (("latency", p50), ("throughput", ips), ("memory", peak)) if v is None]
+    title = f"{model}, {scenario} scenario: latency, throughput and memory vs batch"
     caption = "Latency whiskers: p10 to p90."
     if not_shown:
         caption += " Not plotted: " + "; ".join(not_shown) + "."
-    stem = ctx.out_dir / "plots" / f"batch_{slug(model)}"
-    paths = plots.batch_figure(pairs, title, caption, ctx.styler, stem)
+    suffix = "" if scenario == "latency" else f"_{scenario}"  # latency keeps the name reports always used
+    stem = ctx.out_dir / "plots" / f"batch_{slug(model)}{suffix}"
+    paths = plots.batch_figure(points, title, caption, ctx.styler, stem)
     ctx.written += paths
-    return [f"### {model}", "", plot_links(paths, ctx.out_dir, title), "",
-            md_table(("runtime", "precision", "opset", "batch", "p50 ms", "p10 ms", "p90 ms",
-                      "p50 ms per image", "throughput images/s", "note"), rows), ""]
+    return [f"### {model}, {scenario} scenario", "", plot_links(paths, ctx.out_dir, title), "",
+            md_table(("runtime", "precision", "opset", "batch", "requests", "p50 ms", "p10 ms", "p90 ms",
+                      "p50 ms per image", "throughput images/s", "peak MiB", "load +MiB", "note"), rows), ""]

@@ -227,49 +227,59 @@ def _pad_y(ax, points: Sequence[Point]) -> None:
     ax.set_ylim(lo - 0.15 * span, min(hi + 0.15 * span, 100.0 + 0.15 * span))
 
 
-def batch_figure(points: Sequence[tuple[Point, Point]], title: str, caption: str, styler: Styler,
-                 stem: Path) -> list[Path]:
-    """Two panels per model: p50 latency vs batch (whiskers as given) and throughput vs batch.
+BATCH_PANELS = (("latency", "p50 latency per batch (ms)"), ("throughput", "throughput (images/s)"),
+                ("peak memory", "peak resident memory (MiB)"))
 
-    ``points`` pairs a latency point (x: batch, y: ms) with a throughput point (x: batch, y: images/s).
+
+def batch_figure(points: Sequence[tuple[Point, ...]], title: str, caption: str, styler: Styler,
+                 stem: Path) -> list[Path]:
+    """A panel per figure vs batch: p50 latency (whiskers as given), throughput and, when the tuples hold a
+    third point, the process's peak resident memory.
+
+    ``points``: per cell, a latency point (x: batch, y: ms), a throughput point (y: images/s) and optionally a
+    memory point (y: MiB); a point whose y is None is left out of its panel.
     """
-    series: dict[SeriesKey, list[tuple[Point, Point]]] = {}
-    for lat, thr in points:
-        series.setdefault(lat.series, []).append((lat, thr))
-    ncol = _columns([k.label for k in series], 10.5)
-    fig, body, foot = _figure(10.5, 4.2, len(series), ncol, caption)
-    ax_lat, ax_thr = body.subplots(1, 2)
-    batches = sorted({lat.x for lat, _ in points})
-    for key, pairs in series.items():
-        pairs.sort(key=lambda pair: pair[0].x)
+    series: dict[SeriesKey, list[tuple[Point, ...]]] = {}
+    for cell_points in points:
+        series.setdefault(cell_points[0].series, []).append(cell_points)
+    panels = BATCH_PANELS[: max((len(t) for t in points), default=2)]
+    width = 5.25 * len(panels)
+    ncol = _columns([k.label for k in series], width)
+    fig, body, foot = _figure(width, 4.2, len(series), ncol, caption)
+    axes = body.subplots(1, len(panels))
+    batches = sorted({t[0].x for t in points})
+    for key, rows in series.items():
+        rows.sort(key=lambda row: row[0].x)
         style = styler(key)
-        lat = [a for a, _ in pairs if a.y is not None]
-        if lat:
-            _, yerr = _whiskers(lat)
-            ax_lat.errorbar([p.x for p in lat], [p.y for p in lat], yerr=yerr, capsize=3, elinewidth=1.0,
-                            ecolor=style["color"], **style)
-        thr = [b for _, b in pairs if b.y is not None]
-        if thr:
-            ax_thr.plot([p.x for p in thr], [p.y for p in thr], **style)
-    for ax, ylabel in ((ax_lat, "p50 latency per batch (ms)"), (ax_thr, "throughput (images/s)")):
-        if len(batches) > 1:
-            ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator(batches))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([f"{b:g}" for b in batches])
-        ax.set_xlabel("batch size (images)", fontsize=9.5)
-        ax.set_ylabel(ylabel, fontsize=9.5)
-        ax.tick_params(labelsize=9)
-        ax.grid(True, color="0.88", linewidth=0.7)
-        ax.set_ylim(bottom=0)
-        if len(batches) > 1:
-            ax.set_xlim(batches[0] / 1.4, batches[-1] * 1.4)
-    ax_lat.set_title("latency", fontsize=11)
-    ax_thr.set_title("throughput", fontsize=11)
+        for i, ax in enumerate(axes):
+            shown = [row[i] for row in rows if len(row) > i and row[i].y is not None]
+            if not shown:
+                continue
+            _, yerr = _whiskers(shown)
+            ax.errorbar([p.x for p in shown], [p.y for p in shown], yerr=yerr if i == 0 else None, capsize=3,
+                        elinewidth=1.0, ecolor=style["color"], **style)
+    for ax, (name, ylabel) in zip(axes, panels, strict=True):
+        _batch_axis(ax, batches, ylabel)
+        ax.set_title(name, fontsize=11)
     handles = [_legend_handle(k, styler(k), with_line=True) for k in series]
     _legend(foot, handles, ncol, handlelength=3.2)
     body.suptitle(title, fontsize=12.5)
     return save_figure(fig, stem)
+
+
+def _batch_axis(ax, batches: Sequence[float], ylabel: str) -> None:
+    if len(batches) > 1:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(batches))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{b:g}" for b in batches])
+    ax.set_xlabel("batch size (images)", fontsize=9.5)
+    ax.set_ylabel(ylabel, fontsize=9.5)
+    ax.tick_params(labelsize=9)
+    ax.grid(True, color="0.88", linewidth=0.7)
+    ax.set_ylim(bottom=0)
+    if len(batches) > 1:
+        ax.set_xlim(batches[0] / 1.4, batches[-1] * 1.4)
 
 
 def save_figure(fig, stem: Path) -> list[Path]:

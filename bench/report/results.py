@@ -1,11 +1,10 @@
 """The results model shared by ``bench report`` and ``bench compare``: records read with the one reader
 (``bench.records.read_records``), grouped into cells, ordered, and the figures a report plots read off them.
 
-A cell is (model, opset, batch, runtime, precision, weights, scope, host). When a cell was run more than
-once, the latest ``ok`` record measured without contention is used (else the latest ``ok`` one, else the
-latest record of any status). Drift and gates
-stay the dicts the runs recorded; ``Drift`` and ``Gates`` (``bench.report.drift``) are the typed reads of
-them.
+A cell is (model, opset, batch, runtime, precision, scenario, requests asked, weights, scope, host). When a
+cell was run more than once, the latest ``ok`` record measured without contention is used (else the latest
+``ok`` one, else the latest record of any status). Drift and gates stay the dicts the runs recorded; ``Drift``
+and ``Gates`` (``bench.report.drift``) are the typed reads of them.
 
 Nothing here formats text or draws: that is ``bench.report.markdown``, ``sections``, ``figures``, ``plots``.
 """
@@ -24,6 +23,7 @@ from bench.report.drift import Drift, Gates
 Y_METRICS = ("auto", "top1", "agreement")
 RUNTIME_ORDER = ("paddle", "ort", "ov", "trt")
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
+SCENARIO_ORDER = ("latency", "throughput")
 
 
 class ReportError(ValueError):
@@ -128,6 +128,33 @@ class Cell:
         return _mapping(self.record.runtime.effective).get("precision")
 
     @property
+    def scenario(self) -> str:
+        """``latency`` or ``throughput`` (records from before the throughput scenario ran latency)."""
+        return self.record.params.scenario_ran
+
+    @property
+    def requests(self) -> int | None:
+        """Requests in flight during the timed loop: as recorded, else as asked; 1 in the latency scenario."""
+        if self.scenario == "latency":
+            return 1
+        timing = self.record.timing
+        ran = (timing.requests if timing else None) or _mapping(self.record.runtime.effective).get("requests")
+        return ran or self.record.params.requests
+
+    @property
+    def scenario_label(self) -> str:
+        return "latency" if self.scenario == "latency" else f"throughput x{self.requests or '?'}"
+
+    def memory(self, key: str) -> float | None:
+        """A number of the record's memory section (``peak_mib``, ``load_increase_mib``...), else None."""
+        return finite(_mapping(self.record.memory).get(key))
+
+    @property
+    def harness_notes(self) -> list[str]:
+        timing = self.record.timing
+        return [str(n) for n in (timing.notes if timing else None) or []]
+
+    @property
     def scope(self) -> str | None:
         timing = self.record.timing
         return (timing.scope if timing else None) or self.record.params.scope
@@ -193,7 +220,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.model} b{self.batch} opset {self.opset} {self.runtime} {self.precision}"
+        label = f"{self.model} b{self.batch} opset {self.opset} {self.runtime} {self.precision}"
+        return label if self.scenario == "latency" else f"{label} {self.scenario_label}"
 
 
 def timestamp_of(loaded: LoadedRecord) -> str:
@@ -269,12 +297,14 @@ def rank(value: str, order: Sequence[str]) -> tuple:
 
 def cell_order(c: Cell) -> tuple:
     return (family_of(c.model), model_rank(c.model), c.batch or 0, rank(c.runtime, RUNTIME_ORDER),
-            rank(c.precision, PRECISION_ORDER), -(c.opset or 0), str(c.scope), str(c.host))
+            rank(c.precision, PRECISION_ORDER), -(c.opset or 0), rank(c.scenario, SCENARIO_ORDER),
+            c.requests or 0, str(c.scope), str(c.host))
 
 
 def batch_order(c: Cell) -> tuple:
-    """Within one model's batch table: runtime, precision, newest opset, then batch."""
-    return (rank(c.runtime, RUNTIME_ORDER), rank(c.precision, PRECISION_ORDER), -(c.opset or 0), c.batch or 0)
+    """Within one model's batch table: runtime, precision, newest opset, scenario, then batch."""
+    return (rank(c.runtime, RUNTIME_ORDER), rank(c.precision, PRECISION_ORDER), -(c.opset or 0),
+            rank(c.scenario, SCENARIO_ORDER), c.requests or 0, c.batch or 0)
 
 
 # --- accuracy axis ------------------------------------------------------------------------------------------

@@ -41,10 +41,12 @@ def series_key(cell: Cell, extra: Callable[[Cell], str]) -> plots.SeriesKey:
     return plots.SeriesKey(cell.runtime, precision, cell.opset, extra(cell))
 
 
-def series_extra_fn(cells: Sequence[Cell]) -> Callable[[Cell], str]:
-    """What tells series apart beyond runtime, precision and opset: the scope and the host, when they vary."""
+def series_extra_fn(cells: Sequence[Cell], with_requests: bool = True) -> Callable[[Cell], str]:
+    """What tells series apart beyond runtime, precision and opset: the scope and the host, when they vary,
+    and the requests in flight asked of throughput cells (``x4``, ``x auto``) when those vary."""
     scopes = {c.scope for c in cells}
     hosts = {c.host for c in cells}
+    asked = {c.record.params.requests for c in cells if c.scenario == "throughput"}
 
     def extra(c: Cell) -> str:
         parts = []
@@ -52,6 +54,8 @@ def series_extra_fn(cells: Sequence[Cell]) -> Callable[[Cell], str]:
             parts.append(str(c.scope))
         if len(hosts) > 1:
             parts.append(f"@{c.host}")
+        if with_requests and len(asked) > 1 and c.scenario == "throughput":
+            parts.append(f"x{c.record.params.requests or ' auto'}")
         return " ".join(parts)
 
     return extra
@@ -59,8 +63,8 @@ def series_extra_fn(cells: Sequence[Cell]) -> Callable[[Cell], str]:
 
 # --- all cells ----------------------------------------------------------------------------------------------
 
-ALL_CELLS_HEADER = ("model", "batch", "opset", "runtime", "precision", "ran", "scope", "status", "p50 ms",
-                    "p90 ms", "p99 ms", "CV %", "images/s", "load s", "top-1 %", "agreement %",
+ALL_CELLS_HEADER = ("model", "batch", "opset", "runtime", "precision", "ran", "scope", "scenario", "status",
+                    "p50 ms", "p90 ms", "p99 ms", "CV %", "images/s", "peak MiB", "load s", "top-1 %", "agreement %",
                     "Δ top-1 pp [95 % CI]", "max abs diff", "min cosine", "finite", "gates", "error")
 
 
@@ -68,7 +72,9 @@ def section_all_cells(ctx: Context) -> list[str]:
     rows = [_all_cells_row(ctx, c) for c in ctx.cells]
     return ["## All cells", "", "One row per cell (the record used; see *Re-runs*). `missing`: the record "
             "lacks the field (for drift columns: no drift result was recorded). `ran`: the precision the "
-            "runtime reports it ran.", "", md_table(ALL_CELLS_HEADER, rows), ""]
+            "runtime reports it ran. `scenario`: latency (one request at a time) or throughput x N (N requests "
+            "in flight). `peak MiB`: the cell process's peak resident memory over load, warm-up and timed loop.",
+            "", md_table(ALL_CELLS_HEADER, rows), ""]
 
 
 def _all_cells_row(ctx: Context, c: Cell) -> tuple:
@@ -82,10 +88,11 @@ def _all_cells_row(ctx: Context, c: Cell) -> tuple:
     delta_ci = drift.interval("top1_delta_ci") if drift else None
     ci_suffix = f" {fmt_ci(delta_ci)}" if not c.failed and delta_ci else ""
     return (c.model, c.batch, c.opset, ctx.runtime(c), c.precision, MISSING if c.ran is None else c.ran,
-            c.scope, c.status,
+            c.scope, c.scenario_label, c.status,
             *(cell_value(c, c.latency(k), fmt_ms) for k in ("p50", "p90", "p99")),
             cell_value(c, c.latency("cv"), lambda v: f"{100 * v:.1f}"),
             cell_value(c, c.timing_number("throughput_ips"), lambda v: f"{v:.1f}"),
+            cell_value(c, c.memory("peak_mib"), lambda v: f"{v:.0f}"),
             cell_value(c, c.timing_number("load_s"), lambda v: f"{v:.2f}"),
             dv("candidate_top1", fmt_pct), dv("agreement", fmt_pct),
             dv("top1_delta", lambda v: f"{100 * v:+.2f}") + ci_suffix,
@@ -126,7 +133,7 @@ def section_failures(ctx: Context) -> list[str]:
 
 
 def _cell_notes(c: Cell) -> list[str]:
-    notes = [str(n) for n in c.record.runtime.notes or []]
+    notes = [str(n) for n in c.record.runtime.notes or []] + c.harness_notes
     if c.ran is not None and c.ran != c.precision:
         notes.append(f"asked {c.precision}, ran {c.ran}")
     if c.stopped_by == "max_duration":

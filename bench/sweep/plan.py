@@ -17,7 +17,10 @@ from runtimes.base import RuntimeOptions
 
 def sweep_id(cfg: BenchConfig) -> str:
     """Same measurement settings -> same id, so rerunning the sweep resumes it (adding cells is fine)."""
-    basis = {"measure": dataclasses.asdict(cfg.measure), "export_batch": cfg.export.batch,
+    # The scenario and the requests in flight are axes of the cells (part of each cell's key), not settings of
+    # the sweep: leaving them out keeps the id of sweeps recorded before they existed.
+    measure = {k: v for k, v in dataclasses.asdict(cfg.measure).items() if k not in ("scenario", "requests")}
+    basis = {"measure": measure, "export_batch": cfg.export.batch,
              "devices": cfg.sweep.devices, "drift": [cfg.sweep.drift_data, cfg.sweep.drift_labels]}
     return "sweep-" + hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -41,12 +44,22 @@ def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[BenchRequest]:
         for runtime in s.runtimes:
             for precision in s.precisions_for(runtime):
                 for batch in s.batches:
-                    options = RuntimeOptions(device=s.devices.get(runtime), precision=precision,
-                                             threads=m.threads, batch=batch)
-                    cells.append(BenchRequest(runtime_name=runtime, target=target, runtime=options,
-                                              measure=measure, drift=drift,
-                                              output=Output(str(results), run_id)))
+                    for scenario, requests in scenario_axis(cfg):
+                        options = RuntimeOptions(device=s.devices.get(runtime), precision=precision,
+                                                 threads=m.threads, batch=batch, scenario=scenario,
+                                                 requests=requests)
+                        cells.append(BenchRequest(runtime_name=runtime, target=target, runtime=options,
+                                                  measure=measure, drift=drift,
+                                                  output=Output(str(results), run_id)))
     return cells
+
+
+def scenario_axis(cfg: BenchConfig) -> list[tuple[str, int | None]]:
+    """(scenario, requests in flight) of each cell: latency once, throughput once per ``sweep.requests``."""
+    scenarios = cfg.sweep.scenarios or (cfg.measure.scenario,)
+    requests = cfg.sweep.requests if cfg.sweep.requests != (None,) else (cfg.measure.requests,)
+    return [(scenario, None) if scenario == "latency" else (scenario, r)
+            for scenario in scenarios for r in (requests if scenario == "throughput" else (None,))]
 
 
 def _manifest_identity(path: Path) -> tuple[str, int | None]:
