@@ -127,3 +127,51 @@ def perturbed_export(fp32_manifest: Path, folder: Path, initializer: str) -> Pat
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(perturbed(onnx.load(str(fp32_manifest.parent / "model.onnx")), initializer), str(folder / "model.onnx"))
     return derived(fp32_manifest, folder, "model.onnx", "fp32")
+
+
+def with_bad_qdq(model, tensor: str, scale: float):
+    """A copy where ``tensor`` is quantised (u8, a coarse ``scale``) for its consumers, named as ORT's
+    quantiser names it: a badly ranged activation."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    dq = f"{tensor}_DequantizeLinear_Output"
+    for node in out.graph.node:
+        for k, name in enumerate(node.input):
+            if name == tensor:
+                node.input[k] = dq
+    out.graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{tensor}_scale"),
+                                  numpy_helper.from_array(np.array(128, np.uint8), f"{tensor}_zero_point")])
+    position = next(i for i, n in enumerate(out.graph.node) if tensor in n.output) + 1
+    qdq = [helper.make_node("QuantizeLinear", [tensor, f"{tensor}_scale", f"{tensor}_zero_point"],
+                            [f"{tensor}_QuantizeLinear_Output"], f"{tensor}_QuantizeLinear"),
+           helper.make_node("DequantizeLinear", [f"{tensor}_QuantizeLinear_Output", f"{tensor}_scale",
+                                                 f"{tensor}_zero_point"], [dq], f"{tensor}_DequantizeLinear")]
+    for offset, node in enumerate(qdq):
+        out.graph.node.insert(position + offset, node)
+    onnx.checker.check_model(out)
+    return out
+
+
+def coarsen_scale(model, tensor: str, factor: float):
+    """A copy of an ORT-quantised model whose activation ``tensor`` has a ``factor`` times coarser scale."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, init in enumerate(out.graph.initializer):
+        if init.name == f"{tensor}_scale":
+            value = (numpy_helper.to_array(init) * factor).astype(np.float32)
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, init.name))
+            return out
+    raise KeyError(f"{tensor}_scale")
+
+
+def seeded_calibration(folder: Path, count: int = 16, seed: int = 3) -> Path:
+    """Seeded inputs of the tiny model's shape, as the .npy calibration set a manifest can name."""
+    path = folder / "calibration.npy"
+    np.save(path, np.random.default_rng(seed).standard_normal((count, C, H, W)).astype(np.float32))
+    return path

@@ -9,6 +9,8 @@ stage's own quantiser once it has one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,12 +69,19 @@ def fix_nodes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def fix_plans(ex: Explanation, top_n: int = 5) -> list[tuple[str, list[str], list[str]]]:
-    """(description, node names, ONNX op types) to try, smallest change first: the offenders by name; every
-    jumping layer when the instrumented run is faithful; every node of the offenders' dominant op type."""
+    """(description, node names, ONNX op types) to try, smallest change first: the offenders by name; with the
+    nodes around the quantised tensors they read or make (ORT quantises an output from its producer's side,
+    NNCF from the consumers'); every jumping layer when the instrumented run is faithful; every node of the
+    offenders' dominant op type."""
     top = offenders(ex, top_n)
     if not top:
         return []
-    plans = [(f"{len(top)} offending layer(s) by name", fix_nodes(top), [])]
+    names = list(dict.fromkeys(r["node"] for r in top))
+    plans = [(f"{len(names)} offending layer(s) by name", names, [])]
+    around = fix_nodes(top)  # with the producers/consumers of the quantised tensors involved
+    if around != names:
+        plans.append((f"{len(names)} offending layer(s) and the quantisation of what they read or make",
+                      around, []))
     if ex.faithful:
         jumping = [r for r in ex.rows if r["growth"] is not None and r["rel_l2"] > ex.threshold
                    and r["growth"] >= JUMP]
@@ -153,8 +162,12 @@ def nncf_int8(onnx_path: Path, calibration: np.ndarray, out_xml: Path, *, batch:
     types = [*scope.get("types", []), *(ONNX_TO_OV_TYPE.get(t, t) for t in ignored_types)]
     if names or types:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=names, types=types, validate=False)
-    quantized = nncf.quantize(model, nncf.Dataset(items), target_device=nncf.TargetDevice.CPU,
-                              subset_size=len(items) * (batch or 1), **kwargs)
+    nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
+    progress = io.StringIO()
+    with contextlib.redirect_stdout(progress):  # rich progress bars: not this tool's output
+        quantized = nncf.quantize(model, nncf.Dataset(items), target_device=nncf.TargetDevice.CPU,
+                                  subset_size=len(items), **kwargs)  # items, not images: each is one batch
+    log.debug("nncf: %s", progress.getvalue())
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out_xml))
     return out_xml

@@ -15,7 +15,7 @@ OV_REDUCE_BN_INT8 = {
     "seen_with": "openvino 2026.4.1 CPU plugin; NNCF DEFAULT-preset int8 of every LeViT (0/44 top-1 agreement)",
     "pattern": "FakeQuantize -> ReduceMean(keep_dims=False) -> FakeQuantize -> BatchNormInference, run as one "
                "i8 Reduce layer with the BatchNorm fused in",
-    "reproducer": "python benchmarks/ov_reduce_bn_int8_repro.py (builds its own 3-op IR; no network)",
+    "reproducer": "python benchmarks/ov_reduce_bn_int8_repro.py (builds its own 4-op IR; no network)",
     "workaround": "keep that BatchNormalization in float (NNCF IgnoredScope(names=[node]) or "
                   "types=['BatchNormInference']), or quantise with model_type=TRANSFORMER",
 }

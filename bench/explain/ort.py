@@ -32,7 +32,9 @@ def map_ort_names(candidate: Any, reference: GraphIndex) -> NameMap:
     is renamed 'T_QuantizeLinear_Input' and the DQ output takes the name T. Weights become '<W>_quantized'
     initializers with their own DQ. The match is structural (a DequantizeLinear fed by a QuantizeLinear of T);
     the suffix only undoes the graph-output rename, so other QDQ producers match too. fp16 models keep every
-    internal name; a graph output is re-made by a Cast that keeps the original name.
+    internal name; a graph output is re-made by a Cast that keeps the original name. A name produced by an op
+    of another type is not the same value: the quantiser drops a Relu after a quantised Conv (the u8 range
+    clips instead) and the Relu's output name then holds the unclipped value.
     """
     nmap = NameMap()
     g = candidate.graph
@@ -45,8 +47,8 @@ def map_ort_names(candidate: Any, reference: GraphIndex) -> NameMap:
             if base is not None and base in reference.tensors:
                 nmap.values[out] = base  # pre-quantisation value of a graph-output tensor
                 renamed_outputs.add(base)
-            elif out in reference.tensors and node.op_type != "DequantizeLinear":
-                nmap.values[out] = out
+            elif out in reference.tensors and node.op_type in (reference.tensors[out].op_type, "Cast"):
+                nmap.values[out] = out  # Cast: an fp16 model re-makes a graph output in float32
     for node in g.node:
         if node.op_type != "DequantizeLinear" or not node.input:
             continue

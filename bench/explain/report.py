@@ -151,7 +151,7 @@ def first_of(ex: Explanation) -> dict[str, Any] | None:
 
 def _row(r: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("stage", "tensor", "node", "op_type", "block", "layer", "rel_l2", "err_before", "growth", "cosine",
-            "kind", "run", "runtime_layer")
+            "kind", "run", "runtime_layer", "reads_quantized", "fix_nodes")
     return {k: r[k] for k in keys if k in r}
 
 

@@ -203,6 +203,9 @@ def _suggestion(target: Target, names: list[str], types: list[str]) -> str:
         return f"keep {kept} in float: {how}"
     if target.precision == "fp16":
         return f"keep {kept} in fp32 (float16 converter node_block_list / op_block_list)"
+    if target.precision == "fp32":
+        return (f"{kept} computes differently from ORT fp32 at the same precision: a runtime or export fault; "
+                f"try another opset, or report it with layers.csv")
     return f"{kept} diverges at {target.precision}: run it at higher precision, try another opset, or report it"
 
 
@@ -234,12 +237,16 @@ def calibration_images(target: Target, settings: ExplainSettings) -> np.ndarray:
     from core.datasets import DataError, open_dataset
 
     recorded = (target.artifact.manifest.reduced_precision or {}).get("calibration") or {}
-    where = settings.calibration or next((recorded[k] for k in ("folder", "list", "path") if recorded.get(k)), None)
+    keys = ("folder", "list", "path", "file")
+    where = settings.calibration or next((recorded[k] for k in keys if recorded.get(k)), None)
     if not where:
         raise ExplainError("the int8 manifest records no calibration set (reduced_precision.calibration.folder); "
                            "pass --calibration DIR to try the fixes")
     path = Path(where) if Path(where).is_absolute() or settings.calibration else target.artifact.root / where
     count = recorded.get("size") or recorded.get("count")
+    if path.suffix == ".npy":  # preprocessed tensors [N, C, H, W], e.g. seeded inputs of a test model
+        images = np.load(path).astype(np.float32)
+        return images[: int(count)] if isinstance(count, int) and count > 0 else images
     try:
         dataset = open_dataset(str(path), preprocess=target.reference.preprocess)
         images = np.concatenate([b.images for b in dataset.batches(32)])

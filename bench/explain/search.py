@@ -135,7 +135,11 @@ class _Search:
         inputs = measured_inputs(found, self.graph, computing)
         before = max((self.error(t) for t in inputs), default=0.0)
         info = self.graph.tensors[found]
-        return {"tensor": found, "node": info.node, "op_type": info.op_type, "block": info.block,
+        # A node that reads a quantised input may be innocent: its input's quantisation goes in the fix too.
+        quantised = [i for i in info.inputs if (info.node, i) in self.candidate.names.reads_quantized]
+        fix = list(dict.fromkeys([info.node, *(self.graph.tensors[i].node for i in quantised)]))
+        return {"tensor": found, "reads_quantized": quantised, "fix_nodes": " ".join(fix), "node": info.node,
+                "op_type": info.op_type, "block": info.block,
                 "layer": info.layer, "order": info.order, "rel_l2": self.cache[found], "inputs": inputs,
                 "err_before": before, "growth": self.cache[found] / max(before, ERROR_FLOOR),
                 "runtime_layer": self.candidate.runtime_layer(info.node),
