@@ -89,6 +89,8 @@ def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: i
     except (ManifestError, ArtifactError) as exc:
         raise ExplainError(str(exc)) from None
     stored = artifact.precision
+    if runtime == "ort" and artifact.format != "onnx":
+        raise ExplainError(f"ort runs ONNX files; {artifact.model_path.name} is an {artifact.format} model (use ov)")
     if runtime == "ort" and precision not in (None, stored):
         raise ExplainError(f"ort runs the model file's precision: {artifact.model_path.name} is {stored}, not "
                            f"{precision}")
