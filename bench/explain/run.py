@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("ort", "ov")
 # Runtimes the explain cannot instrument here, and why (said in the CLI error and the record).
 UNSUPPORTED = {
-    "paddle": "Paddle Inference cannot be explained layer by layer here: its PIR inference programs "
-              "(paddle 3.x, inference.json) expose no fetch of intermediate values through the predictor, and "
-              "paddle2onnx names tensors by its own counters (p2o.pd_op.<op>.<n>.<k>), not by Paddle variable "
-              "names, so nothing maps a Paddle value to an ONNX tensor; explain the ONNX export on ort or ov",
+    "paddle": "not implemented for Paddle Inference: paddle2onnx names the ONNX tensors by its own op counters "
+              "(p2o.pd_op.<op>.<n>.<k>), not by Paddle variable names, so a Paddle value has no reference "
+              "tensor to be matched with by name, and fetching intermediate values from a paddle 3.x (PIR) "
+              "predictor is not done here; explain the ONNX export on ort or ov instead",
     "trt": "TensorRT needs an NVIDIA GPU (none here); Polygraphy-style marking of every ONNX output "
            "(`polygraphy run model.onnx --trt --onnxrt --trt-outputs mark all --onnx-outputs mark all`) is the "
            "equivalent on a GPU machine",
