@@ -319,11 +319,11 @@ def test_nncf_int8_ir_through_the_cli(fp32_export, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_openvino_reducemean_batchnorm_reproducer_runs():
+def test_the_openvino_reducemean_batchnorm_reproducer_runs(tmp_path):
     """benchmarks/ov_reduce_bn_int8_repro.py builds its own IR; exit 1 while OpenVINO has the bug. If this
     fails because the bug is gone, update bench/explain/known.py and the README."""
-    from conftest import ROOT, run_module
+    from conftest import run_module
 
-    proc = run_module("benchmarks.ov_reduce_bn_int8_repro", cwd=ROOT)
+    proc = run_module("benchmarks.ov_reduce_bn_int8_repro", cwd=tmp_path)  # HOME too: OpenVINO writes there
     assert "deployed (fused) vs numpy" in proc.stdout, proc.stderr
     assert proc.returncode == 1 and "BUG PRESENT" in proc.stdout, proc.stdout
