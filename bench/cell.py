@@ -62,6 +62,7 @@ class Draft:
                              requests=options.requests)
         self.drift: dict | None = None
         self.gates: dict | None = None
+        self.explain: dict | None = None  # where the drift starts, for a cell that failed its gates
         self.machine: dict | None = None  # load around the measurement (bench.harness.machine)
         self.memory: dict | None = None
 
@@ -73,7 +74,8 @@ class Draft:
         output = self.request.output
         record = Record(run_id=output.run_id or new_run_id(), status=status, error=err, model=self.model,
                         runtime=self.runtime, params=self.params, timing=Timing.from_dict(timing),
-                        drift=self.drift, gates=self.gates, machine=self.machine, memory=self.memory,
+                        drift=self.drift, gates=self.gates, explain=self.explain, machine=self.machine,
+                        memory=self.memory,
                         environment=env.capture_environment(),
                         git=env.git_info())
         if output.record_id:
@@ -136,7 +138,21 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
     finally:
         runtime.close()
     draft.machine = {**(watch.section() or {}), "memory_estimate": memory}
+    if draft.gates and draft.gates.get("passed") is False:
+        draft.explain = _explain(request, artifact, draft)
     return result.timing_dict()
+
+
+def _explain(request: BenchRequest, artifact: Artifact, draft: Draft) -> dict:
+    """The explain pass of a cell that failed its drift gates (bounded; never fails the cell)."""
+    from bench.explain.auto import explain_cell
+    from runtimes.host import default_threads
+
+    options = request.runtime
+    log.info("drift gates failed: explaining where the drift starts")
+    return explain_cell(request.runtime_name, options.precision, artifact, options.batch,
+                        options.threads or default_threads(), draft.drift, Path(request.output.results),
+                        (request.drift.gates if request.drift else None))
 
 
 def _check_memory(artifact: Artifact, batch: int) -> dict:

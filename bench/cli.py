@@ -7,6 +7,7 @@
     python -m bench sweep [--config bench.yaml] [--results PATH] [--retry-errors]
     python -m bench report [RESULTS...] [--out DIR]
     python -m bench compare A.jsonl B.jsonl
+    python -m bench explain --runtime ov --model LeViT_128S --precision int8   # where drift comes from
 
 Every run appends one record (ok or error) to the results file; a usage error (unknown model, bad batch)
 appends none. Expected failures print one ``error: ...`` line on stderr and exit 2 (bad arguments) or 1
@@ -45,12 +46,7 @@ log = logging.getLogger(__name__)
 def build_run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runtime", required=True,
-                   help="ort, ov, paddle, trt; aliases onnxruntime, openvino, tensorrt, paddle_inference "
-                        "(see `python -m bench list`)")
-    p.add_argument("--model", help="zoo model name, e.g. MobileViT_S (fnmatch patterns must match one model)")
-    p.add_argument("--manifest", help="benchmark this exported model (model.onnx.json or its folder) instead")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export to use (default 17)")
+    add_target_arguments(p)
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--precision", default="fp32", help="fp32 (default), fp16, bf16 or int8")
     p.add_argument("--device", help="cpu, cuda, cuda:N, gpu, ... (default: the runtime's first device)")
@@ -58,7 +54,6 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="runtime-specific option (repeatable), e.g. --option hint=throughput; "
                         "`python -m bench list` shows each runtime's options")
-    p.add_argument("--weights", help="seeded (default), official, or a .pdparams path/URL")
     p.add_argument("--warmup", type=int, help="warm-up runs after the first run (bench.yaml: measure.warmup)")
     p.add_argument("--iterations", type=int, help="minimum timed runs (bench.yaml: measure.iterations)")
     p.add_argument("--duration", type=float, help="minimum timed seconds (measure.min_duration_s)")
@@ -70,12 +65,7 @@ def build_run_parser() -> argparse.ArgumentParser:
                                                 "runtime recommends, e.g. OpenVINO's optimal number)")
     p.add_argument("--seed", type=int, help="seed of the synthetic inputs (default 0)")
     p.add_argument("--results", help="JSON-lines file to append to (default: results/runs.jsonl)")
-    p.add_argument("--artifacts", help="export folder (default: artifacts)")
-    p.add_argument("--no-export", action="store_true", help="fail instead of exporting a missing model")
-    p.add_argument("--config", type=Path, help="bench.yaml with defaults (default: ./bench.yaml if present)")
     p.add_argument("--json", action="store_true", help="print the record as JSON after the table")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("-v", "--verbose", action="store_true", help="log each step")
     p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--record-id", help=argparse.SUPPRESS)
     d = p.add_argument_group("drift (a separate pass after timing)")
@@ -87,6 +77,22 @@ def build_run_parser() -> argparse.ArgumentParser:
     d.add_argument("--enforce-gates", action="store_true",
                    help="exit 1 when the drift gates of bench.yaml fail for this precision")
     return p
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """What to run and where it comes from: shared by ``python -m bench`` and ``python -m bench explain``."""
+    p.add_argument("--runtime", required=True,
+                   help="ort, ov, paddle, trt; aliases onnxruntime, openvino, tensorrt, paddle_inference "
+                        "(see `python -m bench list`)")
+    p.add_argument("--model", help="zoo model name, e.g. MobileViT_S (fnmatch patterns must match one model)")
+    p.add_argument("--manifest", help="benchmark this exported model (model.onnx.json or its folder) instead")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export to use (default 17)")
+    p.add_argument("--weights", help="seeded (default), official, or a .pdparams path/URL")
+    p.add_argument("--artifacts", help="export folder (default: artifacts)")
+    p.add_argument("--no-export", action="store_true", help="fail instead of exporting a missing model")
+    p.add_argument("--config", type=Path, help="bench.yaml with defaults (default: ./bench.yaml if present)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each step")
 
 
 def drift_settings_from_args(args: argparse.Namespace, cfg: BenchConfig) -> DriftSettings | None:
@@ -234,6 +240,58 @@ def cmd_list(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def build_explain_parser() -> argparse.ArgumentParser:
+    from bench.explain import cli as explain_cli
+
+    p = argparse.ArgumentParser(prog="python -m bench explain", description=explain_cli.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_target_arguments(p)
+    p.add_argument("--precision", help="fp32, fp16, bf16 (ov) or int8 (default: the manifest's, else fp32)")
+    p.add_argument("--batch", type=int, default=8, help="deployed batch of a dynamic-batch model on ov (default 8)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
+    p.add_argument("--json", action="store_true", help="print the explain section as JSON at the end")
+    explain_cli.add_explain_arguments(p)
+    return p
+
+
+def cmd_explain(argv: list[str]) -> int:
+    """Explain where a runtime/precision departs from ORT fp32, layer by layer (``bench.explain``)."""
+    from bench.cell import BenchFailure, resolve_manifest
+    from bench.config import canonical_runtime
+    from bench.explain import cli as explain_cli
+    from bench.explain.run import UNSUPPORTED, ExplainError
+    from bench.request import validate
+    from runtimes.host import default_threads
+
+    args = build_explain_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        runtime = canonical_runtime(args.runtime)
+        if runtime in UNSUPPORTED:
+            return fail(f"explain on {runtime}: {UNSUPPORTED[runtime]}", EXIT_FAILED)
+        explain_cli.check_arguments(args)
+        cfg = load_config(args.config)
+        target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
+                        weights=args.weights or cfg.export.weights, artifacts=args.artifacts or str(cfg.artifacts),
+                        no_export=args.no_export)
+        options = RuntimeOptions(precision=explain_cli.hint_precision(runtime, args.precision),
+                                 threads=args.threads, batch=args.batch)
+        request, _ = validate(BenchRequest(runtime_name=runtime, target=target, runtime=options))
+    except (ConfigError, UsageError, ValueError) as exc:
+        return fail(str(exc), EXIT_USAGE, exc, args.debug)
+    try:
+        manifest = resolve_manifest(request)
+        derived = args.precision in ("int8", "fp16") and not (runtime == "ov" and args.precision == "fp16")
+        if derived and not args.manifest:
+            manifest = explain_cli.derived_manifest(manifest, runtime, args.precision)
+        chosen = explain_cli.resolve_target(runtime, args.precision, manifest, args.batch,
+                                            args.threads or default_threads())
+        return explain_cli.explain_and_print(chosen, explain_cli.settings_from_args(args, cfg.gates), args.out,
+                                             args.json)
+    except (BenchFailure, ExplainError, OSError) as exc:
+        return fail(str(exc), EXIT_FAILED, exc, args.debug)
+
+
 def cmd_cell(argv: list[str]) -> int:
     """Internal: run one sweep cell from its JSON request and append its record (errors included)."""
     request = BenchRequest.from_dict(json.loads(argv[0]))
@@ -267,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench.report.cli import main_compare
 
             return main_compare(argv[1:])
+        if command == "explain":
+            return cmd_explain(argv[1:])
         if command == "_cell":
             return cmd_cell(argv[1:])
         return cmd_run(argv[1:] if command == "run" else argv)

@@ -14,7 +14,11 @@ Schema 2 (schema 1 records are read too; they lack ``machine`` and ``memory``)::
             requests},
     timing {scope, scenario, requests, load_s, first_run_ms, latency_ms {...}, device_latency_ms {...} | null,
             throughput_ips, wall_s, warmup, stopped_by, cores_busy, notes} | null,
-    drift | null, gates | null, machine {...} | null, memory {...} | null, environment {...}, git {...}
+    drift | null, gates | null, explain | null, machine {...} | null, memory {...} | null, environment {...},
+    git {...}
+
+``explain`` (free-form, ``bench.explain.report.section``) is written only for a cell that failed its drift
+gates: the first diverging layer, the layers by error growth, the suggested fix; older records lack it.
 
 Records written before the throughput scenario lack ``params.scenario``: they ran one request at a time, so
 they read as the ``latency`` scenario (``Params.scenario_ran``).
@@ -165,7 +169,7 @@ def finite(value: Any) -> float | None:
 
 _SECTIONS = {"model": ModelInfo, "runtime": RuntimeInfo, "params": Params, "timing": Timing,
              "error": ErrorInfo}
-_FREE = ("drift", "gates", "machine", "memory", "environment", "git")  # recorded as measured; read by key
+_FREE = ("drift", "gates", "explain", "machine", "memory", "environment", "git")  # recorded as measured; read by key
 
 
 @dataclass
@@ -181,6 +185,7 @@ class Record:
     error: ErrorInfo | None = None
     drift: dict[str, Any] | None = None  # core.metrics.DriftResult + reference_source + data
     gates: dict[str, Any] | None = None  # bench.accuracy.gates.evaluate_gates
+    explain: dict[str, Any] | None = None  # bench.explain: where a failed drift gate's error starts
     machine: dict[str, Any] | None = None  # load, frequency governor, busy processes around the cell
     memory: dict[str, Any] | None = None  # bench.harness.process: peak resident memory per phase, GPU memory
     environment: dict[str, Any] = field(default_factory=dict)

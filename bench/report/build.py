@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.records import ReadResult
 from bench.report import plots
+from bench.report.explain import section_explain
 from bench.report.figures import section_accuracy, section_batch
 from bench.report.markdown import atomic_write_text, md_escape
 from bench.report.results import Cell, choose_y_metric, load_results, select_cells
@@ -40,8 +41,8 @@ from bench.report.throughput import section_throughput_latency
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (section_accuracy, section_batch, section_throughput_latency, section_contention, section_all_cells,
-            section_failures,
+SECTIONS = (section_accuracy, section_explain, section_batch, section_throughput_latency, section_contention,
+            section_all_cells, section_failures,
             section_notes, section_reruns, section_environment)
 
 

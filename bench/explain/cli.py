@@ -1,0 +1,124 @@
+"""``python -m bench explain``: the explain-specific flags, the resolution of what to explain, and the output.
+
+The target flags (``--runtime --model --manifest --opset --precision --threads ...``) are ``python -m bench``'s
+own (``bench.cli.add_target_arguments``); ``bench.cli.cmd_explain`` parses them, validates the request like a
+benchmark cell and resolves the fp32 export, then hands over here.
+
+    python -m bench explain --runtime ov --manifest artifacts/LeViT_128S/.../int8/model.onnx.json
+    python -m bench explain --runtime ort --model LeViT_128S --precision int8 --images 8 --top 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench.explain.report import section_lines
+from bench.explain.run import ExplainError, ExplainSettings, Target, reference_of, run_explain
+from core.artifact import Artifact, ArtifactError
+from core.files import write_json_atomic
+from core.manifest import ManifestError
+
+DEFAULT_OUT = Path("results/explain")
+EXPLAIN_PRECISIONS = {"ort": ("fp32", "fp16", "int8"), "ov": ("fp32", "bf16", "fp16", "int8")}
+
+
+def add_explain_arguments(p: argparse.ArgumentParser) -> None:
+    e = p.add_argument_group("explain")
+    e.add_argument("--images", type=int, default=8, help="images compared layer by layer (default 8)")
+    e.add_argument("--top", type=int, default=10, help="layers listed by error growth (default 10)")
+    e.add_argument("--threshold", type=float,
+                   help="relative error that counts as diverged (default per precision: fp32 1e-4, fp16 2e-2, "
+                        "bf16 5e-2, int8 0.2)")
+    e.add_argument("--search", choices=("auto", "always", "never"), default="auto",
+                   help="search the deployed run with cut models: when the instrumented run differs from it "
+                        "(auto, default), always, or never")
+    e.add_argument("--no-fix", action="store_true", help="int8: do not re-quantise to try the suggested fix")
+    e.add_argument("--calibration", help="int8 fix trials: calibration images, when the manifest records none")
+    e.add_argument("--time-limit", type=float, help="stop measuring after this many seconds (default: none)")
+    e.add_argument("--out", type=Path, help=f"folder for layers.csv, the plot and explain.json "
+                                            f"(default: {DEFAULT_OUT}/<model>-<runtime>-<precision>)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Usage errors of the explain flags (ValueError with the message)."""
+    if args.images < 1:
+        raise ValueError(f"--images must be a positive integer, got {args.images}")
+    if args.top < 1:
+        raise ValueError(f"--top must be a positive integer, got {args.top}")
+    if args.threshold is not None and not args.threshold > 0:
+        raise ValueError(f"--threshold must be a positive number, got {args.threshold}")
+    allowed = EXPLAIN_PRECISIONS.get(args.runtime)
+    if allowed and args.precision is not None and args.precision not in allowed:
+        raise ValueError(f"explain on {args.runtime!r} takes --precision {', '.join(allowed)}; got {args.precision!r}")
+
+
+def settings_from_args(args: argparse.Namespace, gates: dict) -> ExplainSettings:
+    return ExplainSettings(images=args.images, top=args.top, threshold=args.threshold, search=args.search,
+                           fixes=not args.no_fix, calibration=args.calibration, time_limit_s=args.time_limit,
+                           gates=dict(gates))
+
+
+def hint_precision(runtime: str, precision: str | None) -> str:
+    """The precision to validate the runtime options with: an OpenVINO int8 model runs with the f32 hint."""
+    if precision is None or (runtime == "ov" and precision == "int8"):
+        return "fp32"
+    return precision
+
+
+def derived_manifest(fp32_manifest: Path, runtime: str, precision: str) -> Path:
+    """The export stage's reduced-precision model of an fp32 export: a sibling folder
+    ``opset<N>-b<batch>-<precision>[-<runtime>]`` (``export.layout.export_dir``'s variant)."""
+    folder = fp32_manifest.parent
+    names = [f"{folder.name}-{precision}-{runtime}", f"{folder.name}-{precision}"]
+    for name in names:
+        path = folder.parent / name / fp32_manifest.name
+        if path.is_file():
+            return path
+    raise ExplainError(f"no {precision} model of {folder} for {runtime} (looked for "
+                       f"{', '.join(str(folder.parent / n) for n in names)}); the export stage does not make "
+                       f"reduced-precision models yet: pass --manifest PATH of a {precision} model whose manifest "
+                       f"names its fp32 export (source.manifest)")
+
+
+def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: int, threads: int) -> Target:
+    """The artifact to explain and its reference; ``precision`` None: the manifest's."""
+    try:
+        artifact = Artifact.from_manifest(manifest, verify=True)
+    except (ManifestError, ArtifactError) as exc:
+        raise ExplainError(str(exc)) from None
+    stored = artifact.precision
+    if runtime == "ort" and artifact.format != "onnx":
+        raise ExplainError(f"ort runs ONNX files; {artifact.model_path.name} is an {artifact.format} model (use ov)")
+    if runtime == "ort" and precision not in (None, stored):
+        raise ExplainError(f"ort runs the model file's precision: {artifact.model_path.name} is {stored}, not "
+                           f"{precision}")
+    if runtime == "ov":
+        if stored == "fp16":
+            raise ExplainError("an fp16 ONNX file is ORT's; OpenVINO fp16 is a hint on the fp32 export "
+                               "(--precision fp16 without --manifest)")
+        if stored == "int8" and precision not in (None, "int8"):
+            raise ExplainError(f"{artifact.model_path.name} is an int8 model; it runs at int8 (omit --precision)")
+        precision = "int8" if stored == "int8" else precision or "fp32"
+    return Target(runtime, precision or stored, artifact, reference_of(artifact), batch, threads)
+
+
+def explain_and_print(target: Target, settings: ExplainSettings, out: Path | None, as_json: bool) -> int:
+    """Run the explain, print its lines, write ``explain.json`` beside the CSV and plot."""
+    out = out or DEFAULT_OUT / f"{target.artifact.model}-o{target.reference.opset}-{target.label}"
+    outcome = run_explain(target, settings, out)
+    data = outcome.section
+    write_json_atomic(out / "explain.json", data)
+    print(f"{target.artifact.model}: {target.label} ({target.artifact.model_path.name}) vs ORT fp32 "
+          f"({target.reference.model_path.name})")
+    for line in outcome.lines:
+        print(line)
+    for line in section_lines(data):
+        print(line)
+    print(f"explain took {data['seconds']['total']:.1f}s for {settings.images} image(s)")
+    print(f"wrote {out / 'layers.csv'}, {out / 'error_along_depth.png'}, {out / 'explain.json'}")
+    if as_json:
+        print("---")
+        print(json.dumps(data, indent=1, default=str))
+    return 0

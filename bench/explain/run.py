@@ -1,0 +1,277 @@
+"""One explain from an artifact: find its fp32 reference, build the reference and candidate captures the way
+the benchmark runs the model, compare them on a few images, suggest (and for int8, try) a fix, and write the
+CSV, the plot and the record section.
+
+Reduced-precision artifacts follow the export stage's contract (core/manifest.py): ``precision`` "int8" or
+"fp16", ``graph.format`` "onnx" (ORT QDQ int8, fp16 ONNX) or "openvino-ir" (NNCF int8 IR), ``reduced_precision``
+(method, parameters, calibration set) and ``source.manifest``: the fp32 export it was built from, which is the
+reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.explain.capture import Deadline, ExplainTimeout
+from bench.explain.compare import Explanation, explain
+from bench.explain.graph import GraphIndex, index_graph, reference_selection
+from bench.explain.known import known_issues
+from bench.explain.report import CSV_NAME, PLOT_NAME, plot, section, write_csv
+from core.artifact import Artifact, ArtifactError
+from core.manifest import ManifestError
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("ort", "ov")
+# Runtimes the explain cannot instrument here, and why (said in the CLI error and the record).
+UNSUPPORTED = {
+    "paddle": "not implemented for Paddle Inference: paddle2onnx names the ONNX tensors by its own op counters "
+              "(p2o.pd_op.<op>.<n>.<k>), not by Paddle variable names, so a Paddle value has no reference "
+              "tensor to be matched with by name, and fetching intermediate values from a paddle 3.x (PIR) "
+              "predictor is not done here; explain the ONNX export on ort or ov instead",
+    "trt": "TensorRT needs an NVIDIA GPU (none here); Polygraphy-style marking of every ONNX output "
+           "(`polygraphy run model.onnx --trt --onnxrt --trt-outputs mark all --onnx-outputs mark all`) is the "
+           "equivalent on a GPU machine",
+}
+
+
+class ExplainError(RuntimeError):
+    """The explain cannot run for this target (the message says why and what to do)."""
+
+
+@dataclass
+class ExplainSettings:
+    images: int = 8  # images compared layer by layer
+    top: int = 10
+    threshold: float | None = None  # None: per precision (compare.DEFAULT_THRESHOLDS)
+    chunk: int = 2  # images per instrumented run
+    search: str = "auto"  # deployed-run search: auto (when the instrumented run is not faithful) | always | never
+    fixes: bool = True  # int8: re-quantise with the offending layers kept in float and measure
+    eval_images: int = 64  # images a fix trial is measured on (the evaluation set, up to this many)
+    time_limit_s: float | None = None
+    calibration: str | None = None  # images for re-quantising, when the manifest records none
+    gates: dict = field(default_factory=dict)  # bench.yaml gates; empty: bench.accuracy.gates.DEFAULT_GATES
+
+
+@dataclass
+class Target:
+    """What is explained: ``artifact`` run by ``runtime`` at ``precision``, against ``reference``."""
+
+    runtime: str
+    precision: str  # what runs: the model file's for ort and int8; the hint for ov fp32/bf16/fp16
+    artifact: Artifact
+    reference: Artifact
+    batch: int = 8  # the deployed batch of a dynamic-batch model (ov)
+    threads: int = 1
+    prefer_images: tuple[str, ...] = ()  # e.g. the flipped images of a failed drift gate
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime}-{self.precision}"
+
+
+def reference_of(artifact: Artifact) -> Artifact:
+    """The fp32 ONNX export a candidate is compared with: the manifest's ``source.manifest``, else itself."""
+    source = (artifact.manifest.source or {}).get("manifest")
+    if source:
+        path = Path(source) if Path(source).is_absolute() else artifact.root / source
+        try:
+            reference = Artifact.from_manifest(path, verify=True)
+        except (ManifestError, ArtifactError) as exc:
+            raise ExplainError(f"{artifact.model}: the fp32 export it was built from is unusable: {exc}") from None
+    elif artifact.precision == "fp32" and artifact.format == "onnx":
+        reference = artifact
+    else:
+        raise ExplainError(f"{artifact.model}: a {artifact.precision} {artifact.format} model whose manifest names "
+                           f"no fp32 source (source.manifest); the explain needs the fp32 export as reference")
+    if reference.precision != "fp32" or reference.format != "onnx":
+        raise ExplainError(f"{reference.manifest_path}: the reference must be an fp32 ONNX export, got "
+                           f"{reference.precision} {reference.format}")
+    return reference
+
+
+def pick_images(reference: Artifact, count: int, prefer: tuple[str, ...] = ()) -> tuple[np.ndarray, list[str]]:
+    """``count`` images of the export's evaluation set (the ``prefer`` names first), preprocessed as the
+    benchmark does; a synthetic set when the export stored none."""
+    from bench.accuracy.drift_pass import DriftSettings, open_drift_dataset
+
+    dataset = open_drift_dataset(DriftSettings(), reference)
+    chosen: dict[str, np.ndarray] = {}
+    rest: list[tuple[str, np.ndarray]] = []
+    for batch in dataset.batches(16):
+        for name, image in zip(batch.names, batch.images, strict=True):
+            if name in prefer and len(chosen) < count:
+                chosen[name] = image
+            elif len(rest) < count:
+                rest.append((name, image))
+    for name, image in rest[: count - len(chosen)]:
+        chosen[name] = image
+    if not chosen:
+        raise ExplainError(f"{reference.model}: no image to compare on")
+    return np.stack(list(chosen.values())).astype(np.float32), list(chosen)
+
+
+def make_capture(target: Target, graph: GraphIndex, chunk: int) -> Any:
+    """The candidate capture, set up as the benchmark's adapter runs the model."""
+    select = graph.selection()
+    if target.runtime == "ort":
+        from bench.explain.ort import OrtCapture
+
+        return OrtCapture(target.artifact.model_path, graph, label=target.label, precision=target.precision,
+                          threads=target.threads, select=select)
+    from bench.explain.ov import OvCapture
+
+    return OvCapture(target.artifact.model_path, graph, label=target.label, precision=target.precision,
+                     batch=target.batch, chunk=chunk, threads=target.threads, select=select)
+
+
+@dataclass
+class Outcome:
+    explanation: Explanation
+    graph: GraphIndex
+    section: dict[str, Any]
+    lines: list[str]
+
+
+def run_explain(target: Target, settings: ExplainSettings, out_dir: Path | None) -> Outcome:
+    """Explain ``target``; write ``layers.csv`` and ``error_along_depth.png`` into ``out_dir`` when given."""
+    import onnx
+
+    from bench.explain.ort import OrtCapture
+    from bench.explain.report import format_text
+
+    if target.runtime not in RUNTIMES:
+        raise ExplainError(UNSUPPORTED.get(target.runtime, f"runtime {target.runtime!r} has no explain"))
+    t0 = time.perf_counter()
+    deadline = Deadline(settings.time_limit_s)
+    graph = index_graph(onnx.load(str(target.reference.model_path)))
+    images, names = pick_images(target.reference, settings.images, target.prefer_images)
+    candidate = make_capture(target, graph, settings.chunk)
+    reference = OrtCapture(target.reference.model_path, graph, label="ort-fp32-reference", threads=target.threads,
+                           select=reference_selection(graph, [candidate]))
+    ex = explain(reference, candidate, graph, images, chunk=settings.chunk, threshold=settings.threshold,
+                 top_n=settings.top, search=settings.search, deadline=deadline)
+    ex.settings["images"] = names
+    known = known_issues(ex, graph)
+    fix = suggest_fix(target, ex, graph, settings, deadline, out_dir)
+    files = {}
+    if out_dir is not None:
+        files = {"csv": str(write_csv([ex], Path(out_dir) / CSV_NAME)),
+                 "plot": str(plot([ex], graph, Path(out_dir) / PLOT_NAME,
+                                  title=f"{target.artifact.model}: {target.label} vs ORT fp32"))}
+    data = section(ex, known, fix, files, time.perf_counter() - t0)
+    return Outcome(ex, graph, data, format_text(ex, settings.top))
+
+
+def suggest_fix(target: Target, ex: Explanation, graph: GraphIndex, settings: ExplainSettings,
+                deadline: Deadline, out_dir: Path | None) -> dict[str, Any]:
+    """What to keep in float, and for int8 models the measured result of doing it (``fixes.try_fixes``)."""
+    from bench.explain.fixes import fix_plans
+
+    plans = fix_plans(ex)
+    if not plans:
+        return {"plans": [], "trials": [], "untested": "nothing diverged", "suggestion": None}
+    names, types = plans[0][1], plans[-1][2]
+    fix: dict[str, Any] = {"plans": [{"description": d, "names": n, "types": t} for d, n, t in plans],
+                           "trials": [], "untested": None, "suggestion": _suggestion(target, names, types)}
+    if target.artifact.precision != "int8":
+        fix["untested"] = f"a {target.precision} candidate is not re-quantised; the suggestion is the evidence"
+    elif not settings.fixes:
+        fix["untested"] = "fix trials switched off"
+    else:
+        try:
+            fix["trials"] = _trials(target, plans, graph, settings, deadline, out_dir)
+            fix["recovered"] = any(t["passes_gates"] for t in fix["trials"])
+        except ExplainTimeout as exc:
+            fix["untested"] = str(exc)
+        except ExplainError as exc:
+            fix["untested"] = str(exc)
+    return fix
+
+
+def _suggestion(target: Target, names: list[str], types: list[str]) -> str:
+    kept = ", ".join(names) + (f" (or every {', '.join(types)})" if types else "")
+    if target.artifact.precision == "int8":
+        how = ("NNCF IgnoredScope(names=[...])" if target.artifact.format == "openvino-ir"
+               else "ORT quantize_static(nodes_to_exclude=[...])")
+        return f"keep {kept} in float: {how}"
+    if target.precision == "fp16":
+        return f"keep {kept} in fp32 (float16 converter node_block_list / op_block_list)"
+    if target.precision == "fp32":
+        return (f"{kept} computes differently from ORT fp32 at the same precision: a runtime or export fault; "
+                f"try another opset, or report it with layers.csv")
+    return f"{kept} diverges at {target.precision}: run it at higher precision, try another opset, or report it"
+
+
+def _trials(target: Target, plans: list, graph: GraphIndex, settings: ExplainSettings, deadline: Deadline,
+            out_dir: Path | None) -> list[dict[str, Any]]:
+    import tempfile
+    from dataclasses import asdict
+
+    from bench.explain.fixes import method_of, requantizer, try_fixes
+
+    manifest = target.artifact.manifest
+    calibration = calibration_images(target, settings)
+    method = method_of(manifest.reduced_precision, target.artifact.format)
+    parameters = (manifest.reduced_precision or {}).get("parameters") or {}
+    lead = target.artifact.input_shape[0]
+    static = lead if isinstance(lead, int) and lead > 0 else None
+    evaluate = _evaluator(target, settings)
+    with tempfile.TemporaryDirectory(prefix="explain-fix-") as tmp:
+        folder = Path(out_dir) / "fixes" if out_dir is not None else Path(tmp)
+        requantize = requantizer(method, target.reference.model_path, calibration, folder, parameters,
+                                 graph.node_op_types(), static if method == "nncf" else None)
+        trials = try_fixes(plans, requantize, evaluate, keep=out_dir is not None, deadline=deadline)
+    return [{**asdict(t), "method": method} for t in trials]
+
+
+def calibration_images(target: Target, settings: ExplainSettings) -> np.ndarray:
+    """The calibration set the int8 model was made with (``reduced_precision.calibration``), or
+    ``settings.calibration``; never the evaluation images."""
+    from core.datasets import DataError, open_dataset
+
+    recorded = (target.artifact.manifest.reduced_precision or {}).get("calibration") or {}
+    keys = ("folder", "list", "path", "file")
+    where = settings.calibration or next((recorded[k] for k in keys if recorded.get(k)), None)
+    if not where:
+        raise ExplainError("the int8 manifest records no calibration set (reduced_precision.calibration.folder); "
+                           "pass --calibration DIR to try the fixes")
+    path = Path(where) if Path(where).is_absolute() or settings.calibration else target.artifact.root / where
+    count = recorded.get("size") or recorded.get("count")
+    if path.suffix == ".npy":  # preprocessed tensors [N, C, H, W], e.g. seeded inputs of a test model
+        images = np.load(path).astype(np.float32)
+        return images[: int(count)] if isinstance(count, int) and count > 0 else images
+    try:
+        dataset = open_dataset(str(path), preprocess=target.reference.preprocess)
+        images = np.concatenate([b.images for b in dataset.batches(32)])
+    except DataError as exc:
+        raise ExplainError(f"calibration set {path}: {exc}") from None
+    return images[: int(count)] if isinstance(count, int) and count > 0 else images
+
+
+def _evaluator(target: Target, settings: ExplainSettings):
+    """Measures a re-quantised model on the evaluation images against ORT fp32, judged by the int8 gates."""
+    from bench.accuracy.gates import DEFAULT_GATES, evaluate_gates
+    from bench.explain import ort, ov
+    from core.metrics import compute_drift
+
+    images, _ = pick_images(target.reference, settings.eval_images)
+    reference = ort.deployed_logits(target.reference.model_path, images, target.threads)
+
+    def evaluate(path: Path) -> dict[str, Any]:
+        if path.suffix == ".xml":
+            logits = ov.deployed_logits(path, images, "int8", target.batch, target.threads)
+        else:
+            logits = ort.deployed_logits(path, images, target.threads)
+        drift = compute_drift(reference, logits).to_dict()
+        gates = evaluate_gates(drift, "int8", settings.gates or DEFAULT_GATES)
+        return {"top1_agree": round(drift["agreement"] * drift["n"]), "n": drift["n"],
+                "cosine_min": drift["cosine_min"], "passes_gates": gates["passed"]}
+
+    return evaluate
