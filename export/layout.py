@@ -21,7 +21,7 @@ from pathlib import Path
 
 from core.files import sha256_of
 from core.proc import pid_alive
-from export.weights import SEEDED
+from export.weights import CALIBRATED, SEEDED
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def weights_tag(weights: str | None) -> str:
     """A short, stable folder name for a weights choice (a file is named by its content)."""
     if weights in (None, SEEDED):
         return SEEDED
-    if weights == "official":
-        return "official"
+    if weights in ("official", CALIBRATED):
+        return weights
     path = Path(weights).expanduser()
     if not weights.startswith(("http://", "https://")) and path.is_file():
         return "file-" + sha256_of(path)[:12]

@@ -9,7 +9,16 @@ import numpy as np
 from core.metrics import compute_drift
 from export.convert import ExportError
 
-MAX_ABS_DIFF = 1e-4  # fp32 export: the same function, up to kernel rounding
+# fp32 export: the same function, up to kernel rounding. The limit scales with the logits' magnitude above 1:
+# a float32 sum carries about 1e-7 relative error per step, so logits of size 20 (a trained classifier) may
+# differ by more than 1e-4 between two correct fp32 implementations. Logits within [-1, 1] (the `seeded`
+# parity weights) are held to 1e-4 itself.
+MAX_ABS_DIFF = 1e-4
+
+
+def tolerance_for(reference: np.ndarray, base: float = MAX_ABS_DIFF) -> float:
+    finite = np.abs(reference[np.isfinite(reference)])
+    return base * max(1.0, float(finite.max()) if finite.size else 1.0)
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -49,10 +58,12 @@ def ort_logits(onnx_path: Path, inputs: np.ndarray, batch: int | None) -> np.nda
     return np.concatenate(outputs)
 
 
-def check(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float = MAX_ABS_DIFF) -> dict:
+def check(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float | None = None) -> dict:
     """Compare and raise ExportError when the export does not compute Paddle's function."""
     figures = compare(reference, candidate)
+    tolerance = tolerance_for(reference) if tolerance is None else tolerance
     figures["tolerance"] = tolerance
+    figures["tolerance_rule"] = f"{MAX_ABS_DIFF:g} x max(1, max |reference logit|)"
     max_diff = figures["max_abs_diff"]  # None when no row is finite
     figures["passed"] = bool(
         figures["finite"]

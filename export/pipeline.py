@@ -16,8 +16,10 @@ from pathlib import Path
 from core.files import check_writable_dir, sha256_of
 from core.manifest import MANIFEST_NAME, ManifestError, load_manifest, package_versions
 from export.convert import ExportError, check_opset
+from export.calibrated_weights import calibration_digest
 from export.layout import SEEDED, discard_unfinished, make_work_dir, publish
 from export.models import get_spec
+from export.weights import CALIBRATED
 from export.request import ExportRequest
 from export.source import inference_model_digest
 
@@ -86,7 +88,9 @@ def code_digest(packages: tuple[str, ...] = CODE_PACKAGES) -> str:
 
 def cache_key(request: ExportRequest) -> str:
     weights = request.weights or SEEDED  # None and "seeded" are the same weights
-    if request.paddle_model:
+    if weights == CALIBRATED:
+        weights = f"{CALIBRATED}:{calibration_digest()}"
+    elif request.paddle_model:
         weights = inference_model_digest(request.paddle_model)
     elif weights not in (SEEDED, "official") and Path(weights).expanduser().is_file():
         weights = sha256_of(Path(weights).expanduser())

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.files import sha256_of
 from core.preprocess import Preprocess
+from export.weights import WeightsSource
 from export.convert import ExportError, inference_model_from_layer
 
 CHUNK = 16  # images per Paddle forward when computing reference logits
@@ -58,12 +59,16 @@ def zoo_source(name: str, weights: str | None) -> PaddleSource:
     """A zoo model with its weights loaded (seeded recipe by default), in eval mode."""
     paddle = import_paddle()
 
+    from export.calibrated_weights import CALIBRATED
     from export.models import build_model, get_spec
     from export.weights import load_weights
 
     spec = get_spec(name)
     layer = build_model(name)
-    source = load_weights(layer, weights, spec.weights_url)
+    if weights == CALIBRATED:
+        source = load_calibrated(layer, spec.preprocess)
+    else:
+        source = load_weights(layer, weights, spec.weights_url)
 
     def forward(x: np.ndarray) -> np.ndarray:
         with paddle.no_grad():
@@ -79,6 +84,15 @@ def zoo_source(name: str, weights: str | None) -> PaddleSource:
         forward=forward,
         info={"reference": "paddle dygraph, eval mode, fp32, CPU"},
     )
+
+
+def load_calibrated(layer, preprocess: Preprocess) -> WeightsSource:
+    """``seeded-calibrated``: the parity recipe made input-sensitive (see ``export.calibrated_weights``)."""
+    from export.calibrated_weights import CALIBRATED, calibrated_state_dict, location, reestimate_batchnorm
+
+    layer.set_state_dict(calibrated_state_dict(layer))
+    reestimate_batchnorm(layer, preprocess)
+    return WeightsSource(CALIBRATED, location())
 
 
 def inference_model_digest(model_file: Path) -> str:

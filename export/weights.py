@@ -22,6 +22,7 @@ from core.files import sha256_of
 log = logging.getLogger(__name__)
 
 SEEDED = "seeded"
+CALIBRATED = "seeded-calibrated"  # see export.calibrated_weights
 
 
 class WeightsError(ValueError):
@@ -81,6 +82,8 @@ def resolve(
     """
     if weights in (None, SEEDED):
         return None, WeightsSource(SEEDED, "seeded-crc32-v1")
+    if weights == CALIBRATED:
+        raise WeightsError(f"{CALIBRATED} weights are made by export.calibrated_weights, not read from a file")
     if weights == "official":
         weights = default_url
     if weights.startswith(("http://", "https://")):

@@ -352,8 +352,14 @@ def test_parity_check_fails_on_drift_flips_and_non_finite_logits():
     reference = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
     figures = check("same", reference, reference + 1e-6)
     assert figures["passed"] and figures["top1_flips"] == 0 and figures["max_abs_diff"] < 2e-6
-    with pytest.raises(ExportError, match=r"max abs diff 0\.001 \(limit 0\.0001\)"):
+    limit = 1e-4 * float(np.abs(reference).max())  # the limit follows the logits' scale above 1
+    assert figures["tolerance"] == pytest.approx(limit)
+    with pytest.raises(ExportError, match=rf"max abs diff 0\.001 \(limit {limit:g}\)"):
         check("drifted", reference, reference + 1e-3)
+    small = reference / 10 / np.abs(reference).max()  # logits within [-1, 1]: held to 1e-4 itself
+    assert check("small", small, small + 9e-5)["tolerance"] == 1e-4
+    with pytest.raises(ExportError, match=r"\(limit 0\.0001\)"):
+        check("small drifted", small, small + 2e-4)
     flipped = reference.copy()
     flipped[0] = -flipped[0]
     with pytest.raises(ExportError, match=r"top-1 agreement 75\.0%"):

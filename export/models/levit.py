@@ -246,10 +246,19 @@ class LeViT(nn.Layer):
         self.blocks = nn.Sequential(*blocks)
         self.head = BNLinear(embed_dims[-1], class_num)
 
+    def residual_branch_norms(self) -> list[str]:
+        """State-dict prefixes of the last BatchNorm of every residual branch (``export.calibrated_weights``)."""
+        return [f"blocks.{i}.{last_batchnorm(block)}" for i, block in enumerate(self.blocks)
+                if isinstance(block, Residual)]
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.patch_embed(x).flatten(2).transpose([0, 2, 1])  # [B, C, H, W] -> tokens [B, H*W, C]
         x = self.blocks(x).mean(axis=1)
         return self.head(x)
+
+
+def last_batchnorm(layer: nn.Layer) -> str:
+    return [name for name, sub in layer.named_sublayers() if isinstance(sub, nn.BatchNorm1D | nn.BatchNorm2D)][-1]
 
 
 def _build(name: str, class_num: int) -> LeViT:

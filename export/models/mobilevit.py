@@ -195,6 +195,12 @@ class MobileViT(nn.Layer):
         self.dropout = nn.Dropout(0.1)
         self.linear = nn.Linear(dims[8], class_num)
 
+    def residual_branch_norms(self) -> list[str]:
+        """State-dict prefixes of the last BatchNorm of every residual MobileNetV2 branch
+        (``export.calibrated_weights``)."""
+        return [f"{name}.conv.{len(block.conv) - 1}" for name, block in self.named_sublayers()
+                if isinstance(block, InvertedResidual) and block.use_residual]
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.conv3x3(x)
         for stage in (
