@@ -15,13 +15,13 @@ from pathlib import Path
 
 from core.files import check_writable_dir, sha256_of
 from core.manifest import MANIFEST_NAME, ManifestError, load_manifest, package_versions
-from export.convert import ExportError, check_opset
 from export.calibrated_weights import calibration_digest
+from export.convert import ExportError, check_opset
 from export.layout import SEEDED, discard_unfinished, make_work_dir, publish
 from export.models import get_spec
-from export.weights import CALIBRATED
 from export.request import ExportRequest
 from export.source import inference_model_digest
+from export.weights import CALIBRATED
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from core.files import sha256_of
 from core.preprocess import Preprocess
-from export.weights import WeightsSource
 from export.convert import ExportError, inference_model_from_layer
+from export.weights import WeightsSource
 
 CHUNK = 16  # images per Paddle forward when computing reference logits
 
