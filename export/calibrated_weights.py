@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,8 @@ def reestimate_batchnorm(model, preprocess: Preprocess, folder: Path = DEFAULT_C
     for layer in batchnorms:
         layer.train()  # only the BatchNorms: dropout and drop-path stay off
     used = 0
-    with paddle.no_grad():
+    with paddle.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When training, we now always track global mean")
         for number, (images, _, _) in enumerate(dataset.batches(BATCH), start=1):
             for layer in batchnorms:
                 # running = m * running + (1 - m) * batch with m = (k - 1) / k: the mean over k batches.

@@ -6,6 +6,7 @@ import functools
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from export.pipeline import run_export
 from export.request import ExportRequest
 from export.weights import WeightsError, load_weights, resolve, seeded_state_dict, seeded_value
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # builds Paddle models
 
 
@@ -104,3 +106,32 @@ def test_url_is_downloaded_once_into_a_checked_cache(pdparams, tmp_path):
     finally:
         server.shutdown()
     assert not list(tmp_path.rglob("*.part"))
+
+
+def test_seeded_weights_are_near_constant_and_calibrated_ones_are_not():
+    """Why `seeded-calibrated` exists: on the parity recipe every image gets the same top-1, so parity and
+    drift measured on it test little; the calibrated recipe's logits follow the image."""
+    import paddle
+
+    from core.datasets import open_dataset
+    from export.calibrated_weights import calibrated_state_dict, reestimate_batchnorm
+    from export.models import get_spec
+
+    spec = get_spec("MobileViT_XXS")
+    images = next(iter(open_dataset(ROOT / "data" / "imagenet-val-44", preprocess=spec.preprocess).batches(44)))[0]
+
+    def logits(model) -> np.ndarray:
+        with paddle.no_grad():
+            return model(paddle.to_tensor(images)).numpy()
+
+    seeded = build_model("MobileViT_XXS")
+    seeded.set_state_dict(seeded_state_dict(seeded))
+    seeded.eval()
+    calibrated = build_model("MobileViT_XXS")
+    calibrated.set_state_dict(calibrated_state_dict(calibrated))
+    assert reestimate_batchnorm(calibrated, spec.preprocess) == 125
+    flat, varied = logits(seeded), logits(calibrated)
+    spread = lambda v: float((v - v.mean(0)).std() / v.std())  # noqa: E731 - share of image-dependent variance
+    assert len(set(flat.argmax(1))) == 1 and spread(flat) < 1e-5
+    assert len(set(varied.argmax(1))) >= 5 and spread(varied) > 0.3
+    assert not calibrated.training and all(not layer.training for layer in calibrated.sublayers())
