@@ -29,7 +29,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
-GRACE_S = 20.0  # how long a stopped child may take to clean up before SIGKILL
+# How long a stopped child may take to clean up before SIGKILL. Each level of children gets half its parent's
+# grace, so a stuck grandchild is killed by its own parent (which then removes its temporary files) before the
+# grandparent's patience runs out.
+GRACE_ENV = "PADDLE_ONNX_BENCH_GRACE_S"
+GRACE_S = float(os.environ.get(GRACE_ENV) or 20.0)
 
 
 class Terminated(KeyboardInterrupt):
@@ -129,6 +133,7 @@ def run_child(cmd: list[str], timeout: float | None, cwd: Path | None = None,
     # The parent-death signal is tied to the thread that forks; only the main thread lives as long as we do.
     main = threading.current_thread() is threading.main_thread()
     preexec = _parent_death_signal(os.getpid()) if main else None
+    env = {**(os.environ if env is None else env), GRACE_ENV: f"{GRACE_S / 2:g}"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
                             preexec_fn=preexec, pass_fds=pass_fds)
@@ -150,12 +155,44 @@ def stop_child(proc: subprocess.Popen, grace_s: float = GRACE_S) -> tuple[str, s
         return proc.communicate(timeout=grace_s)
     except subprocess.TimeoutExpired:
         log.warning("child %d did not stop within %.0f s of SIGTERM; killing it", proc.pid, grace_s)
-        _signal_group(proc, signal.SIGKILL)
+        _kill_tree(proc)
         return proc.communicate()
     except BaseException:  # a second Ctrl-C while waiting: do not leave it running
-        _signal_group(proc, signal.SIGKILL)
+        _kill_tree(proc)
         proc.wait()
         raise
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's group and the groups of all its descendants. A grandchild in a session of its own
+    (the export a cell started) is not in the child's group, and once the child is dead it would only get the
+    parent-death SIGTERM, which a process stuck in a long C call does not act on: it must be killed now."""
+    groups = {proc.pid}
+    for pid in _descendants(proc.pid):
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _descendants(root: int) -> list[int]:
+    """Pids whose parent chain leads to ``root``, read from /proc (empty where /proc is missing)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 def _signal_group(proc: subprocess.Popen, signum: int) -> None:

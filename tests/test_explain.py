@@ -130,6 +130,7 @@ def test_cli_refuses_runtimes_it_cannot_instrument(capsys):
     assert "--images must be a positive integer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_cell_that_fails_its_gates_records_where_the_drift_starts(fp32_export, tmp_path):
     """After the drift pass, a failed gate runs the explain; the record names the broken layer, and the
     report lists it with its plot."""

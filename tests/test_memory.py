@@ -146,6 +146,7 @@ def vmhwm_mib(pid: int, folder: Path, step: str) -> float:
     return value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["detected", "sampled"])
 def test_recorded_peaks_match_the_cell_process_vmhwm(onnx_artifact, tmp_path, method):
     plugin = tmp_path / "plugin"

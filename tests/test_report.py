@@ -130,6 +130,7 @@ def _rows(text: str, start: str) -> list[str]:
 # --- report ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_writes_plots(built):
     out, text = built
     pngs, svgs = sorted((out / "plots").glob("*.png")), sorted((out / "plots").glob("*.svg"))
@@ -194,6 +195,7 @@ def test_reruns_use_latest_ok(built):
     assert "LeViT_128S b1 opset 17 ov fp32" in reruns and "later crash" in reruns
 
 
+@pytest.mark.slow
 def test_agreement_axis_for_seeded_weights(tmp_path):
     path = write(
         tmp_path / "r.jsonl",
@@ -238,6 +240,7 @@ def test_missing_file_is_an_error(tmp_path):
         load_results([tmp_path / "nope.jsonl"])
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -325,6 +328,7 @@ def test_compare_cli_writes_file(tmp_path, capsys):
     assert "within noise" in out.read_text()
 
 
+@pytest.mark.slow
 def test_two_hosts_are_told_apart(tmp_path):
     a = write(tmp_path / "a.jsonl", [record(runtime="ov", p50=4.0, agreement=1.0)])
     b = write(tmp_path / "b.jsonl", [record(runtime="ov", p50=3.0, agreement=1.0, host="box-b")])
@@ -337,6 +341,7 @@ def test_two_hosts_are_told_apart(tmp_path):
 # --- failed cells and reproducible output -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_cells_draw_no_empty_plots(tmp_path):
     """A group with no ok cell (a usage error's batch, an unknown model, a runtime missing here) gets no plot;
     its cells are listed apart. A failed cell of a drawn group stays in that group's table, not plotted."""
@@ -383,6 +388,7 @@ def test_report_of_failed_cells_only(tmp_path):
     assert "1 cell(s): 1 error." in text and "bad batch" in text.split("## Failed and skipped cells")[1]
 
 
+@pytest.mark.slow
 def test_rebuild_gives_the_same_bytes(tmp_path):
     """Same records, same report: the SVG ids are salted with a fixed salt and no file carries a date."""
     path = write(tmp_path / "r.jsonl", [record(runtime="paddle", p50=8.0), record(runtime="ov", agreement=1.0)])
@@ -407,6 +413,7 @@ def throughput_record(runtime: str, batch: int, p50: float, ips: float, requests
     return r
 
 
+@pytest.mark.slow
 def test_throughput_scenario_and_memory_in_the_report(tmp_path):
     """Both scenarios of a cell coexist; each scenario has its batch figure; the throughput-vs-latency table
     marks the front and compares each throughput cell with its latency twin; memory is a column and a panel."""

@@ -85,6 +85,7 @@ def test_plan_crosses_scenarios_and_requests_in_flight(onnx_artifact, tmp_path):
     assert scenario_axis(single) == [("throughput", 2)]  # no sweep.scenarios: measure.scenario/requests decide
 
 
+@pytest.mark.slow
 def test_second_run_skips_finished_cells_and_retry_reruns_errors(onnx_artifact, corrupt_manifest, tmp_path):
     config = write_config(tmp_path, [onnx_artifact, corrupt_manifest])
     first = sweep(config)
@@ -166,6 +167,7 @@ def test_ctrl_c_keeps_finished_cells_and_resume_completes(onnx_artifact, tmp_pat
     assert len(final) == 3 and sorted(r.params.batch for r in final) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_unavailable_runtime_cells_are_skipped_once(onnx_artifact, tmp_path):
     from runtimes import probe
 
