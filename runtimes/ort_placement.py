@@ -161,6 +161,13 @@ def placement_verdict(events: list[dict], requested: str) -> PlacementVerdict:
     return verdict
 
 
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+# Seen on an H200 with onnxruntime-gpu 1.31.1: the CUDA provider's Q/DQ kernels are per-tensor only, so a model
+# quantized with per-channel weights dequantizes them on the CPU and copies them over at every run.
+QDQ_HINT = ("; ORT's CUDA Q/DQ kernels are per-tensor only (onnxruntime#15260): quantize per-tensor for CUDA "
+            "(python -m export ... --precision int8 --runtime ort --per-tensor), or run it on the TensorRT provider")
+
+
 def _judge_cpu_nodes(verdict: PlacementVerdict, nodes: list[Node]) -> None:
     for n in nodes:
         if n.provider == CPU:
@@ -171,6 +178,8 @@ def _judge_cpu_nodes(verdict: PlacementVerdict, nodes: list[Node]) -> None:
         ops = Counter(n.op for n in verdict.offending)
         listed = ", ".join(f"{op} x{k}" if k > 1 else op for op, k in sorted(ops.items()))
         verdict.problem = f"{verdict.requested} left work on CPU: {listed}"
+        if verdict.requested == CUDA and ops.keys() & QDQ_OPS:
+            verdict.problem += QDQ_HINT
     if verdict.benign_cpu:
         verdict.notes.append(
             f"{len(verdict.benign_cpu)} shape-arithmetic node(s) ran on CPU by ORT's design "
