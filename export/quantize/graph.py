@@ -49,10 +49,20 @@ def onnx_head_nodes(model) -> list[str]:
 
 def ov_head_ops(model) -> list[str]:
     """Friendly names of the classifier head of an ``ov.Model``, for ``nncf.IgnoredScope(names=...)``."""
+    constant: dict[str, bool] = {}
+
+    def is_constant(op) -> bool:  # a Constant, or computed from Constants only (Gemm's alpha/beta Multiplies)
+        key = op.get_friendly_name()  # python wrappers are made per call: id() would be reused
+        if key not in constant:
+            sources = [i.get_source_output().get_node() for i in op.inputs()]
+            constant[key] = op.get_type_name() == "Constant" or (
+                op.get_type_name() != "Parameter" and bool(sources) and all(is_constant(s) for s in sources))
+        return constant[key]
+
     def parents(op):
         inputs = op.inputs()[:1] if op.get_type_name() in SHAPE_TAKING else op.inputs()
         return [i.get_source_output().get_node() for i in inputs
-                if i.get_source_output().get_node().get_type_name() != "Constant"]
+                if not is_constant(i.get_source_output().get_node())]
 
     start = parents(model.get_results()[0])
     return walk_head(start[0] if start else None, parents, lambda op: op.get_type_name(),

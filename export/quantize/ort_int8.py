@@ -49,6 +49,12 @@ def reduce_range_here() -> tuple[bool, dict[str, bool]]:
     return not native("int8", flags), flags
 
 
+def merge_every(count: int, most: int = 16) -> int:
+    """How many images MinMax collects before merging their ranges: at most ``most``, and not a divisor of
+    ``count``: onnxruntime 1.31 raises "No data is collected" when the last merge leaves nothing behind."""
+    return next((m for m in range(most, 1, -1) if count % m), most)
+
+
 def _sympy() -> bool:
     try:
         import sympy  # noqa: F401
@@ -83,7 +89,7 @@ def ort_int8(onnx_path: Path, images: np.ndarray, out_path: Path, *, keep_head_f
     reduce_range, flags = reduce_range_here()
     symbolic = _sympy()  # quant_pre_process's symbolic shape inference needs sympy (export-tools extra)
     input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
-    extra = {"CalibMaxIntermediateOutputs": 16}  # MinMax merges ranges every 16 images: bounded memory
+    extra = {"CalibMaxIntermediateOutputs": merge_every(len(images))}  # MinMax merges ranges: bounded memory
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ort-quantize-") as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
