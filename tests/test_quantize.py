@@ -227,3 +227,21 @@ def test_manifest_name_of_a_derived_folder_is_the_exports():
 
     assert derived_dir(Path("a/opset17-bdyn"), "int8-ov") == Path("a/opset17-bdyn-int8-ov")
     assert MANIFEST_NAME.endswith(".json")
+
+
+@pytest.mark.slow
+def test_precision_speedup_script_writes_its_table(tmp_path, calibration_npy):
+    import subprocess
+    import sys
+
+    out = tmp_path / "results" / "speedup.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "precision_speedup.py"), "--manifest",
+                           str(tiny_fp32_export(tmp_path)), "--calibration", str(calibration_npy), "--rounds", "1",
+                           "--seconds", "0.02", "--out", str(out)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "CPU flags:" in text and "int8" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| ov |", "| ort |"))]
+    assert len(rows) == 10  # ov fp32/bf16/int8 and ort fp32/int8 at batches 1 and 8
+    assert all(line.split("|")[3].strip() in ("fp32", "bf16", "int8") for line in rows)  # what ran, read back
