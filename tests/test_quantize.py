@@ -245,3 +245,27 @@ def test_precision_speedup_script_writes_its_table(tmp_path, calibration_npy):
     rows = [line for line in text.splitlines() if line.startswith(("| ov |", "| ort |"))]
     assert len(rows) == 10  # ov fp32/bf16/int8 and ort fp32/int8 at batches 1 and 8
     assert all(line.split("|")[3].strip() in ("fp32", "bf16", "int8") for line in rows)  # what ran, read back
+
+
+def test_max_drop_and_fp16_flags_are_checked_before_any_build():
+    from export.quantize.build import DerivedRequest, check_derived_request
+
+    with pytest.raises(PrecisionUsageError, match="add --runtime ov"):
+        check_derived_request(DerivedRequest("int8", "ort", max_drop=0.01))
+    with pytest.raises(PrecisionUsageError, match="in \\[0, 1\\)"):
+        check_derived_request(DerivedRequest("int8", "ov", max_drop=5))
+    with pytest.raises(PrecisionUsageError, match="apply to --precision int8 only"):
+        check_derived_request(DerivedRequest("fp16", calibration="somewhere"))
+
+
+@pytest.mark.slow
+def test_max_drop_quantizes_with_accuracy_control_and_records_it(tmp_path, calibration_npy):
+    from export.quantize.build import DerivedRequest, derive
+
+    result = derive(tiny_fp32_export(tmp_path), DerivedRequest("int8", "ov", str(calibration_npy), max_drop=0.01))
+    described = load_manifest(result.manifest_path).reduced_precision
+    assert described["method"] == "nncf.quantize_with_accuracy_control"
+    control = described["accuracy_control"]
+    assert control["max_drop"] == 0.01 and control["validation"]["images"] == MIN_IMAGES // 5
+    assert isinstance(control["layers_kept_float"], list) and any("Accuracy drop" in m for m in control["log"])
+    assert described["calibration"]["size"] == MIN_IMAGES  # the whole set identifies it; 4 in 5 calibrate
