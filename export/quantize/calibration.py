@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from core.datasets import CALIBRATION_IMAGES
 from core.files import sha256_of
 from core.listing import DataError, find_list_file, images_below, read_list_file
 from core.preprocess import Preprocess
@@ -33,7 +34,7 @@ from export.quantize import PrecisionUsageError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "data" / "imagenet-calib-125"
+DEFAULT_CALIBRATION = CALIBRATION_IMAGES
 MIN_IMAGES = 32  # below this, activation ranges come from too few images to trust (and the split leaves too few)
 VALIDATION_EVERY = 5
 
