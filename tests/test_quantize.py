@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import make_tiny_onnx, run_module, write_manifest
 
-from core.cpu import cpu_flags, describe, missing_instructions
+from core.cpu import cpu_flags, describe, missing_instructions, native
 from core.manifest import MANIFEST_NAME, load_manifest
 from export.quantize import PrecisionUsageError, QuantizeError, variant_for_run, variant_of
 from export.quantize.calibration import (
@@ -216,6 +216,9 @@ def test_bench_runs_the_int8_models_and_records_how_they_were_made(tmp_path, cal
         assert record["status"] == "ok" and record["runtime"]["effective"]["precision"] == "int8"
         made = record["model"]["reduced_precision"]
         assert made["calibration"]["size"] == MIN_IMAGES and made["calibrated_on_evaluation_images"] == 0
+        said = any("no int8 dot-product instructions" in n or "no int8 instructions" in n
+                   for n in record["runtime"]["notes"])
+        assert said == (not native("int8"))  # the record says when the CPU cannot make int8 fast
         # an int8 model asked as fp32 would be a silent change: refused
         proc = run_module("bench", "--runtime", runtime, "--precision", "fp32", "--manifest", str(manifest_path),
                           "--results", str(results), cwd=tmp_path, timeout=300)
