@@ -272,3 +272,20 @@ def test_max_drop_quantizes_with_accuracy_control_and_records_it(tmp_path, calib
     assert control["max_drop"] == 0.01 and control["validation"]["images"] == MIN_IMAGES // 5
     assert isinstance(control["layers_kept_float"], list) and any("Accuracy drop" in m for m in control["log"])
     assert described["calibration"]["size"] == MIN_IMAGES  # the whole set identifies it; 4 in 5 calibrate
+
+
+def test_every_record_of_a_model_calibrated_on_evaluation_images_says_so(tmp_path, caplog):
+    from bench.cell import reduced_precision_summary
+
+    make_tiny_onnx(tmp_path / "model.onnx")
+    calibration = {"folder": "data/imagenet-val-44", "size": 44, "files_sha256": "f" * 64,
+                   "overlaps_evaluation": {"count": 44, "names": [], "allowed": True}}
+    manifest = load_manifest(write_manifest(
+        tmp_path, precision="int8", source={"sha256": "a" * 64},
+        reduced_precision={"method": "nncf.quantize", "parameters": {"recipe": "transformer"},
+                           "calibration": calibration}))
+    summary = reduced_precision_summary(manifest)
+    assert summary["calibrated_on_evaluation_images"] == 44 and summary["recipe"] == "transformer"
+    assert summary["calibration"] == {"folder": "data/imagenet-val-44", "size": 44, "files_sha256": "f" * 64}
+    assert summary["source_sha256"] == "a" * 64
+    assert "calibrated on 44 evaluation image(s)" in caplog.text
