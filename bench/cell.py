@@ -16,7 +16,7 @@ from bench.harness.machine import MachineWatch, available_memory_bytes
 from bench.harness.measure import measure
 from bench.launcher import ExportSpec, launch_export
 from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Timing, new_run_id
-from bench.request import BenchRequest, UsageError, validate
+from bench.request import BenchRequest, UsageError, derived_precision, validate
 from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
 from core.manifest import ManifestError, manifest_path_of
@@ -183,9 +183,11 @@ def _versions(runtime: Runtime) -> dict[str, str]:
 
 
 def export_spec(request: BenchRequest) -> ExportSpec:
-    target = request.target
+    """The export a cell runs: the fp32 one, or the model derived from it (int8 for ov/ort, fp16 for ort)."""
+    target, options = request.target, request.runtime
+    derived = derived_precision(request.runtime_name, options.precision)
     return ExportSpec(target.model, target.opset, target.export_batch(request.batch), target.weights,
-                      Path(target.artifacts))
+                      Path(target.artifacts), *derived)
 
 
 def resolve_manifest(request: BenchRequest) -> Path:
@@ -197,12 +199,32 @@ def resolve_manifest(request: BenchRequest) -> Path:
             raise BenchFailure(f"manifest {path} not found")
         return path
     spec = export_spec(request)
-    if spec.manifest_path.is_file():
+    if spec.ready():
         return spec.manifest_path
     if target.no_export:
         raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} not "
                            f"found); run: {spec.shell_command()}")
     return launch_export(spec)
+
+
+def reduced_precision_summary(manifest) -> dict:
+    """What a record keeps of a derived model's ``reduced_precision``: method, parameters that decide accuracy,
+    calibration identity (and any overlap with the evaluation images), source, and the layers kept float."""
+    described = manifest.reduced_precision or {}
+    calibration = described.get("calibration") or {}
+    overlap = (calibration.get("overlaps_evaluation") or {}).get("count") or 0
+    if overlap:
+        log.warning("%s was calibrated on %d evaluation image(s) (--allow-eval-overlap): agreement measured on "
+                    "them is optimistic", manifest.model, overlap)
+    control = described.get("accuracy_control") or {}
+    return {
+        "method": described.get("method"),
+        "recipe": (described.get("parameters") or {}).get("recipe"),
+        "calibration": {k: calibration.get(k) for k in ("folder", "size", "files_sha256")} if calibration else None,
+        "calibrated_on_evaluation_images": overlap,
+        "layers_kept_float": control.get("layers_kept_float"),
+        "source_sha256": (manifest.source or {}).get("sha256"),
+    }
 
 
 def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:
@@ -218,6 +240,8 @@ def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:
     )
     if draft.request.target.manifest:  # bring-your-own: the manifest decides the opset
         draft.model.opset = manifest.opset_requested or artifact.opset
+    if manifest.reduced_precision:  # every record of a derived model says how it was made
+        draft.model.extra["reduced_precision"] = reduced_precision_summary(manifest)
     try:
         artifact.verify()
     except ArtifactError as exc:

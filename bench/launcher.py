@@ -31,16 +31,48 @@ class ExportSpec:
     batch: str | int
     weights: str
     artifacts: Path
+    precision: str = "fp32"  # int8 / fp16: the model derived from the fp32 export (export.quantize)
+    runtime: str | None = None  # int8: the runtime it is quantized for
 
     @property
-    def manifest_path(self) -> Path:
+    def fp32_manifest_path(self) -> Path:
         from export.request import artifact_dir
 
         return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts) / MANIFEST_NAME
 
+    @property
+    def variant(self) -> str | None:
+        from export.quantize import variant_of
+
+        return None if self.precision == "fp32" else variant_of(self.precision, self.runtime)
+
+    @property
+    def manifest_path(self) -> Path:
+        if self.variant is None:
+            return self.fp32_manifest_path
+        from export.layout import derived_dir
+
+        return derived_dir(self.fp32_manifest_path.parent, self.variant) / MANIFEST_NAME
+
+    def ready(self) -> bool:
+        """The manifest is there and, for a derived model, was made from the fp32 export that is there now."""
+        if not self.manifest_path.is_file():
+            return False
+        if self.variant is None:
+            return True
+        from core.manifest import ManifestError, load_manifest
+
+        try:
+            source = (load_manifest(self.manifest_path).source or {}).get("sha256")
+            return source == load_manifest(self.fp32_manifest_path).graph.sha256
+        except ManifestError:
+            return False
+
     def command(self) -> list[str]:
+        derived = ["--precision", self.precision] + (["--runtime", self.runtime] if self.runtime else []) \
+            if self.variant else []
         return ["--model", self.model, "--opset", str(self.opset), "--batch", str(self.batch),
-                "--weights", self.weights, "--out", str(self.artifacts)]
+                "--weights", self.weights, "--out", str(self.artifacts), *derived]
 
     def shell_command(self) -> str:
         """What a user would type to make this export."""
@@ -51,6 +83,8 @@ class ExportSpec:
             parts.append(f"--weights {self.weights}")
         if Path(self.artifacts) != Path("artifacts"):
             parts.append(f"--out {self.artifacts}")
+        if self.variant:
+            parts.append(f"--precision {self.precision}" + (f" --runtime {self.runtime}" if self.runtime else ""))
         return " ".join(parts)
 
 
@@ -59,16 +93,17 @@ def launch_export(spec: ExportSpec, timeout_s: float = EXPORT_TIMEOUT_S, pass_fd
     descriptors the child keeps open (a sweep's lock)."""
     from export.layout import remove_stale_temp
 
-    log.info("%s opset %s: exporting in a child process", spec.model, spec.opset)
+    log.info("%s opset %s %s: exporting in a child process", spec.model, spec.opset, spec.precision)
     try:
         child = run_child(python_module("export", *spec.command()), timeout_s, pass_fds=pass_fds)
     finally:  # the child is gone by now: a folder named after it is stale
         remove_stale_temp(spec.manifest_path.parent.parent)
+    what = f"{spec.model} opset {spec.opset}" + (f" {spec.variant}" if spec.variant else "")
     if child.timed_out:
-        raise ExportFailed(f"export of {spec.model} opset {spec.opset} did not finish within {timeout_s:.0f} s")
+        raise ExportFailed(f"export of {what} did not finish within {timeout_s:.0f} s")
     path = spec.manifest_path
     if child.returncode != 0 or not path.is_file():
-        raise ExportFailed(f"export of {spec.model} opset {spec.opset} failed "
+        raise ExportFailed(f"export of {what} failed "
                            f"({describe_exit(child.returncode)}): "
                            + child.error_line.replace("pass --out DIR", "pass --artifacts DIR"))
     return path

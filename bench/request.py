@@ -162,6 +162,17 @@ def _resolve_target(target: Target) -> Target:
     return replace(target, model=matched[0])
 
 
+def derived_precision(runtime: str, precision: str) -> tuple[str, str | None]:
+    """(precision, runtime) of the export a cell of ``runtime`` at ``precision`` runs: ("fp32", None) for the fp32
+    export itself (OpenVINO bf16/fp16 hints, TensorRT's builds, paddle), else the derived model's (int8 for ov and
+    ort, an fp16 ONNX for ort)."""
+    from export.quantize import variant_for_run
+
+    if variant_for_run(runtime, precision) is None:
+        return "fp32", None
+    return precision, runtime if precision == "int8" else None
+
+
 def measure_params(warmup: int, iterations: int, min_duration_s: float, max_duration_s: float, scope: str,
                    seed: int) -> MeasureParams:
     """MeasureParams with its checks turned into a UsageError naming the flags."""

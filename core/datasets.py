@@ -50,6 +50,9 @@ __all__ = ["Batch", "DataError", "Dataset", "ImageDataset", "SyntheticDataset", 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "list", "imagefolder", "folder", "synthetic")
+# The bundled calibration images (125 ImageNet images, one per 8th class, none among the evaluation images): what
+# every int8 path calibrates on by default (export.quantize for OpenVINO and ONNX Runtime, TensorRT's calibrator).
+CALIBRATION_IMAGES = Path(__file__).resolve().parents[1] / "data" / "imagenet-calib-125"
 
 
 class Batch(NamedTuple):

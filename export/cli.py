@@ -18,13 +18,15 @@ from export.convert import MAX_OPSET, MIN_OPSET, ExportError
 from export.layout import DEFAULT_ROOT, LayoutError, discard_unfinished, parse_batch
 from export.models import MODELS, UnknownModelError
 from export.pipeline import ExportResult, check_request, run_export
+from export.quantize import PrecisionUsageError
+from export.quantize.cli import add_precision_arguments, derive_all, derived_request, format_derived_row
 from export.request import DEFAULT_IMAGES, ExportRequest
 from export.weights import WeightsError
 
 log = logging.getLogger("export")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-USAGE_ERRORS = (UnknownModelError, LayoutError, ConfigError)
+USAGE_ERRORS = (UnknownModelError, LayoutError, ConfigError, PrecisionUsageError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bring your own Paddle inference model (NAME.json + NAME.pdiparams); --model names it")
     p.add_argument("--input-shape", help="C,H,W of a brought model's input, e.g. 3,224,224")
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is fresh")
+    add_precision_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="No ccache found")  # printed by every paddle import
     try:
         requests = requests_from_args(args)
+        derived = derived_request(args)  # reduced precision: checked (calibration set included) before exporting
         for request in requests:  # refuse a bad matrix before spending minutes on its first cells
             check_request(request)
         for number, request in enumerate(requests):
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'model':<14} {'opset':>5} {'nodes':>6} {'max|d| seeded':>13} {'max|d| images':>13} "
                       f"{'top-1 agree':>11} {'seconds':>8}  cache")
             print(format_row(result))
+            for made in derive_all(result.manifest_path, derived):
+                print(format_derived_row(made))
     except USAGE_ERRORS as exc:
         return _fail(str(exc), EXIT_USAGE)
     except (ExportError, WeightsError, OSError) as exc:

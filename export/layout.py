@@ -66,6 +66,13 @@ def export_dir(model: str, opset: int, batch: str | int, weights_folder: str, ro
     return Path(root) / model / weights_folder / name
 
 
+def derived_dir(export_folder: Path, variant: str) -> Path:
+    """The folder of a model derived from the export in ``export_folder`` (``int8-ov``, ``int8-ort``, ``fp16``):
+    its sibling ``<export folder name>-<variant>``, the name ``export_dir`` gives with ``variant``."""
+    folder = Path(export_folder)
+    return folder.parent / f"{folder.name}-{variant}"
+
+
 # Folders being built by this process, and the parent folders each one created: what a signal discards.
 _UNFINISHED: dict[Path, list[Path]] = {}
 

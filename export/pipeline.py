@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CODE_PACKAGES = ("export", "core")  # everything an export executes besides the installed packages
+DERIVED_CODE = ("export/quantize",)  # runs only for reduced-precision models, which key on it themselves
 
 
 @dataclass
@@ -76,11 +77,13 @@ def run_export(request: ExportRequest) -> ExportResult:
     return ExportResult(manifest_path, False)
 
 
-def code_digest(packages: tuple[str, ...] = CODE_PACKAGES) -> str:
-    """sha256 over the source of every module in ``packages``."""
+def code_digest(packages: tuple[str, ...] = CODE_PACKAGES, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over the source of every module in ``packages``, but those under the ``exclude`` folders."""
     digest = hashlib.sha256()
     for package in packages:
         for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            if any(path.is_relative_to(REPO_ROOT / folder) for folder in exclude):
+                continue
             digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -103,7 +106,7 @@ def cache_key(request: ExportRequest) -> str:
         "opset": request.opset,
         "batch": request.batch,
         "weights": weights,
-        "code": code_digest(),
+        "code": code_digest(exclude=DERIVED_CODE),
         "versions": package_versions(),
         "images": images,
     }

@@ -40,6 +40,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from core.artifact import Artifact
+from core.cpu import missing_instructions, native
 from runtimes.base import (
     Availability,
     Done,
@@ -198,6 +199,15 @@ class OrtRuntime(Runtime):
             raise SilentChangeError(
                 f"ort runs the model file's precision: {artifact.model_path.name} of {artifact.model} is "
                 f"{stored}, not {asked}; run the {asked} export of the model, or ask --precision {stored}")
+        if self._gpu:
+            return
+        if stored == "fp16":  # the fp16 export is made for GPU providers and TensorRT
+            self.notes.append("fp16 model on ORT's CPU provider: it has few fp16 kernels and inserts Casts around "
+                              "the rest, so this runs slower than the fp32 model; fp16 is for CUDA/TensorRT")
+        elif stored == "int8" and not native("int8"):
+            missing = "/".join(missing_instructions()["int8"])
+            self.notes.append(f"this CPU has no int8 dot-product instructions ({missing}): int8 is not expected "
+                              f"to run faster than fp32 here")
 
     # --- GPU: session, precision read-back, placement -------------------------------------------------------
     def _gpu_session(self, ort, artifact: Artifact, so, profile_dir: Path):

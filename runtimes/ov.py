@@ -1,7 +1,9 @@
 """OpenVinoRuntime: OpenVINO on CPU, GPU or AUTO, with the inference precision set explicitly.
 
 Options: ``device`` ``"cpu"`` | ``"gpu"`` (``"gpu:N"``) | ``"auto"``; ``precision`` ``"fp32"`` (f32),
-``"bf16"`` or ``"fp16"`` (f16); ``threads`` -> INFERENCE_NUM_THREADS (CPU only, default: physical cores);
+``"bf16"`` or ``"fp16"`` (f16), or ``"int8"`` for an int8 artifact (an NNCF-quantized IR made by the export
+stage, ``--precision int8 --runtime ov``; it runs with the f32 hint, so layers without an int8 kernel stay f32);
+``threads`` -> INFERENCE_NUM_THREADS (CPU only, default: physical cores);
 its own options (:class:`OvOptions`): ``hint`` ``"latency"`` | ``"throughput"`` -> PERFORMANCE_HINT (default:
 the scenario's); ``streams`` -> NUM_STREAMS (default: what the hint picks). A dynamic batch is reshaped to
 ``options.batch`` before compiling. Loads ONNX files and OpenVINO IR (``.xml``) artifacts.
@@ -15,7 +17,12 @@ Why the precision is always set (anchors 4H): the CPU plugin runs bf16 by defaul
 AVX512-BF16, so an unset hint silently benchmarks bf16 as "fp32". After compiling, the precision, streams,
 threads and execution devices are read back into ``effective``, with the precision each layer runs in. fp32
 that does not run f32 raises :class:`SilentChangeError`; a lower precision the device lacks (bf16 on a CPU
-without bf16) runs f32, which ``effective`` and ``notes`` say.
+without bf16) runs f32, which ``effective`` and ``notes`` say. int8 is the model's, not a hint: int8 asked of an
+fp32 model, an int8 model asked as anything else, or an int8 model of which no layer runs int8, raise
+:class:`SilentChangeError`; ``effective["int8_layers"]`` counts the layers that run int8 (the MatMul/Convolution
+ones apart). Whether the CPU has the instructions that make a precision fast (VNNI/AMX for int8, AVX512-BF16/AMX
+for bf16, AVX512-FP16/AMX-FP16 for f16) is recorded with the plugin's OPTIMIZATION_CAPABILITIES, and a note says
+when they are missing.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from core.artifact import Artifact
+from core.cpu import cpu_flags, missing_instructions
 from runtimes.base import (
     Availability,
     Requests,
@@ -44,8 +52,11 @@ from runtimes.host import default_threads, feed_batch, parse_device
 
 log = logging.getLogger(__name__)
 
-OV_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
-_FROM_OV = {v: k for k, v in OV_PRECISION.items()}
+OV_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8: the model's, f32 elsewhere
+_FROM_OV = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+_INT8 = frozenset({"i8", "u8"})
+# Runtime layers holding the multiply-accumulate work: whether they run int8 decides int8's speed.
+_HEAVY_LAYERS = frozenset({"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"})
 
 
 @dataclass(frozen=True)
@@ -78,19 +89,33 @@ def _device_present(device: str, available: list[str]) -> bool:
 
 def op_precisions(compiled) -> dict[str, int]:
     """How many compute layers of the compiled (runtime) graph run in each precision."""
-    counts: Counter = Counter()
+    return dict(Counter(precision for _, precision in _compute_layers(compiled)))
+
+
+def int8_layers(compiled) -> dict[str, int]:
+    """Compute layers that run int8 (i8/u8), overall and among the MatMul/Convolution layers."""
+    layers = _compute_layers(compiled)
+    heavy = [p for kind, p in layers if kind in _HEAVY_LAYERS]
+    return {"int8_layers": sum(p in _INT8 for _, p in layers), "compute_layers": len(layers),
+            "matmul_conv_int8": sum(p in _INT8 for p in heavy), "matmul_conv_layers": len(heavy)}
+
+
+def _compute_layers(compiled) -> list[tuple[str, str]]:
+    """(layer type, runtime precision) of every compute layer of the compiled (runtime) graph."""
+    found = []
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
-        if info["layerType"].astype(str) not in _DATA_LAYERS:
-            counts[info["runtimePrecision"].astype(str)] += 1
-    return dict(counts)
+        kind = info["layerType"].astype(str)
+        if kind not in _DATA_LAYERS:
+            found.append((kind, info["runtimePrecision"].astype(str)))
+    return found
 
 
 class OpenVinoRuntime(Runtime):
     """One compiled model and one InferRequest whose input tensor shares the prepared array's memory."""
 
     name: ClassVar[str] = "ov"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16")
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16", "int8")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
     formats: ClassVar[tuple[str, ...]] = ("onnx", "openvino-ir")
     Options: ClassVar[type] = OvOptions
@@ -124,10 +149,43 @@ class OpenVinoRuntime(Runtime):
         if not _device_present(self._ov_device, core.available_devices):
             raise RuntimeUnavailable(f"OpenVINO device {self._ov_device} not found "
                                      f"(available: {', '.join(core.available_devices)})")
+        self._check_model_precision(artifact)
         model = core.read_model(str(artifact.model_path))
         shape = list(artifact.batch_shape(self.options.batch))
         model.reshape({artifact.input_name: shape})
+        config = self._config()
+        self._compiled = core.compile_model(model, self._ov_device, config)
 
+        read_back = {key: self._property(key) for key in _READ_BACK}  # None where AUTO hides its device's
+        try:
+            ops = op_precisions(self._compiled)
+            int8 = int8_layers(self._compiled)
+        except Exception as exc:
+            ops = int8 = None
+            self.notes.append(f"could not read per-layer precision from the runtime model: {exc}")
+        self.effective = {
+            "device": self._ov_device,
+            "precision": self._check_precision(read_back["INFERENCE_PRECISION_HINT"], ops, int8),
+            "model_precision": artifact.precision,
+            "inference_precision_hint": read_back["INFERENCE_PRECISION_HINT"],
+            "performance_hint": read_back["PERFORMANCE_HINT"],
+            "num_streams": read_back["NUM_STREAMS"],
+            "inference_num_threads": read_back["INFERENCE_NUM_THREADS"],
+            "execution_devices": read_back["EXECUTION_DEVICES"],
+            "cpu_pinning": read_back["ENABLE_CPU_PINNING"],  # the plugin's choice for the hint; it moves latency
+            "op_precisions": ops,
+            "int8_layers": int8,
+            "static_batch": shape[0],
+            "requested_config": {k: str(v) for k, v in config.items()},
+        }
+        self._record_instructions(core)
+        self._request = self._compiled.create_infer_request()
+        self._input_name, self._output_name = artifact.input_name, artifact.output_name
+        self._batch = shape[0]
+        if self.throughput:
+            self._plan_throughput()
+
+    def _config(self) -> dict:
         config: dict = {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[self.options.precision],
             "PERFORMANCE_HINT": self._hint.upper(),
@@ -138,41 +196,46 @@ class OpenVinoRuntime(Runtime):
             config["NUM_STREAMS"] = self.own.streams
         if self.throughput and self.options.requests is not None:
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.options.requests  # streams <= requests in flight
-        self._compiled = core.compile_model(model, self._ov_device, config)
+        return config
 
-        read_back = {}
-        for key in _READ_BACK:
-            try:
-                read_back[key] = _plain(self._compiled.get_property(key))
-            except RuntimeError:  # AUTO does not expose its device's settings
-                read_back[key] = None
+    def _check_model_precision(self, artifact: Artifact) -> None:
+        """int8 is the model's: asked of an fp32 model, or an int8 model asked as something else, it would be a
+        silent change."""
+        asked, stored = self.options.precision, artifact.precision
+        if asked == "int8" and stored != "int8":
+            raise SilentChangeError(
+                f"ov runs int8 from a quantized model: {artifact.model_path.name} of {artifact.model} is {stored}; "
+                f"run its int8 export (python -m export --model {artifact.model} --precision int8 --runtime ov; "
+                f"python -m bench --model makes it), or ask --precision fp32/bf16/fp16")
+        if stored == "int8" and asked != "int8":
+            raise SilentChangeError(f"{artifact.model_path.name} of {artifact.model} is an int8 model: its "
+                                    f"quantized layers run int8 whatever the hint; ask --precision int8")
+        if stored == "fp16":
+            raise SilentChangeError(f"{artifact.model_path.name} is an fp16 ONNX model (made for ORT GPU providers "
+                                    f"and TensorRT); OpenVINO fp16 is a hint on the fp32 export")
+
+    def _record_instructions(self, core) -> None:
+        """The plugin's capabilities and the CPU's instructions for the precision asked; a note when missing."""
+        if self._ov_device != "CPU":
+            return
         try:
-            ops = op_precisions(self._compiled)
-        except Exception as exc:
-            ops = None
-            self.notes.append(f"could not read per-layer precision from the runtime model: {exc}")
-        self.effective = {
-            "device": self._ov_device,
-            "precision": self._check_precision(read_back["INFERENCE_PRECISION_HINT"], ops),
-            "inference_precision_hint": read_back["INFERENCE_PRECISION_HINT"],
-            "performance_hint": read_back["PERFORMANCE_HINT"],
-            "num_streams": read_back["NUM_STREAMS"],
-            "inference_num_threads": read_back["INFERENCE_NUM_THREADS"],
-            "execution_devices": read_back["EXECUTION_DEVICES"],
-            "cpu_pinning": read_back["ENABLE_CPU_PINNING"],  # the plugin's choice for the hint; it moves latency
-            "op_precisions": ops,
-            "static_batch": shape[0],
-            "requested_config": {k: str(v) for k, v in config.items()},
-        }
-        self._request = self._compiled.create_infer_request()
-        self._input_name, self._output_name = artifact.input_name, artifact.output_name
-        self._batch = shape[0]
-        if self.throughput:
-            self._plan_throughput()
+            capabilities = _plain(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        except RuntimeError:
+            capabilities = None
+        flags = cpu_flags()
+        self.effective["optimization_capabilities"] = capabilities
+        self.effective["cpu_flags"] = flags
+        missing = missing_instructions(flags).get(self.options.precision)
+        if missing:
+            self.notes.append(f"this CPU has no {self.options.precision} instructions ({'/'.join(missing)}): "
+                              f"{self.options.precision} is not expected to run faster than fp32 here")
 
-    def _check_precision(self, hint: str | None, ops: dict[str, int] | None) -> str | None:
+    def _check_precision(self, hint: str | None, ops: dict[str, int] | None,
+                         int8: dict[str, int] | None = None) -> str | None:
         """The precision that runs, from the read-back hint (or the layers when the device hides it)."""
         asked = self.options.precision
+        if asked == "int8":
+            return self._check_int8(ops, int8)
         low = {p for p in (ops or {}) if p in ("bf16", "f16")}
         ran = _FROM_OV.get(hint) if hint else None
         if ran is None and ops:
@@ -192,6 +255,21 @@ class OpenVinoRuntime(Runtime):
             log.warning("ov: asked %s, %s runs fp32", asked, self._ov_device)
             return ran
         raise SilentChangeError(f"asked {asked} but OpenVINO {self._ov_device} runs {ran}")
+
+    def _check_int8(self, ops: dict[str, int] | None, int8: dict[str, int] | None) -> str | None:
+        """int8 ran when compute layers run i8/u8; those left f32 (no int8 kernel here, or kept float by the
+        quantizer) are counted and noted."""
+        if int8 is None:
+            self.notes.append(f"{self._ov_device} does not report per-layer precision: int8 not verified")
+            return None
+        if int8["int8_layers"] == 0:
+            raise SilentChangeError(f"asked int8 but no layer of the compiled model runs int8 on OpenVINO "
+                                    f"{self._ov_device} (layers: {ops})")
+        if int8["matmul_conv_int8"] < int8["matmul_conv_layers"]:
+            self.notes.append(f"{int8['matmul_conv_int8']} of {int8['matmul_conv_layers']} MatMul/Convolution "
+                              f"layers run int8, the rest f32 (kept float by the quantizer, or no int8 kernel "
+                              f"on this device)")
+        return "int8"
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
         ov = require("openvino", "ov")

@@ -2,8 +2,10 @@
 
 Options: ``device`` ``"cuda"`` | ``"cuda:N"``; ``precision`` ``"fp32"`` | ``"fp16"`` | ``"int8"``; ``batch`` is
 the profile's opt batch and ``max_batch`` its upper bound. Other options (:class:`TrtOptions`):
-``calibration_data`` (int8 of an fp32 model: ``"export"``, the default, calibrates on the export's evaluation
-images; or an image folder, or a ``.npy`` of preprocessed (N, C, H, W) inputs), ``engine_cache_dir`` (default:
+``calibration_data`` (int8 of an fp32 model: ``"bundled"``, the default, calibrates on the bundled calibration
+images, as the OpenVINO and ONNX Runtime int8 exports do; ``"export"`` on the export's evaluation images, which
+makes their agreement optimistic and is recorded; or an image folder, or a ``.npy`` of preprocessed (N, C, H, W)
+inputs), ``engine_cache_dir`` (default:
 the cache root's ``trt-engines``), ``rebuild`` (ignore the cache), ``workspace_mb``, ``tf32`` (default False:
 fp32 means IEEE fp32, not TensorRT's default TF32 matmuls), ``cuda_graph`` (replay one captured inference).
 
@@ -58,7 +60,13 @@ from runtimes.trt_build import (
     tensorrt_cuda_info,
     trt_logger,
 )
-from runtimes.trt_calibration import EXPORT_IMAGES, calibration_cache_key, load_calibration_data, make_calibrator
+from runtimes.trt_calibration import (
+    BUNDLED,
+    EXPORT_IMAGES,
+    calibration_cache_key,
+    load_calibration_data,
+    make_calibrator,
+)
 from runtimes.trt_requests import ContextRequests, throughput_plan
 
 log = logging.getLogger(__name__)
@@ -71,7 +79,7 @@ __all__ = ["TRT_MISSING", "ProfileShapes", "TrtOptions", "TrtRuntime", "engine_c
 
 @dataclass(frozen=True)
 class TrtOptions:
-    calibration_data: str | None = None  # int8 of an fp32 model: "export" (default), image folder or .npy
+    calibration_data: str | None = None  # int8 of an fp32 model: "bundled" (default), "export", folder or .npy
     engine_cache_dir: str | None = None
     rebuild: bool = False
     workspace_mb: int | None = None
@@ -85,8 +93,8 @@ def validate_precision(precision: str, options: TrtOptions) -> None:
         raise OptionError(f"runtime 'trt' does not support precision {precision!r}; choose one of "
                           f"{', '.join(PRECISIONS)}")
     data = options.calibration_data
-    if data is not None and data != EXPORT_IMAGES and not Path(data).exists():
-        raise OptionError(f"calibration data {data} does not exist (an image folder, a .npy, or 'export')")
+    if data is not None and data not in (EXPORT_IMAGES, BUNDLED) and not Path(data).exists():
+        raise OptionError(f"calibration data {data} does not exist (an image folder, a .npy, 'bundled' or 'export')")
 
 
 class TrtRuntime(Runtime):
@@ -178,7 +186,7 @@ class TrtRuntime(Runtime):
                  "builder_flags": list(plan.builder_flags), "quantization": plan.quantization}
         data = None
         if plan.quantization == "calibration":
-            data, flags["calibration"] = load_calibration_data(own.calibration_data or EXPORT_IMAGES, artifact)
+            data, flags["calibration"] = load_calibration_data(own.calibration_data or BUNDLED, artifact)
         return flags, data
 
     def _cached_engine(self, cache: EngineCache, path: Path):

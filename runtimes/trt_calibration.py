@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from core.artifact import Artifact
-from core.datasets import DataError, open_dataset
+from core.datasets import CALIBRATION_IMAGES, DataError, open_dataset
 from core.files import sha256_of, write_bytes_atomic
 from runtimes.cuda import cuda_call
 
 log = logging.getLogger("runtimes.trt")
 
-EXPORT_IMAGES = "export"  # calibration_data value: the export's evaluation images
+EXPORT_IMAGES = "export"  # calibration_data value: the export's evaluation images (asked explicitly only)
+BUNDLED = "bundled"  # the default: the bundled calibration images, as the ov/ort int8 exports use
 MIN_IMAGES = 32
 
 
@@ -84,8 +85,10 @@ def load_calibration_data(source: str, artifact: Artifact) -> tuple[np.ndarray, 
                                            f"images; pass calibration_data=FILE.npy of preprocessed inputs")
             dataset = open_dataset(folder, preprocess=artifact.preprocess)
             data = np.concatenate([images for images, _, _ in dataset.batches(64)])
-            described = {"source": "export images" if source == EXPORT_IMAGES else "image folder",
-                         "folder": str(folder), "sha256": dataset.fingerprint}
+            described = {"source": {EXPORT_IMAGES: "export images", BUNDLED: "bundled calibration images"}.get(
+                source, "image folder"), "folder": str(folder), "sha256": dataset.fingerprint}
+            if source == EXPORT_IMAGES:  # asked for: agreement measured on the same images is optimistic
+                described["calibrated_on_evaluation_images"] = True
     except (OSError, ValueError, DataError) as exc:
         if isinstance(exc, CalibrationDataError):
             raise
@@ -95,6 +98,8 @@ def load_calibration_data(source: str, artifact: Artifact) -> tuple[np.ndarray, 
 
 
 def _image_folder(source: str, artifact: Artifact) -> Path:
+    if source == BUNDLED:
+        return CALIBRATION_IMAGES
     if source != EXPORT_IMAGES:
         return Path(source)
     folder = ((artifact.manifest.reference or {}).get("images") or {}).get("folder")

@@ -20,7 +20,7 @@ def test_repo_bench_yaml_has_the_documented_defaults():
     assert cfg.sweep.models == tuple(MODELS)
     assert cfg.sweep.opsets == (13, 17)
     assert cfg.sweep.runtimes == ("paddle", "ort", "ov")
-    assert cfg.sweep.precisions == {"paddle": ("fp32",), "ort": ("fp32",), "ov": ("fp32", "bf16")}
+    assert cfg.sweep.precisions == {"paddle": ("fp32",), "ort": ("fp32", "int8"), "ov": ("fp32", "bf16", "int8")}
     assert cfg.sweep.batches == (1, 8)
     assert cfg.sweep.scenarios == ("latency", "throughput") and cfg.sweep.requests == (None,)
     m = cfg.measure
@@ -28,6 +28,7 @@ def test_repo_bench_yaml_has_the_documented_defaults():
     assert (m.scenario, m.requests) == ("latency", None)
     assert cfg.gates["fp32"] == {"agreement": 1.0, "max_abs_diff": 1e-4}
     assert cfg.gates["fp16"] == {"agreement": 0.99, "cosine": 0.999}
+    assert cfg.gates["int8"] == {"agreement": 0.95, "cosine": 0.99}
     assert cfg.results == Path("results/runs.jsonl")
 
 

@@ -243,7 +243,7 @@ def test_null_outputs_zeros_of_the_declared_shape(artifact):
 @pytest.mark.parametrize(("name", "precision", "allowed"), [
     ("ort", "bf16", "fp32, fp16, int8"),
     ("paddle", "bf16", "fp32"),
-    ("ov", "int8", "fp32, bf16, fp16"),
+    ("ov", "fp64", "fp32, bf16, fp16, int8"),
 ])
 def test_unknown_precision_names_allowed(name, precision, allowed):
     with pytest.raises(OptionError, match=f"choose one of {allowed}"):

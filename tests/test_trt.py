@@ -44,6 +44,7 @@ from runtimes.trt_build import (
     trt_logger,
 )
 from runtimes.trt_calibration import (
+    BUNDLED,
     CalibrationDataError,
     calibration_batch,
     calibration_cache_key,
@@ -222,7 +223,7 @@ def calibration_artifact(tmp_path, onnx_artifact) -> Artifact:
                                                  reference={"images": {"file": None, "folder": str(folder)}}))
 
 
-def test_int8_calibrates_on_the_exports_images_by_default(calibration_artifact):
+def test_int8_calibrates_on_the_exports_images_when_asked(calibration_artifact):
     data, described = load_calibration_data("export", calibration_artifact)
     assert data.shape == (3, 3, 32, 32) and data.dtype == np.float32
     assert described["source"] == "export images" and described["images"] == 3 and described["batch"] == 1
@@ -403,3 +404,14 @@ def test_missing_tensorrt_is_reported(onnx_artifact):
     with pytest.raises(RuntimeUnavailable, match=r"pip install -e \.\[trt\]"):
         rt.load(Artifact.from_manifest(onnx_artifact))
     rt.close()
+
+
+@pytest.mark.slow
+def test_int8_calibrates_on_the_bundled_images_by_default(calibration_artifact):
+    """The default is the bundled calibration set the ov/ort int8 exports use, apart from the evaluation images;
+    the evaluation images only when asked ("export"), and then the description says so."""
+    data, described = load_calibration_data(BUNDLED, calibration_artifact)
+    assert data.shape == (125, 3, 32, 32) and described["source"] == "bundled calibration images"
+    assert "calibrated_on_evaluation_images" not in described
+    _, asked = load_calibration_data("export", calibration_artifact)
+    assert asked["calibrated_on_evaluation_images"] is True

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from core.cpu import CPU_FLAGS
 from core.manifest import package_versions as _package_versions
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddle2onnx", "onnx", "onnxrunt
             "openvino", "tensorrt", "numpy")
 ENV_VARS = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "OV_CPU_THREADS_NUM", "GLOG_minloglevel",
             "NVIDIA_TF32_OVERRIDE")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:

@@ -197,7 +197,7 @@ def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
         if not cell.target.manifest:
             groups.setdefault(export_spec(cell), []).append(cell)
     failed: set[int] = set()
-    missing = [spec for spec in groups if not spec.manifest_path.is_file()]
+    missing = [spec for spec in groups if not spec.ready()]  # a derived model older than its fp32 export too
     for spec in tqdm(missing, desc="export", unit="model", file=sys.stderr, disable=not missing):
         try:
             launch_export(spec, cfg.sweep.cell_timeout_s, pass_fds=keep)
