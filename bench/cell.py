@@ -185,7 +185,7 @@ def _versions(runtime: Runtime) -> dict[str, str]:
 def export_spec(request: BenchRequest) -> ExportSpec:
     """The export a cell runs: the fp32 one, or the model derived from it (int8 for ov/ort, fp16 for ort)."""
     target, options = request.target, request.runtime
-    derived = derived_precision(request.runtime_name, options.precision)
+    derived = derived_precision(request.runtime_name, options.precision, options.device)
     return ExportSpec(target.model, target.opset, target.export_batch(request.batch), target.weights,
                       Path(target.artifacts), *derived)
 

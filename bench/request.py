@@ -162,15 +162,15 @@ def _resolve_target(target: Target) -> Target:
     return replace(target, model=matched[0])
 
 
-def derived_precision(runtime: str, precision: str) -> tuple[str, str | None]:
+def derived_precision(runtime: str, precision: str, device: str | None = None) -> tuple[str, str | None]:
     """(precision, runtime) of the export a cell of ``runtime`` at ``precision`` runs: ("fp32", None) for the fp32
     export itself (OpenVINO bf16/fp16 hints, TensorRT's builds, paddle), else the derived model's (int8 for ov and
     ort, an fp16 ONNX for ort)."""
-    from export.quantize import variant_for_run
+    from export.quantize import int8_target, variant_for_run
 
     if variant_for_run(runtime, precision) is None:
         return "fp32", None
-    return precision, runtime if precision == "int8" else None
+    return precision, int8_target(runtime, device) if precision == "int8" else None
 
 
 def measure_params(warmup: int, iterations: int, min_duration_s: float, max_duration_s: float, scope: str,

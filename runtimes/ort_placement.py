@@ -165,7 +165,8 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 # Seen on an H200 with onnxruntime-gpu 1.31.1: the CUDA provider's Q/DQ kernels are per-tensor only, so a model
 # quantized with per-channel weights dequantizes them on the CPU and copies them over at every run.
 QDQ_HINT = ("; ORT's CUDA Q/DQ kernels are per-tensor only (onnxruntime#15260): quantize per-tensor for CUDA "
-            "(python -m export ... --precision int8 --runtime ort --per-tensor), or run it on the TensorRT provider")
+            "(python -m export ... --precision int8 --runtime ort-cuda, which python -m bench --device cuda uses), or "
+            "run it on the TensorRT provider")
 
 
 def _judge_cpu_nodes(verdict: PlacementVerdict, nodes: list[Node]) -> None:

@@ -270,4 +270,4 @@ def test_per_channel_dequantize_on_cpu_names_the_cause():
                                         ("float", [512, 512])])
     verdict = placement_verdict(as_cuda_session("LeViT_128S") + [dq, dq], CUDA)
     assert not verdict.ok and "DequantizeLinear x2" in verdict.problem
-    assert "per-tensor only" in verdict.problem and "--per-tensor" in verdict.problem
+    assert "per-tensor only" in verdict.problem and "--runtime ort-cuda" in verdict.problem

@@ -17,7 +17,7 @@ from conftest import make_tiny_onnx, run_module, write_manifest
 
 from core.cpu import cpu_flags, describe, missing_instructions, native
 from core.manifest import MANIFEST_NAME, load_manifest
-from export.quantize import PrecisionUsageError, QuantizeError, variant_for_run, variant_of
+from export.quantize import PrecisionUsageError, QuantizeError, int8_target, variant_for_run, variant_of
 from export.quantize.calibration import (
     DEFAULT_CALIBRATION,
     MIN_IMAGES,
@@ -84,7 +84,9 @@ def test_calibrating_on_evaluation_images_is_refused_unless_asked(tmp_path):
 
 def test_variants_and_what_a_benchmark_runs():
     assert variant_of("int8", "ov") == "int8-ov" and variant_of("int8", "ort") == "int8-ort"
-    assert variant_of("fp16", None) == "fp16"
+    assert variant_of("fp16", None) == "fp16" and variant_of("int8", "ort-cuda") == "int8-ort-cuda"
+    assert int8_target("ort", "cuda") == "ort-cuda" and int8_target("ort", "cpu") == "ort"
+    assert int8_target("ov", None) == "ov"
     with pytest.raises(PrecisionUsageError, match="not 'paddle'"):
         variant_of("int8", "paddle")
     with pytest.raises(PrecisionUsageError, match="fp16 is a runtime hint"):
@@ -136,8 +138,10 @@ def calibration_npy(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runtime", ["ov", "ort"])
+@pytest.mark.parametrize("runtime", ["ov", "ort", "ort-cuda"])
 def test_int8_build_describes_itself_and_agrees_with_fp32(tmp_path, calibration_npy, runtime):
+    import onnx
+
     from export.quantize.build import DerivedRequest, derive
 
     fp32_path = tiny_fp32_export(tmp_path)
@@ -162,6 +166,15 @@ def test_int8_build_describes_itself_and_agrees_with_fp32(tmp_path, calibration_
         census = described["census"]
         assert census["quantize_linear"] > 0 and sum(census["ort_cpu_int8_kernels"].values()) > 0
         assert described["parameters"]["reduce_range"] in (True, False)
+        # per-tensor weights for ORT's CUDA provider: one scale per weight, not one per channel
+        assert described["parameters"]["per_channel"] is (runtime == "ort")
+        if runtime == "ort-cuda":
+            model = onnx.load(str(result.manifest_path.parent / manifest.graph.file))
+            scales = {i.name: i for i in model.graph.initializer if i.name.endswith("_scale")}
+            weight_scales = [scales[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+                             and n.input[1] in scales and n.input[0].endswith("_quantized")]
+            assert weight_scales and all(len(s.dims) == 0 or s.dims == [1] for s in weight_scales)
+            assert not described["parameters"]["reduce_range"]
     seeded = described["accuracy"]["seeded"]
     assert seeded["top1_agreement"] == 1.0 and seeded["cosine_min"] > 0.99
     assert derive(fp32_path, request).cache_hit  # same request, same calibration set: reused

@@ -8,6 +8,9 @@ variant    file                       made by
 ========== ========================== ======================================================================
 int8-ov    model.xml + model.bin (IR) NNCF post-training quantization of the OpenVINO model read from the ONNX
 int8-ort   model.onnx (QDQ)           ``quant_pre_process`` + ``quantize_static`` (per-channel weights)
+int8-ort-  model.onnx (QDQ)           the same with per-tensor weights, for ONNX Runtime's CUDA provider (its
+cuda                                  Q/DQ kernels are per-tensor only: a per-channel model dequantizes its
+                                      weights on the CPU at every run)
 fp16       model.onnx                 onnxconverter-common, fp32 inputs/outputs, normalisations and softmax fp32
 ========== ========================== ======================================================================
 
@@ -23,9 +26,11 @@ from __future__ import annotations
 from export.convert import ExportError
 
 PRECISIONS = ("int8", "fp16")
-INT8_RUNTIMES = ("ov", "ort")
+INT8_RUNTIMES = ("ov", "ort")  # what --precision int8 builds when no --runtime is given
+INT8_TARGETS = (*INT8_RUNTIMES, "ort-cuda")  # ort-cuda: per-tensor QDQ for ORT's CUDA provider
 # (precision, runtime) -> variant folder suffix; fp16 ONNX serves ORT's GPU providers and TensorRT alike.
-VARIANTS = {("int8", "ov"): "int8-ov", ("int8", "ort"): "int8-ort", ("fp16", None): "fp16"}
+VARIANTS = {("int8", "ov"): "int8-ov", ("int8", "ort"): "int8-ort", ("int8", "ort-cuda"): "int8-ort-cuda",
+            ("fp16", None): "fp16"}
 
 
 class QuantizeError(ExportError):
@@ -45,11 +50,16 @@ def variant_of(precision: str, runtime: str | None) -> str:
                                       f"--runtime {runtime} --precision fp16)")
         return VARIANTS[("fp16", None)]
     if precision == "int8":
-        if runtime not in INT8_RUNTIMES:
-            raise PrecisionUsageError(f"int8 models are built for --runtime {' or '.join(INT8_RUNTIMES)}, "
+        if runtime not in INT8_TARGETS:
+            raise PrecisionUsageError(f"int8 models are built for --runtime {' or '.join(INT8_TARGETS)}, "
                                       f"not {runtime!r}")
         return VARIANTS[("int8", runtime)]
     raise PrecisionUsageError(f"--precision must be fp32, {' or '.join(PRECISIONS)}, got {precision!r}")
+
+
+def int8_target(runtime: str, device: str | None) -> str:
+    """The int8 model a benchmark of ``runtime`` on ``device`` runs: per-tensor QDQ for ORT on CUDA."""
+    return "ort-cuda" if runtime == "ort" and device == "cuda" else runtime
 
 
 def variant_for_run(runtime: str, precision: str) -> str | None:

@@ -38,7 +38,7 @@ from export.quantize.calibration import CalibrationSet, check_overlap, open_cali
 
 log = logging.getLogger(__name__)
 
-MODEL_FILES = {"int8-ov": "model.xml", "int8-ort": "model.onnx", "fp16": "model.onnx"}
+MODEL_FILES = {"int8-ov": "model.xml", "int8-ort": "model.onnx", "int8-ort-cuda": "model.onnx", "fp16": "model.onnx"}
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,10 @@ def _quantize(request: DerivedRequest, fp32: Manifest, onnx_path: Path, calibrat
         return fp16_onnx(onnx_path, out, seeded_inputs(tuple(fp32.input_shape), 1))
     images = calibration.load(fp32.preprocess, fp32.input_shape)
     log.info("%s: %s from %d calibration images", fp32.model, request.variant, len(images))
-    if request.variant == "int8-ort":
+    if request.variant in ("int8-ort", "int8-ort-cuda"):
         from export.quantize.ort_int8 import ort_int8
 
-        return ort_int8(onnx_path, images, out)
+        return ort_int8(onnx_path, images, out, per_channel=request.variant == "int8-ort")
     from export.quantize.ov_int8 import ov_int8
 
     validation = None

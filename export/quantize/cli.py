@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core.manifest import load_manifest
 from export.pipeline import ExportResult
-from export.quantize import INT8_RUNTIMES, PrecisionUsageError
+from export.quantize import INT8_RUNTIMES, INT8_TARGETS, PrecisionUsageError
 from export.quantize.build import DerivedRequest, check_derived_request, derive
 from export.quantize.calibration import DEFAULT_CALIBRATION, MIN_IMAGES
 
@@ -17,8 +17,9 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"),
                    help="int8: quantized for --runtime (default: both ov and ort); fp16: fp16 ONNX for ORT GPU "
                         "providers and TensorRT")
-    g.add_argument("--runtime", choices=INT8_RUNTIMES,
-                   help="int8 for OpenVINO (NNCF, an IR) or ONNX Runtime (static QDQ ONNX)")
+    g.add_argument("--runtime", choices=INT8_TARGETS,
+                   help="int8 for OpenVINO (NNCF, an IR), ONNX Runtime on CPU (static QDQ ONNX, per-channel "
+                        "weights) or ort-cuda (per-tensor weights: ORT's CUDA Q/DQ kernels are per-tensor only)")
     g.add_argument("--calibration", metavar="DIR|LIST|NPY",
                    help=f"calibration images (default: the bundled {DEFAULT_CALIBRATION.name}); never the "
                         "evaluation images")
