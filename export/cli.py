@@ -17,6 +17,7 @@ from export.config import read_export_config
 from export.convert import MAX_OPSET, MIN_OPSET, ExportError
 from export.layout import DEFAULT_ROOT, LayoutError, discard_unfinished, parse_batch
 from export.models import MODELS, UnknownModelError
+from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from export.pipeline import ExportResult, check_request, run_export
 from export.request import DEFAULT_IMAGES, ExportRequest
 from export.weights import WeightsError
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paddle-model", type=Path,
                    help="bring your own Paddle inference model (NAME.json + NAME.pdiparams); --model names it")
     p.add_argument("--input-shape", help="C,H,W of a brought model's input, e.g. 3,224,224")
+    p.add_argument("--optimize", choices=list(LEVELS), default=DEFAULT_LEVEL,
+                   help=f"graph optimisation passes after folding (default: {DEFAULT_LEVEL}); "
+                   + "; ".join(f"{name}: {level.description}" for name, level in LEVELS.items()))
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is fresh")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -59,7 +63,8 @@ def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
         batch = batch or config.batch
         weights = weights or config.weights
     batch = parse_batch(batch)
-    return [ExportRequest(m, o, batch, weights, args.out, args.images, args.force) for m in models for o in opsets]
+    return [ExportRequest(m, o, batch, weights, args.out, args.images, args.force, optimize=args.optimize)
+            for m in models for o in opsets]
 
 
 def _brought_model_requests(args: argparse.Namespace) -> list[ExportRequest]:
@@ -72,8 +77,8 @@ def _brought_model_requests(args: argparse.Namespace) -> list[ExportRequest]:
     if len(shape) != 3 or min(shape) < 1:
         raise LayoutError(f"--input-shape must be C,H,W positive integers, got {args.input_shape!r}")
     batch = parse_batch(args.batch)
-    return [ExportRequest(args.model[0], o, batch, None, args.out, None, args.force, args.paddle_model, shape)
-            for o in args.opset]
+    return [ExportRequest(args.model[0], o, batch, None, args.out, None, args.force, args.paddle_model, shape,
+                          args.optimize) for o in args.opset]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -222,3 +222,16 @@ def test_levels_name_their_folders_and_runtimes():
         check_runtime("ort", "ov")
     with pytest.raises(LevelError, match="choose one of none, portable"):
         check_level("fast")
+
+
+def test_level_is_part_of_the_cache_key_and_the_folder(tmp_path):
+    from export.pipeline import cache_key
+    from export.request import ExportRequest, artifact_dir
+
+    default = ExportRequest("LeViT_128S", 17, root=tmp_path)
+    plain = ExportRequest("LeViT_128S", 17, root=tmp_path, optimize="none")
+    assert cache_key(default) != cache_key(plain)
+    assert default.out_dir == artifact_dir("LeViT_128S", 17, root=tmp_path)
+    assert default.out_dir == tmp_path / "LeViT_128S/seeded/opset17-bdyn"
+    assert plain.out_dir == artifact_dir("LeViT_128S", 17, root=tmp_path, optimize="none")
+    assert plain.out_dir.name == "opset17-bdyn-opt-none"
