@@ -19,7 +19,7 @@ from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Tim
 from bench.request import BenchRequest, UsageError, validate
 from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
-from core.manifest import ManifestError, manifest_path_of
+from core.manifest import ManifestError, load_manifest, manifest_path_of
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def _versions(runtime: Runtime) -> dict[str, str]:
 def export_spec(request: BenchRequest) -> ExportSpec:
     target = request.target
     return ExportSpec(target.model, target.opset, target.export_batch(request.batch), target.weights,
-                      Path(target.artifacts))
+                      Path(target.artifacts), target.optimize)
 
 
 def resolve_manifest(request: BenchRequest) -> Path:
@@ -197,12 +197,21 @@ def resolve_manifest(request: BenchRequest) -> Path:
             raise BenchFailure(f"manifest {path} not found")
         return path
     spec = export_spec(request)
-    if spec.manifest_path.is_file():
+    if spec.manifest_path.is_file() and optimization_level(spec.manifest_path) == target.optimize:
         return spec.manifest_path
     if target.no_export:
         raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} not "
                            f"found); run: {spec.shell_command()}")
     return launch_export(spec)
+
+
+def optimization_level(manifest_path: Path) -> str | None:
+    """The graph optimisation level an export was made with (``none`` before the stage existed)."""
+    try:
+        optimization = load_manifest(manifest_path).optimization
+    except ManifestError:
+        return None
+    return (optimization or {}).get("level", "none")
 
 
 def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:
@@ -216,6 +225,7 @@ def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:
         sha256=artifact.sha256, manifest=str(artifact.manifest_path), precision=artifact.precision,
         weights={**draft.model.weights, **manifest.weights},
     )
+    draft.model.extra["optimization"] = (manifest.optimization or {}).get("level", "none")
     if draft.request.target.manifest:  # bring-your-own: the manifest decides the opset
         draft.model.opset = manifest.opset_requested or artifact.opset
     try:

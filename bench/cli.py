@@ -37,6 +37,7 @@ from bench.request import BenchRequest, Output, Target, UsageError, measure_para
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable
 from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
+from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="seeded (default), official, or a .pdparams path/URL")
     p.add_argument("--artifacts", help="export folder (default: artifacts)")
     p.add_argument("--no-export", action="store_true", help="fail instead of exporting a missing model")
+    p.add_argument("--optimize", choices=list(LEVELS), default=DEFAULT_LEVEL,
+                   help=f"graph optimisation level of the export (default: {DEFAULT_LEVEL}; see python -m export "
+                   "--help); another level is another export, made on demand")
     p.add_argument("--config", type=Path, help="bench.yaml with defaults (default: ./bench.yaml if present)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
@@ -114,7 +118,8 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchReques
         pick(args.seed, m.seed))
     target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
                     weights=args.weights or cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
-                    artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export)
+                    artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export,
+                    optimize=args.optimize)
     scenario = args.scenario or m.scenario
     # bench.yaml's measure.requests applies to throughput runs only; a --requests flag is always passed on, so
     # that --requests without --scenario throughput is the usage error it is.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.manifest import MANIFEST_NAME
 from core.proc import describe_exit, python_module, run_child
+from export.optimize.levels import DEFAULT_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,18 @@ class ExportSpec:
     batch: str | int
     weights: str
     artifacts: Path
+    optimize: str = DEFAULT_LEVEL
 
     @property
     def manifest_path(self) -> Path:
         from export.request import artifact_dir
 
-        return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts) / MANIFEST_NAME
+        return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts,
+                            self.optimize) / MANIFEST_NAME
 
     def command(self) -> list[str]:
         return ["--model", self.model, "--opset", str(self.opset), "--batch", str(self.batch),
-                "--weights", self.weights, "--out", str(self.artifacts)]
+                "--weights", self.weights, "--out", str(self.artifacts), "--optimize", self.optimize]
 
     def shell_command(self) -> str:
         """What a user would type to make this export."""
@@ -49,6 +52,8 @@ class ExportSpec:
             parts.append(f"--batch {self.batch}")
         if self.weights != "seeded":
             parts.append(f"--weights {self.weights}")
+        if self.optimize != DEFAULT_LEVEL:
+            parts.append(f"--optimize {self.optimize}")
         if Path(self.artifacts) != Path("artifacts"):
             parts.append(f"--out {self.artifacts}")
         return " ".join(parts)

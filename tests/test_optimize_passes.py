@@ -235,3 +235,21 @@ def test_level_is_part_of_the_cache_key_and_the_folder(tmp_path):
     assert default.out_dir == tmp_path / "LeViT_128S/seeded/opset17-bdyn"
     assert plain.out_dir == artifact_dir("LeViT_128S", 17, root=tmp_path, optimize="none")
     assert plain.out_dir.name == "opset17-bdyn-opt-none"
+
+
+def test_bench_asks_for_the_level_and_refuses_a_graph_its_runtime_cannot_run(tmp_path):
+    from bench.cell import export_spec
+    from bench.request import BenchRequest, Target, UsageError, validate
+    from runtimes.base import RuntimeOptions
+
+    def request(runtime, level):
+        return BenchRequest(runtime, Target(model="LeViT_128S", artifacts=str(tmp_path), optimize=level),
+                            RuntimeOptions(batch=1, threads=1))
+
+    with pytest.raises(UsageError, match="'ort' optimisation level makes a graph for ort only"):
+        validate(request("ov", "ort"))
+    resolved, _ = validate(request("ort", "none"))
+    spec = export_spec(resolved)
+    assert spec.command()[-2:] == ["--optimize", "none"] and "--optimize none" in spec.shell_command()
+    assert spec.manifest_path.parent.name == "opset17-bdyn-opt-none"
+    assert resolved.cell_key != validate(request("ort", "portable"))[0].cell_key
