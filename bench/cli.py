@@ -35,7 +35,7 @@ from bench.config import BenchConfig, ConfigError, load_config
 from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params
 from bench.table import error_line, format_drift, format_table, one_line
-from core.files import check_appendable
+from core.files import check_appendable, write_text_atomic
 from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from runtimes.base import RuntimeOptions
@@ -67,6 +67,9 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the synthetic inputs (default 0)")
     p.add_argument("--results", help="JSON-lines file to append to (default: results/runs.jsonl)")
     p.add_argument("--json", action="store_true", help="print the record as JSON after the table")
+    p.add_argument("--profile", type=int, nargs="?", const=15, metavar="TOP",
+                   help="after timing, profile the model (ort/ov, CPU) and write its top TOP ops by time (default "
+                   "15) to <results>-<record id>-profile.md beside the record")
     p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--record-id", help=argparse.SUPPRESS)
     d = p.add_argument_group("drift (a separate pass after timing)")
@@ -169,6 +172,8 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
         request = request_from_args(args, cfg)
     except (ConfigError, UsageError) as exc:
         return fail(str(exc), EXIT_USAGE, exc, args.debug)
+    if args.profile is not None and (args.profile < 1 or not _profilable(request)):
+        return fail("--profile TOP needs a positive TOP and runtime ort or ov on the CPU", EXIT_USAGE)
     results = Path(request.output.results)
     try:
         check_appendable(results)  # before measuring, not after
@@ -186,7 +191,33 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     if result.exit_code != EXIT_OK:
         return fail(error_line(record.error), result.exit_code, result.exception, args.debug)
     print_run(record, results, args.json)
+    if args.profile is not None:
+        _write_profile(request, record, results, args.profile)
     return _check_gates(request, record)
+
+
+def _profilable(request: BenchRequest) -> bool:
+    from bench.config import canonical_runtime
+    from bench.layer_times import PROFILED_RUNTIMES
+
+    try:
+        runtime = canonical_runtime(request.runtime_name)
+    except ConfigError:
+        return True  # the run reports the unknown runtime itself
+    return runtime in PROFILED_RUNTIMES and (request.runtime.device or "cpu") == "cpu"
+
+
+def _write_profile(request: BenchRequest, record: Record, results: Path, top: int) -> None:
+    """The layer-time table of the model that just ran, beside its record (``bench.layer_times``)."""
+    from bench.layer_times import profile_table
+    from runtimes.host import default_threads
+
+    path = results.with_name(f"{results.stem}-{record.record_id}-profile.md")
+    table = profile_table(record.runtime.name, Path(record.model.manifest), request.batch,
+                          request.runtime.threads or default_threads(), top,
+                          f"{record.model.name} opset {record.model.opset} (record {record.record_id})")
+    write_text_atomic(path, table)
+    print(f"layer times (top {top} ops) written to {path}")
 
 
 def print_run(record: Record, results: Path, as_json: bool) -> None:
