@@ -32,7 +32,6 @@ PASSES: dict[str, Pass] = {
     "collapse_reshapes": cleanup.collapse_reshapes,
     "merge_transposes": cleanup.merge_transposes,
     "matmul_bias_to_gemm": extra.matmul_bias_to_gemm,
-    "onnxslim": extra.slim_onnxslim,
     "ort_offline": extra.ort_offline,
 }
 
