@@ -94,9 +94,9 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="seeded (default), official, or a .pdparams path/URL")
     p.add_argument("--artifacts", help="export folder (default: artifacts)")
     p.add_argument("--no-export", action="store_true", help="fail instead of exporting a missing model")
-    p.add_argument("--optimize", choices=list(LEVELS), default=DEFAULT_LEVEL,
-                   help=f"graph optimisation level of the export (default: {DEFAULT_LEVEL}; see python -m export "
-                   "--help); another level is another export, made on demand")
+    p.add_argument("--optimize", choices=list(LEVELS),
+                   help=f"graph optimisation level of the export (default: bench.yaml's export.optimize, else "
+                   f"{DEFAULT_LEVEL}; see python -m export --help); another level is another export, made on demand")
     p.add_argument("--config", type=Path, help="bench.yaml with defaults (default: ./bench.yaml if present)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
@@ -122,7 +122,7 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchReques
     target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
                     weights=args.weights or cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
                     artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export,
-                    optimize=args.optimize)
+                    optimize=args.optimize or cfg.export.optimize)
     scenario = args.scenario or m.scenario
     # bench.yaml's measure.requests applies to throughput runs only; a --requests flag is always passed on, so
     # that --requests without --scenario throughput is the usage error it is.

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paddle-model", type=Path,
                    help="bring your own Paddle inference model (NAME.json + NAME.pdiparams); --model names it")
     p.add_argument("--input-shape", help="C,H,W of a brought model's input, e.g. 3,224,224")
-    p.add_argument("--optimize", choices=list(LEVELS), default=DEFAULT_LEVEL,
-                   help=f"graph optimisation passes after folding (default: {DEFAULT_LEVEL}); "
+    p.add_argument("--optimize", choices=list(LEVELS),
+                   help=f"graph optimisation passes after folding (default: bench.yaml's export.optimize, else "
+                   f"{DEFAULT_LEVEL}); "
                    + "; ".join(f"{name}: {level.description}" for name, level in LEVELS.items()))
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is fresh")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
     if args.paddle_model:
         return _brought_model_requests(args)
-    models, opsets, batch, weights = args.model, args.opset, args.batch, args.weights
+    models, opsets, batch, weights, optimize = args.model, args.opset, args.batch, args.weights, args.optimize
     if not models or not opsets:
         config = read_export_config(args.config) if args.config.is_file() else None
         if config is None:
@@ -62,8 +63,9 @@ def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
         opsets = opsets or list(config.opsets)
         batch = batch or config.batch
         weights = weights or config.weights
+        optimize = optimize or config.optimize
     batch = parse_batch(batch)
-    return [ExportRequest(m, o, batch, weights, args.out, args.images, args.force, optimize=args.optimize)
+    return [ExportRequest(m, o, batch, weights, args.out, args.images, args.force, optimize=optimize or DEFAULT_LEVEL)
             for m in models for o in opsets]
 
 
@@ -78,7 +80,7 @@ def _brought_model_requests(args: argparse.Namespace) -> list[ExportRequest]:
         raise LayoutError(f"--input-shape must be C,H,W positive integers, got {args.input_shape!r}")
     batch = parse_batch(args.batch)
     return [ExportRequest(args.model[0], o, batch, None, args.out, None, args.force, args.paddle_model, shape,
-                          args.optimize) for o in args.opset]
+                          args.optimize or DEFAULT_LEVEL) for o in args.opset]
 
 
 def main(argv: list[str] | None = None) -> int:

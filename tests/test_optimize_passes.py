@@ -253,3 +253,15 @@ def test_bench_asks_for_the_level_and_refuses_a_graph_its_runtime_cannot_run(tmp
     assert spec.command()[-2:] == ["--optimize", "none"] and "--optimize none" in spec.shell_command()
     assert spec.manifest_path.parent.name == "opset17-bdyn-opt-none"
     assert resolved.cell_key != validate(request("ort", "portable"))[0].cell_key
+
+
+def test_bench_yaml_names_the_level_and_a_bad_one_is_refused(tmp_path):
+    from core.yamlio import ConfigError
+    from export.config import read_export_config
+
+    config = tmp_path / "bench.yaml"
+    config.write_text("export:\n  optimize: gemm\n")
+    assert read_export_config(config).optimize == "gemm"
+    config.write_text("export:\n  optimize: fast\n")
+    with pytest.raises(ConfigError, match="export.optimize.*choose one of none, portable"):
+        read_export_config(config)
