@@ -265,3 +265,20 @@ def test_bench_yaml_names_the_level_and_a_bad_one_is_refused(tmp_path):
     config.write_text("export:\n  optimize: fast\n")
     with pytest.raises(ConfigError, match="export.optimize.*choose one of none, portable"):
         read_export_config(config)
+
+
+def test_a_pass_that_breaks_or_crashes_is_named(monkeypatch):
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], {}, ["batch", 4])
+
+    def drop_producer(m):
+        broken = onnx.ModelProto()
+        broken.CopyFrom(m)
+        broken.graph.node[0].input[0] = "nowhere"
+        return broken
+
+    monkeypatch.setitem(driver.PASSES, "remove_dropout", drop_producer)
+    with pytest.raises(OptimizeError, match="pass remove_dropout made an invalid ONNX graph"):
+        optimize(model, "portable")
+    monkeypatch.setitem(driver.PASSES, "remove_dropout", lambda m: 1 / 0)
+    with pytest.raises(OptimizeError, match="pass remove_dropout failed: ZeroDivisionError"):
+        optimize(model, "portable")

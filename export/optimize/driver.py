@@ -36,6 +36,10 @@ PASSES: dict[str, Pass] = {
 }
 
 
+# Passes whose output holds runtime-specific ops that the ONNX checker cannot know.
+NON_STANDARD_PASSES = frozenset({"ort_offline"})
+
+
 class OptimizeError(RuntimeError):
     """A pass broke a rule (opset, inputs/outputs) or moved the model's outputs; the message names the pass."""
 
@@ -77,7 +81,15 @@ def run_pass(name: str, fn: Pass, model: onnx.ModelProto) -> tuple[onnx.ModelPro
     """Run one pass and describe it; OptimizeError if it changed the opset or the graph's inputs/outputs."""
     before, start = census(model), time.perf_counter()
     with collecting_notes() as notes:
-        out = fn(model)
+        try:
+            out = fn(model)
+        except Exception as exc:  # a defect in the pass: name it rather than print a traceback
+            raise OptimizeError(f"pass {name} failed: {type(exc).__name__}: {exc}") from exc
+    if name not in NON_STANDARD_PASSES:
+        try:
+            onnx.checker.check_model(out)
+        except onnx.checker.ValidationError as exc:
+            raise OptimizeError(f"pass {name} made an invalid ONNX graph: {str(exc).splitlines()[0]}") from None
     if opset_of(out) != opset_of(model):
         raise OptimizeError(f"pass {name} changed the opset {opset_of(model)} -> {opset_of(out)}")
     names = [[v.name for v in m.graph.input] + [v.name for v in m.graph.output] for m in (model, out)]
