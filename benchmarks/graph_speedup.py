@@ -8,6 +8,9 @@ Per round each variant keeps its fastest run; the ratio optimised / unoptimised 
 gives its median and range. ``same`` is the unoptimised model loaded a second time (an A/A control): its ratio
 is the noise floor of the run, and a ratio inside it is no change.
 
+``--clock cpu`` times 1 thread by process CPU time instead of wall time: the work a graph costs, unaffected by
+time spent descheduled, and the steadier signal on a shared machine (it is not the latency a user sees).
+
 At batch 8 it also prints each model's achieved GFLOP/s (GEMM work, ``graph_flops.py``) on the faster runtime
 against the sgemm peak measured right after the model (numpy and ONNX Runtime MatMul, same threads).
 
@@ -68,7 +71,8 @@ def load_variant(runtime: str, manifest: Path, batch: int, threads: int, x: np.n
     return adapter
 
 
-def time_interleaved(adapters: dict, rounds: int, runs: int, warmup: int = 3) -> dict[str, list[float]]:
+def time_interleaved(adapters: dict, rounds: int, runs: int, clock=time.perf_counter,
+                     warmup: int = 3) -> dict[str, list[float]]:
     """Per variant, its fastest run (ms) in each round; the variants take turns run by run."""
     names = list(adapters)
     for name in names:
@@ -80,9 +84,9 @@ def time_interleaved(adapters: dict, rounds: int, runs: int, warmup: int = 3) ->
         samples: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(runs):
             for name in order:
-                start = time.perf_counter()
+                start = clock()
                 adapters[name].run()
-                samples[name].append((time.perf_counter() - start) * 1e3)
+                samples[name].append((clock() - start) * 1e3)
         for name in names:
             best[name].append(min(samples[name]))
     return best
@@ -106,7 +110,8 @@ def measure_model(model: str, manifests: dict[str, Path], args: argparse.Namespa
             adapters = {name: load_variant(runtime, manifests[name if name != "same" else "none"], batch,
                                            args.threads, x) for name in ("none", "same", args.level)}
             try:
-                best = time_interleaved(adapters, args.rounds, args.runs)
+                best = time_interleaved(adapters, args.rounds, args.runs,
+                                        time.process_time if args.clock == "cpu" else time.perf_counter)
             finally:
                 for adapter in adapters.values():
                     adapter.close()
@@ -145,7 +150,8 @@ def format_ratio(row: dict, level: str) -> str:
 def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, header: dict) -> str:
     level = args.level
     lines = [f"# Graph passes: `--optimize {level}` vs `--optimize none`", "",
-             f"opset {args.opset}, fp32, {args.threads} threads, {args.rounds} rounds x {args.runs} runs, "
+             f"opset {args.opset}, fp32, {args.threads} threads, clock {args.clock}, "
+             f"{args.rounds} rounds x {args.runs} runs, "
              "interleaved in one process; ratio = median over rounds of (fastest optimised run / fastest "
              "unoptimised run) in the round, [range over rounds]; A/A = the unoptimised model against itself.", "",
              f"Machine: {header['cpu']}; {header['python']}; "
@@ -180,9 +186,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=default_threads(), help="default: physical cores")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall (default): latency at --threads; cpu: 1 thread, process CPU time (work, not latency)")
     p.add_argument("--peak-n", type=int, default=2048, help="size of the sgemm peak's square matrices")
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = p.parse_args(argv)
+    if args.clock == "cpu":
+        args.threads = 1
     if args.level == "ort" and args.runtimes != ["ort"]:
         p.error("--level ort makes an ONNX Runtime-only graph: pass --runtimes ort")
     return args
