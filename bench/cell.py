@@ -19,7 +19,7 @@ from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Tim
 from bench.request import BenchRequest, UsageError, derived_precision, validate
 from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
-from core.manifest import ManifestError, manifest_path_of
+from core.manifest import ManifestError, load_manifest, manifest_path_of
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def export_spec(request: BenchRequest) -> ExportSpec:
     target, options = request.target, request.runtime
     derived = derived_precision(request.runtime_name, options.precision, options.device)
     return ExportSpec(target.model, target.opset, target.export_batch(request.batch), target.weights,
-                      Path(target.artifacts), *derived)
+                      Path(target.artifacts), *derived, optimize=target.optimize)
 
 
 def resolve_manifest(request: BenchRequest) -> Path:
@@ -199,7 +199,7 @@ def resolve_manifest(request: BenchRequest) -> Path:
             raise BenchFailure(f"manifest {path} not found")
         return path
     spec = export_spec(request)
-    if spec.ready():
+    if spec.ready() and optimization_level(spec.fp32_manifest_path) == target.optimize:
         return spec.manifest_path
     if target.no_export:
         raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} not "
@@ -227,6 +227,15 @@ def reduced_precision_summary(manifest) -> dict:
     }
 
 
+def optimization_level(manifest_path: Path) -> str | None:
+    """The graph optimisation level an export was made with (``none`` before the stage existed)."""
+    try:
+        optimization = load_manifest(manifest_path).optimization
+    except ManifestError:
+        return None
+    return (optimization or {}).get("level", "none")
+
+
 def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:
     try:
         artifact = Artifact.from_manifest(manifest_path)
@@ -238,6 +247,7 @@ def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:
         sha256=artifact.sha256, manifest=str(artifact.manifest_path), precision=artifact.precision,
         weights={**draft.model.weights, **manifest.weights},
     )
+    draft.model.extra["optimization"] = (manifest.optimization or {}).get("level", "none")
     if draft.request.target.manifest:  # bring-your-own: the manifest decides the opset
         draft.model.opset = manifest.opset_requested or artifact.opset
     if manifest.reduced_precision:  # every record of a derived model says how it was made

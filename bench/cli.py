@@ -35,8 +35,9 @@ from bench.config import BenchConfig, ConfigError, load_config
 from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params
 from bench.table import error_line, format_drift, format_table, one_line
-from core.files import check_appendable
+from core.files import check_appendable, write_text_atomic
 from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
+from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the synthetic inputs (default 0)")
     p.add_argument("--results", help="JSON-lines file to append to (default: results/runs.jsonl)")
     p.add_argument("--json", action="store_true", help="print the record as JSON after the table")
+    p.add_argument("--profile", type=int, nargs="?", const=15, metavar="TOP",
+                   help="after timing, profile the model (ort/ov, CPU) and write its top TOP ops by time (default "
+                   "15) to <results>-<record id>-profile.md beside the record")
     p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--record-id", help=argparse.SUPPRESS)
     d = p.add_argument_group("drift (a separate pass after timing)")
@@ -90,6 +94,9 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="seeded (default), official, or a .pdparams path/URL")
     p.add_argument("--artifacts", help="export folder (default: artifacts)")
     p.add_argument("--no-export", action="store_true", help="fail instead of exporting a missing model")
+    p.add_argument("--optimize", choices=list(LEVELS),
+                   help=f"graph optimisation level of the export (default: bench.yaml's export.optimize, else "
+                   f"{DEFAULT_LEVEL}; see python -m export --help); another level is another export, made on demand")
     p.add_argument("--config", type=Path, help="bench.yaml with defaults (default: ./bench.yaml if present)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
@@ -114,7 +121,8 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchReques
         pick(args.seed, m.seed))
     target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
                     weights=args.weights or cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
-                    artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export)
+                    artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export,
+                    optimize=args.optimize or cfg.export.optimize)
     scenario = args.scenario or m.scenario
     # bench.yaml's measure.requests applies to throughput runs only; a --requests flag is always passed on, so
     # that --requests without --scenario throughput is the usage error it is.
@@ -164,6 +172,8 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
         request = request_from_args(args, cfg)
     except (ConfigError, UsageError) as exc:
         return fail(str(exc), EXIT_USAGE, exc, args.debug)
+    if args.profile is not None and (args.profile < 1 or not _profilable(request)):
+        return fail("--profile TOP needs a positive TOP and runtime ort or ov on the CPU", EXIT_USAGE)
     results = Path(request.output.results)
     try:
         check_appendable(results)  # before measuring, not after
@@ -181,7 +191,33 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     if result.exit_code != EXIT_OK:
         return fail(error_line(record.error), result.exit_code, result.exception, args.debug)
     print_run(record, results, args.json)
+    if args.profile is not None:
+        _write_profile(request, record, results, args.profile)
     return _check_gates(request, record)
+
+
+def _profilable(request: BenchRequest) -> bool:
+    from bench.config import canonical_runtime
+    from bench.layer_times import PROFILED_RUNTIMES
+
+    try:
+        runtime = canonical_runtime(request.runtime_name)
+    except ConfigError:
+        return True  # the run reports the unknown runtime itself
+    return runtime in PROFILED_RUNTIMES and (request.runtime.device or "cpu") == "cpu"
+
+
+def _write_profile(request: BenchRequest, record: Record, results: Path, top: int) -> None:
+    """The layer-time table of the model that just ran, beside its record (``bench.layer_times``)."""
+    from bench.layer_times import profile_table
+    from runtimes.host import default_threads
+
+    path = results.with_name(f"{results.stem}-{record.record_id}-profile.md")
+    table = profile_table(record.runtime.name, Path(record.model.manifest), request.batch,
+                          request.runtime.threads or default_threads(), top,
+                          f"{record.model.name} opset {record.model.opset} (record {record.record_id})")
+    write_text_atomic(path, table)
+    print(f"layer times (top {top} ops) written to {path}")
 
 
 def print_run(record: Record, results: Path, as_json: bool) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.manifest import MANIFEST_NAME
 from core.proc import describe_exit, python_module, run_child
+from export.optimize.levels import DEFAULT_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,14 @@ class ExportSpec:
     artifacts: Path
     precision: str = "fp32"  # int8 / fp16: the model derived from the fp32 export (export.quantize)
     runtime: str | None = None  # int8: the runtime it is quantized for
+    optimize: str = DEFAULT_LEVEL  # the fp32 export's graph optimisation level (export.optimize)
 
     @property
     def fp32_manifest_path(self) -> Path:
         from export.request import artifact_dir
 
-        return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts) / MANIFEST_NAME
+        return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts,
+                            self.optimize) / MANIFEST_NAME
 
     @property
     def variant(self) -> str | None:
@@ -72,7 +75,7 @@ class ExportSpec:
         derived = ["--precision", self.precision] + (["--runtime", self.runtime] if self.runtime else []) \
             if self.variant else []
         return ["--model", self.model, "--opset", str(self.opset), "--batch", str(self.batch),
-                "--weights", self.weights, "--out", str(self.artifacts), *derived]
+                "--weights", self.weights, "--out", str(self.artifacts), "--optimize", self.optimize, *derived]
 
     def shell_command(self) -> str:
         """What a user would type to make this export."""
@@ -81,6 +84,8 @@ class ExportSpec:
             parts.append(f"--batch {self.batch}")
         if self.weights != "seeded":
             parts.append(f"--weights {self.weights}")
+        if self.optimize != DEFAULT_LEVEL:
+            parts.append(f"--optimize {self.optimize}")
         if Path(self.artifacts) != Path("artifacts"):
             parts.append(f"--out {self.artifacts}")
         if self.variant:

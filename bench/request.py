@@ -18,6 +18,7 @@ from bench.harness.measure import MeasureParams
 from bench.records import DEFAULT_RESULTS
 from core.manifest import manifest_path_of
 from core.yamlio import ConfigError
+from export.optimize.levels import DEFAULT_LEVEL, LevelError, check_level, check_runtime
 from runtimes.base import SCENARIOS, OptionError, Runtime, RuntimeOptions
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -38,6 +39,7 @@ class Target:
     fixed_batch_export: bool = False  # export with the run's batch instead of a dynamic one
     artifacts: str = str(DEFAULT_ARTIFACTS)
     no_export: bool = False
+    optimize: str = DEFAULT_LEVEL  # graph optimisation level of the export (export.optimize.levels)
 
     def export_batch(self, batch: int) -> str | int:
         return batch if self.fixed_batch_export else "dynamic"
@@ -45,8 +47,8 @@ class Target:
     @property
     def weights_key(self) -> str:
         """The weights part of the cell key; a manifest run is keyed by its manifest."""
-        if not self.manifest:
-            return self.weights
+        if not self.manifest:  # a non-default optimisation level is another model: another cell
+            return self.weights if self.optimize == DEFAULT_LEVEL else f"{self.weights}+optimize={self.optimize}"
         return f"manifest:{manifest_path_of(Path(self.manifest)).resolve()}"
 
 
@@ -120,6 +122,12 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
         name = canonical_runtime(request.runtime_name)
         target = _resolve_target(request.target)
     except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        check_level(target.optimize)
+        if not target.manifest:
+            check_runtime(target.optimize, name)
+    except LevelError as exc:
         raise UsageError(str(exc)) from None
     cls = get_runtime(name)
     if options.precision not in cls.precisions:

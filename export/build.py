@@ -1,13 +1,15 @@
 """The stages of one export, run inside a temporary folder:
 
 source (zoo layer + weights, or a brought inference model) -> Paddle inference model -> paddle2onnx at the
-opset asked -> constant folding -> validation -> parity against Paddle -> reference logits -> manifest.
+opset asked -> constant folding -> graph optimisation passes (each checked) -> validation -> parity against Paddle
+-> reference logits -> manifest.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from core.logits import Logits
 from core.manifest import MANIFEST_NAME, Manifest, ModelFile, TensorSpec, package_versions, save_manifest
 from export import convert, parity
 from export.convert import ExportError
+from export.optimize.levels import check_level
 from export.request import ExportRequest
 from export.source import PaddleSource
 
@@ -69,11 +72,15 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
     convert.onnx_from_paddle(model_file, params_file, request.opset, raw_path)
     raw = onnx.load(str(raw_path))
     raw_nodes = len(raw.graph.node)
-    onnx.save(convert.fold_constants(raw), str(onnx_path))
+    folded = convert.fold_constants(raw)
     raw_path.unlink()
     clock.done("paddle2onnx_and_fold_s")
 
-    graph = validate(onnx_path, request.opset)
+    optimized, optimization = optimize_graph(folded, request, source.input_shape)
+    onnx.save(optimized, str(onnx_path))
+    clock.done("optimize_s")
+
+    graph = validate(onnx_path, request.opset, strict=check_level(request.optimize).runtimes is None)
     clock.done("validate_s")
 
     references, parity_figures = check_parity(source, onnx_path, request)
@@ -83,8 +90,35 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
 
     manifest = describe(request, source, onnx_path, graph, raw_nodes, (model_file, params_file), references,
                         parity_figures, clock, key)
+    manifest = replace(manifest, optimization=optimization)
     save_manifest(work / MANIFEST_NAME, manifest)
     return manifest
+
+
+def optimize_graph(model, request: ExportRequest, input_shape: tuple[int, ...]) -> tuple[object, dict]:
+    """Run the passes of the level asked, each checked against the stage before; the model and its description."""
+    from export.optimize.driver import STEP_TOLERANCE, OptimizeError, optimize
+
+    check_inputs = np.random.default_rng(1).standard_normal(
+        (request.fixed_batch or SEEDED_INPUTS, *input_shape)).astype(np.float32)
+    nodes_before = len(model.graph.node)
+    try:
+        model, reports = optimize(model, request.optimize, check_inputs)
+    except OptimizeError as exc:
+        raise ExportError(f"graph optimisation ({request.optimize}): {exc}") from None
+    log.info("%s opset %s: optimisation %s, %d -> %d nodes", request.model, request.opset, request.optimize,
+             nodes_before, len(model.graph.node))
+    return model, {
+        "level": request.optimize,
+        "description": check_level(request.optimize).description,
+        "runtimes": check_level(request.optimize).runtimes,
+        "nodes_before": nodes_before,
+        "nodes_after": len(model.graph.node),
+        "step_check": {"tolerance": STEP_TOLERANCE, "inputs": f"{len(check_inputs)} x numpy default_rng(1)"
+                       ".standard_normal", "runtime": "onnxruntime CPU, ORT_DISABLE_ALL",
+                       "compared_with": "the stage before each pass"},
+        "passes": [report.to_dict() for report in reports],
+    }
 
 
 def describe(request: ExportRequest, source: PaddleSource, onnx_path: Path, graph: dict, raw_nodes: int,

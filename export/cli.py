@@ -17,6 +17,7 @@ from export.config import read_export_config
 from export.convert import MAX_OPSET, MIN_OPSET, ExportError
 from export.layout import DEFAULT_ROOT, LayoutError, discard_unfinished, parse_batch
 from export.models import MODELS, UnknownModelError
+from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from export.pipeline import ExportResult, check_request, run_export
 from export.quantize import PrecisionUsageError
 from export.quantize.cli import add_precision_arguments, derive_all, derived_request, format_derived_row
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paddle-model", type=Path,
                    help="bring your own Paddle inference model (NAME.json + NAME.pdiparams); --model names it")
     p.add_argument("--input-shape", help="C,H,W of a brought model's input, e.g. 3,224,224")
+    p.add_argument("--optimize", choices=list(LEVELS),
+                   help=f"graph optimisation passes after folding (default: bench.yaml's export.optimize, else "
+                   f"{DEFAULT_LEVEL}); "
+                   + "; ".join(f"{name}: {level.description}" for name, level in LEVELS.items()))
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is fresh")
     add_precision_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
     if args.paddle_model:
         return _brought_model_requests(args)
-    models, opsets, batch, weights = args.model, args.opset, args.batch, args.weights
+    models, opsets, batch, weights, optimize = args.model, args.opset, args.batch, args.weights, args.optimize
     if not models or not opsets:
         config = read_export_config(args.config) if args.config.is_file() else None
         if config is None:
@@ -61,8 +66,10 @@ def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
         opsets = opsets or list(config.opsets)
         batch = batch or config.batch
         weights = weights or config.weights
+        optimize = optimize or config.optimize
     batch = parse_batch(batch)
-    return [ExportRequest(m, o, batch, weights, args.out, args.images, args.force) for m in models for o in opsets]
+    return [ExportRequest(m, o, batch, weights, args.out, args.images, args.force, optimize=optimize or DEFAULT_LEVEL)
+            for m in models for o in opsets]
 
 
 def _brought_model_requests(args: argparse.Namespace) -> list[ExportRequest]:
@@ -75,8 +82,8 @@ def _brought_model_requests(args: argparse.Namespace) -> list[ExportRequest]:
     if len(shape) != 3 or min(shape) < 1:
         raise LayoutError(f"--input-shape must be C,H,W positive integers, got {args.input_shape!r}")
     batch = parse_batch(args.batch)
-    return [ExportRequest(args.model[0], o, batch, None, args.out, None, args.force, args.paddle_model, shape)
-            for o in args.opset]
+    return [ExportRequest(args.model[0], o, batch, None, args.out, None, args.force, args.paddle_model, shape,
+                          args.optimize or DEFAULT_LEVEL) for o in args.opset]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""The ``export:`` section of bench.yaml: which models, opsets, batch and weights ``python -m export`` builds
-when no ``--model`` is given. ``bench.config`` reads the same section with this parser."""
+"""The ``export:`` section of bench.yaml: which models, opsets, batch, weights and graph optimisation level
+``python -m export`` builds when no ``--model`` is given (the level also when no ``--optimize`` is).
+``bench.config`` reads the same section with this parser."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from core.yamlio import ConfigReader, load_yaml
 from export.convert import MAX_OPSET, MIN_OPSET
 from export.layout import LayoutError, parse_batch
 from export.models import MODELS, UnknownModelError, expand_models
+from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 
-EXPORT_KEYS = ("models", "opsets", "batch", "weights")
+EXPORT_KEYS = ("models", "opsets", "batch", "weights", "optimize")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class ExportConfig:
     opsets: tuple[int, ...] = (13, 17)
     batch: str | int = "dynamic"
     weights: str = "seeded"  # "seeded" | "official" | a .pdparams path or URL
+    optimize: str = DEFAULT_LEVEL  # graph optimisation level (export.optimize.levels)
 
 
 def parse_models(reader: ConfigReader, data: Any, key: str, allow_empty: bool = False) -> tuple[str, ...]:
@@ -50,11 +53,16 @@ def parse_export_section(reader: ConfigReader, data: Any) -> ExportConfig:
     except LayoutError:
         raise reader.fail("export.batch", f"invalid batch {d.get('batch')!r}; allowed: dynamic, a positive "
                                           "integer") from None
+    optimize = reader.string(d.get("optimize", default.optimize), "export.optimize")
+    if optimize not in LEVELS:
+        raise reader.fail("export.optimize", f"unknown optimisation level {optimize!r}; choose one of "
+                                             f"{', '.join(LEVELS)}")
     return ExportConfig(
         models=parse_models(reader, d["models"], "export.models") if "models" in d else default.models,
         opsets=parse_opsets(reader, d["opsets"], "export.opsets") if "opsets" in d else default.opsets,
         batch=batch,
         weights=reader.string(d.get("weights", default.weights), "export.weights"),
+        optimize=optimize,
     )
 
 

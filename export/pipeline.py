@@ -19,6 +19,7 @@ from export.calibrated_weights import calibration_digest
 from export.convert import ExportError, check_opset
 from export.layout import SEEDED, discard_unfinished, make_work_dir, publish
 from export.models import get_spec
+from export.optimize.levels import LevelError, check_level
 from export.request import ExportRequest
 from export.source import inference_model_digest
 from export.weights import CALIBRATED
@@ -39,6 +40,10 @@ class ExportResult:
 def check_request(request: ExportRequest) -> None:
     """Everything that can be checked before minutes of work (model, opset, inputs)."""
     check_opset(request.opset)
+    try:
+        check_level(request.optimize)
+    except LevelError as exc:
+        raise ExportError(str(exc)) from None
     if request.paddle_model is None:
         get_spec(request.model)
         if request.images and not (Path(request.images) / "val_list.txt").is_file():
@@ -109,6 +114,7 @@ def cache_key(request: ExportRequest) -> str:
         "code": code_digest(exclude=DERIVED_CODE),
         "versions": package_versions(),
         "images": images,
+        "optimize": request.optimize,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

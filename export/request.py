@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.layout import DEFAULT_ROOT, export_dir, weights_tag
+from export.optimize.levels import DEFAULT_LEVEL, folder_variant
 from export.source import inference_model_digest
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / "data" / "imagenet-val-44"
@@ -22,6 +23,7 @@ class ExportRequest:
     force: bool = False
     paddle_model: Path | None = None  # a brought Paddle inference model (.json) instead of a zoo model
     input_shape: tuple[int, int, int] | None = None  # C, H, W of a brought model
+    optimize: str = DEFAULT_LEVEL  # graph optimisation level (export.optimize.levels); not the default: own folder
 
     @property
     def fixed_batch(self) -> int | None:
@@ -33,10 +35,10 @@ class ExportRequest:
             folder = f"model-{inference_model_digest(self.paddle_model)[:12]}"
         else:
             folder = weights_tag(self.weights)
-        return export_dir(self.model, self.opset, self.batch, folder, self.root)
+        return export_dir(self.model, self.opset, self.batch, folder, self.root, folder_variant(self.optimize))
 
 
 def artifact_dir(model: str, opset: int, batch: str | int = "dynamic", weights: str | None = None,
-                 root: Path = DEFAULT_ROOT) -> Path:
+                 root: Path = DEFAULT_ROOT, optimize: str = DEFAULT_LEVEL) -> Path:
     """Where a zoo model's export lives; computing it imports nothing heavy."""
-    return ExportRequest(model, opset, batch, weights, Path(root)).out_dir
+    return ExportRequest(model, opset, batch, weights, Path(root), optimize=optimize).out_dir

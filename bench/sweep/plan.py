@@ -12,6 +12,7 @@ from bench.config import BenchConfig
 from bench.harness.measure import MeasureParams
 from bench.request import BenchRequest, Output, Target
 from core.manifest import ManifestError, load_manifest
+from export.optimize.levels import DEFAULT_LEVEL
 from runtimes.base import RuntimeOptions
 
 
@@ -22,6 +23,8 @@ def sweep_id(cfg: BenchConfig) -> str:
     measure = {k: v for k, v in dataclasses.asdict(cfg.measure).items() if k not in ("scenario", "requests")}
     basis = {"measure": measure, "export_batch": cfg.export.batch,
              "devices": cfg.sweep.devices, "drift": [cfg.sweep.drift_data, cfg.sweep.drift_labels]}
+    if cfg.export.optimize != DEFAULT_LEVEL:  # another graph: another sweep (the default keeps earlier sweep ids)
+        basis["optimize"] = cfg.export.optimize
     return "sweep-" + hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -34,7 +37,7 @@ def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[BenchRequest]:
         drift = DriftSettings(data=s.drift_data, labels=s.drift_labels, gates=cfg.gates,
                               cache_dir=str(Path(cfg.artifacts) / "reference-cache"))
     common = dict(weights=cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
-                  artifacts=str(cfg.artifacts), no_export=True)
+                  artifacts=str(cfg.artifacts), no_export=True, optimize=cfg.export.optimize)
     targets = [Target(model=model, opset=opset, **common) for model in s.models for opset in s.opsets]
     for path in s.manifests:
         model, opset = _manifest_identity(Path(path))

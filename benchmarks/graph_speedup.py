@@ -1,0 +1,224 @@
+"""What the export's graph passes buy: each model's optimised export against the same model exported with
+``--optimize none``, on ONNX Runtime and OpenVINO (CPU, fp32), batches 1 and 8, in one process.
+
+Every variant is loaded through the benchmark's own runtime adapters (the settings ``python -m bench`` runs
+with), warmed up, then timed in interleaved rounds: within a round the variants take turns run by run
+(A B C A B C ..., the order rotated every round), so a burst of load from elsewhere hits both sides of a ratio.
+Per round each variant keeps its fastest run; the ratio optimised / unoptimised is taken per round and the table
+gives its median and range. ``same`` is the unoptimised model loaded a second time (an A/A control): its ratio
+is the noise floor of the run, and a ratio inside it is no change.
+
+``--clock cpu`` times 1 thread by process CPU time instead of wall time: the work a graph costs, unaffected by
+time spent descheduled, and the steadier signal on a shared machine (it is not the latency a user sees).
+
+At batch 8 it also prints each model's achieved GFLOP/s (GEMM work, ``graph_flops.py``) on the faster runtime
+against the sgemm peak measured right after the model (numpy and ONNX Runtime MatMul, same threads).
+
+Run it on a quiet machine; the lead commits its table:
+
+    python benchmarks/graph_speedup.py --out results/graph_speedup.md [--model LeViT_128S ...] [--opset 17]
+        [--level portable] [--runtimes ort ov] [--batches 1 8] [--rounds 9] [--runs 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Run from a checkout: make the repo and this folder importable even when the editable install is stale.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import onnx  # noqa: E402
+from graph_flops import count_macs, sgemm_peak  # noqa: E402
+
+from bench.harness.env import cpu_info, package_versions  # noqa: E402
+from bench.launcher import ExportSpec, launch_export  # noqa: E402
+from core.artifact import Artifact  # noqa: E402
+from core.files import write_json_atomic, write_text_atomic  # noqa: E402
+from export.models import MODELS  # noqa: E402
+from export.optimize.levels import LEVELS  # noqa: E402
+from runtimes import get_runtime  # noqa: E402
+from runtimes.base import RuntimeOptions  # noqa: E402
+from runtimes.host import default_threads  # noqa: E402
+
+
+def lscpu_flags() -> str:
+    """The CPU model and its flags as ``lscpu`` prints them (the SIMD the kernels can use)."""
+    if shutil.which("lscpu"):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        keep = [line for line in out.splitlines() if line.split(":")[0].strip() in ("Model name", "Flags")]
+        if keep:
+            return "\n".join(keep)
+    info = cpu_info()
+    return f"Model name: {info.get('model')}\nFlags: {' '.join(sorted(info.get('flags') or []))}"
+
+
+def load_variant(runtime: str, manifest: Path, batch: int, threads: int, x: np.ndarray):
+    """A loaded, prepared runtime adapter: calling ``.run()`` runs one inference."""
+    adapter = get_runtime(runtime)(RuntimeOptions(threads=threads, batch=batch))
+    artifact = Artifact.from_manifest(manifest)
+    adapter.load(artifact)
+    adapter.prepare({artifact.input_name: x})
+    return adapter
+
+
+def time_interleaved(adapters: dict, rounds: int, runs: int, clock=time.perf_counter,
+                     warmup: int = 3) -> dict[str, list[float]]:
+    """Per variant, its fastest run (ms) in each round; the variants take turns run by run."""
+    names = list(adapters)
+    for name in names:
+        for _ in range(warmup):
+            adapters[name].run()
+    best: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(runs):
+            for name in order:
+                start = clock()
+                adapters[name].run()
+                samples[name].append((clock() - start) * 1e3)
+        for name in names:
+            best[name].append(min(samples[name]))
+    return best
+
+
+def ratio_row(model: str, runtime: str, batch: int, best: dict[str, list[float]], level: str) -> dict:
+    row = {"model": model, "runtime": runtime, "batch": batch, "base_ms": statistics.median(best["none"])}
+    for name in ("same", level):
+        ratios = [b / a for a, b in zip(best["none"], best[name], strict=True)]
+        row[name] = {"ms": statistics.median(best[name]), "ratio": statistics.median(ratios),
+                     "lo": min(ratios), "hi": max(ratios)}
+    return row
+
+
+def measure_model(model: str, manifests: dict[str, Path], args: argparse.Namespace) -> list[dict]:
+    rows = []
+    shape = Artifact.from_manifest(manifests["none"]).input_shape[1:]
+    for runtime in args.runtimes:
+        for batch in args.batches:
+            x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
+            adapters = {name: load_variant(runtime, manifests[name if name != "same" else "none"], batch,
+                                           args.threads, x) for name in ("none", "same", args.level)}
+            try:
+                best = time_interleaved(adapters, args.rounds, args.runs,
+                                        time.process_time if args.clock == "cpu" else time.perf_counter)
+            finally:
+                for adapter in adapters.values():
+                    adapter.close()
+            rows.append(ratio_row(model, runtime, batch, best, args.level))
+            print(format_ratio(rows[-1], args.level), flush=True)
+    return rows
+
+
+def flops_row(model: str, manifest: Path, rows: list[dict], args: argparse.Namespace) -> dict | None:
+    """Achieved GEMM GFLOP/s at batch 8 of the faster runtime (optimised graph) against the peak measured now."""
+    at8 = [r for r in rows if r["batch"] == 8]
+    if not at8:
+        return None
+    graph = onnx.load(str(manifest))
+    count = count_macs(graph, 8)
+    best = min(at8, key=lambda r: r[args.level]["ms"])
+    achieved = 2.0 * count["macs"] / (best[args.level]["ms"] / 1e3) / 1e9
+    peak = sgemm_peak(args.peak_n, args.threads, runs=5)
+    split = {op: round(macs / count["macs"], 3) for op, macs in sorted(count["by_op"].items())}
+    found = {"model": model, "gflop": 2.0 * count["macs"] / 1e9, "split": split, "runtime": best["runtime"],
+             "gflops": achieved, "peak": peak, "share": achieved / max(peak.values()),
+             "uncounted_nodes": len(count["unknown"])}
+    print(f"{model}: batch 8 {found['gflop']:.2f} GFLOP, best {best['runtime']} {achieved:.1f} GFLOP/s = "
+          f"{found['share']:.0%} of the sgemm peak {max(peak.values()):.1f} (numpy {peak['numpy']:.1f}, "
+          f"ORT MatMul {peak['ort_matmul']:.1f}); split {split}", flush=True)
+    return found
+
+
+def format_ratio(row: dict, level: str) -> str:
+    same, opt = row["same"], row[level]
+    return (f"{row['model']:<14} {row['runtime']:>3} b{row['batch']:<2} none {row['base_ms']:8.2f} ms  "
+            f"{level} {opt['ms']:8.2f} ms  ratio {opt['ratio']:.3f} [{opt['lo']:.3f}..{opt['hi']:.3f}]  "
+            f"A/A {same['ratio']:.3f} [{same['lo']:.3f}..{same['hi']:.3f}]")
+
+
+def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, header: dict) -> str:
+    level = args.level
+    lines = [f"# Graph passes: `--optimize {level}` vs `--optimize none`", "",
+             f"opset {args.opset}, fp32, {args.threads} threads, clock {args.clock}, "
+             f"{args.rounds} rounds x {args.runs} runs, "
+             "interleaved in one process; ratio = median over rounds of (fastest optimised run / fastest "
+             "unoptimised run) in the round, [range over rounds]; A/A = the unoptimised model against itself.", "",
+             f"Machine: {header['cpu']}; {header['python']}; "
+             + ", ".join(f"{k} {v}" for k, v in header["versions"].items() if v), "",
+             f"| model | runtime | batch | none ms | {level} ms | ratio | A/A ratio |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        o, s = r[level], r["same"]
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {r['base_ms']:.2f} | {o['ms']:.2f} | "
+                     f"{o['ratio']:.3f} [{o['lo']:.3f}..{o['hi']:.3f}] | "
+                     f"{s['ratio']:.3f} [{s['lo']:.3f}..{s['hi']:.3f}] |")
+    if flops:
+        lines += ["", f"## Achieved GEMM GFLOP/s at batch 8 ({level} graph, faster runtime) vs sgemm peak", "",
+                  "| model | GFLOP | runtime | GFLOP/s | peak numpy | peak ORT MatMul | share of peak | split |",
+                  "|---|---:|---|---:|---:|---:|---:|---|"]
+        for f in flops:
+            split = ", ".join(f"{op} {share:.0%}" for op, share in f["split"].items())
+            lines.append(f"| {f['model']} | {f['gflop']:.2f} | {f['runtime']} | {f['gflops']:.1f} | "
+                         f"{f['peak']['numpy']:.1f} | {f['peak']['ort_matmul']:.1f} | {f['share']:.0%} | {split} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="markdown table to write (e.g. results/graph_speedup.md); "
+                   "the figures go to the same name with .json")
+    p.add_argument("--model", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--level", default="portable", choices=[name for name in LEVELS if name != "none"])
+    p.add_argument("--runtimes", nargs="+", default=["ort", "ov"], choices=["ort", "ov"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=default_threads(), help="default: physical cores")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall (default): latency at --threads; cpu: 1 thread, process CPU time (work, not latency)")
+    p.add_argument("--peak-n", type=int, default=2048, help="size of the sgemm peak's square matrices")
+    p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = p.parse_args(argv)
+    if args.clock == "cpu":
+        args.threads = 1
+    if args.level == "ort" and args.runtimes != ["ort"]:
+        p.error("--level ort makes an ONNX Runtime-only graph: pass --runtimes ort")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    header = {"cpu": cpu_info().get("model"), "python": f"Python {platform.python_version()}",
+              "versions": package_versions(), "lscpu": lscpu_flags()}
+    print(header["lscpu"], flush=True)
+    rows, flops = [], []
+    for model in args.model:
+        manifests = {level: launch_export(ExportSpec(model, args.opset, "dynamic", "seeded", args.artifacts, level))
+                     for level in ("none", args.level)}
+        model_rows = measure_model(model, manifests, args)
+        rows += model_rows
+        found = flops_row(model, manifests[args.level].parent / "model.onnx", model_rows, args)
+        if found:
+            flops.append(found)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, markdown(rows, flops, args, header))
+    write_json_atomic(args.out.with_suffix(".json"), {"settings": {k: str(v) for k, v in vars(args).items()},
+                                                      "machine": header, "ratios": rows, "flops": flops})
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

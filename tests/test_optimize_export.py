@@ -1,0 +1,41 @@
+"""The optimisation stage on a real export: LeViT_128S through paddle2onnx at opsets 17 and 13 with the default
+passes keeps parity with Paddle and leaves no BatchNormalization or Identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from core.manifest import load_manifest
+from export.optimize.driver import STEP_TOLERANCE
+from export.optimize.levels import PORTABLE_PASSES
+from export.pipeline import run_export
+from export.request import ExportRequest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [17, 13])
+def test_levit_exports_optimised_with_parity_and_no_batchnorm(tmp_path, opset):
+    manifest_path = run_export(ExportRequest("LeViT_128S", opset, root=tmp_path)).manifest_path
+    manifest = load_manifest(manifest_path)
+    optimization = manifest.optimization
+    assert optimization["level"] == "portable"
+    assert [p["pass"] for p in optimization["passes"]] == list(PORTABLE_PASSES)
+    assert all(p["max_abs_change"] <= STEP_TOLERANCE for p in optimization["passes"])
+    folded = next(p for p in optimization["passes"] if p["pass"] == "fold_batchnorm")
+    assert folded["op_delta"]["BatchNormalization"] == -51, folded  # 46 behind a Reshape, 4 after Conv, the head
+    assert optimization["nodes_after"] == manifest.graph.node_count < optimization["nodes_before"]
+
+    census = manifest.graph.op_census
+    assert "BatchNormalization" not in census and "Identity" not in census, census
+    model = onnx.load(str(manifest_path.parent / manifest.graph.file))
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    assert manifest.opset_written == opset
+
+    for kind in ("seeded", "images"):
+        figures = manifest.parity[kind]
+        assert figures["passed"] and figures["top1_agreement"] == 1.0, figures
+        assert figures["max_abs_diff"] <= 1e-4
+    assert manifest.parity["images"]["n"] == 44
+    assert np.isfinite(manifest.parity["seeded"]["max_abs_diff"])

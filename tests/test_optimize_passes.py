@@ -1,0 +1,284 @@
+"""The graph optimisation passes on small synthetic ONNX graphs (no paddle): each pass keeps the function and
+does its rewrite; the driver checks every pass and names the one that moves the outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export.optimize import batchnorm, cleanup, driver, extra
+from export.optimize.driver import OptimizeError, optimize
+from export.optimize.graph import opset_of
+from export.optimize.levels import PORTABLE_PASSES, LevelError, check_level, check_runtime, folder_variant
+
+RNG = np.random.default_rng(0)
+
+
+def _model(nodes, inits, in_shape, out_name="y", opset=17, in_name="x"):
+    graph = helper.make_graph(
+        nodes,
+        "t",
+        [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    inferred = onnx.shape_inference.infer_shapes(model)  # give the output its inferred type and shape
+    model.graph.output[0].CopyFrom(inferred.graph.output[0])
+    return model
+
+
+def _run(model, x):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def _same(before, after, shape, tol=1e-5):
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, *shape[1:])).astype(np.float32)
+        np.testing.assert_allclose(_run(after, x), _run(before, x), atol=tol, rtol=1e-5)
+    onnx.checker.check_model(after, full_check=True)
+    assert opset_of(after) == opset_of(before)
+
+
+def _bn(name, c):
+    return {
+        f"{name}_s": RNG.uniform(0.5, 2, c).astype(np.float32),
+        f"{name}_b": RNG.standard_normal(c).astype(np.float32),
+        f"{name}_m": RNG.standard_normal(c).astype(np.float32),
+        f"{name}_v": RNG.uniform(0.5, 2, c).astype(np.float32),
+    }
+
+
+def _bn_node(name, x, y):
+    return helper.make_node("BatchNormalization", [x, f"{name}_s", f"{name}_b", f"{name}_m", f"{name}_v"], [y],
+                            epsilon=1e-5)
+
+
+def ops(model):
+    return [n.op_type for n in model.graph.node]
+
+
+def test_bn_across_reshape_into_matmul_then_reshapes_collapse():
+    """LeViT's Linear + BN1D: MatMul -> Reshape[-1, C] -> BN -> Reshape[-1, N, C]."""
+    n, k, c = 6, 8, 5
+    inits = {"w": RNG.standard_normal((k, c)).astype(np.float32), "s1": np.array([-1, c], np.int64),
+             "s2": np.array([-1, n, c], np.int64), **_bn("bn", c)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Reshape", ["m", "s1"], ["r"]),
+             _bn_node("bn", "r", "b"), helper.make_node("Reshape", ["b", "s2"], ["y"])]
+    model = _model(nodes, inits, ["batch", n, k])
+    out, reports = optimize(model, "portable")
+    _same(model, out, [1, n, k])
+    assert ops(out) == ["MatMul", "Add"], ops(out)
+
+
+def test_bn_across_reshape_with_existing_bias():
+    n, k, c = 4, 3, 6
+    inits = {"w": RNG.standard_normal((k, c)).astype(np.float32), "bias": RNG.standard_normal(c).astype(np.float32),
+             "s1": np.array([-1, c], np.int64), **_bn("bn", c)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["bias", "m"], ["a"]),
+             helper.make_node("Reshape", ["a", "s1"], ["r"]), _bn_node("bn", "r", "y")]
+    model = _model(nodes, inits, ["batch", n, k])
+    out = batchnorm.fold_batchnorm(model)
+    _same(model, out, [1, n, k])
+    assert "BatchNormalization" not in ops(out) and ops(out).count("Add") == 1
+
+
+def test_bn_not_folded_when_channel_is_not_last_axis():
+    """BN on a 3-D [B, C, L] tensor normalises axis 1, which is not the MatMul's column: must stay."""
+    inits = {"w": RNG.standard_normal((4, 4)).astype(np.float32), **_bn("bn", 3)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), _bn_node("bn", "m", "y")]
+    model = _model(nodes, inits, ["batch", 3, 4])
+    out = batchnorm.fold_batchnorm(model)
+    assert "BatchNormalization" in ops(out)
+    _same(model, out, [1, 3, 4])
+
+
+def test_bn_into_conv_and_gemm_and_next_matmul():
+    inits = {"cw": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), **_bn("b1", 4),
+             "gb": RNG.standard_normal((5, 4)).astype(np.float32), "gc": RNG.standard_normal(5).astype(np.float32),
+             **_bn("b2", 5), **_bn("b3", 5), "mw": RNG.standard_normal((5, 7)).astype(np.float32),
+             "mb": RNG.standard_normal(7).astype(np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), _bn_node("b1", "c", "cb"),
+        helper.make_node("GlobalAveragePool", ["cb"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "gb", "gc"], ["g"], transB=1, beta=0.5), _bn_node("b2", "g", "gbn"),
+        _bn_node("b3", "gbn", "h"),  # BN -> MatMul(+Add): folds into the following MatMul
+        helper.make_node("MatMul", ["h", "mw"], ["mm"]), helper.make_node("Add", ["mm", "mb"], ["y"]),
+    ]
+    model = _model(nodes, inits, ["batch", 3, 8, 8])
+    out = batchnorm.fold_batchnorm(model)
+    _same(model, out, [1, 3, 8, 8])
+    assert "BatchNormalization" not in ops(out), ops(out)
+
+
+def test_identity_at_graph_output_and_neutral_ops():
+    inits = {"zero": np.zeros((), np.float32), "one": np.ones((1,), np.float32)}
+    nodes = [helper.make_node("Mul", ["x", "one"], ["a"]), helper.make_node("Add", ["a", "zero"], ["b"]),
+             helper.make_node("Relu", ["b"], ["r"]), helper.make_node("Identity", ["r"], ["y"])]
+    model = _model(nodes, inits, ["batch", 4])
+    out, _ = optimize(model, "portable")
+    _same(model, out, [1, 4])
+    assert ops(out) == ["Relu"] and out.graph.node[0].output[0] == "y"
+
+
+def test_neutral_add_that_broadcasts_is_kept():
+    inits = {"zero": np.zeros((2, 1, 4), np.float32)}
+    nodes = [helper.make_node("Add", ["x", "zero"], ["y"])]
+    model = _model(nodes, inits, ["batch", 4])
+    assert ops(cleanup.remove_neutral_elementwise(model)) == ["Add"]
+
+
+def test_reshape_chain_with_copy_dims_and_static_targets():
+    inits = {"s1": np.array([-1, 12], np.int64), "s2": np.array([0, 3, 4], np.int64),
+             "st": np.array([0], np.int64), "en": np.array([1], np.int64), "m1": np.array([-1], np.int64)}
+    nodes = [
+        helper.make_node("Reshape", ["x", "s1"], ["a"]),  # [B, 12]
+        helper.make_node("Reshape", ["a", "s2"], ["b"]),  # [B, 3, 4]: 0 copies B, which x has at axis 0 too
+        helper.make_node("Shape", ["b"], ["sh"]), helper.make_node("Slice", ["sh", "st", "en"], ["bd"]),
+        helper.make_node("Concat", ["bd", "m1"], ["tgt"], axis=0),
+        helper.make_node("Reshape", ["b", "tgt"], ["y"]),  # flatten(1) spelled dynamically
+    ]
+    model = _model(nodes, inits, ["batch", 3, 4])
+    out, _ = optimize(model, "portable")
+    _same(model, out, [1, 3, 4])
+    assert ops(out) == ["Reshape"], ops(out)
+
+
+def test_transpose_pair_cancels_and_merges():
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 1, 3]),
+             helper.make_node("Transpose", ["a"], ["b"], perm=[0, 2, 1, 3]),
+             helper.make_node("Transpose", ["b"], ["c"], perm=[0, 1, 3, 2]),
+             helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1, 3])]
+    model = _model(nodes, {}, ["batch", 2, 3, 4])
+    out = cleanup.merge_transposes(model)
+    _same(model, out, [1, 2, 3, 4])
+    assert ops(out) == ["Transpose"]
+
+
+def test_matmul_bias_to_gemm_3d():
+    inits = {"w": RNG.standard_normal((4, 6)).astype(np.float32), "b": RNG.standard_normal(6).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    model = _model(nodes, inits, ["batch", 5, 4])
+    out = extra.matmul_bias_to_gemm(model)
+    _same(model, out, [1, 5, 4])
+    assert ops(out) == ["Reshape", "Gemm", "Reshape"]
+
+
+@pytest.mark.parametrize("opset", [13, 14, 17])
+def test_optimize_keeps_opset_and_reports(opset):
+    inits = {"w": RNG.standard_normal((4, 4)).astype(np.float32)}
+    nodes = [helper.make_node("Identity", ["x"], ["i"]), helper.make_node("MatMul", ["i", "w"], ["y"])]
+    model = _model(nodes, inits, ["batch", 4], opset=opset)
+    out, reports = optimize(model, "portable")
+    assert opset_of(out) == opset
+    assert reports[0].name == "remove_identity" and reports[0].changed == {"Identity": -1}
+    assert [r.name for r in reports] == list(PORTABLE_PASSES)
+
+
+def test_each_pass_is_checked_and_reports_its_change():
+    """With check inputs, every pass records how far it moved the outputs (here: float32 rounding at most)."""
+    n, k, c = 6, 8, 5
+    inits = {"w": RNG.standard_normal((k, c)).astype(np.float32), "s1": np.array([-1, c], np.int64),
+             "s2": np.array([-1, n, c], np.int64), **_bn("bn", c)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Reshape", ["m", "s1"], ["r"]),
+             _bn_node("bn", "r", "b"), helper.make_node("Reshape", ["b", "s2"], ["y"])]
+    model = _model(nodes, inits, ["batch", n, k])
+    x = RNG.standard_normal((2, n, k)).astype(np.float32)
+    _, reports = optimize(model, "gemm", check_inputs=x)
+    assert [r.name for r in reports] == [*PORTABLE_PASSES, "matmul_bias_to_gemm"]
+    assert all(r.max_abs_change is not None and r.max_abs_change <= driver.STEP_TOLERANCE for r in reports)
+    folded = next(r.to_dict() for r in reports if r.name == "fold_batchnorm")
+    assert folded["op_delta"] == {"Add": 1, "BatchNormalization": -1} and folded["nodes_before"] == 4
+
+
+def test_a_pass_that_moves_the_outputs_fails_by_name(monkeypatch):
+    def scale_weights(model):
+        broken = onnx.ModelProto()
+        broken.CopyFrom(model)
+        w = broken.graph.initializer[0]
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.001, w.name))
+        return broken
+
+    monkeypatch.setitem(driver.PASSES, "merge_transposes", scale_weights)
+    model = _model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                   {"w": RNG.standard_normal((4, 4)).astype(np.float32)}, ["batch", 4])
+    with pytest.raises(OptimizeError, match="pass merge_transposes moved the outputs"):
+        optimize(model, "portable", check_inputs=RNG.standard_normal((2, 4)).astype(np.float32))
+    optimize(model, "portable")  # unchecked, the same pass goes through: the check is what catches it
+
+
+def test_levels_name_their_folders_and_runtimes():
+    assert check_level("none").passes == () and folder_variant("portable") == ""
+    assert folder_variant("none") == "opt-none" and folder_variant("gemm") == "opt-gemm"
+    check_runtime("ort", "ort")
+    with pytest.raises(LevelError, match="ort"):
+        check_runtime("ort", "ov")
+    with pytest.raises(LevelError, match="choose one of none, portable"):
+        check_level("fast")
+
+
+def test_level_is_part_of_the_cache_key_and_the_folder(tmp_path):
+    from export.pipeline import cache_key
+    from export.request import ExportRequest, artifact_dir
+
+    default = ExportRequest("LeViT_128S", 17, root=tmp_path)
+    plain = ExportRequest("LeViT_128S", 17, root=tmp_path, optimize="none")
+    assert cache_key(default) != cache_key(plain)
+    assert default.out_dir == artifact_dir("LeViT_128S", 17, root=tmp_path)
+    assert default.out_dir == tmp_path / "LeViT_128S/seeded/opset17-bdyn"
+    assert plain.out_dir == artifact_dir("LeViT_128S", 17, root=tmp_path, optimize="none")
+    assert plain.out_dir.name == "opset17-bdyn-opt-none"
+
+
+def test_bench_asks_for_the_level_and_refuses_a_graph_its_runtime_cannot_run(tmp_path):
+    from bench.cell import export_spec
+    from bench.request import BenchRequest, Target, UsageError, validate
+    from runtimes.base import RuntimeOptions
+
+    def request(runtime, level):
+        return BenchRequest(runtime, Target(model="LeViT_128S", artifacts=str(tmp_path), optimize=level),
+                            RuntimeOptions(batch=1, threads=1))
+
+    with pytest.raises(UsageError, match="'ort' optimisation level makes a graph for ort only"):
+        validate(request("ov", "ort"))
+    resolved, _ = validate(request("ort", "none"))
+    spec = export_spec(resolved)
+    assert spec.command()[-2:] == ["--optimize", "none"] and "--optimize none" in spec.shell_command()
+    assert spec.manifest_path.parent.name == "opset17-bdyn-opt-none"
+    assert resolved.cell_key != validate(request("ort", "portable"))[0].cell_key
+
+
+def test_bench_yaml_names_the_level_and_a_bad_one_is_refused(tmp_path):
+    from core.yamlio import ConfigError
+    from export.config import read_export_config
+
+    config = tmp_path / "bench.yaml"
+    config.write_text("export:\n  optimize: gemm\n")
+    assert read_export_config(config).optimize == "gemm"
+    config.write_text("export:\n  optimize: fast\n")
+    with pytest.raises(ConfigError, match="export.optimize.*choose one of none, portable"):
+        read_export_config(config)
+
+
+def test_a_pass_that_breaks_or_crashes_is_named(monkeypatch):
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], {}, ["batch", 4])
+
+    def drop_producer(m):
+        broken = onnx.ModelProto()
+        broken.CopyFrom(m)
+        broken.graph.node[0].input[0] = "nowhere"
+        return broken
+
+    monkeypatch.setitem(driver.PASSES, "remove_dropout", drop_producer)
+    with pytest.raises(OptimizeError, match="pass remove_dropout made an invalid ONNX graph"):
+        optimize(model, "portable")
+    monkeypatch.setitem(driver.PASSES, "remove_dropout", lambda m: 1 / 0)
+    with pytest.raises(OptimizeError, match="pass remove_dropout failed: ZeroDivisionError"):
+        optimize(model, "portable")
