@@ -162,11 +162,12 @@ def placement_verdict(events: list[dict], requested: str) -> PlacementVerdict:
 
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-# Seen on an H200 with onnxruntime-gpu 1.31.1: the CUDA provider's Q/DQ kernels are per-tensor only, so a model
-# quantized with per-channel weights dequantizes them on the CPU and copies them over at every run.
-QDQ_HINT = ("; ORT's CUDA Q/DQ kernels are per-tensor only (onnxruntime#15260): quantize per-tensor for CUDA "
-            "(python -m export ... --precision int8 --runtime ort-cuda, which python -m bench --device cuda uses), or "
-            "run it on the TensorRT provider")
+# Seen on an H200 with onnxruntime-gpu 1.31.1 (benchmarks/ort_cuda_qdq_placement.py): the CUDA provider has no
+# DequantizeLinear kernel for int32, so the quantized biases of a QDQ model are dequantized on the CPU and copied
+# over at every run (per-channel int8 weights run on the GPU).
+QDQ_HINT = ("; ORT's CUDA provider has no DequantizeLinear for int32 (quantized biases): quantize with float "
+            "biases for CUDA (python -m export ... --precision int8 --runtime ort-cuda, which python -m bench "
+            "--device cuda uses), or run it on the TensorRT provider")
 
 
 def _judge_cpu_nodes(verdict: PlacementVerdict, nodes: list[Node]) -> None:

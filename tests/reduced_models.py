@@ -40,9 +40,9 @@ def fp16_model(manifest_path: Path, folder: Path) -> Path:
     return copy_manifest(manifest_path, folder, "model-fp16.onnx", "fp16")
 
 
-def int8_qdq_model(manifest_path: Path, folder: Path, per_channel: bool = True) -> Path:
-    """The model quantized to int8 QDQ (symmetric weights, per channel or per tensor, MinMax activation ranges
-    on seeded inputs); returns its manifest path."""
+def int8_qdq_model(manifest_path: Path, folder: Path, quantize_bias: bool = True) -> Path:
+    """The model quantized to int8 QDQ (per-channel symmetric weights, MinMax activation ranges on seeded
+    inputs; biases int32, or float with ``quantize_bias=False``); returns its manifest path."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     source = load_manifest(manifest_path)
@@ -56,9 +56,10 @@ def int8_qdq_model(manifest_path: Path, folder: Path, per_channel: bool = True) 
         def get_next(self):
             return next(self.batches, None)
 
-    name_of_file = "model-int8.onnx" if per_channel else "model-int8-per-tensor.onnx"
+    name_of_file = "model-int8.onnx" if quantize_bias else "model-int8-float-bias.onnx"
     quantize_static(str(manifest_path.parent / source.graph.file), str(folder / name_of_file), Reader(),
-                    quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": True,
-                                                                 "WeightSymmetric": True})
+                                                                 "WeightSymmetric": True,
+                                                                 "QuantizeBias": quantize_bias})
     return copy_manifest(manifest_path, folder, name_of_file, "int8")

@@ -263,11 +263,10 @@ def test_int8_kernels_are_counted_per_provider():
     assert verdict.ok and verdict.int8_kernels == {CUDA: 1}
 
 
-def test_per_channel_dequantize_on_cpu_names_the_cause():
-    """What an H200 with onnxruntime-gpu 1.31.1 recorded for a per-channel QDQ model: the weights'
-    DequantizeLinear ran on the CPU (CUDA's Q/DQ kernels are per-tensor only)."""
-    dq = synthetic("DequantizeLinear", [("int8", [512, 512]), ("float", [512]), ("int8", [512]),
-                                        ("float", [512, 512])])
+def test_int32_bias_dequantize_on_cpu_names_the_cause():
+    """What an H200 with onnxruntime-gpu 1.31.1 recorded for our QDQ models: the int32 biases' DequantizeLinear
+    ran on the CPU (the CUDA provider has no int32 DequantizeLinear)."""
+    dq = synthetic("DequantizeLinear", [("int32", [512]), ("float", [512]), ("int32", [512]), ("float", [512])])
     verdict = placement_verdict(as_cuda_session("LeViT_128S") + [dq, dq], CUDA)
     assert not verdict.ok and "DequantizeLinear x2" in verdict.problem
-    assert "per-tensor only" in verdict.problem and "--runtime ort-cuda" in verdict.problem
+    assert "int32" in verdict.problem and "--runtime ort-cuda" in verdict.problem

@@ -8,9 +8,9 @@ variant    file                       made by
 ========== ========================== ======================================================================
 int8-ov    model.xml + model.bin (IR) NNCF post-training quantization of the OpenVINO model read from the ONNX
 int8-ort   model.onnx (QDQ)           ``quant_pre_process`` + ``quantize_static`` (per-channel weights)
-int8-ort-  model.onnx (QDQ)           the same with per-tensor weights, for ONNX Runtime's CUDA provider (its
-cuda                                  Q/DQ kernels are per-tensor only: a per-channel model dequantizes its
-                                      weights on the CPU at every run)
+int8-ort-  model.onnx (QDQ)           the same with float biases and 8-bit weights, for ONNX Runtime's CUDA
+cuda                                  provider: it has no DequantizeLinear kernel for int32, so quantized
+                                      biases would be dequantized on the CPU and copied over at every run
 fp16       model.onnx                 onnxconverter-common, fp32 inputs/outputs, normalisations and softmax fp32
 ========== ========================== ======================================================================
 
@@ -27,7 +27,7 @@ from export.convert import ExportError
 
 PRECISIONS = ("int8", "fp16")
 INT8_RUNTIMES = ("ov", "ort")  # what --precision int8 builds when no --runtime is given
-INT8_TARGETS = (*INT8_RUNTIMES, "ort-cuda")  # ort-cuda: per-tensor QDQ for ORT's CUDA provider
+INT8_TARGETS = (*INT8_RUNTIMES, "ort-cuda")  # ort-cuda: QDQ with float biases for ORT's CUDA provider
 # (precision, runtime) -> variant folder suffix; fp16 ONNX serves ORT's GPU providers and TensorRT alike.
 VARIANTS = {("int8", "ov"): "int8-ov", ("int8", "ort"): "int8-ort", ("int8", "ort-cuda"): "int8-ort-cuda",
             ("fp16", None): "fp16"}
@@ -58,7 +58,7 @@ def variant_of(precision: str, runtime: str | None) -> str:
 
 
 def int8_target(runtime: str, device: str | None) -> str:
-    """The int8 model a benchmark of ``runtime`` on ``device`` runs: per-tensor QDQ for ORT on CUDA."""
+    """The int8 model a benchmark of ``runtime`` on ``device`` runs: QDQ with float biases for ORT on CUDA."""
     return "ort-cuda" if runtime == "ort" and device == "cuda" else runtime
 
 

@@ -166,7 +166,7 @@ def _quantize(request: DerivedRequest, fp32: Manifest, onnx_path: Path, calibrat
     if request.variant in ("int8-ort", "int8-ort-cuda"):
         from export.quantize.ort_int8 import ort_int8
 
-        return ort_int8(onnx_path, images, out, per_channel=request.variant == "int8-ort")
+        return ort_int8(onnx_path, images, out, for_cuda=request.variant == "int8-ort-cuda")
     from export.quantize.ov_int8 import ov_int8
 
     validation = None

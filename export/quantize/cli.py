@@ -19,7 +19,7 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
                         "providers and TensorRT")
     g.add_argument("--runtime", choices=INT8_TARGETS,
                    help="int8 for OpenVINO (NNCF, an IR), ONNX Runtime on CPU (static QDQ ONNX, per-channel "
-                        "weights) or ort-cuda (per-tensor weights: ORT's CUDA Q/DQ kernels are per-tensor only)")
+                        "weights) or ort-cuda (biases kept float: ORT's CUDA provider cannot dequantize int32 biases)")
     g.add_argument("--calibration", metavar="DIR|LIST|NPY",
                    help=f"calibration images (default: the bundled {DEFAULT_CALIBRATION.name}); never the "
                         "evaluation images")

@@ -100,9 +100,11 @@ def _reader(input_name: str, images: np.ndarray):
 
 def ort_int8(onnx_path: Path, images: np.ndarray, out_path: Path, *, keep_head_float: bool = True,
              nodes_to_exclude: Sequence[str] = (), threads: int | None = None,
-             per_channel: bool = True) -> dict[str, Any]:
+             for_cuda: bool = False) -> dict[str, Any]:
     """Quantize ``onnx_path`` to QDQ ``out_path``; returns the ``reduced_precision`` description.
-    ``per_channel=False``: per-tensor weights for ORT's CUDA provider, 8-bit (``reduce_range`` is a CPU rule)."""
+    ``for_cuda``: biases stay float (ORT's CUDA provider has no int32 DequantizeLinear: quantized biases are
+    dequantized on the CPU and copied at every run, seen on an H200) and weights use 8 bits (``reduce_range``
+    is a CPU rule)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -110,10 +112,12 @@ def ort_int8(onnx_path: Path, images: np.ndarray, out_path: Path, *, keep_head_f
     threads = threads or len(os.sched_getaffinity(0))
     started = time.perf_counter()
     reduce_range, flags = reduce_range_here()
-    reduce_range = reduce_range and per_channel
+    reduce_range = reduce_range and not for_cuda
     symbolic = _sympy()  # quant_pre_process's symbolic shape inference needs sympy (export-tools extra)
     input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
     extra = {"CalibMaxIntermediateOutputs": merge_every(len(images))}  # MinMax merges ranges: bounded memory
+    if for_cuda:
+        extra["QuantizeBias"] = False
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ort-quantize-") as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
@@ -123,7 +127,7 @@ def ort_int8(onnx_path: Path, images: np.ndarray, out_path: Path, *, keep_head_f
             excluded = [*nodes_to_exclude, *head]
             with rank1_weight_warnings() as per_tensor:
                 quantize_static(str(pre), str(out_path), _reader(input_name, images),
-                                quant_format=QuantFormat.QDQ, op_types_to_quantize=None, per_channel=per_channel,
+                                quant_format=QuantFormat.QDQ, op_types_to_quantize=None, per_channel=True,
                                 reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,
                                 calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHOD),
@@ -141,9 +145,9 @@ def ort_int8(onnx_path: Path, images: np.ndarray, out_path: Path, *, keep_head_f
         raise QuantizeError(f"the QDQ model does not run on ONNX Runtime's CPU provider: {checks}")
     ort_graph = ort_cpu_graph(out_path, threads)
     parameters = {
-        "quant_format": "QDQ", "op_types_to_quantize": None, "per_channel": per_channel, "reduce_range": reduce_range,
+        "quant_format": "QDQ", "op_types_to_quantize": None, "per_channel": True, "reduce_range": reduce_range,
         "reduce_range_rule": "7-bit weights on a CPU without VNNI/AMX (onnxruntime's advice for x86); "
-                             "never for the per-tensor CUDA model",
+                             "never for the CUDA model", "for_cuda": for_cuda, "quantize_bias": not for_cuda,
         "cpu_flags": flags, "activation_type": "QUInt8", "weight_type": "QInt8",
         "calibrate_method": CALIBRATION_METHOD, "calibration_batch": 1, "extra_options": extra,
         "nodes_to_exclude": excluded, "keep_head_float": keep_head_float, "head": head,
