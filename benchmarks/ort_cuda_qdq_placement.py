@@ -54,7 +54,7 @@ def quantized(source: Path, out: Path, per_channel: bool, quantize_bias: bool) -
                     extra_options={"QuantizeBias": quantize_bias})
 
 
-def cpu_nodes(model: Path, level, folder: Path) -> list[str]:
+def cpu_nodes(model: Path, level, folder: Path, disabled: tuple[str, ...] = ()) -> list[str]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -62,7 +62,8 @@ def cpu_nodes(model: Path, level, folder: Path) -> list[str]:
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / f"profile-{model.stem}-{int(level)}")
     options.optimized_model_filepath = str(folder / f"{model.stem}-{int(level)}-optimized.onnx")
-    session = ort.InferenceSession(str(model), options, providers=["CUDAExecutionProvider"])
+    session = ort.InferenceSession(str(model), options, providers=["CUDAExecutionProvider"],
+                                   disabled_optimizers=list(disabled) or None)
     session.run(None, {"x": np.zeros((2, 3, 16, 16), np.float32)})
     events = json.loads(Path(session.end_profiling()).read_text())
     found = []
@@ -109,6 +110,12 @@ def main() -> int:
                 for line in nodes:
                     print(f"    {line}")
             ort.set_default_logger_severity(3)
+            if not quantize_bias:  # what the ort adapter does for int8 on CUDA
+                nodes = cpu_nodes(model, levels[-1], folder, ("WeightBiasQuantization",))
+                print(f"{model.stem:32} {levels[-1].name:18} WeightBiasQuantization disabled: nodes on CPU: "
+                      f"{len(nodes)}")
+                for line in nodes:
+                    print(f"    {line}")
             print(f"{model.stem:32} without CPU fallback: {without_cpu_fallback(model)}")
     return 0
 

@@ -64,6 +64,11 @@ from runtimes.ort_gpu import (
 )
 from runtimes.ort_placement import CPU, CUDA, TENSORRT, placement_verdict
 
+# ORT's WeightBiasQuantization (basic level) rewrites a QDQ node's float bias as int32 + DequantizeLinear; the CUDA
+# provider has no int32 DequantizeLinear, so those nodes would run on the CPU at every run (seen on an H200,
+# onnxruntime-gpu 1.31.1: benchmarks/ort_cuda_qdq_placement.py).
+CUDA_INT8_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+
 log = logging.getLogger(__name__)
 
 
@@ -222,8 +227,13 @@ class OrtRuntime(Runtime):
             self.notes.append(self._tf32_note)
         trt_options = tensorrt_options(artifact.precision, own.trt_engine_cache_dir) \
             if self._provider == TENSORRT else None
+        disabled = CUDA_INT8_DISABLED_OPTIMIZERS if self._provider == CUDA and artifact.precision == "int8" else ()
+        if disabled:
+            self.effective["disabled_optimizers"] = list(disabled)
+            self.notes.append(f"ORT optimizer(s) {', '.join(disabled)} disabled: on CUDA they would turn float "
+                              f"biases into int32 DequantizeLinear nodes, which run on the CPU")
         return create_session(ort, str(artifact.onnx_path), so, self._provider, self._device_id, tf32=own.tf32,
-                              strict=own.strict_placement, trt_options=trt_options)
+                              strict=own.strict_placement, trt_options=trt_options, disabled_optimizers=disabled)
 
     def _record_gpu(self, artifact: Artifact) -> None:
         fields, precision = tf32_effective(self._session, self._provider, artifact.precision)

@@ -232,14 +232,15 @@ def tensorrt_options(model_precision: str, cache_dir: str | None) -> dict[str, s
 
 
 def create_session(ort, model_path: str, so, provider: str, device_id: int, *, tf32: bool, strict: bool,
-                   trt_options: dict | None = None):
+                   trt_options: dict | None = None, disabled_optimizers: tuple[str, ...] = ()):
     """A session that runs ``provider`` or raises one clear error; it never falls back silently."""
     providers = provider_list(provider, device_id, tf32=tf32, strict=strict, trt_options=trt_options)
     if strict:
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     try:
         # enable_fallback=0: no retry with [CUDA, CPU] or [CPU], no stdout banner, no dropped options
-        session = ort.InferenceSession(model_path, so, providers=providers, enable_fallback=0)
+        session = ort.InferenceSession(model_path, so, providers=providers, enable_fallback=0,
+                                       disabled_optimizers=list(disabled_optimizers) or None)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types; classified into one line
         raise classify_session_error(exc, provider, device_id) from exc
     session.disable_fallback()  # nor at run time (an EPFail would otherwise switch the session to CPU)
