@@ -9,8 +9,6 @@ stage's own quantiser once it has one.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -162,12 +160,11 @@ def nncf_int8(onnx_path: Path, calibration: np.ndarray, out_xml: Path, *, batch:
     types = [*scope.get("types", []), *(ONNX_TO_OV_TYPE.get(t, t) for t in ignored_types)]
     if names or types:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=names, types=types, validate=False)
-    nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
-    progress = io.StringIO()
-    with contextlib.redirect_stdout(progress):  # rich progress bars: not this tool's output
+    from export.quantize.ov_int8 import quiet_nncf
+
+    with quiet_nncf():  # its INFO lines (every ignored node) and progress bars: not this tool's output
         quantized = nncf.quantize(model, nncf.Dataset(items), target_device=nncf.TargetDevice.CPU,
                                   subset_size=len(items), **kwargs)  # items, not images: each is one batch
-    log.debug("nncf: %s", progress.getvalue())
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out_xml))
     return out_xml

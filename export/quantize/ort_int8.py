@@ -115,9 +115,8 @@ def ort_int8(onnx_path: Path, images: np.ndarray, out_path: Path, *, keep_head_f
     reduce_range = reduce_range and not for_cuda
     symbolic = _sympy()  # quant_pre_process's symbolic shape inference needs sympy (export-tools extra)
     input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
-    extra = {"CalibMaxIntermediateOutputs": merge_every(len(images))}  # MinMax merges ranges: bounded memory
-    if for_cuda:
-        extra["QuantizeBias"] = False
+    extra = {"CalibMaxIntermediateOutputs": merge_every(len(images)),  # MinMax merges ranges: bounded memory
+             **({"QuantizeBias": False} if for_cuda else {})}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ort-quantize-") as tmp:
         pre = Path(tmp) / "preprocessed.onnx"

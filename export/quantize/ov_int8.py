@@ -90,14 +90,17 @@ def quiet_nncf() -> Iterator[list[str]]:
             messages.append(record.getMessage())
 
     handlers, keep, progress = list(nncf_logger.handlers), Keep(logging.INFO), io.StringIO()
+    level = nncf_logger.level  # another caller may have raised it (nncf.set_log_level): the INFO lines are needed
     for handler in handlers:
         nncf_logger.removeHandler(handler)
     nncf_logger.addHandler(keep)
+    nncf_logger.setLevel(logging.INFO)
     try:
         with contextlib.redirect_stdout(progress):
             yield messages
     finally:
         nncf_logger.removeHandler(keep)
+        nncf_logger.setLevel(level)
         for handler in handlers:
             nncf_logger.addHandler(handler)
         log.debug("nncf output: %s", progress.getvalue()[-2000:])
