@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header["lscpu"], flush=True)
     rows, flops = [], []
     for model in args.model:
-        manifests = {level: launch_export(ExportSpec(model, args.opset, "dynamic", "seeded", args.artifacts, level))
+        manifests = {level: launch_export(ExportSpec(model, args.opset, "dynamic", "seeded", args.artifacts,
+                                                          optimize=level))
                      for level in ("none", args.level)}
         model_rows = measure_model(model, manifests, args)
         rows += model_rows
