@@ -3,6 +3,8 @@ passes keeps parity with Paddle and leaves no BatchNormalization or Identity."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -39,3 +41,20 @@ def test_levit_exports_optimised_with_parity_and_no_batchnorm(tmp_path, opset):
         assert figures["max_abs_diff"] <= 1e-4
     assert manifest.parity["images"]["n"] == 44
     assert np.isfinite(manifest.parity["seeded"]["max_abs_diff"])
+
+
+@pytest.mark.slow
+def test_graph_speedup_script_writes_its_table(tmp_path):
+    """The committed benchmark runs end to end at tiny settings (both exports made on demand)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "results" / "graph_speedup.md"
+    proc = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "graph_speedup.py"),
+                           "--model", "MobileViT_XXS", "--runtimes", "ort", "--batches", "1", "8", "--rounds", "1",
+                           "--runs", "1", "--peak-n", "64", "--artifacts", str(tmp_path / "art"), "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "MobileViT_XXS" in text and "GFLOP/s" in text and "flags" in text.lower()
+    assert (tmp_path / "art" / "MobileViT_XXS" / "seeded" / "opset17-bdyn-opt-none").is_dir()
