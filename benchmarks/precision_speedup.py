@@ -125,6 +125,10 @@ def table(model: str, family: str | None, cells: list[Cell], flags: dict[str, bo
     return rows + [""]
 
 
+AA_NOTE = ("- this CPU has no bf16: the `ov bf16` rows ran the fp32 configuration again, so their ratio to fp32 is "
+           "this run's noise floor (an A/A control)")
+
+
 def header(args: argparse.Namespace, flags: dict[str, bool]) -> list[str]:
     cpu = cpu_info()
     versions = package_versions(("openvino", "onnxruntime", "nncf"))
@@ -137,8 +141,7 @@ def header(args: argparse.Namespace, flags: dict[str, bool]) -> list[str]:
         f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}",
         f"- {args.rounds} interleaved rounds of {args.seconds:g} s per cell; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        *([] if native("bf16", flags) else ["- this CPU has no bf16: the `ov bf16` rows ran the fp32 configuration again, "
-                                     "so their ratio to fp32 is this run's noise floor (an A/A control)"]), "",
+        *([] if native("bf16", flags) else [AA_NOTE]), "",
     ]
 
 

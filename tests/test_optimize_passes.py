@@ -282,3 +282,12 @@ def test_a_pass_that_breaks_or_crashes_is_named(monkeypatch):
     monkeypatch.setitem(driver.PASSES, "remove_dropout", lambda m: 1 / 0)
     with pytest.raises(OptimizeError, match="pass remove_dropout failed: ZeroDivisionError"):
         optimize(model, "portable")
+
+
+def test_the_step_limit_scales_with_outputs_above_one():
+    """Folding rounds in float32: the allowed change grows with the logits (seeded-calibrated LeViT logits are in
+    the tens and fold_batchnorm moved them by 1.4e-4), and never drops below the tolerance itself."""
+    small, large = [np.full((2, 10), 0.5, np.float32)], [np.full((2, 10), -40.0, np.float32)]
+    assert driver.change_limit(small, 1e-5) == 1e-5
+    assert driver.change_limit(large, 1e-5) == pytest.approx(4e-4)
+    assert driver.change_limit([np.array([np.inf], np.float32)], 1e-5) == 1e-5

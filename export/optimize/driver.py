@@ -2,7 +2,8 @@
 
 Every pass must keep the opset and the graph's inputs and outputs. With check inputs, each pass's output is run
 on ONNX Runtime with its own graph optimisations disabled (so ORT's fusions cannot hide a wrong rewrite) and
-compared with the stage before it: an output that moves beyond ``STEP_TOLERANCE`` fails the pass, by name.
+compared with the stage before it: an output that moves beyond ``STEP_TOLERANCE`` x max(1, largest |output|)
+fails the pass, by name (float32 rounding of folded weights grows with the values, as in the parity limit).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from export.optimize.levels import check_level
 
 Pass = Callable[[onnx.ModelProto], onnx.ModelProto]
 
-# A pass is exact up to float32 rounding of folded weights (observed <= 1.3e-7 on the zoo models).
+# A pass is exact up to float32 rounding of folded weights: observed <= 1.3e-7 on the seeded zoo models (logits
+# below 1) and 1.4e-4 on LeViT_128S with seeded-calibrated weights (logits in the tens): hence the scaling.
 STEP_TOLERANCE = 1e-5
 
 PASSES: dict[str, Pass] = {
@@ -56,6 +58,7 @@ class PassReport:
     seconds: float
     notes: list[str] = field(default_factory=list)
     max_abs_change: float | None = None  # vs the stage before, on the check inputs; None: not checked
+    change_limit: float | None = None  # what max_abs_change had to stay within
 
     @property
     def changed(self) -> dict[str, int]:
@@ -72,6 +75,7 @@ class PassReport:
             "op_delta": self.changed,
             "census_after": self.census_after,
             "max_abs_change": self.max_abs_change,
+            "change_limit": self.change_limit,
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
         }
@@ -122,12 +126,19 @@ def max_change(before: list[np.ndarray], after: list[np.ndarray]) -> float:
     return worst if np.isfinite(worst) else float("inf")
 
 
+def change_limit(outputs: list[np.ndarray], tolerance: float) -> float:
+    """``tolerance`` x max(1, the largest |value| of ``outputs``)."""
+    largest = max((float(np.abs(o).max()) for o in outputs if o.size), default=0.0)
+    return tolerance * max(1.0, largest) if np.isfinite(largest) else tolerance
+
+
 def optimize(model: onnx.ModelProto, level: str, check_inputs: np.ndarray | None = None,
              tolerance: float = STEP_TOLERANCE) -> tuple[onnx.ModelProto, list[PassReport]]:
     """Run the passes of ``level`` in order; the model and one report per pass.
 
     With ``check_inputs`` (one batch for the model's first input), every pass's outputs are compared with the
-    stage before it and an OptimizeError names the first pass that moves them beyond ``tolerance``.
+    stage before it and an OptimizeError names the first pass that moves them beyond ``tolerance`` (scaled by
+    the outputs' magnitude above 1).
     """
     reports = []
     previous = reference_outputs(model, check_inputs) if check_inputs is not None else None
@@ -140,9 +151,11 @@ def optimize(model: onnx.ModelProto, level: str, check_inputs: np.ndarray | None
                 raise OptimizeError(f"pass {name} made a graph ONNX Runtime cannot run: "
                                     f"{str(exc).splitlines()[0]}") from None
             report.max_abs_change = max_change(previous, current)
-            if report.max_abs_change > tolerance:
+            report.change_limit = change_limit(previous, tolerance)
+            if report.max_abs_change > report.change_limit:
                 raise OptimizeError(f"pass {name} moved the outputs by {report.max_abs_change:.3g} "
-                                    f"(limit {tolerance:g}); export with --optimize none to skip the passes")
+                                    f"(limit {report.change_limit:.3g}); export with --optimize none to skip "
+                                    f"the passes")
             previous = current
         reports.append(report)
     return model, reports
