@@ -21,9 +21,11 @@ from export.optimize.levels import check_level
 
 Pass = Callable[[onnx.ModelProto], onnx.ModelProto]
 
-# A pass is exact up to float32 rounding of folded weights: observed <= 1.3e-7 on the seeded zoo models (logits
-# below 1) and 1.4e-4 on LeViT_128S with seeded-calibrated weights (logits in the tens): hence the scaling.
-STEP_TOLERANCE = 1e-5
+# A pass is exact up to float32 rounding of folded weights, which grows with the values and the depth: observed
+# <= 1.3e-7 on the seeded zoo models (logits below 1) and up to 2.4e-5 x the largest logit with seeded-calibrated
+# weights (LeViT_128: 2.3e-4 on logits near 9.4, since BatchNorm scales re-estimated on real images are large).
+# So a step may move the outputs as much as parity with Paddle allows: 1e-4 x max(1, largest |output|).
+STEP_TOLERANCE = 1e-4
 
 PASSES: dict[str, Pass] = {
     "remove_identity": cleanup.remove_identity,
