@@ -56,5 +56,5 @@ def test_graph_speedup_script_writes_its_table(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    assert "MobileViT_XXS" in text and "GFLOP/s" in text and "flags" in text.lower()
+    assert "MobileViT_XXS" in text and "GFLOP/s" in text and "Machine:" in text
     assert (tmp_path / "art" / "MobileViT_XXS" / "seeded" / "opset17-bdyn-opt-none").is_dir()

@@ -196,12 +196,13 @@ def test_reruns_use_latest_ok(built):
 
 
 @pytest.mark.slow
-def test_agreement_axis_for_seeded_weights(tmp_path):
+@pytest.mark.parametrize("weights", ["seeded", "seeded-calibrated"])
+def test_agreement_axis_for_seeded_weights(tmp_path, weights):
     path = write(
         tmp_path / "r.jsonl",
         [
-            record(runtime="paddle", weights="seeded"),
-            record(runtime="ort", agreement=0.995, weights="seeded"),
+            record(runtime="paddle", weights=weights),
+            record(runtime="ort", agreement=0.995, weights=weights),
         ],
     )
     text = build_report([path], tmp_path / "out").read_text()

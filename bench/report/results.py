@@ -318,13 +318,15 @@ class YValue:
 
 
 def choose_y_metric(cells: Sequence[Cell], requested: str = "auto") -> str:
-    """``top1`` if every drift result is labelled and no weights are seeded (random), else ``agreement``."""
+    """``top1`` if every drift result is labelled and no weights are seeded (random: ``seeded`` and
+    ``seeded-calibrated``), else ``agreement``."""
     if requested not in Y_METRICS:
         raise ReportError(f"--y must be one of {', '.join(Y_METRICS)}, got {requested!r}")
     if requested != "auto":
         return requested
     with_drift = [(c, c.drift) for c in cells if c.ok and c.drift is not None]
-    if with_drift and all(d.labelled and d.number("candidate_top1") is not None and c.weights != "seeded"
+    if with_drift and all(d.labelled and d.number("candidate_top1") is not None
+                          and not str(c.weights).startswith("seeded")
                           for c, d in with_drift):
         return "top1"
     return "agreement"
