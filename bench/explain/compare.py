@@ -3,7 +3,6 @@ growth ranking, and :func:`explain`, which runs both captures and puts it togeth
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,14 +11,12 @@ from typing import Any
 import numpy as np
 
 from bench.explain.capture import Capture, Deadline, ExplainTimeout
+from bench.explain.errors import NO_STATS, Accumulator, growth
 from bench.explain.graph import GraphIndex, logit_agreement
 
 # Relative-error thresholds for "diverged", per candidate precision: above the error a healthy layer of that
 # precision adds (fp32 reorderings ~1e-6, fp16/bf16 rounding ~1e-3 per layer, int8 ~1e-2 per layer).
 DEFAULT_THRESHOLDS = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2, "int8": 0.2}
-# An input error below this counts as this, so growth stays finite and fp32 rounding noise (~1e-7) in the
-# inputs does not make every later layer look explosive.
-ERROR_FLOOR = 1e-6
 JUMP = 2.0  # growth at or above this: one layer made the error (a 'jump'), not accumulation ('gradual')
 ROW_FIELDS = ("candidate", "order", "stage", "tensor", "node", "op_type", "block", "depth", "layer", "matched",
               "shape", "cosine", "cosine_image_min", "rel_l2", "max_abs", "ref_absmax", "err_before",
@@ -28,85 +25,6 @@ ROW_FIELDS = ("candidate", "order", "stage", "tensor", "node", "op_type", "block
 
 def default_threshold(precision: str) -> float:
     return DEFAULT_THRESHOLDS.get(precision, 1e-2)
-
-
-@dataclass
-class Accumulator:
-    """Running sums for one tensor over batches, so the images need not all be held at once."""
-
-    ref_sq: float = 0.0
-    cand_sq: float = 0.0
-    dot: float = 0.0
-    diff_sq: float = 0.0
-    max_abs: float = 0.0
-    ref_absmax: float = 0.0
-    image_cos_min: float = math.inf
-    nonfinite: int = 0
-    shape: tuple[int, ...] = ()
-    shape_mismatch: str = ""
-
-    def add(self, ref: np.ndarray, cand: np.ndarray, batch: int) -> None:
-        if cand.shape != ref.shape:
-            if cand.size != ref.size:
-                self.shape_mismatch = f"{tuple(cand.shape)} vs {tuple(ref.shape)}"
-                return
-            cand = cand.reshape(ref.shape)  # same data, another layout of dims (e.g. squeezed)
-        # float32 BLAS dot products: ~1e-6 relative error on the sums, far below any threshold, and 3-4x
-        # faster than float64 copies of every tensor.
-        r = np.ascontiguousarray(ref, dtype=np.float32).ravel()
-        c = np.ascontiguousarray(cand, dtype=np.float32).ravel()
-        finite = np.isfinite(c)
-        bad = int(c.size - np.count_nonzero(finite))
-        if bad:
-            self.nonfinite += bad
-            c = np.where(finite, c, np.float32(0.0))
-        d = c - r
-        self.ref_sq += float(np.dot(r, r))
-        self.cand_sq += float(np.dot(c, c))
-        self.dot += float(np.dot(r, c))
-        self.diff_sq += float(np.dot(d, d))
-        self.max_abs = max(self.max_abs, float(np.abs(d).max(initial=0.0)))
-        self.ref_absmax = max(self.ref_absmax, float(np.abs(r).max(initial=0.0)))
-        self.shape = tuple(ref.shape)
-        if ref.ndim >= 2 and ref.shape[0] == batch:  # axis 0 is the image: per-image cosine
-            rr, cc = r.reshape(batch, -1), c.reshape(batch, -1)
-            num = np.einsum("ij,ij->i", rr, cc)
-            den = np.sqrt(np.einsum("ij,ij->i", rr, rr) * np.einsum("ij,ij->i", cc, cc))
-            cos = np.where(den > 0, num / np.maximum(den, np.float32(1e-30)), 1.0)
-            self.image_cos_min = min(self.image_cos_min, float(cos.min()))
-
-    def rel_l2(self) -> float:
-        if self.nonfinite:
-            return math.inf
-        if self.ref_sq == 0.0:
-            return 0.0 if self.diff_sq == 0.0 else math.inf
-        return math.sqrt(self.diff_sq / self.ref_sq)
-
-    def cosine(self) -> float:
-        den = math.sqrt(self.ref_sq * self.cand_sq)
-        return 1.0 if den == 0.0 and self.diff_sq == 0.0 else (self.dot / den if den else 0.0)
-
-    def stats(self) -> dict[str, Any]:
-        return {"shape": "x".join(map(str, self.shape)), "cosine": self.cosine(),
-                "cosine_image_min": self.image_cos_min if math.isfinite(self.image_cos_min) else None,
-                "rel_l2": self.rel_l2(), "max_abs": self.max_abs, "ref_absmax": self.ref_absmax,
-                "nonfinite": self.nonfinite}
-
-
-_NO_STATS = dict.fromkeys(("shape", "cosine", "cosine_image_min", "rel_l2", "max_abs", "ref_absmax",
-                           "nonfinite"))
-
-
-def relative_error(ref: np.ndarray, cand: np.ndarray, batch: int) -> float:
-    acc = Accumulator()
-    acc.add(ref, cand, batch)
-    return math.inf if acc.shape_mismatch else acc.rel_l2()
-
-
-def growth(err: float | None, before: float) -> float | None:
-    if err is None:
-        return None
-    return err / max(before, ERROR_FLOOR) if math.isfinite(err) else math.inf
 
 
 def build_rows(reference: GraphIndex, label: str, values: Mapping[str, Accumulator],
@@ -135,7 +53,7 @@ def build_rows(reference: GraphIndex, label: str, values: Mapping[str, Accumulat
                 "op_type": info.op_type, "block": info.block, "depth": info.depth, "layer": info.layer,
                 "first_divergence": False}
         note = acc.shape_mismatch if acc is not None and acc.shape_mismatch else "" if acc else "not exposed"
-        rows.append({**base, "stage": "output", "matched": matched, **(acc.stats() if matched else _NO_STATS),
+        rows.append({**base, "stage": "output", "matched": matched, **(acc.stats() if matched else NO_STATS),
                      "err_before": before, "growth": growth(err, before), "fix_nodes": info.node, "note": note})
         if qacc is not None and not qacc.shape_mismatch:
             carried_q[name] = qacc.rel_l2()

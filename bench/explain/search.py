@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.explain.capture import Capture, Deadline
-from bench.explain.compare import ERROR_FLOOR, relative_error
+from bench.explain.errors import growth, relative_error
 from bench.explain.graph import VALUE_PRESERVING_OPS, GraphIndex
 
 
@@ -141,7 +141,7 @@ class _Search:
         return {"tensor": found, "reads_quantized": quantised, "fix_nodes": " ".join(fix), "node": info.node,
                 "op_type": info.op_type, "block": info.block,
                 "layer": info.layer, "order": info.order, "rel_l2": self.cache[found], "inputs": inputs,
-                "err_before": before, "growth": self.cache[found] / max(before, ERROR_FLOOR),
+                "err_before": before, "growth": growth(self.cache[found], before),
                 "runtime_layer": self.candidate.runtime_layer(info.node),
                 "measured_by": f"replay from {self.start}" if self.start else "cut models"}
 
