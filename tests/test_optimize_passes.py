@@ -65,14 +65,19 @@ def ops(model):
     return [n.op_type for n in model.graph.node]
 
 
-def test_bn_across_reshape_into_matmul_then_reshapes_collapse():
-    """LeViT's Linear + BN1D: MatMul -> Reshape[-1, C] -> BN -> Reshape[-1, N, C]."""
-    n, k, c = 6, 8, 5
+def _levit_linear_bn(n: int, k: int, c: int):
+    """LeViT's Linear + BN1D as paddle2onnx writes it: MatMul -> Reshape[-1, C] -> BN -> Reshape[-1, N, C]."""
     inits = {"w": RNG.standard_normal((k, c)).astype(np.float32), "s1": np.array([-1, c], np.int64),
              "s2": np.array([-1, n, c], np.int64), **_bn("bn", c)}
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Reshape", ["m", "s1"], ["r"]),
              _bn_node("bn", "r", "b"), helper.make_node("Reshape", ["b", "s2"], ["y"])]
-    model = _model(nodes, inits, ["batch", n, k])
+    return _model(nodes, inits, ["batch", n, k])
+
+
+def test_bn_across_reshape_into_matmul_then_reshapes_collapse():
+    """LeViT's Linear + BN1D: MatMul -> Reshape[-1, C] -> BN -> Reshape[-1, N, C]."""
+    n, k = 6, 8
+    model = _levit_linear_bn(n, k, 5)
     out, reports = optimize(model, "portable")
     _same(model, out, [1, n, k])
     assert ops(out) == ["MatMul", "Add"], ops(out)
@@ -184,12 +189,8 @@ def test_optimize_keeps_opset_and_reports(opset):
 
 def test_each_pass_is_checked_and_reports_its_change():
     """With check inputs, every pass records how far it moved the outputs (here: float32 rounding at most)."""
-    n, k, c = 6, 8, 5
-    inits = {"w": RNG.standard_normal((k, c)).astype(np.float32), "s1": np.array([-1, c], np.int64),
-             "s2": np.array([-1, n, c], np.int64), **_bn("bn", c)}
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Reshape", ["m", "s1"], ["r"]),
-             _bn_node("bn", "r", "b"), helper.make_node("Reshape", ["b", "s2"], ["y"])]
-    model = _model(nodes, inits, ["batch", n, k])
+    n, k = 6, 8
+    model = _levit_linear_bn(n, k, 5)
     x = RNG.standard_normal((2, n, k)).astype(np.float32)
     _, reports = optimize(model, "gemm", check_inputs=x)
     assert [r.name for r in reports] == [*PORTABLE_PASSES, "matmul_bias_to_gemm"]
