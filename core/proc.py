@@ -52,7 +52,15 @@ def interrupt_on_sigterm() -> None:
     """Raise :class:`Terminated` in the main thread on SIGTERM, so ``finally`` blocks, child processes'
     shutdown and temporary-file cleanup run as they do for Ctrl-C."""
 
+    stopping = []
+
     def handler(signum, frame):
+        # Once: a repeated SIGTERM (the kernel sends the parent-death signal once per exiting thread of the
+        # parent) raised inside the cleanup of the first would cut that cleanup short.
+        if stopping:
+            log.info("SIGTERM again while stopping: ignored")
+            return
+        stopping.append(signum)
         raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, handler)

@@ -91,12 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines drown the table
     terminated: list[int] = []
 
+    # A second signal while the first is being handled must not cut the cleanup short: the kernel can send the
+    # parent-death SIGTERM twice (once per exiting thread of the parent), a user can press Ctrl-C twice.
+    stopping: list[int] = []
+
     def on_sigterm(signum, frame):  # a killed sweep or CI timeout unwinds like Ctrl-C: the unfinished export goes
+        if stopping:
+            return
+        stopping.append(signum)
         terminated.append(signum)
         discard_unfinished()  # now: unwinding through paddle can crash the process before any cleanup
         sys.exit(128 + signum)
 
     def on_sigint(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
         discard_unfinished()
         raise KeyboardInterrupt
 

@@ -128,9 +128,10 @@ def publish(work: Path, final: Path) -> None:
 
 
 def discard(work: Path, created: list[Path]) -> None:
-    """Remove an unfinished build and the empty parent folders it created."""
-    _UNFINISHED.pop(work, None)
+    """Remove an unfinished build and the empty parent folders it created. It stays listed until it is gone, so
+    a discard cut short (a signal while removing) is completed by the next one."""
     shutil.rmtree(work, ignore_errors=True)
+    _UNFINISHED.pop(work, None)
     for folder in created:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()

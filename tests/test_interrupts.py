@@ -301,3 +301,31 @@ def test_export_interrupted_by_ctrl_c_during_parity_leaves_nothing(tmp_path):
         env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)})
     err = stop_export_at(proc, out, f"{TEMP}/model.onnx", "SIGINT group")
     assert proc.returncode == 130 and "error: interrupted; finished exports are kept" in err, err
+
+
+@pytest.mark.slow
+def test_export_stopped_by_a_burst_of_sigterms_leaves_nothing(tmp_path):
+    """The kernel can deliver the parent-death SIGTERM twice (once per exiting thread of a killed parent): a
+    second SIGTERM arriving while the first one's handler removes the unfinished folder must not cut that
+    removal short (it once left ``paddle/inference.json`` behind when a sweep was killed)."""
+    out = tmp_path / "art"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export", "--model", "MobileViT_XXS", "--opset", "13", "--out", str(out)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)})
+    moment = f"{EXPORT_DIR}/{TEMP}/paddle/inference.json"
+    deadline = time.monotonic() + 300
+    while not list(out.glob(moment)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    assert list(out.glob(moment)), "the export never got to saving the Paddle model"
+    for _ in range(40):  # a burst spread over the ~0.1 s the first handler needs
+        if proc.poll() is not None:
+            break
+        os.kill(proc.pid, signal.SIGTERM)
+        time.sleep(0.0025)
+    _, err = proc.communicate(timeout=120)
+    # -SIGTERM: a signal of the burst came after Python had restored the default handlers on its way out.
+    assert proc.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), err
+    assert "error: terminated by signal 15" in err, err
+    assert not [p for p in out.rglob("*") if p.is_file()], sorted(map(str, out.rglob("*")))
+    assert not list(out.rglob(".*tmp*"))
