@@ -215,7 +215,8 @@ def _write_profile(request: BenchRequest, record: Record, results: Path, top: in
     path = results.with_name(f"{results.stem}-{record.record_id}-profile.md")
     table = profile_table(record.runtime.name, Path(record.model.manifest), request.batch,
                           request.runtime.threads or default_threads(), top,
-                          f"{record.model.name} opset {record.model.opset} (record {record.record_id})")
+                          f"{record.model.name} opset {record.model.opset} (record {record.record_id})",
+                          precision=request.runtime.precision)
     write_text_atomic(path, table)
     print(f"layer times (top {top} ops) written to {path}")
 

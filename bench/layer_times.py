@@ -63,16 +63,20 @@ def ort_op_times(artifact: Artifact, x: np.ndarray, threads: int, top: int, runs
     return _rows(totals, counts, runs, top)
 
 
-def ov_op_times(artifact: Artifact, x: np.ndarray, threads: int, top: int, runs: int = RUNS) -> list[dict]:
-    """Top layer types by real time per run on OpenVINO CPU (f32 for an fp32 model, the batch made static)."""
+def ov_op_times(artifact: Artifact, x: np.ndarray, threads: int, top: int, runs: int = RUNS,
+                precision: str | None = None) -> list[dict]:
+    """Top layer types by real time per run on OpenVINO CPU (an ONNX model or an int8 IR, the batch made
+    static), at the cell's precision hint (``precision``: fp32/bf16/fp16; int8 and None: the model's, f32
+    elsewhere, as the adapter runs it)."""
     import openvino as ov
 
+    from runtimes.ov import OV_PRECISION
+
     core = ov.Core()
-    model = core.read_model(str(artifact.onnx_path))
+    model = core.read_model(str(artifact.model_path))
     model.reshape({model.inputs[0].get_any_name(): list(x.shape)})
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": "YES"}
-    if artifact.precision == "fp32":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": "YES",
+              "INFERENCE_PRECISION_HINT": OV_PRECISION.get(precision or artifact.precision, "f32")}
     request = core.compile_model(model, "CPU", config).create_infer_request()
     request.set_input_tensor(ov.Tensor(x, shared_memory=True))
     for _ in range(WARMUP):
@@ -90,14 +94,20 @@ def ov_op_times(artifact: Artifact, x: np.ndarray, threads: int, top: int, runs:
     return _rows(totals, counts, runs, top, kernels)
 
 
-def profile_table(runtime: str, manifest: Path, batch: int, threads: int, top: int, title: str) -> str:
-    """The markdown table of the top ``top`` op types of one model on ``runtime`` (ort or ov, CPU)."""
+def profile_table(runtime: str, manifest: Path, batch: int, threads: int, top: int, title: str,
+                  precision: str | None = None) -> str:
+    """The markdown table of the top ``top`` op types of one model on ``runtime`` (ort or ov, CPU);
+    ``precision``: the precision the cell asked (OpenVINO's hint)."""
     artifact = Artifact.from_manifest(manifest)
     x = np.random.default_rng(0).standard_normal((batch, *artifact.input_shape[1:])).astype(np.float32)
-    rows = (ort_op_times if runtime == "ort" else ov_op_times)(artifact, x, threads, top)
+    if runtime == "ort":
+        rows = ort_op_times(artifact, x, threads, top)
+    else:
+        rows = ov_op_times(artifact, x, threads, top, precision=precision)
     optimization = (artifact.manifest.optimization or {}).get("level", "none")
     lines = [f"# Layer times: {title}", "",
-             f"{runtime} CPU, batch {batch}, {threads} threads, graph optimisation {optimization}; "
+             f"{runtime} CPU, {precision or artifact.precision}, batch {batch}, {threads} threads, "
+             f"graph optimisation {optimization}; "
              f"{RUNS} profiled runs after {WARMUP} warm-up runs, in a profiling session of its own (profiling "
              "adds overhead: the shares are the figure to read, not the absolute times). Ops as the runtime "
              "ran them, after its own fusions.", "",

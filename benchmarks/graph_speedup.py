@@ -2,8 +2,11 @@
 ``--optimize none``, on ONNX Runtime and OpenVINO (CPU, fp32), batches 1 and 8, in one process.
 
 Every variant is loaded through the benchmark's own runtime adapters (the settings ``python -m bench`` runs
-with), warmed up, then timed in interleaved rounds: within a round the variants take turns run by run
-(A B C A B C ..., the order rotated every round), so a burst of load from elsewhere hits both sides of a ratio.
+with), warmed up, then timed in interleaved rounds: within a round each variant in turn runs a short block (a
+pause, one untimed run, then ``--runs`` timed runs; the order rotated every round), so slow drift in the machine's
+load hits both sides of a ratio. Blocks, not run-by-run turns: ONNX Runtime's intra-op threads keep spinning for
+a while after a run, and three sessions taking turns run by run took the two cores from one another (times twice
+those of a session alone, A/A ratios 0.9-1.45); the pause lets the last session's threads park.
 Per round each variant keeps its fastest run; the ratio optimised / unoptimised is taken per round and the table
 gives its median and range. ``same`` is the unoptimised model loaded a second time (an A/A control): its ratio
 is the noise floor of the run, and a ratio inside it is no change.
@@ -71,24 +74,27 @@ def load_variant(runtime: str, manifest: Path, batch: int, threads: int, x: np.n
     return adapter
 
 
+PAUSE_S = 0.05  # between blocks: longer than ONNX Runtime's intra-op threads spin after a run
+
+
 def time_interleaved(adapters: dict, rounds: int, runs: int, clock=time.perf_counter,
                      warmup: int = 3) -> dict[str, list[float]]:
-    """Per variant, its fastest run (ms) in each round; the variants take turns run by run."""
+    """Per variant, its fastest run (ms) in each round; within a round the variants take turns block by block."""
     names = list(adapters)
     for name in names:
         for _ in range(warmup):
             adapters[name].run()
     best: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        samples: dict[str, list[float]] = {name: [] for name in names}
-        for _ in range(runs):
-            for name in order:
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(PAUSE_S)
+            adapters[name].run()  # untimed: brings this variant's weights back into the caches
+            samples = []
+            for _ in range(runs):
                 start = clock()
                 adapters[name].run()
-                samples[name].append((clock() - start) * 1e3)
-        for name in names:
-            best[name].append(min(samples[name]))
+                samples.append((clock() - start) * 1e3)
+            best[name].append(min(samples))
     return best
 
 
@@ -152,7 +158,8 @@ def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, head
     lines = [f"# Graph passes: `--optimize {level}` vs `--optimize none`", "",
              f"opset {args.opset}, fp32, {args.threads} threads, clock {args.clock}, "
              f"{args.rounds} rounds x {args.runs} runs, "
-             "interleaved in one process; ratio = median over rounds of (fastest optimised run / fastest "
+             "interleaved block by block in one process; ratio = median over rounds of (fastest optimised run / "
+             "fastest "
              "unoptimised run) in the round, [range over rounds]; A/A = the unoptimised model against itself.", "",
              f"Machine: {header['cpu']}; {header['python']}; "
              + ", ".join(f"{k} {v}" for k, v in header["versions"].items() if v), "",

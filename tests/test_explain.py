@@ -290,6 +290,10 @@ def test_ort_qdq_names_and_a_bad_quantisation_fixed_by_requantising(fp32_export,
     before = logit_agreement(reference, ort.deployed_logits(folder / "model.onnx", images))
     assert trial["n"] == before["n"] and trial["top1_agree"] > before["top1_agree"], (before, trial)
     assert isinstance(trial["passes_gates"], bool) and Path(trial["model"]).is_file()
+    # A sweep cell's explain keeps no fix models (hundreds of MB per sweep): same trials, nothing left on disk.
+    quiet = run_explain(target_of(manifest, "ort", "int8"), ExplainSettings(keep_fix_models=False), tmp_path / "cell")
+    assert [t["model"] for t in quiet.section["suggested_fix"]["trials"]] == [None] * len(fix["trials"])
+    assert not (tmp_path / "cell" / "fixes").exists() and (tmp_path / "cell").is_dir()
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ def test_profile_writes_a_table_beside_the_record(onnx_artifact, tmp_path, capsy
     table = (tmp_path / f"runs-{record.record_id}-profile.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| op ")]
     assert 1 <= len(rows) <= 3, table
-    assert "Conv" in table and "ort CPU, batch 1, 1 threads" in table
+    assert "Conv" in table and "ort CPU, fp32, batch 1, 1 threads" in table
     shares = [float(row.split("|")[4].strip().rstrip("%")) for row in rows]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.0 + 1e-6
 
@@ -28,7 +28,7 @@ def test_profile_writes_a_table_beside_the_record(onnx_artifact, tmp_path, capsy
 @pytest.mark.parametrize("runtime", ["ort", "ov"])
 def test_profile_table_names_what_ran(onnx_artifact, runtime):
     table = profile_table(runtime, onnx_artifact, batch=2, threads=1, top=20, title="tiny")
-    assert table.startswith("# Layer times: tiny") and f"{runtime} CPU, batch 2" in table
+    assert table.startswith("# Layer times: tiny") and f"{runtime} CPU, fp32, batch 2" in table
     assert "| op | nodes | ms/run | share | kernel |" in table
     assert ("Convolution" if runtime == "ov" else "Conv") in table
 

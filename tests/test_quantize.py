@@ -127,7 +127,8 @@ def tiny_fp32_export(root: Path) -> Path:
     Logits(ort_logits(folder / "model.onnx", seeded, None), [f"seeded_{i}" for i in range(len(seeded))]).save(
         folder / REFERENCE_SEEDED)
     return write_manifest(folder, reference={"producer": "onnxruntime fp32 (test)",
-                                             "seeded": {"file": REFERENCE_SEEDED, "count": len(seeded)}})
+                                             "seeded": {"file": REFERENCE_SEEDED, "count": len(seeded)}},
+                          optimization={"level": "portable", "passes": []})
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,8 @@ def test_int8_build_describes_itself_and_agrees_with_fp32(tmp_path, calibration_
     manifest = load_manifest(result.manifest_path)
     fp32 = load_manifest(fp32_path)
     assert manifest.precision == "int8" and manifest.source["sha256"] == fp32.graph.sha256
+    # made from that graph: its passes are the int8 model's too (records and layer times say "portable")
+    assert manifest.optimization == fp32.optimization and manifest.optimization["level"] == "portable"
     assert manifest.graph.format == ("openvino-ir" if runtime == "ov" else "onnx")
     described = manifest.reduced_precision
     assert described["method"] == ("nncf.quantize" if runtime == "ov" else
@@ -221,9 +224,12 @@ def test_bench_runs_the_int8_models_and_records_how_they_were_made(tmp_path, cal
         results = tmp_path / f"runs-{runtime}.jsonl"
         proc = run_module("bench", "--runtime", runtime, "--precision", "int8", "--manifest", str(manifest_path),
                           "--warmup", "1", "--iterations", "5", "--duration", "0.05", "--results", str(results),
-                          cwd=tmp_path, timeout=300)
+                          "--profile", "5", cwd=tmp_path, timeout=300)
         assert proc.returncode == 0, proc.stderr
         record = json.loads(results.read_text().splitlines()[-1])
+        # the layer times of the int8 model itself (an OpenVINO IR for ov), as the cell ran it
+        table = (tmp_path / f"runs-{runtime}-{record['record_id']}-profile.md").read_text()
+        assert f"{runtime} CPU, int8, batch 1" in table and table.count("\n| ") >= 3, table
         assert record["status"] == "ok" and record["runtime"]["effective"]["precision"] == "int8"
         made = record["model"]["reduced_precision"]
         assert made["calibration"]["size"] == MIN_IMAGES and made["calibrated_on_evaluation_images"] == 0

@@ -3,7 +3,8 @@ layer that departs first (a few images, a time limit), and return the record's `
 
 It never fails the cell: an explain that cannot run (a runtime it cannot instrument, a model without an fp32
 reference, an error) is a section with ``status`` "skipped" or "error" and the reason. The CSV and the plot go
-to ``<results folder>/explain/<cell>/``; the section names them relative to the results folder.
+to ``<results folder>/explain/<cell>/``; the section names them relative to the results folder. The fix trials'
+models are not kept.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def explain_cell(runtime: str, asked_precision: str, artifact: Artifact, batch: 
     folder = Path(results).parent / "explain" / _cell_folder(artifact, runtime, precision, batch)
     try:
         target = Target(runtime, precision, artifact, reference_of(artifact), batch, threads, flipped)
-        settings = ExplainSettings(images=CELL_IMAGES, time_limit_s=CELL_TIME_LIMIT_S, gates=dict(gates or {}))
+        # The fix trials' models (hundreds of MB for a sweep) go to a temporary folder: the section records each
+        # trial's result, and `python -m bench explain` remakes a model a user wants to keep.
+        settings = ExplainSettings(images=CELL_IMAGES, time_limit_s=CELL_TIME_LIMIT_S, gates=dict(gates or {}),
+                                   keep_fix_models=False)
         data = run_explain(target, settings, folder).section
     except ExplainError as exc:
         return {"status": "skipped", "reason": str(exc)}

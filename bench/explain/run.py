@@ -57,6 +57,7 @@ class ExplainSettings:
     time_limit_s: float | None = None
     calibration: str | None = None  # images for re-quantising, when the manifest records none
     gates: dict = field(default_factory=dict)  # bench.yaml gates; empty: bench.accuracy.gates.DEFAULT_GATES
+    keep_fix_models: bool = True  # keep each fix trial's model under <out_dir>/fixes (False: a temporary folder)
 
 
 @dataclass
@@ -224,10 +225,11 @@ def _trials(target: Target, plans: list, graph: GraphIndex, settings: ExplainSet
     static = lead if isinstance(lead, int) and lead > 0 else None
     evaluate = _evaluator(target, settings)
     with tempfile.TemporaryDirectory(prefix="explain-fix-") as tmp:
-        folder = Path(out_dir) / "fixes" if out_dir is not None else Path(tmp)
+        keep = out_dir is not None and settings.keep_fix_models
+        folder = Path(out_dir) / "fixes" if keep else Path(tmp)
         requantize = requantizer(method, target.reference.model_path, calibration, folder, parameters,
                                  graph.node_op_types(), static if method == "nncf" else None)
-        trials = try_fixes(plans, requantize, evaluate, keep=out_dir is not None, deadline=deadline)
+        trials = try_fixes(plans, requantize, evaluate, keep=keep, deadline=deadline)
     return [{**asdict(t), "method": method} for t in trials]
 
 

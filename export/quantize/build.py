@@ -235,6 +235,7 @@ def describe(fp32: Manifest, fp32_path: Path, request: DerivedRequest, out: Path
         graph=_graph(out, fp32), batch=fp32.batch, family=fp32.family, input_shape=list(fp32.input_shape),
         num_classes=fp32.num_classes, precision=request.precision, weights=dict(fp32.weights), paddle_model=paddle,
         preprocess=fp32.preprocess, reference=reference, parity={}, reduced_precision=described,
+        optimization=fp32.optimization,  # the graph passes of the fp32 export this model was made from
         source={"manifest": f"{sibling}/{fp32_path.name}", "sha256": fp32.graph.sha256},
         versions=package_versions(), export_seconds=described["seconds"],
         stage_seconds={"quantize_s": described.get("quantize_seconds", 0.0)}, cache_key=key,
