@@ -86,9 +86,10 @@ def format_drift(record: Record) -> str:
         lines.append(f"  top-1 {d['candidate_top1']:.2%} vs Paddle {d['reference_top1']:.2%}: delta "
                      f"{d['top1_delta']:+.2%} (95% CI {lo:+.2%}..{hi:+.2%}), McNemar p={d['mcnemar_p']:.3g}")
         if record.model.weights and record.model.weights.get("trained") is False:
-            lines.append("  (seeded weights, the default: an untrained, random network, so top-1 accuracy near 0 % is "
-                         "expected; agreement with Paddle is the figure that matters here. --weights official "
-                         "gives the trained model's accuracy)")
+            kind = record.model.weights.get("kind") or "seeded"
+            lines.append(f"  ({kind} weights{', the default' if kind == 'seeded' else ''}: an untrained network, "
+                         "so top-1 accuracy near 0 % is expected; agreement with Paddle is the figure that matters "
+                         "here. --weights official gives the trained model's accuracy)")
     if gates:
         lines.append(f"  gates ({gates['precision']}): {'PASS' if gates['passed'] else 'FAIL'}")
     if d["data"].get("skipped"):

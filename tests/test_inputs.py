@@ -161,16 +161,20 @@ def test_synset_folders_take_the_imagenet_index_whatever_folders_are_present(tmp
 def test_top1_of_random_weights_comes_with_a_note():
     from bench.table import format_drift
 
-    def drift_of(trained):
+    def drift_of(trained, kind=None):
         r = record(agreement=1.0, top1=0.0, ref=0.0)
         r.drift.update(reference_source="export reference", data={"skipped": []}, mcnemar_p=1.0)
         r.model.weights["trained"] = trained
+        if kind:
+            r.model.weights["kind"] = kind
         return format_drift(r)
 
     assert "top-1 0.00% vs Paddle 0.00%" in drift_of(False)
-    assert "an untrained, random network, so top-1 accuracy near 0 % is expected" in drift_of(False)
+    assert "(seeded weights, the default: an untrained network, so top-1 accuracy near 0 % is expected" \
+        in drift_of(False)
+    assert "(seeded-calibrated weights: an untrained network" in drift_of(False, "seeded-calibrated")
     assert "--weights official" in drift_of(False)
-    assert "random" not in drift_of(True) and "random" not in drift_of(None)
+    assert "untrained" not in drift_of(True) and "untrained" not in drift_of(None)
 
 
 @pytest.mark.slow
