@@ -199,11 +199,17 @@ def resolve_manifest(request: BenchRequest) -> Path:
             raise BenchFailure(f"manifest {path} not found")
         return path
     spec = export_spec(request)
-    if spec.ready() and optimization_level(spec.fp32_manifest_path) == target.optimize:
+    ready = spec.ready()
+    if ready and optimization_level(spec.fp32_manifest_path) == target.optimize:
         return spec.manifest_path
+    if not ready and spec.exists() and not target.no_export:
+        log.warning("%s is not what the export would make now (other code, package versions or inputs): "
+                    "rebuilding it", spec.manifest_path)
     if target.no_export:
-        raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} not "
-                           f"found); run: {spec.shell_command()}")
+        why = ("was made by other code, package versions or inputs than these" if spec.exists()
+               else "not found")
+        raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} {why}); "
+                           f"run: {spec.shell_command()}")
     return launch_export(spec)
 
 

@@ -57,18 +57,21 @@ class ExportSpec:
 
         return derived_dir(self.fp32_manifest_path.parent, self.variant) / MANIFEST_NAME
 
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
     def ready(self) -> bool:
-        """The manifest is there and, for a derived model, was made from the fp32 export that is there now."""
-        if not self.manifest_path.is_file():
+        """The export (and the model derived from it) is on disk and current: what ``python -m export`` would
+        make now, by the export's own cache keys (code, package versions, weights, calibration set, and for a
+        derived model the fp32 export it came from). A stale export is rebuilt, never measured as current."""
+        if not self.exists():
             return False
-        if self.variant is None:
-            return True
-        from core.manifest import ManifestError, load_manifest
+        from export.freshness import is_current
 
         try:
-            source = (load_manifest(self.manifest_path).source or {}).get("sha256")
-            return source == load_manifest(self.fp32_manifest_path).graph.sha256
-        except ManifestError:
+            return is_current(self.command())
+        except Exception as exc:  # noqa: BLE001 - undecided: the export process decides, and reports any error
+            log.debug("could not check %s: %s", self.manifest_path, exc)
             return False
 
     def command(self) -> list[str]:

@@ -41,6 +41,28 @@ def test_levit_exports_optimised_with_parity_and_no_batchnorm(tmp_path, opset):
         assert figures["max_abs_diff"] <= 1e-4
     assert manifest.parity["images"]["n"] == 44
     assert np.isfinite(manifest.parity["seeded"]["max_abs_diff"])
+    stale_export_is_not_reused(tmp_path, opset, manifest_path)
+
+
+def stale_export_is_not_reused(root: Path, opset: int, manifest_path: Path) -> None:
+    """bench reuses an export only when it is what `python -m export` would make now (its cache key)."""
+    from dataclasses import replace
+
+    from bench.cli import cmd_run
+    from bench.launcher import ExportSpec
+    from core.manifest import save_manifest
+
+    spec = ExportSpec("LeViT_128S", opset, "dynamic", "seeded", root)
+    assert spec.ready()
+    # as if made by older code or another paddle2onnx: the key the export compares differs
+    save_manifest(manifest_path, replace(load_manifest(manifest_path), cache_key="made-by-an-older-version"))
+    assert spec.exists() and not spec.ready()
+    results = root / "runs.jsonl"
+    code = cmd_run(["--runtime", "null", "--model", "LeViT_128S", "--opset", str(opset), "--artifacts", str(root),
+                    "--no-export", "--results", str(results), "--iterations", "2", "--warmup", "0"])
+    assert code == 1
+    (line,) = results.read_text().splitlines()
+    assert "was made by other code, package versions or inputs than these" in line and "python -m export" in line
 
 
 @pytest.mark.slow
