@@ -19,7 +19,7 @@ from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Tim
 from bench.request import BenchRequest, UsageError, derived_precision, validate
 from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
-from core.manifest import ManifestError, load_manifest, manifest_path_of
+from core.manifest import ManifestError, manifest_path_of
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -199,17 +199,16 @@ def resolve_manifest(request: BenchRequest) -> Path:
             raise BenchFailure(f"manifest {path} not found")
         return path
     spec = export_spec(request)
-    ready = spec.ready()
-    if ready and optimization_level(spec.fp32_manifest_path) == target.optimize:
+    if spec.ready():  # its cache key covers the optimisation level too
         return spec.manifest_path
-    if not ready and spec.exists() and not target.no_export:
-        log.warning("%s is not what the export would make now (other code, package versions or inputs): "
-                    "rebuilding it", spec.manifest_path)
+    stale = spec.exists()
     if target.no_export:
-        why = ("was made by other code, package versions or inputs than these" if spec.exists()
-               else "not found")
+        why = "was made by other code, package versions or inputs than these" if stale else "not found"
         raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} {why}); "
                            f"run: {spec.shell_command()}")
+    if stale:
+        log.warning("%s is not what the export would make now (other code, package versions or inputs): "
+                    "rebuilding it", spec.manifest_path)
     return launch_export(spec)
 
 
@@ -231,15 +230,6 @@ def reduced_precision_summary(manifest) -> dict:
         "layers_kept_float": control.get("layers_kept_float"),
         "source_sha256": (manifest.source or {}).get("sha256"),
     }
-
-
-def optimization_level(manifest_path: Path) -> str | None:
-    """The graph optimisation level an export was made with (``none`` before the stage existed)."""
-    try:
-        optimization = load_manifest(manifest_path).optimization
-    except ManifestError:
-        return None
-    return (optimization or {}).get("level", "none")
 
 
 def _load_artifact(manifest_path: Path, draft: Draft) -> Artifact:

@@ -14,9 +14,8 @@ from core.manifest import MANIFEST_NAME, ManifestError, load_manifest
 def is_current(export_argv: list[str]) -> bool:
     """True when ``python -m export <export_argv>`` (one model, one opset) would rebuild nothing."""
     from export.cli import build_parser, requests_from_args
-    from export.layout import derived_dir
     from export.pipeline import cache_key, is_fresh
-    from export.quantize.build import check_derived_request, derived_key
+    from export.quantize.build import check_derived_request, derived_cache
     from export.quantize.cli import derived_request
 
     args = build_parser().parse_args(export_argv)
@@ -28,8 +27,5 @@ def is_current(export_argv: list[str]) -> bool:
         fp32 = load_manifest(fp32_manifest)
     except ManifestError:
         return False
-    for derived in derived_request(args):
-        key = derived_key(fp32, derived, check_derived_request(derived))
-        if not is_fresh(derived_dir(fp32_manifest.parent, derived.variant) / MANIFEST_NAME, key):
-            return False
-    return True
+    return all(is_fresh(*derived_cache(fp32_manifest, fp32, derived, check_derived_request(derived)))
+               for derived in derived_request(args))

@@ -93,9 +93,8 @@ def derive(fp32_manifest_path: Path, request: DerivedRequest) -> ExportResult:
     if calibration is not None:
         images_entry = (fp32.reference or {}).get("images") or {}
         check_overlap(calibration, images_entry.get("folder"), request.allow_eval_overlap)
-    out_dir = derived_dir(fp32_manifest_path.parent, request.variant)
-    key = derived_key(fp32, request, calibration)
-    manifest_path = out_dir / MANIFEST_NAME
+    manifest_path, key = derived_cache(fp32_manifest_path, fp32, request, calibration)
+    out_dir = manifest_path.parent
     if not request.force and is_fresh(manifest_path, key):
         log.info("%s %s: cache hit (%s)", fp32.model, request.variant, out_dir)
         return ExportResult(manifest_path, True)
@@ -111,6 +110,13 @@ def derive(fp32_manifest_path: Path, request: DerivedRequest) -> ExportResult:
         discard_unfinished()
         raise
     return ExportResult(manifest_path, False)
+
+
+def derived_cache(fp32_manifest_path: Path, fp32: Manifest, request: DerivedRequest,
+                  calibration: CalibrationSet | None) -> tuple[Path, str]:
+    """The manifest path of ``request``'s derived model and the cache key a current one carries."""
+    folder = derived_dir(Path(fp32_manifest_path).parent, request.variant)
+    return folder / MANIFEST_NAME, derived_key(fp32, request, calibration)
 
 
 def derived_key(fp32: Manifest, request: DerivedRequest, calibration: CalibrationSet | None) -> str:
