@@ -72,6 +72,13 @@ def build_run_parser() -> argparse.ArgumentParser:
                    "15) to <results>-<record id>-profile.md beside the record")
     p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--record-id", help=argparse.SUPPRESS)
+    q = p.add_argument_group("int8 model (made on demand by the export stage, as python -m export --precision int8)")
+    q.add_argument("--calibration", metavar="DIR|LIST|NPY",
+                   help="calibration images of the int8 model (default: the bundled ones; never evaluation images)")
+    q.add_argument("--calibration-size", type=int, metavar="N", help="calibrate on N images spread over the set")
+    q.add_argument("--max-drop", type=float, metavar="X",
+                   help="ov: NNCF's accuracy control, keeping in float the layers that cost more than X top-1 "
+                        "agreement with fp32")
     d = p.add_argument_group("drift (a separate pass after timing)")
     d.add_argument("--drift", action="store_true", help="also measure drift from Paddle's FP32 logits")
     d.add_argument("--data", help="export (default: the images the export stored Paddle's logits for), "
@@ -122,7 +129,9 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchReques
     target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
                     weights=args.weights or cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
                     artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export,
-                    optimize=args.optimize or cfg.export.optimize)
+                    optimize=args.optimize or cfg.export.optimize,
+                    calibration=str(Path(args.calibration).resolve()) if args.calibration else None,
+                    calibration_size=args.calibration_size, max_drop=args.max_drop)
     scenario = args.scenario or m.scenario
     # bench.yaml's measure.requests applies to throughput runs only; a --requests flag is always passed on, so
     # that --requests without --scenario throughput is the usage error it is.

@@ -26,6 +26,24 @@ class ExportFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Int8Settings:
+    """How an int8 model is made, when not by the defaults: ``python -m export``'s flags of the same names."""
+
+    calibration: str | None = None  # folder, list file or .npy (None: the bundled calibration images)
+    calibration_size: int | None = None
+    max_drop: float | None = None  # OpenVINO: NNCF's accuracy control, top-1 agreement drop allowed
+
+    def export_flags(self) -> list[str]:
+        flags = [("--calibration", self.calibration), ("--calibration-size", self.calibration_size),
+                 ("--max-drop", self.max_drop)]
+        return [part for flag, value in flags if value is not None for part in (flag, str(value))]
+
+    def key(self) -> str:
+        """The settings as part of a cell key (another int8 model: another cell)."""
+        return ",".join(f"{name}={value}" for name, value in vars(self).items() if value is not None)
+
+
+@dataclass(frozen=True)
 class ExportSpec:
     model: str
     opset: int
@@ -35,6 +53,7 @@ class ExportSpec:
     precision: str = "fp32"  # int8 / fp16: the model derived from the fp32 export (export.quantize)
     runtime: str | None = None  # int8: the runtime it is quantized for
     optimize: str = DEFAULT_LEVEL  # the fp32 export's graph optimisation level (export.optimize)
+    quantization: Int8Settings | None = None  # int8: calibration set and accuracy control (None: the defaults)
 
     @property
     def fp32_manifest_path(self) -> Path:
@@ -77,6 +96,8 @@ class ExportSpec:
     def command(self) -> list[str]:
         derived = ["--precision", self.precision] + (["--runtime", self.runtime] if self.runtime else []) \
             if self.variant else []
+        if self.variant and self.quantization:
+            derived += self.quantization.export_flags()
         return ["--model", self.model, "--opset", str(self.opset), "--batch", str(self.batch),
                 "--weights", self.weights, "--out", str(self.artifacts), "--optimize", self.optimize, *derived]
 
@@ -93,6 +114,8 @@ class ExportSpec:
             parts.append(f"--out {self.artifacts}")
         if self.variant:
             parts.append(f"--precision {self.precision}" + (f" --runtime {self.runtime}" if self.runtime else ""))
+            if self.quantization:
+                parts += self.quantization.export_flags()
         return " ".join(parts)
 
 

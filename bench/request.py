@@ -40,6 +40,17 @@ class Target:
     artifacts: str = str(DEFAULT_ARTIFACTS)
     no_export: bool = False
     optimize: str = DEFAULT_LEVEL  # graph optimisation level of the export (export.optimize.levels)
+    # int8 models made by the export stage: their calibration set and accuracy control (None: the defaults)
+    calibration: str | None = None
+    calibration_size: int | None = None
+    max_drop: float | None = None
+
+    @property
+    def int8_settings(self) -> dict[str, Any]:
+        """The int8 settings that differ from the export stage's defaults."""
+        found = {"calibration": self.calibration, "calibration_size": self.calibration_size,
+                 "max_drop": self.max_drop}
+        return {name: value for name, value in found.items() if value is not None}
 
     def export_batch(self, batch: int) -> str | int:
         return batch if self.fixed_batch_export else "dynamic"
@@ -47,8 +58,10 @@ class Target:
     @property
     def weights_key(self) -> str:
         """The weights part of the cell key; a manifest run is keyed by its manifest."""
-        if not self.manifest:  # a non-default optimisation level is another model: another cell
-            return self.weights if self.optimize == DEFAULT_LEVEL else f"{self.weights}+optimize={self.optimize}"
+        if not self.manifest:  # a non-default optimisation level or int8 recipe is another model: another cell
+            parts = [self.weights] + ([f"optimize={self.optimize}"] if self.optimize != DEFAULT_LEVEL else [])
+            parts += [f"{name}={value}" for name, value in self.int8_settings.items()]
+            return "+".join(parts)
         return f"manifest:{manifest_path_of(Path(self.manifest)).resolve()}"
 
 
@@ -129,6 +142,7 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
             check_runtime(target.optimize, name)
     except LevelError as exc:
         raise UsageError(str(exc)) from None
+    _check_int8_settings(target, name, options.precision)
     cls = get_runtime(name)
     if options.precision not in cls.precisions:
         raise UsageError(f"runtime {name!r} does not support precision {options.precision!r}; "
@@ -142,6 +156,19 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
     if drift is not None:
         drift = replace(drift, cache_dir=str(Path(target.artifacts) / "reference-cache"))
     return replace(request, runtime_name=name, target=target, runtime=options, drift=drift), cls
+
+
+def _check_int8_settings(target: Target, runtime: str, precision: str) -> None:
+    """--calibration, --calibration-size and --max-drop shape the int8 model the export stage makes."""
+    flags = ", ".join("--" + name.replace("_", "-") for name in target.int8_settings)
+    if not flags:
+        return
+    if precision != "int8" or runtime not in ("ov", "ort"):
+        raise UsageError(f"{flags} make the int8 model of ov or ort: add --precision int8 (runtime ov or ort)")
+    if target.manifest:
+        raise UsageError(f"{flags} shape the int8 model the export stage makes, not a --manifest model")
+    if target.max_drop is not None and runtime != "ov":
+        raise UsageError("--max-drop (NNCF's accuracy control) makes the OpenVINO int8 model: use --runtime ov")
 
 
 def _check_scenario(options: RuntimeOptions) -> None:

@@ -214,3 +214,41 @@ def test_list_named_runtimes_as_json():
     assert found["trt"]["available"] == probe("trt").available
     if not found["trt"]["available"]:
         assert "tensorrt" in found["trt"]["reason"]
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--runtime", "ort", "--model", "LeViT_128S", "--calibration-size", "40"],
+     "--calibration-size make the int8 model of ov or ort: add --precision int8"),
+    (["--runtime", "ort", "--model", "LeViT_128S", "--precision", "int8", "--max-drop", "0.02"],
+     "--max-drop (NNCF's accuracy control) makes the OpenVINO int8 model: use --runtime ov"),
+    (["--runtime", "paddle", "--model", "LeViT_128S", "--precision", "int8", "--calibration", "calib"],
+     "add --precision int8 (runtime ov or ort)"),
+])
+def test_int8_recipe_flags_are_checked_before_any_export(tmp_path, results, flags, fragment):
+    proc = bench(*flags, "--artifacts", str(tmp_path / "art"), "--results", str(results))
+    assert_one_error_line(proc, 2, fragment)
+    assert not results.exists() and not (tmp_path / "art").exists()
+
+
+def test_int8_recipe_flags_refuse_a_manifest_model(onnx_artifact, results):
+    proc = bench("--runtime", "ov", "--precision", "int8", "--manifest", str(onnx_artifact), "--max-drop", "0.01",
+                 "--results", str(results))
+    assert_one_error_line(proc, 2, "--max-drop shape the int8 model the export stage makes, not a --manifest model")
+
+
+def test_int8_recipe_is_part_of_the_export_command_and_the_cell_key():
+    from bench.cell import export_spec
+    from bench.request import BenchRequest, Target
+    from runtimes.base import RuntimeOptions
+
+    def request(precision: str, **int8) -> BenchRequest:
+        return BenchRequest("ov", Target(model="LeViT_128S", **int8), RuntimeOptions(precision=precision, batch=1))
+
+    plain, tuned = request("int8"), request("int8", calibration="/data/calib", max_drop=0.02)
+    assert export_spec(plain).command()[-4:] == ["--precision", "int8", "--runtime", "ov"]
+    assert export_spec(tuned).command()[-8:] == ["--precision", "int8", "--runtime", "ov", "--calibration",
+                                                 "/data/calib", "--max-drop", "0.02"]
+    assert export_spec(tuned).shell_command().endswith("--runtime ov --calibration /data/calib --max-drop 0.02")
+    assert export_spec(tuned).manifest_path == export_spec(plain).manifest_path  # one folder, told apart by key
+    assert tuned.target.weights_key == "seeded+calibration=/data/calib+max_drop=0.02" != plain.target.weights_key
+    assert BenchRequest.from_dict(tuned.to_dict()).target == tuned.target  # sweeps and cells pass it on

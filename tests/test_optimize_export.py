@@ -79,4 +79,12 @@ def test_graph_speedup_script_writes_its_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "MobileViT_XXS" in text and "GFLOP/s" in text and "Machine:" in text
+    import json
+
+    (flops,) = json.loads(out.with_suffix(".json").read_text())["flops"]
+    at_peak_ms = flops["gflop"] / max(flops["peak"].values()) * 1e3
+    assert flops["at_peak_ms"] == pytest.approx(at_peak_ms)
+    base_ms = next(r["base_ms"] for r in json.loads(out.with_suffix(".json").read_text())["ratios"] if r["batch"] == 8)
+    assert flops["floor"] == {"ort": pytest.approx(at_peak_ms / base_ms)}
+    assert f"ort {flops['floor']['ort']:.2f} |" in text
     assert (tmp_path / "art" / "MobileViT_XXS" / "seeded" / "opset17-bdyn-opt-none").is_dir()

@@ -306,3 +306,25 @@ def test_every_record_of_a_model_calibrated_on_evaluation_images_says_so(tmp_pat
     assert summary["calibration"] == {"folder": "data/imagenet-val-44", "size": 44, "files_sha256": "f" * 64}
     assert summary["source_sha256"] == "a" * 64
     assert "calibrated on 44 evaluation image(s)" in caplog.text
+
+
+@pytest.mark.slow
+def test_bench_runs_an_int8_model_made_with_its_own_calibration_recipe(tmp_path):
+    """An int8 model exported with --calibration-size runs under bench given the same flags, and is not
+    rebuilt with the default recipe; without them bench names the flags instead of replacing the model."""
+    art, results = tmp_path / "art", tmp_path / "runs.jsonl"
+    target = ["--model", "LeViT_128S", "--opset", "17"]
+    proc = run_module("export", *target, "--out", str(art), "--precision", "int8", "--runtime", "ort",
+                      "--calibration-size", str(MIN_IMAGES), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    model = art / "LeViT_128S" / "seeded" / "opset17-bdyn-int8-ort" / "model.onnx"
+    made = model.stat().st_mtime_ns
+    run = ["bench", "--runtime", "ort", *target, "--precision", "int8", "--artifacts", str(art), "--no-export",
+           "--warmup", "1", "--iterations", "3", "--duration", "0.05", "--results", str(results)]
+    proc = run_module(*run, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1 and "needs the same flags here" in proc.stderr, proc.stderr
+    proc = run_module(*run, "--calibration-size", str(MIN_IMAGES), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(results.read_text().splitlines()[-1])
+    assert record["status"] == "ok" and record["model"]["reduced_precision"]["calibration"]["size"] == MIN_IMAGES
+    assert model.stat().st_mtime_ns == made  # measured as made, not rebuilt

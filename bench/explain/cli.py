@@ -77,9 +77,9 @@ def derived_manifest(fp32_manifest: Path, runtime: str, precision: str) -> Path:
         if path.is_file():
             return path
     raise ExplainError(f"no {precision} model of {folder} for {runtime} (looked for "
-                       f"{', '.join(str(folder.parent / n) for n in names)}); the export stage does not make "
-                       f"reduced-precision models yet: pass --manifest PATH of a {precision} model whose manifest "
-                       f"names its fp32 export (source.manifest)")
+                       f"{', '.join(str(folder.parent / n) for n in names)}); make it with python -m export "
+                       f"--precision {precision} --runtime {runtime}, or pass --manifest PATH of a {precision} model "
+                       f"whose manifest names its fp32 export (source.manifest)")
 
 
 def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: int, threads: int) -> Target:
