@@ -14,7 +14,7 @@ from bench.harness import env
 from bench.harness.footprint import BatchTooLarge, check_fits
 from bench.harness.machine import MachineWatch, available_memory_bytes
 from bench.harness.measure import measure
-from bench.launcher import ExportSpec, Int8Settings, launch_export
+from bench.launcher import ExportSpec, launch_export
 from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Timing, new_run_id
 from bench.request import BenchRequest, UsageError, derived_precision, validate
 from core.artifact import Artifact, ArtifactError
@@ -186,7 +186,7 @@ def export_spec(request: BenchRequest) -> ExportSpec:
     """The export a cell runs: the fp32 one, or the model derived from it (int8 for ov/ort, fp16 for ort)."""
     target, options = request.target, request.runtime
     derived = derived_precision(request.runtime_name, options.precision, options.device)
-    int8 = Int8Settings(**target.int8_settings) if derived[0] == "int8" and target.int8_settings else None
+    int8 = target.int8_recipe if derived[0] == "int8" and target.int8_recipe.asked() else None
     return ExportSpec(target.model, target.opset, target.export_batch(request.batch), target.weights,
                       Path(target.artifacts), *derived, optimize=target.optimize, quantization=int8)
 

@@ -33,10 +33,11 @@ from bench.accuracy.drift_pass import DriftSettings
 from bench.cell import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DriftPass, run_cell
 from bench.config import BenchConfig, ConfigError, load_config
 from bench.records import Record, append_record
-from bench.request import BenchRequest, Output, Target, UsageError, measure_params
+from bench.request import BenchRequest, Output, Target, UsageError, measure_params, with_int8_recipe
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable, write_text_atomic
 from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
+from export.config import Int8Recipe
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from runtimes.base import RuntimeOptions
 
@@ -130,8 +131,8 @@ def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchReques
                     weights=args.weights or cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
                     artifacts=args.artifacts or str(cfg.artifacts), no_export=args.no_export,
                     optimize=args.optimize or cfg.export.optimize,
-                    calibration=str(Path(args.calibration).resolve()) if args.calibration else None,
-                    calibration_size=args.calibration_size, max_drop=args.max_drop)
+                    **vars(Int8Recipe(args.calibration, args.calibration_size, args.max_drop).resolved()))
+    target = with_int8_recipe(target, args.runtime, args.precision, cfg.export.int8)  # where bench.yaml's applies
     scenario = args.scenario or m.scenario
     # bench.yaml's measure.requests applies to throughput runs only; a --requests flag is always passed on, so
     # that --requests without --scenario throughput is the usage error it is.

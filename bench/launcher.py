@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.manifest import MANIFEST_NAME
 from core.proc import describe_exit, python_module, run_child
+from export.config import Int8Recipe
 from export.optimize.levels import DEFAULT_LEVEL
 
 log = logging.getLogger(__name__)
@@ -26,24 +27,6 @@ class ExportFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Int8Settings:
-    """How an int8 model is made, when not by the defaults: ``python -m export``'s flags of the same names."""
-
-    calibration: str | None = None  # folder, list file or .npy (None: the bundled calibration images)
-    calibration_size: int | None = None
-    max_drop: float | None = None  # OpenVINO: NNCF's accuracy control, top-1 agreement drop allowed
-
-    def export_flags(self) -> list[str]:
-        flags = [("--calibration", self.calibration), ("--calibration-size", self.calibration_size),
-                 ("--max-drop", self.max_drop)]
-        return [part for flag, value in flags if value is not None for part in (flag, str(value))]
-
-    def key(self) -> str:
-        """The settings as part of a cell key (another int8 model: another cell)."""
-        return ",".join(f"{name}={value}" for name, value in vars(self).items() if value is not None)
-
-
-@dataclass(frozen=True)
 class ExportSpec:
     model: str
     opset: int
@@ -53,7 +36,7 @@ class ExportSpec:
     precision: str = "fp32"  # int8 / fp16: the model derived from the fp32 export (export.quantize)
     runtime: str | None = None  # int8: the runtime it is quantized for
     optimize: str = DEFAULT_LEVEL  # the fp32 export's graph optimisation level (export.optimize)
-    quantization: Int8Settings | None = None  # int8: calibration set and accuracy control (None: the defaults)
+    quantization: Int8Recipe | None = None  # int8: calibration set and accuracy control (None: the defaults)
 
     @property
     def fp32_manifest_path(self) -> Path:

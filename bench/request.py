@@ -18,6 +18,7 @@ from bench.harness.measure import MeasureParams
 from bench.records import DEFAULT_RESULTS
 from core.manifest import manifest_path_of
 from core.yamlio import ConfigError
+from export.config import Int8Recipe
 from export.optimize.levels import DEFAULT_LEVEL, LevelError, check_level, check_runtime
 from runtimes.base import SCENARIOS, OptionError, Runtime, RuntimeOptions
 
@@ -46,11 +47,8 @@ class Target:
     max_drop: float | None = None
 
     @property
-    def int8_settings(self) -> dict[str, Any]:
-        """The int8 settings that differ from the export stage's defaults."""
-        found = {"calibration": self.calibration, "calibration_size": self.calibration_size,
-                 "max_drop": self.max_drop}
-        return {name: value for name, value in found.items() if value is not None}
+    def int8_recipe(self) -> Int8Recipe:
+        return Int8Recipe(self.calibration, self.calibration_size, self.max_drop)
 
     def export_batch(self, batch: int) -> str | int:
         return batch if self.fixed_batch_export else "dynamic"
@@ -60,7 +58,7 @@ class Target:
         """The weights part of the cell key; a manifest run is keyed by its manifest."""
         if not self.manifest:  # a non-default optimisation level or int8 recipe is another model: another cell
             parts = [self.weights] + ([f"optimize={self.optimize}"] if self.optimize != DEFAULT_LEVEL else [])
-            parts += [f"{name}={value}" for name, value in self.int8_settings.items()]
+            parts += [f"{name}={value}" for name, value in self.int8_recipe.asked().items()]
             return "+".join(parts)
         return f"manifest:{manifest_path_of(Path(self.manifest)).resolve()}"
 
@@ -158,9 +156,26 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
     return replace(request, runtime_name=name, target=target, runtime=options, drift=drift), cls
 
 
+def with_int8_recipe(target: Target, runtime: str, precision: str, recipe: Int8Recipe) -> Target:
+    """``target`` with bench.yaml's ``export.int8`` recipe where it applies: int8 cells of ov and ort on models the
+    export stage makes (``max_drop``, OpenVINO's accuracy control: ov only). Settings already on the target (the
+    command line's flags) win; other cells run as they are."""
+    try:
+        runtime = canonical_runtime(runtime)
+    except ConfigError:
+        return target  # validate() reports the unknown runtime
+    if precision != "int8" or runtime not in ("ov", "ort") or target.manifest or not recipe.asked():
+        return target
+    recipe = recipe.resolved()
+    return replace(target, calibration=target.calibration or recipe.calibration,
+                   calibration_size=target.calibration_size or recipe.calibration_size,
+                   max_drop=target.max_drop if target.max_drop is not None else
+                   recipe.max_drop if runtime == "ov" else None)
+
+
 def _check_int8_settings(target: Target, runtime: str, precision: str) -> None:
     """--calibration, --calibration-size and --max-drop shape the int8 model the export stage makes."""
-    flags = ", ".join("--" + name.replace("_", "-") for name in target.int8_settings)
+    flags = ", ".join("--" + name.replace("_", "-") for name in target.int8_recipe.asked())
     if not flags:
         return
     if precision != "int8" or runtime not in ("ov", "ort"):

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,33 @@ from export.convert import MAX_OPSET, MIN_OPSET
 from export.layout import LayoutError, parse_batch
 from export.models import MODELS, UnknownModelError, expand_models
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
+from export.quantize import MIN_IMAGES
 
-EXPORT_KEYS = ("models", "opsets", "batch", "weights", "optimize")
+EXPORT_KEYS = ("models", "opsets", "batch", "weights", "optimize", "int8")
+INT8_KEYS = ("calibration", "calibration_size", "max_drop")
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How the int8 models the benchmark stage asks for are made: ``python -m export``'s flags of the same names
+    (None: the export stage's defaults, the bundled calibration images, all of them, no accuracy control)."""
+
+    calibration: str | None = None  # folder, list file or .npy
+    calibration_size: int | None = None
+    max_drop: float | None = None  # OpenVINO: NNCF's accuracy control, top-1 agreement drop allowed
+
+    def export_flags(self) -> list[str]:
+        flags = [("--calibration", self.calibration), ("--calibration-size", self.calibration_size),
+                 ("--max-drop", self.max_drop)]
+        return [part for flag, value in flags if value is not None for part in (flag, str(value))]
+
+    def resolved(self) -> Int8Recipe:
+        """The same recipe with the calibration path absolute (exports and cells run in child processes)."""
+        return replace(self, calibration=str(Path(self.calibration).resolve())) if self.calibration else self
+
+    def asked(self) -> dict[str, Any]:
+        """The settings that differ from the defaults."""
+        return {name: value for name, value in vars(self).items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -24,6 +49,7 @@ class ExportConfig:
     batch: str | int = "dynamic"
     weights: str = "seeded"  # "seeded" | "official" | a .pdparams path or URL
     optimize: str = DEFAULT_LEVEL  # graph optimisation level (export.optimize.levels)
+    int8: Int8Recipe = Int8Recipe()  # how bench's int8 models are made (not read by python -m export)
 
 
 def parse_models(reader: ConfigReader, data: Any, key: str, allow_empty: bool = False) -> tuple[str, ...]:
@@ -63,7 +89,20 @@ def parse_export_section(reader: ConfigReader, data: Any) -> ExportConfig:
         batch=batch,
         weights=reader.string(d.get("weights", default.weights), "export.weights"),
         optimize=optimize,
+        int8=parse_int8_section(reader, d.get("int8")),
     )
+
+
+def parse_int8_section(reader: ConfigReader, data: Any) -> Int8Recipe:
+    d = reader.mapping(data, "export.int8", INT8_KEYS)
+    calibration, size, max_drop = (d.get(key) for key in INT8_KEYS)
+    if calibration is not None:
+        reader.string(calibration, "export.int8.calibration")
+    if size is not None:
+        reader.integer(size, "export.int8.calibration_size", minimum=MIN_IMAGES)
+    if max_drop is not None and not 0 < reader.number(max_drop, "export.int8.max_drop", positive=True) < 1:
+        raise reader.fail("export.int8.max_drop", f"expected a top-1 agreement drop between 0 and 1, got {max_drop}")
+    return Int8Recipe(calibration, size, None if max_drop is None else float(max_drop))
 
 
 def read_export_config(path: Path) -> ExportConfig:

@@ -120,3 +120,37 @@ def test_expand_model_patterns():
     assert expand_model_patterns(["MobileViT_S", "MobileViT_S"]) == ("MobileViT_S",)
     with pytest.raises(ConfigError, match="unknown model 'Nope'"):
         expand_model_patterns(["Nope"])
+
+
+@pytest.mark.parametrize("int8, message", [
+    ({"calibration_size": 10}, "bench.yaml: export.int8.calibration_size: expected an integer >= 32, got 10"),
+    ({"max_drop": 1.5}, "bench.yaml: export.int8.max_drop: expected a top-1 agreement drop between 0 and 1"),
+    ({"calibration": ""}, "bench.yaml: export.int8.calibration: expected a non-empty string"),
+    ({"preset": "mixed"}, "bench.yaml: export.int8.preset: unknown key; allowed: calibration, calibration_size"),
+])
+def test_bad_int8_recipe_is_named(int8, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"export": {"int8": int8}})
+    assert message in str(err.value)
+
+
+def test_int8_recipe_applies_to_int8_cells_of_ov_and_ort_only(tmp_path):
+    from bench.request import Target, with_int8_recipe
+    from bench.sweep.plan import plan, sweep_id
+
+    recipe = {"calibration": "calib", "calibration_size": 40, "max_drop": 0.02}
+    cfg = config_from_dict({"export": {"int8": recipe}, "sweep": {
+        "models": ["LeViT_128S"], "opsets": [17], "batches": [1], "scenarios": ["latency"],
+        "runtimes": ["paddle", "ort", "ov"], "precisions": {"ort": ["fp32", "int8"], "ov": ["bf16", "int8"]}}})
+    assert cfg.export.int8.asked() == recipe
+    absolute = str(Path("calib").resolve())  # cells run in child processes: the path is made absolute
+    made = {(c.runtime_name, c.runtime.precision): c.target.int8_recipe.asked()
+            for c in plan(cfg, sweep_id(cfg), tmp_path / "r.jsonl")}
+    assert made == {("paddle", "fp32"): {}, ("ort", "fp32"): {}, ("ov", "bf16"): {},
+                    ("ort", "int8"): {"calibration": absolute, "calibration_size": 40},
+                    ("ov", "int8"): {"calibration": absolute, "calibration_size": 40, "max_drop": 0.02}}
+    assert sweep_id(cfg) != sweep_id(config_from_dict({"sweep": {"models": ["LeViT_128S"]}}))
+    # python -m bench: the command line's flags win over bench.yaml's, field by field
+    flagged = with_int8_recipe(Target(model="LeViT_128S", calibration_size=64), "openvino", "int8", cfg.export.int8)
+    assert flagged.int8_recipe.asked() == {"calibration": absolute, "calibration_size": 64, "max_drop": 0.02}
+    assert with_int8_recipe(Target(manifest="m.onnx.json"), "ov", "int8", cfg.export.int8).int8_recipe.asked() == {}

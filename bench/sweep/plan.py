@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.accuracy.drift_pass import DriftSettings
 from bench.config import BenchConfig
 from bench.harness.measure import MeasureParams
-from bench.request import BenchRequest, Output, Target
+from bench.request import BenchRequest, Output, Target, with_int8_recipe
 from core.manifest import ManifestError, load_manifest
 from export.optimize.levels import DEFAULT_LEVEL
 from runtimes.base import RuntimeOptions
@@ -25,6 +25,8 @@ def sweep_id(cfg: BenchConfig) -> str:
              "devices": cfg.sweep.devices, "drift": [cfg.sweep.drift_data, cfg.sweep.drift_labels]}
     if cfg.export.optimize != DEFAULT_LEVEL:  # another graph: another sweep (the default keeps earlier sweep ids)
         basis["optimize"] = cfg.export.optimize
+    if cfg.export.int8.asked():  # another int8 recipe: other int8 models, another sweep
+        basis["int8"] = cfg.export.int8.asked()
     return "sweep-" + hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -46,12 +48,13 @@ def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[BenchRequest]:
     for target in targets:
         for runtime in s.runtimes:
             for precision in s.precisions_for(runtime):
+                cell_target = with_int8_recipe(target, runtime, precision, cfg.export.int8)
                 for batch in s.batches:
                     for scenario, requests in scenario_axis(cfg):
                         options = RuntimeOptions(device=s.devices.get(runtime), precision=precision,
                                                  threads=m.threads, batch=batch, scenario=scenario,
                                                  requests=requests)
-                        cells.append(BenchRequest(runtime_name=runtime, target=target, runtime=options,
+                        cells.append(BenchRequest(runtime_name=runtime, target=cell_target, runtime=options,
                                                   measure=measure, drift=drift,
                                                   output=Output(str(results), run_id)))
     return cells

@@ -28,6 +28,7 @@ from export.convert import ExportError
 PRECISIONS = ("int8", "fp16")
 INT8_RUNTIMES = ("ov", "ort")  # what --precision int8 builds when no --runtime is given
 INT8_TARGETS = (*INT8_RUNTIMES, "ort-cuda")  # ort-cuda: QDQ with float biases for ORT's CUDA provider
+MIN_IMAGES = 32  # calibration images at least: fewer give activation ranges too few to trust (and too small a split)
 # (precision, runtime) -> variant folder suffix; fp16 ONNX serves ORT's GPU providers and TensorRT alike.
 VARIANTS = {("int8", "ov"): "int8-ov", ("int8", "ort"): "int8-ort", ("int8", "ort-cuda"): "int8-ort-cuda",
             ("fp16", None): "fp16"}

@@ -30,12 +30,11 @@ from core.datasets import CALIBRATION_IMAGES
 from core.files import sha256_of
 from core.listing import DataError, find_list_file, images_below, read_list_file
 from core.preprocess import Preprocess
-from export.quantize import PrecisionUsageError
+from export.quantize import MIN_IMAGES, PrecisionUsageError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION = CALIBRATION_IMAGES
-MIN_IMAGES = 32  # below this, activation ranges come from too few images to trust (and the split leaves too few)
 VALIDATION_EVERY = 5
 
 
