@@ -1,10 +1,10 @@
 """The suggested fix for an int8 model: re-quantise with the offending layers kept in float and measure the
 agreement that comes back (the evidence for the accuracy-aware option of the reduced-precision stage).
 
-The quantisation calls here are deliberately small and local (NNCF post-training quantisation to an OpenVINO
-IR, ONNX Runtime static QDQ); they follow the recorded ``reduced_precision`` of the int8 manifest (method,
-parameters, calibration set) and add only the layers kept in float. They are to be pointed at the export
-stage's own quantiser once it has one.
+The quantisation calls here are small and local (NNCF post-training quantisation to an OpenVINO IR, ONNX
+Runtime static QDQ) rather than the export stage's recipes (``export.quantize``): they re-create an int8 model
+from what its manifest records (``reduced_precision``: method, model type, preset, ignored scope, calibration
+set), which a model quantised by another tool can carry too, and add only the layers kept in float.
 """
 
 from __future__ import annotations
