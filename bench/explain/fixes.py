@@ -140,17 +140,25 @@ def nncf_int8(onnx_path: Path, calibration: np.ndarray, out_xml: Path, *, batch:
     """NNCF post-training int8 of the fp32 ONNX as an OpenVINO IR (static ``batch``; None keeps it dynamic).
 
     ``parameters``: ``model_type`` ("transformer" or None for NNCF's DEFAULT preset), ``preset`` ("mixed" or
-    "performance"), ``ignored_scope`` {names, types (OpenVINO types)}; ``ignored_types`` are ONNX op types.
+    "performance"), ``ignored_scope`` {names, types (OpenVINO types)}, and as the export stage records them
+    ``calibration_batch`` (statistics gathered at that batch, default ``batch``) and ``fast_bias_correction``;
+    ``ignored_types`` are ONNX op types.
     """
     import nncf
     import openvino as ov
 
     parameters = dict(parameters or {})
     model = ov.Core().read_model(str(onnx_path))
-    if batch is not None:
-        model.reshape({model.inputs[0].get_any_name(): [batch, *calibration.shape[1:]]})
-    items = batches(calibration, batch)
+    name = model.inputs[0].get_any_name()
+    # Gather statistics the way the candidate was made (the export stage calibrates image by image): batched
+    # statistics are not the same ranges, and a trial must differ from the candidate only in what it keeps float.
+    calibration_batch = parameters.get("calibration_batch") or batch
+    if calibration_batch is not None:
+        model.reshape({name: [calibration_batch, *calibration.shape[1:]]})
+    items = batches(calibration, calibration_batch)
     kwargs: dict[str, Any] = {}
+    if "fast_bias_correction" in parameters:
+        kwargs["fast_bias_correction"] = bool(parameters["fast_bias_correction"])
     if str(parameters.get("model_type") or "").lower() == "transformer":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if parameters.get("preset"):
@@ -165,8 +173,10 @@ def nncf_int8(onnx_path: Path, calibration: np.ndarray, out_xml: Path, *, batch:
     with quiet_nncf():  # its INFO lines (every ignored node) and progress bars: not this tool's output
         quantized = nncf.quantize(model, nncf.Dataset(items), target_device=nncf.TargetDevice.CPU,
                                   subset_size=len(items), **kwargs)  # items, not images: each is one batch
+    if calibration_batch != batch:
+        quantized.reshape({name: [-1 if batch is None else batch, *calibration.shape[1:]]})
     out_xml.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(quantized, str(out_xml))
+    ov.save_model(quantized, str(out_xml), compress_to_fp16=bool(parameters.get("compress_to_fp16", True)))
     return out_xml
 
 
