@@ -34,6 +34,8 @@ def shapes_at_batch(model: onnx.ModelProto, batch: int) -> dict[str, tuple[int, 
     inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     shapes = {}
     for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
+        if not v.type.tensor_type.HasField("shape"):
+            continue  # rank unknown (e.g. a com.microsoft op shape inference does not know): not a scalar
         dims = v.type.tensor_type.shape.dim
         if all(d.HasField("dim_value") for d in dims):
             shapes[v.name] = tuple(d.dim_value for d in dims)
