@@ -20,6 +20,7 @@ from core.manifest import manifest_path_of
 from core.yamlio import ConfigError
 from export.config import Int8Recipe
 from export.optimize.levels import DEFAULT_LEVEL, LevelError, check_level, check_runtime
+from export.quantize import INT8_RUNTIMES
 from runtimes.base import SCENARIOS, OptionError, Runtime, RuntimeOptions
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -164,21 +165,26 @@ def with_int8_recipe(target: Target, runtime: str, precision: str, recipe: Int8R
         runtime = canonical_runtime(runtime)
     except ConfigError:
         return target  # validate() reports the unknown runtime
-    if precision != "int8" or runtime not in ("ov", "ort") or target.manifest or not recipe.asked():
+    if not _makes_int8_model(runtime, precision) or target.manifest:
         return target
-    recipe = recipe.resolved()
-    return replace(target, calibration=target.calibration or recipe.calibration,
-                   calibration_size=target.calibration_size or recipe.calibration_size,
-                   max_drop=target.max_drop if target.max_drop is not None else
-                   recipe.max_drop if runtime == "ov" else None)
+    defaults = recipe.resolved().asked()
+    if runtime != "ov":
+        defaults.pop("max_drop", None)
+    return replace(target, **{**defaults, **target.int8_recipe.asked()})
+
+
+def _makes_int8_model(runtime: str, precision: str) -> bool:
+    """Whether a cell runs an int8 model the export stage makes (ov's NNCF IR, ort's QDQ ONNX): the cells an int8
+    recipe shapes."""
+    return precision == "int8" and runtime in INT8_RUNTIMES
 
 
 def _check_int8_settings(target: Target, runtime: str, precision: str) -> None:
     """--calibration, --calibration-size and --max-drop shape the int8 model the export stage makes."""
-    flags = ", ".join("--" + name.replace("_", "-") for name in target.int8_recipe.asked())
+    flags = ", ".join(target.int8_recipe.flags())
     if not flags:
         return
-    if precision != "int8" or runtime not in ("ov", "ort"):
+    if not _makes_int8_model(runtime, precision):
         raise UsageError(f"{flags} make the int8 model of ov or ort: add --precision int8 (runtime ov or ort)")
     if target.manifest:
         raise UsageError(f"{flags} shape the int8 model the export stage makes, not a --manifest model")

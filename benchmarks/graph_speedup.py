@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         if found:
             flops.append(found)
             print_flops(against_peak(found, run_peak(flops)))
-    flops = [against_peak(f, run_peak(flops)) for f in flops]
+    peak = run_peak(flops) if flops else None
+    flops = [against_peak(f, peak) for f in flops]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, markdown(rows, flops, args, header))
     write_json_atomic(args.out.with_suffix(".json"), {"settings": {k: str(v) for k, v in vars(args).items()},

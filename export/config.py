@@ -29,9 +29,12 @@ class Int8Recipe:
     max_drop: float | None = None  # OpenVINO: NNCF's accuracy control, top-1 agreement drop allowed
 
     def export_flags(self) -> list[str]:
-        flags = [("--calibration", self.calibration), ("--calibration-size", self.calibration_size),
-                 ("--max-drop", self.max_drop)]
-        return [part for flag, value in flags if value is not None for part in (flag, str(value))]
+        """``python -m export``'s flags for the settings asked (``--calibration-size N`` ...)."""
+        return [part for flag, value in self.flags().items() for part in (flag, str(value))]
+
+    def flags(self) -> dict[str, Any]:
+        """The settings asked, by the command-line flag that sets each (bench's and export's alike)."""
+        return {"--" + name.replace("_", "-"): value for name, value in self.asked().items()}
 
     def resolved(self) -> Int8Recipe:
         """The same recipe with the calibration path absolute (exports and cells run in child processes)."""
