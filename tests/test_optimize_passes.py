@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.optimize import batchnorm, cleanup, driver, extra
+from export.optimize import attention, batchnorm, cleanup, driver, extra, patches
 from export.optimize.driver import OptimizeError, optimize
 from export.optimize.graph import opset_of
 from export.optimize.levels import PORTABLE_PASSES, LevelError, check_level, check_runtime, folder_variant
@@ -165,6 +165,95 @@ def test_transpose_pair_cancels_and_merges():
     out = cleanup.merge_transposes(model)
     _same(model, out, [1, 2, 3, 4])
     assert ops(out) == ["Transpose"]
+
+
+def _shape(*dims):
+    return np.asarray(dims, np.int64)
+
+
+def _perms(model):
+    return [list(n.attribute[0].ints) for n in model.graph.node if n.op_type == "Transpose"]
+
+
+def test_mobilevit_unfold_becomes_space_to_depth_and_a_3d_transpose():
+    """[B,C,H,W] -> [B*4, N, C] in 2 x 2 patches, as paddle2onnx writes MobileViT's unfold; bit-identical."""
+    c, h = 5, 6
+    inits = {"six": _shape(-1, c, h // 2, 2, h // 2, 2), "tokens": _shape(-1, (h // 2) ** 2, c)}
+    nodes = [helper.make_node("Reshape", ["x", "six"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=patches.UNFOLD),
+             helper.make_node("Reshape", ["t", "tokens"], ["y"])]
+    model = _model(nodes, inits, ["batch", c, h, h])
+    out = patches.split_patch_transposes(model)
+    _same(model, out, [1, c, h, h], tol=0)
+    assert ops(out) == ["SpaceToDepth", "Reshape", "Transpose", "Reshape"] and _perms(out) == [[0, 2, 1]]
+    nodes[-1] = helper.make_node("Relu", ["t"], ["y"])  # a reader that needs the 6-D shape itself
+    model = _model(nodes, inits, ["batch", c, h, h])
+    out = patches.split_patch_transposes(model)
+    _same(model, out, [1, c, h, h], tol=0)
+    assert ops(out) == ["SpaceToDepth", "Reshape", "Transpose", "Reshape", "Relu"]
+
+
+def test_mobilevit_fold_becomes_two_cheap_transposes():
+    c, n = 5, 3
+    inits = {"six": _shape(-1, 2, 2, n, n, c), "planes": _shape(-1, c, 2 * n, 2 * n)}
+    nodes = [helper.make_node("Reshape", ["x", "six"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=patches.FOLD),
+             helper.make_node("Reshape", ["t", "planes"], ["y"])]
+    model = _model(nodes, inits, ["batch", 4, n * n, c])  # the 2 x 2 patch positions of each image
+    out = patches.split_patch_transposes(model)
+    _same(model, out, [1, 4, n * n, c], tol=0)
+    assert _perms(out) == [[0, 3, 1, 4, 2, 5], [0, 2, 1]]
+
+
+def test_an_unfold_of_non_square_patches_is_kept_and_said():
+    inits = {"six": _shape(-1, 3, 2, 2, 4, 1)}
+    nodes = [helper.make_node("Reshape", ["x", "six"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=patches.UNFOLD),
+             helper.make_node("Relu", ["t"], ["y"])]
+    model = _model(nodes, inits, ["batch", 3, 4, 4])
+    out, report = driver.run_pass("split_patch_transposes", patches.split_patch_transposes, model)
+    assert ops(out) == ops(model) and "patches are not square" in report.notes[0]
+
+
+def _attention(q, k, v, out):
+    """softmax(q k^T) v, the use the projections feed."""
+    return [helper.make_node("Transpose", [k], [k + "T"], perm=[0, 1, 3, 2]),
+            helper.make_node("MatMul", [q, k + "T"], ["scores"]),
+            helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+            helper.make_node("MatMul", ["p", v], [out])]
+
+
+def _mobilevit_qkv(n=7, c=8, heads=2, d=3, extra_reader=False):
+    """MobileViT's qkv: MatMul + bias -> Reshape [0,0,3,h,-1] -> Transpose [2,0,3,1,4] -> Slice/Squeeze x 3."""
+    inits = {"w": RNG.standard_normal((c, 3 * heads * d)).astype(np.float32),
+             "b": RNG.standard_normal(3 * heads * d).astype(np.float32), "s": _shape(0, 0, 3, heads, -1),
+             "axis0": _shape(0), "sq": _shape(0), "one": _shape(1),
+             **{f"i{i}": _shape(i) for i in range(4)}}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Reshape", ["a", "s"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=attention.QKV_TRANSPOSE)]
+    for i, part in enumerate("qkv"):
+        nodes += [helper.make_node("Slice", ["t", f"i{i}", f"i{i + 1}", "axis0", "one"], [f"{part}5"]),
+                  helper.make_node("Squeeze", [f"{part}5", "sq"], [part])]
+    nodes += _attention("q", "k", "v", "o" if extra_reader else "y")
+    if extra_reader:  # the biased projection is also read by another node: it must stay whole
+        nodes += [helper.make_node("ReduceSum", ["a"], ["asum"], keepdims=0),
+                  helper.make_node("Add", ["o", "asum"], ["y"])]
+    return _model(nodes, inits, ["batch", n, c])
+
+
+def test_mobilevit_qkv_projection_is_split_per_part():
+    model = _mobilevit_qkv()
+    out = attention.split_qkv_projection(model)
+    _same(model, out, [1, 7, 8])
+    assert "Slice" not in ops(out) and "Squeeze" not in ops(out) and ops(out).count("MatMul") == 3 + 2
+    assert [list(i.dims) for i in out.graph.initializer if "_weight" in i.name] == [[8, 2 * 3]] * 3
+    assert _perms(out)[:3] == [[0, 2, 1, 3]] * 3
+
+
+def test_a_projection_read_elsewhere_is_not_split():
+    model = _mobilevit_qkv(extra_reader=True)
+    assert ops(attention.split_qkv_projection(model)) == ops(model)
 
 
 def test_matmul_bias_to_gemm_3d():

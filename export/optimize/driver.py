@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from export.optimize import batchnorm, cleanup, extra
+from export.optimize import attention, batchnorm, cleanup, extra, patches
 from export.optimize.graph import census, collecting_notes, opset_of
 from export.optimize.levels import check_level
 
@@ -35,6 +35,8 @@ PASSES: dict[str, Pass] = {
     "static_reshape_targets": cleanup.static_reshape_targets,
     "collapse_reshapes": cleanup.collapse_reshapes,
     "merge_transposes": cleanup.merge_transposes,
+    "split_patch_transposes": patches.split_patch_transposes,
+    "split_qkv_projection": attention.split_qkv_projection,
     "matmul_bias_to_gemm": extra.matmul_bias_to_gemm,
     "ort_offline": extra.ort_offline,
 }

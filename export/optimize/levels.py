@@ -19,6 +19,8 @@ PORTABLE_PASSES = (
     "static_reshape_targets",
     "collapse_reshapes",
     "merge_transposes",
+    "split_patch_transposes",
+    "split_qkv_projection",
 )
 
 
@@ -40,7 +42,8 @@ LEVELS: dict[str, Level] = {
         Level("none", (), "no passes: the folded paddle2onnx graph"),
         Level(DEFAULT_LEVEL, PORTABLE_PASSES,
               "exact standard-ONNX passes at the export's opset (Identity/Dropout, x+0 and x*1, BatchNorm "
-              "folding, constant Reshape targets, Reshape chains, Transpose pairs)"),
+              "folding, constant Reshape targets, Reshape chains, Transpose pairs, MobileViT's 6-D unfold/fold "
+              "Transposes as cheaper steps, one MatMul per q/k/v instead of cutting one projection)"),
         Level("gemm", (*PORTABLE_PASSES, "matmul_bias_to_gemm"),
               "portable + 3-D MatMul with bias as Reshape -> Gemm -> Reshape (ONNX Runtime fuses the bias only "
               "into a 2-D GEMM); standard ONNX"),
