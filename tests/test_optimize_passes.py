@@ -205,6 +205,31 @@ def test_mobilevit_fold_becomes_two_cheap_transposes():
     assert _perms(out) == [[0, 3, 1, 4, 2, 5], [0, 2, 1]]
 
 
+def test_onnx_runtime_keeps_the_unfold_and_fold_steps(tmp_path):
+    """The point of the pass: ORT's own graph optimisations keep the steps (ORT merges a plain Transpose ->
+    Reshape -> Transpose unfold back into the one 6-D Transpose, which it runs several times slower than these steps)."""
+    c, n = 4, 3
+    inits = {"six": _shape(-1, c, n, 2, n, 2), "tokens": _shape(-1, n * n, c), "back": _shape(-1, 2, 2, n, n, c),
+             "planes": _shape(-1, c, 2 * n, 2 * n)}
+    nodes = [helper.make_node("Reshape", ["x", "six"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=patches.UNFOLD),
+             helper.make_node("Reshape", ["t", "tokens"], ["tok"]),
+             helper.make_node("Relu", ["tok"], ["act"]),
+             helper.make_node("Reshape", ["act", "back"], ["r2"]),
+             helper.make_node("Transpose", ["r2"], ["t2"], perm=patches.FOLD),
+             helper.make_node("Reshape", ["t2", "planes"], ["y"])]
+    model = _model(nodes, inits, ["batch", c, 2 * n, 2 * n])
+    out = patches.split_patch_transposes(model)
+    _same(model, out, [1, c, 2 * n, 2 * n], tol=0)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "ort.onnx")
+    ort.InferenceSession(out.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    kept = sorted(tuple(n.attribute[0].ints) for n in onnx.load(str(tmp_path / "ort.onnx")).graph.node
+                  if n.op_type == "Transpose")
+    assert kept == [(0, 2, 1), (0, 2, 1), (0, 3, 1, 4, 2, 5)], kept  # the steps, not UNFOLD or FOLD again
+
+
 def test_an_unfold_of_non_square_patches_is_kept_and_said():
     inits = {"six": _shape(-1, 3, 2, 2, 4, 1)}
     nodes = [helper.make_node("Reshape", ["x", "six"], ["r"]),
