@@ -207,10 +207,10 @@ def test_mobilevit_fold_becomes_two_cheap_transposes():
 
 def test_onnx_runtime_keeps_the_unfold_and_fold_steps(tmp_path):
     """The point of the pass: ORT's own graph optimisations keep the steps (ORT merges a plain Transpose ->
-    Reshape -> Transpose unfold back into the one 6-D Transpose, which it runs several times slower than these steps)."""
+    Reshape -> Transpose unfold back into the one 6-D Transpose, which it runs several times slower)."""
     c, n = 4, 3
-    inits = {"six": _shape(-1, c, n, 2, n, 2), "tokens": _shape(-1, n * n, c), "back": _shape(-1, 2, 2, n, n, c),
-             "planes": _shape(-1, c, 2 * n, 2 * n)}
+    inits = {"six": _shape(-1, c, n, 2, n, 2), "tokens": _shape(-1, n * n, c),
+             "back": _shape(-1, 2, 2, n, n, c), "planes": _shape(-1, c, 2 * n, 2 * n)}
     nodes = [helper.make_node("Reshape", ["x", "six"], ["r"]),
              helper.make_node("Transpose", ["r"], ["t"], perm=patches.UNFOLD),
              helper.make_node("Reshape", ["t", "tokens"], ["tok"]),
