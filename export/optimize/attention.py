@@ -122,7 +122,7 @@ def _split_mobilevit(g: GraphView, transpose: onnx.NodeProto, shapes: Shapes) ->
 
 
 def split_qkv_projection(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Compute q, k and v with one MatMul each instead of cutting one projection (both PaddleClas spellings)."""
+    """Compute q, k and v with one MatMul each instead of cutting one projection (MobileViT's spelling)."""
     g = GraphView(model)
     shapes = shapes_of(g)
     for node in list(g.nodes):
