@@ -37,8 +37,8 @@ from bench.request import BenchRequest, Output, Target, UsageError, measure_para
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable, write_text_atomic
 from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
-from export.config import Int8Recipe
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
+from export.quantize import Int8Recipe
 from runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from core.manifest import MANIFEST_NAME
 from core.proc import describe_exit, python_module, run_child
-from export.config import Int8Recipe
 from export.optimize.levels import DEFAULT_LEVEL
+from export.quantize import Int8Recipe
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ from bench.harness.measure import MeasureParams
 from bench.records import DEFAULT_RESULTS
 from core.manifest import manifest_path_of
 from core.yamlio import ConfigError
-from export.config import Int8Recipe
 from export.optimize.levels import DEFAULT_LEVEL, LevelError, check_level, check_runtime
-from export.quantize import INT8_RUNTIMES
+from export.quantize import INT8_RUNTIMES, Int8Recipe
 from runtimes.base import SCENARIOS, OptionError, Runtime, RuntimeOptions
 
 DEFAULT_ARTIFACTS = Path("artifacts")

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,36 +13,10 @@ from export.convert import MAX_OPSET, MIN_OPSET
 from export.layout import LayoutError, parse_batch
 from export.models import MODELS, UnknownModelError, expand_models
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
-from export.quantize import MIN_IMAGES
+from export.quantize import MIN_IMAGES, Int8Recipe
 
 EXPORT_KEYS = ("models", "opsets", "batch", "weights", "optimize", "int8")
 INT8_KEYS = ("calibration", "calibration_size", "max_drop")
-
-
-@dataclass(frozen=True)
-class Int8Recipe:
-    """How the int8 models the benchmark stage asks for are made: ``python -m export``'s flags of the same names
-    (None: the export stage's defaults, the bundled calibration images, all of them, no accuracy control)."""
-
-    calibration: str | None = None  # folder, list file or .npy
-    calibration_size: int | None = None
-    max_drop: float | None = None  # OpenVINO: NNCF's accuracy control, top-1 agreement drop allowed
-
-    def export_flags(self) -> list[str]:
-        """``python -m export``'s flags for the settings asked (``--calibration-size N`` ...)."""
-        return [part for flag, value in self.flags().items() for part in (flag, str(value))]
-
-    def flags(self) -> dict[str, Any]:
-        """The settings asked, by the command-line flag that sets each (bench's and export's alike)."""
-        return {"--" + name.replace("_", "-"): value for name, value in self.asked().items()}
-
-    def resolved(self) -> Int8Recipe:
-        """The same recipe with the calibration path absolute (exports and cells run in child processes)."""
-        return replace(self, calibration=str(Path(self.calibration).resolve())) if self.calibration else self
-
-    def asked(self) -> dict[str, Any]:
-        """The settings that differ from the defaults."""
-        return {name: value for name, value in vars(self).items() if value is not None}
 
 
 @dataclass(frozen=True)

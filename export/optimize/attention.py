@@ -12,6 +12,8 @@ LeViT cuts its projection with one Split per block; one MatMul per part there me
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -22,11 +24,14 @@ from export.optimize.shapes import Shapes, shapes_of
 QKV_TRANSPOSE = [2, 0, 3, 1, 4]  # [B, N, parts, h, d] -> [parts, B, h, N, d]
 
 
+@dataclass
 class _Projection:
     """MatMul(x, W) [+ b] -> Reshape [B, N, ..., h, c] whose intermediate tensors only this chain reads."""
 
-    def __init__(self, x: str, weight: np.ndarray, bias: np.ndarray | None, nodes: list[onnx.NodeProto]):
-        self.x, self.weight, self.bias, self.nodes = x, weight, bias, nodes
+    x: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    nodes: list[onnx.NodeProto]
 
 
 def _projection(g: GraphView, reshape: onnx.NodeProto, users) -> _Projection | None:

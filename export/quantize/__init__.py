@@ -23,6 +23,10 @@ imported inside the builders.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
 from export.convert import ExportError
 
 PRECISIONS = ("int8", "fp16")
@@ -32,6 +36,32 @@ MIN_IMAGES = 32  # calibration images at least: fewer give activation ranges too
 # (precision, runtime) -> variant folder suffix; fp16 ONNX serves ORT's GPU providers and TensorRT alike.
 VARIANTS = {("int8", "ov"): "int8-ov", ("int8", "ort"): "int8-ort", ("int8", "ort-cuda"): "int8-ort-cuda",
             ("fp16", None): "fp16"}
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How the int8 models the benchmark stage asks for are made: ``python -m export``'s flags of the same names
+    (None: the export stage's defaults, the bundled calibration images, all of them, no accuracy control)."""
+
+    calibration: str | None = None  # folder, list file or .npy
+    calibration_size: int | None = None
+    max_drop: float | None = None  # OpenVINO: NNCF's accuracy control, top-1 agreement drop allowed
+
+    def export_flags(self) -> list[str]:
+        """``python -m export``'s flags for the settings asked (``--calibration-size N`` ...)."""
+        return [part for flag, value in self.flags().items() for part in (flag, str(value))]
+
+    def flags(self) -> dict[str, Any]:
+        """The settings asked, by the command-line flag that sets each (bench's and export's alike)."""
+        return {"--" + name.replace("_", "-"): value for name, value in self.asked().items()}
+
+    def resolved(self) -> Int8Recipe:
+        """The same recipe with the calibration path absolute (exports and cells run in child processes)."""
+        return replace(self, calibration=str(Path(self.calibration).resolve())) if self.calibration else self
+
+    def asked(self) -> dict[str, Any]:
+        """The settings that differ from the defaults."""
+        return {name: value for name, value in vars(self).items() if value is not None}
 
 
 class QuantizeError(ExportError):

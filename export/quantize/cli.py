@@ -7,9 +7,9 @@ from pathlib import Path
 
 from core.manifest import load_manifest
 from export.pipeline import ExportResult
-from export.quantize import INT8_RUNTIMES, INT8_TARGETS, PrecisionUsageError
+from export.quantize import INT8_RUNTIMES, INT8_TARGETS, MIN_IMAGES, Int8Recipe, PrecisionUsageError
 from export.quantize.build import DerivedRequest, check_derived_request, derive
-from export.quantize.calibration import DEFAULT_CALIBRATION, MIN_IMAGES
+from export.quantize.calibration import DEFAULT_CALIBRATION
 
 
 def add_precision_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,9 +35,8 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
 def derived_request(args: argparse.Namespace) -> list[DerivedRequest]:
     """The derived models asked for, checked (flags, calibration set), before any export runs."""
     if args.precision == "fp32":
-        flags = [name for name, value in (("--runtime", args.runtime), ("--calibration", args.calibration),
-                                          ("--calibration-size", args.calibration_size),
-                                          ("--max-drop", args.max_drop)) if value is not None]
+        recipe = Int8Recipe(args.calibration, args.calibration_size, args.max_drop)
+        flags = ["--runtime"] * (args.runtime is not None) + list(recipe.flags())
         if flags or args.allow_eval_overlap:
             raise PrecisionUsageError(f"{', '.join(flags) or '--allow-eval-overlap'} needs --precision int8 "
                                       f"(or fp16 for --runtime ort)")
