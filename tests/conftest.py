@@ -8,6 +8,7 @@ converted by paddle2onnx with its Paddle inference files, and the exports of zoo
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -58,6 +59,14 @@ def run_module(module: str, *args: str, cwd: Path, timeout: float = 600,
         env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
              **(env or {})},
     )
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` imported as a module (the folder is no package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_tiny_onnx(path: Path, size: int = 32, classes: int = 10, opset: int = 13, seed: int = 0) -> Path:

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import onnx
+from conftest import load_benchmark
 from onnx import TensorProto, helper, numpy_helper
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gemm_floor.py"
-
-
-def load_gemm_floor():
-    spec = importlib.util.spec_from_file_location("gemm_floor", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_model() -> onnx.ModelProto:
@@ -53,7 +43,7 @@ def tiny_model() -> onnx.ModelProto:
 
 
 def test_the_skeleton_keeps_the_gemms_and_softmax_and_their_chains():
-    floor = load_gemm_floor()
+    floor = load_benchmark("gemm_floor")
     skeleton, inputs = floor.gemm_skeleton(tiny_model(), batch=2)
     by_name = {node.name: node for node in skeleton.graph.node}
     assert Counter(n.op_type for n in skeleton.graph.node) == {"Conv": 2, "MatMul": 3, "Softmax": 1}
@@ -69,7 +59,7 @@ def test_the_skeleton_keeps_the_gemms_and_softmax_and_their_chains():
 
 
 def test_the_skeleton_runs_on_onnx_runtime_with_its_outputs_bound_once():
-    floor = load_gemm_floor()
+    floor = load_benchmark("gemm_floor")
     skeleton, inputs = floor.gemm_skeleton(tiny_model(), batch=2)
     rng = np.random.default_rng(1)
     feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in inputs.items()}
@@ -83,7 +73,7 @@ def test_the_skeleton_runs_on_onnx_runtime_with_its_outputs_bound_once():
 
 
 def test_openvino_layers_sort_into_kept_work_and_the_rest():
-    floor = load_gemm_floor()
+    floor = load_benchmark("gemm_floor")
     assert floor.ov_kind("FullyConnected", set()) == "projection"
     assert floor.ov_kind("GroupConvolution", set()) == "convolution"
     assert floor.ov_kind("Subgraph", {"Transpose", "MatMul", "Softmax", "Add"}) == "attention"  # a fused attention

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from conftest import load_benchmark
 from onnx import TensorProto, helper, numpy_helper
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_flops.py"
-
-
-def load_graph_flops():
-    spec = importlib.util.spec_from_file_location("graph_flops", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def model_with(nodes, extra_inits=()):
@@ -32,7 +21,7 @@ def model_with(nodes, extra_inits=()):
 
 
 def test_macs_of_conv_and_matmul_at_a_batch():
-    flops = load_graph_flops()
+    flops = load_benchmark("graph_flops")
     count = flops.count_macs(model_with([]), batch=2)
     conv = 2 * 3 * 5 * 5 * (4 * 3 * 3)  # output elements x (Cin/group x k x k)
     matmul = 2 * 10 * 75
@@ -43,7 +32,7 @@ def test_macs_of_conv_and_matmul_at_a_batch():
 def test_a_tensor_of_unknown_shape_is_listed_not_read_as_a_scalar():
     """Behind a com.microsoft op (the ort level) shape inference knows the element type but no shape: the GEMM
     reading it is named as uncounted (it was read as a scalar, and the benchmark crashed on it)."""
-    flops = load_graph_flops()
+    flops = load_benchmark("graph_flops")
     nodes = [helper.make_node("Shape", ["y"], ["s"]),
              helper.make_node("Unknown", ["s"], ["s2"], domain="com.microsoft"),  # a target shape ONNX cannot see
              helper.make_node("Reshape", ["y", "s2"], ["a"]),  # so: type float, no shape (not even a rank)
