@@ -67,8 +67,7 @@ def _part_nodes(g: GraphView, anchor: onnx.NodeProto, proj: _Projection, columns
         nodes.append(helper.make_node("Add", [product, g.add_init(f"{name}_bias", proj.bias[columns])], [biased],
                                       name=g.fresh(f"{name}_add")))
         product = biased
-    shape = g.add_init(f"{name}_shape", np.asarray([0, 0, heads, size], dtype=np.int64))
-    nodes.append(helper.make_node("Reshape", [product, shape], [out], name=g.fresh(f"{name}_reshape")))
+    nodes.append(g.reshape_node(name, product, [0, 0, heads, size], out))
     return nodes
 
 

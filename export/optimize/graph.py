@@ -139,6 +139,12 @@ class GraphView:
         self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
         return name
 
+    def reshape_node(self, base: str, data: str, target: list[int], out: str) -> onnx.NodeProto:
+        """A new Reshape of ``data`` to the constant ``target`` (an int64 initializer), written to ``out``;
+        the caller places it."""
+        shape = self.add_init(f"{base}_shape", np.asarray(target, dtype=np.int64))
+        return helper.make_node("Reshape", [data, shape], [out], name=self.fresh(f"{base}_reshape"))
+
     def insert_after(self, anchor: onnx.NodeProto, node: onnx.NodeProto) -> None:
         """Insert ``node`` right after ``anchor``, so the node list stays topologically sorted."""
         index = next(i for i, n in enumerate(self.nodes) if n is anchor)

@@ -11,7 +11,6 @@ C values + a 3-D Transpose. Pure data movement: the outputs are bit-identical.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import helper
 
@@ -31,11 +30,6 @@ def _dims(shapes: Shapes, name: str) -> list[int] | None:
     return None if None in dims else dims  # type: ignore[return-value]
 
 
-def _reshape(g: GraphView, anchor: onnx.NodeProto, data: str, target: list[int], out: str) -> onnx.NodeProto:
-    shape = g.add_init(f"{anchor.name}_shape", np.asarray(target, dtype=np.int64))
-    return helper.make_node("Reshape", [data, shape], [out], name=g.fresh(f"{anchor.name}_reshape"))
-
-
 def _transpose(g: GraphView, anchor: onnx.NodeProto, data: str, perm: list[int], out: str) -> onnx.NodeProto:
     return helper.make_node("Transpose", [data], [out], name=g.fresh(f"{anchor.name}_transpose"), perm=perm)
 
@@ -52,7 +46,7 @@ def _finish(g: GraphView, node: onnx.NodeProto, steps: list[onnx.NodeProto], fla
     if target is not None and (attr(reader, "allowzero", 0) or not (target == 0).any()):
         reader.input[0] = flat  # a 0 (copy this dim) would read another input shape: not taken over
     else:
-        steps.append(_reshape(g, node, flat, [-1, *out_dims], node.output[0]))
+        steps.append(g.reshape_node(node.name, flat, [-1, *out_dims], node.output[0]))
     at = g.nodes.index(node)
     g.nodes[at:at + 1] = steps
 
@@ -72,7 +66,7 @@ def _unfold_steps(g: GraphView, node: onnx.NodeProto, shapes: Shapes) -> bool:
     name = node.name or node.output[0]
     s2d, rows, flat = g.fresh(f"{name}_s2d"), g.fresh(f"{name}_rows"), g.fresh(f"{name}_tokens")
     steps = [helper.make_node("SpaceToDepth", [x], [s2d], name=g.fresh(f"{name}_space_to_depth"), blocksize=ph),
-             _reshape(g, node, s2d, [-1, channels, nh * nw], rows),
+             g.reshape_node(node.name, s2d, [-1, channels, nh * nw], rows),
              _transpose(g, node, rows, [0, 2, 1], flat)]
     _finish(g, node, steps, flat, [ph, pw, nh, nw, channels])
     return True
@@ -87,7 +81,7 @@ def _fold_steps(g: GraphView, node: onnx.NodeProto, shapes: Shapes) -> bool:
     name = node.name or node.output[0]
     rows, pixels, flat = g.fresh(f"{name}_rows"), g.fresh(f"{name}_pixels"), g.fresh(f"{name}_planes")
     steps = [_transpose(g, node, node.input[0], [0, 3, 1, 4, 2, 5], rows),
-             _reshape(g, node, rows, [-1, nh * ph * nw * pw, channels], pixels),
+             g.reshape_node(node.name, rows, [-1, nh * ph * nw * pw, channels], pixels),
              _transpose(g, node, pixels, [0, 2, 1], flat)]
     _finish(g, node, steps, flat, [channels, nh, ph, nw, pw])
     return True
