@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnx  # noqa: E402
-from graph_flops import shapes_at_batch  # noqa: E402
+from graph_flops import fixed_batch, shapes_at_batch  # noqa: E402
 from graph_speedup import lscpu_flags, time_interleaved  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
@@ -208,16 +208,6 @@ class OvModel:
         self.compiled = self.request = None
 
 
-def _fixed_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    dims = fixed.graph.input[0].type.tensor_type.shape.dim
-    if dims and not dims[0].HasField("dim_value"):
-        dims[0].Clear()
-        dims[0].dim_value = batch
-    return fixed
-
-
 def _model_feeds(model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
     first = model.graph.input[0]
     shape = [batch, *[d.dim_value for d in first.type.tensor_type.shape.dim[1:]]]
@@ -300,7 +290,7 @@ def measure_ov_floor(
     of the two (the model's layers carry fused element-wise work, the skeleton's do not, and OpenVINO may pick
     other kernels for either), the projections at their best time alone where lower still, over the model's
     median wall time per run."""
-    fixed = _fixed_batch(model, batch)
+    fixed = fixed_batch(model, batch)
     whole, wall_ms = ov_counters(fixed, _model_feeds(model, batch), threads)
     skeleton, skeleton_inputs = gemm_skeleton(model, batch)
     rng = np.random.default_rng(1)

@@ -21,8 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 GEMM_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "FusedMatMul", "FusedGemm", "FusedConv"}
 
 
-def shapes_at_batch(model: onnx.ModelProto, batch: int) -> dict[str, tuple[int, ...]]:
-    """Fully known tensor shapes with the symbolic batch set to ``batch``."""
+def fixed_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs' symbolic batch dim is ``batch``."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     for value in fixed.graph.input:
@@ -30,6 +30,12 @@ def shapes_at_batch(model: onnx.ModelProto, batch: int) -> dict[str, tuple[int, 
         if dims and not dims[0].HasField("dim_value"):
             dims[0].Clear()
             dims[0].dim_value = batch
+    return fixed
+
+
+def shapes_at_batch(model: onnx.ModelProto, batch: int) -> dict[str, tuple[int, ...]]:
+    """Fully known tensor shapes with the symbolic batch set to ``batch``."""
+    fixed = fixed_batch(model, batch)
     del fixed.graph.value_info[:]
     inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     shapes = {}
