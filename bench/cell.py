@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.accuracy.drift_pass import PreparedDrift, prepare_drift, run_drift
+from bench.accuracy.gates import drift_failed
 from bench.harness import env
 from bench.harness.footprint import BatchTooLarge, check_fits
 from bench.harness.machine import MachineWatch, available_memory_bytes
@@ -138,7 +139,7 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
     finally:
         runtime.close()
     draft.machine = {**(watch.section() or {}), "memory_estimate": memory}
-    if draft.gates and draft.gates.get("passed") is False:
+    if drift_failed(draft.gates):
         draft.explain = _explain(request, artifact, draft)
     return result.timing_dict()
 

@@ -36,6 +36,7 @@ from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params, with_int8_recipe
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable, write_text_atomic
+from core.preprocess import PIPELINES
 from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from export.quantize import Int8Recipe
@@ -85,7 +86,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", help="export (default: the images the export stored Paddle's logits for), "
                                   "synthetic, or an image folder / PaddleClas list file")
     d.add_argument("--labels", help="PaddleClas list file (path label) for --data")
-    d.add_argument("--channel-order", choices=("RGB", "BGR"), help="override the model's channel order")
+    d.add_argument("--preprocess", choices=PIPELINES,
+                   help="PaddleClas preprocessing config: eval (default: what its published top-1 means) or infer")
     d.add_argument("--enforce-gates", action="store_true",
                    help="exit 1 when the drift gates of bench.yaml fail for this precision")
     return p
@@ -111,12 +113,12 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def drift_settings_from_args(args: argparse.Namespace, cfg: BenchConfig) -> DriftSettings | None:
-    if not (args.drift or args.data or args.labels or args.enforce_gates):
+    if not (args.drift or args.data or args.labels or args.enforce_gates or args.preprocess):
         return None
     if args.labels and args.data in (None, "export", "synthetic"):
         raise UsageError("--labels needs --data FOLDER (the images the list file names)")
-    return DriftSettings(data=args.data or "export", labels=args.labels, channel_order=args.channel_order,
-                         gates=cfg.gates)
+    return DriftSettings(data=args.data or "export", labels=args.labels,
+                         pipeline=args.preprocess or cfg.sweep.drift_preprocess, gates=cfg.gates)
 
 
 def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchRequest:

@@ -15,6 +15,7 @@ from typing import Any
 from bench.accuracy.gates import DEFAULT_GATES, GATE_METRICS
 from bench.harness.measure import SCENARIOS, SCOPES, MeasureParams
 from bench.records import DEFAULT_RESULTS
+from core.preprocess import PIPELINES
 from core.yamlio import ConfigError, ConfigReader, load_yaml
 from export.config import ExportConfig, parse_export_section, parse_models, parse_opsets
 from export.convert import MAX_OPSET, MIN_OPSET
@@ -73,6 +74,7 @@ class SweepConfig:
     cell_timeout_s: float = 1800.0
     drift_data: str | None = "export"  # data set of each cell's drift pass; None: timing only
     drift_labels: str | None = None
+    drift_preprocess: str | None = None  # PaddleClas pipeline of the drift images; None: the export's (eval)
     scenarios: tuple[str, ...] = ()  # empty: measure.scenario
     requests: tuple[int | None, ...] = (None,)  # throughput cells: requests in flight (None: the runtime's own)
 
@@ -164,19 +166,23 @@ class _Parser(ConfigReader):
         if d.get("manifests"):
             manifests = tuple(self.string(m, f"sweep.manifests[{i}]")
                               for i, m in enumerate(self.sequence(d["manifests"], "sweep.manifests")))
-        drift_data, drift_labels = default.drift_data, default.drift_labels
+        drift_data, drift_labels, drift_preprocess = default.drift_data, default.drift_labels, None
         if "drift" in d:
             drift = d["drift"]
             if drift in (None, False):
                 drift_data = None
             else:
-                drift = self.mapping(drift, "sweep.drift", ("data", "labels"))
+                drift = self.mapping(drift, "sweep.drift", ("data", "labels", "preprocess"))
                 drift_data = self.string(drift.get("data", default.drift_data), "sweep.drift.data")
                 if drift.get("labels") is not None:
                     drift_labels = self.string(drift["labels"], "sweep.drift.labels")
+                if drift.get("preprocess") is not None:
+                    drift_preprocess = self.choice(drift["preprocess"], "sweep.drift.preprocess", PIPELINES,
+                                                   what="preprocessing pipeline")
         return SweepConfig(
             drift_data=drift_data,
             drift_labels=drift_labels,
+            drift_preprocess=drift_preprocess,
             scenarios=self.scenarios(d["scenarios"]) if "scenarios" in d else default.scenarios,
             requests=self.requests_axis(d["requests"]) if "requests" in d else default.requests,
             models=self.models(d["models"], "sweep.models") if "models" in d else default.models,

@@ -93,7 +93,9 @@ def format_drift(record: Record) -> str:
     if gates:
         lines.append(f"  gates ({gates['precision']}): {'PASS' if gates['passed'] else 'FAIL'}")
     if d["data"].get("skipped"):
-        lines.append(f"  skipped {len(d['data']['skipped'])} unreadable images (listed in the record)")
+        skipped = d["data"]["skipped"]
+        shown = ", ".join(s["name"] for s in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        lines.append(f"  skipped {len(skipped)} unreadable image(s): {shown} (all named in the record)")
     return "\n".join(lines)
 
 

@@ -13,9 +13,10 @@ Layouts (``open_dataset`` picks one, or ``layout=`` forces it):
   ``<wnid>_<anything>.<ext>`` (the ImageNet sample sets): labelled by its synset's ImageNet-1k index.
 - ``synthetic`` (default, needs nothing): seeded standard-normal tensors, no labels.
 
-Only paths and labels are held in memory; images are decoded when their batch is built. An unreadable image
-is logged, recorded in ``dataset.skipped`` and left out; the run goes on. Settings that shape the tensors
-(preprocessing, channel order, seed) are recorded by ``describe()``, whose ``sha256`` fingerprints the set.
+Only paths and labels are held in memory; images are decoded when their batch is built (in worker processes
+when ``workers`` > 1). An unreadable image is logged, named in ``dataset.skipped`` and counted in
+``describe()["unreadable_images"]``, and left out; the run goes on. Settings that shape the tensors
+(preprocessing pipeline, seed) are recorded by ``describe()``, whose ``sha256`` fingerprints the set.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from core.image_stream import checked, preprocessed
 from core.listing import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -155,7 +156,14 @@ class SyntheticDataset(Dataset):
 
 
 class ImageDataset(Dataset):
-    """Image files on disk with optional labels; decoded lazily, ``workers`` threads per batch."""
+    """Image files on disk with optional labels, preprocessed as PaddleClas does (``core.preprocess``).
+
+    Decoded lazily, in ``workers`` processes (``core.image_stream``) when more than one. ``check()`` decodes
+    every image once before a runtime is loaded: unreadable files are then known, named and counted before
+    any timing, and a set with no readable image is refused.
+    """
+
+    MAX_NAMED = 100  # enlarged images named in describe(); all unreadable ones are
 
     def __init__(self, kind: str, root: Path, samples: list[Sample], preprocess: Preprocess,
                  workers: int = 1, extra: dict | None = None) -> None:
@@ -166,8 +174,10 @@ class ImageDataset(Dataset):
         self.preprocess = preprocess
         self.workers = max(1, int(workers))
         self.decoded = 0  # images decoded so far (successfully or not): shows decoding is lazy
+        self.unreadable: dict[str, str] = {}  # name -> reason, found by check()
+        self.enlarged: list[str] = []  # images smaller than the crop, enlarged by resize_short
+        self._warned: set[str] = set()  # a bad file is reported once, however many passes read the set
         self._extra = extra or {}
-        self._warned: set[Path] = set()  # a bad file is reported once, however many passes read the set
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -183,42 +193,55 @@ class ImageDataset(Dataset):
     def names(self) -> list[str]:
         return [s.name for s in self.samples]
 
-    def _decode(self, sample: Sample) -> np.ndarray | None:
-        from PIL import Image
+    def _bad(self, sample: Sample, reason: str) -> None:
+        if sample.name not in self._warned:
+            self._warned.add(sample.name)
+            log.warning("skipping unreadable image %s (%s)", sample.path, reason)
+        self.skipped.append({"name": sample.name, "path": str(sample.path), "reason": reason})
 
-        self.decoded += 1
-        try:
-            with Image.open(sample.path) as image:
-                return self.preprocess(image)
-        except Exception as exc:  # any decoder failure is one bad file, not a failed run
-            reason = f"{type(exc).__name__}: {exc}"
-            if sample.path not in self._warned:
-                self._warned.add(sample.path)
-                log.warning("skipping unreadable image %s (%s)", sample.path, reason)
-            self.skipped.append({"name": sample.name, "path": str(sample.path), "reason": reason})
-            return None
+    def check(self, progress: Callable[[int], None] | None = None) -> int:
+        """Decode every image once; returns how many cannot be read (named in ``skipped``).
 
-    def _decoded(self, chunk_size: int) -> Iterator[tuple[Sample, np.ndarray | None]]:
-        if self.workers == 1:
-            for sample in self.samples:
-                yield sample, self._decode(sample)
-            return
-        # Threads decode one chunk at a time (Pillow releases the GIL), so memory stays bounded.
-        with ThreadPoolExecutor(self.workers) as pool:
-            for start in range(0, len(self.samples), chunk_size):
-                chunk = self.samples[start:start + chunk_size]
-                yield from zip(chunk, pool.map(self._decode, chunk), strict=True)
+        DataError when none can: such a set measures nothing. ``progress(n)`` is told of each image.
+        """
+        self.skipped.clear()
+        self.unreadable.clear()
+        enlarged = []
+        outcomes = checked(self.preprocess, [str(s.path) for s in self.samples], self.workers)
+        for sample, outcome in zip(self.samples, outcomes, strict=True):
+            self.decoded += 1
+            if outcome.reason is not None:
+                self.unreadable[sample.name] = outcome.reason
+                self._bad(sample, outcome.reason)
+            elif outcome.enlarged:
+                enlarged.append(sample.name)
+            if progress is not None:
+                progress(1)
+        self.enlarged = enlarged
+        if len(self.unreadable) == len(self.samples):
+            first = self.skipped[0]
+            raise DataError(f"{self.root}: none of the {len(self.samples)} images can be read "
+                            f"(first: {first['path']}: {first['reason']})")
+        return len(self.unreadable)
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         _check_batch_size(batch_size)
-        self.skipped.clear()
+        self.skipped = [s for s in self.skipped if s["name"] in self.unreadable]  # check()'s findings stay
+        readable = [s for s in self.samples if s.name not in self.unreadable]
+        enlarged: list[str] = []
         images: list[np.ndarray] = []
         taken: list[Sample] = []
         yielded = 0
-        for sample, array in self._decoded(batch_size):
-            if array is None:
+        outcomes = preprocessed(self.preprocess, [str(s.path) for s in readable], self.workers,
+                                window=2 * batch_size + 2 * self.workers)
+        for sample, outcome in zip(readable, outcomes, strict=True):
+            self.decoded += 1
+            if outcome.array is None:
+                self._bad(sample, outcome.reason)
                 continue
-            images.append(array)
+            if outcome.enlarged:
+                enlarged.append(sample.name)
+            images.append(outcome.array)
             taken.append(sample)
             if len(images) == batch_size:
                 yielded += len(images)
@@ -227,6 +250,7 @@ class ImageDataset(Dataset):
         if images:
             yielded += len(images)
             yield self._batch(images, taken)
+        self.enlarged = enlarged
         if yielded == 0:
             first = self.skipped[0]
             raise DataError(f"{self.root}: none of the {len(self.samples)} images could be read "
@@ -244,7 +268,11 @@ class ImageDataset(Dataset):
 
     def describe(self) -> dict:
         return {**super().describe(), "root": str(self.root), "labelled": self.has_labels,
-                "preprocess": self.preprocess.to_dict(), **self._extra}
+                "preprocess": self.preprocess.to_dict(), "unreadable_images": len(self.skipped),
+                "enlarged": {"count": len(self.enlarged), "names": self.enlarged[:self.MAX_NAMED],
+                             "policy": f"short side below the {self.preprocess.crop} crop: enlarged by "
+                                       "resize_short, as PaddleClas's ResizeImage does"},
+                **self._extra}
 
 
 def open_dataset(
@@ -255,7 +283,6 @@ def open_dataset(
     layout: str = "auto",
     num_classes: int = 1000,
     class_map: str | os.PathLike | None = None,
-    channel_order: str | None = None,
     count: int = 32,
     input_shape: Sequence[int] | None = None,
     seed: int = 0,
@@ -270,14 +297,11 @@ def open_dataset(
         layout: ``auto`` | ``list`` | ``imagefolder`` | ``folder`` | ``synthetic``.
         num_classes: labels must lie in ``0..num_classes-1``.
         class_map: synset-per-line file giving ImageFolder class indices.
-        channel_order: override the preprocessing's channel order (``RGB`` | ``BGR``).
         count, input_shape, seed: synthetic set size, tensor shape (default: the crop) and seed.
-        workers: decoding threads per batch.
+        workers: worker processes decoding and preprocessing images (1: in this process).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if preprocess is not None and channel_order is not None:
-        preprocess = preprocess.with_channel_order(channel_order)
     if source is None or str(source) == "synthetic" or layout == "synthetic":
         if input_shape is None:
             input_shape = (3, preprocess.crop, preprocess.crop) if preprocess else (3, 224, 224)

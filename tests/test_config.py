@@ -23,6 +23,7 @@ def test_repo_bench_yaml_has_the_documented_defaults():
     assert cfg.sweep.precisions == {"paddle": ("fp32",), "ort": ("fp32", "int8"), "ov": ("fp32", "bf16", "int8")}
     assert cfg.sweep.batches == (1, 8)
     assert cfg.sweep.scenarios == ("latency", "throughput") and cfg.sweep.requests == (None,)
+    assert cfg.sweep.drift_preprocess == "eval"
     m = cfg.measure
     assert (m.warmup, m.iterations, m.min_duration_s, m.max_duration_s) == (10, 50, 2.0, 30.0)
     assert (m.scenario, m.requests) == ("latency", None)
@@ -73,6 +74,8 @@ def test_overrides_and_aliases():
     ({"sweep": {"scenarios": ["latency", "server"]}},
      "bench.yaml: sweep.scenarios[1]: unknown scenario 'server'; allowed: latency, throughput"),
     ({"sweep": {"scenarios": []}}, "bench.yaml: sweep.scenarios: must not be empty"),
+    ({"sweep": {"drift": {"preprocess": "train"}}},
+     "bench.yaml: sweep.drift.preprocess: unknown preprocessing pipeline 'train'; allowed: eval, infer"),
     ({"sweep": {"requests": [2, -1]}}, "bench.yaml: sweep.requests[1]: expected an integer >= 1, got -1"),
     ({"measure": {"min_duration_s": 5, "max_duration_s": 1}}, "measure.max_duration_s: 1.0 is below"),
     ({"measure": {"iterrations": 5}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from core.datasets import DataError, SyntheticDataset, open_dataset
-from core.preprocess import Preprocess
+from core.preprocess import Preprocess, for_model
 from export.models import get_spec
 
 DATA_44 = Path(__file__).resolve().parents[1] / "data" / "imagenet-val-44"
@@ -125,7 +126,7 @@ def test_batch_sizes_4_4_2():
     assert [b.images.shape[0] for b in SyntheticDataset(10, (3, 8, 8)).batches(4)] == [4, 4, 2]
 
 
-def test_threaded_decoding_matches_sequential(tmp_path):
+def test_worker_processes_match_sequential(tmp_path):
     list_folder(tmp_path, list(range(10)))
     seq = np.concatenate([b.images for b in open_dataset(tmp_path, preprocess=SMALL).batches(4)])
     par = np.concatenate([b.images for b in open_dataset(tmp_path, preprocess=SMALL, workers=2).batches(4)])
@@ -205,7 +206,7 @@ def test_fingerprint_tracks_names_labels_and_preprocessing(tmp_path):
     list_folder(tmp_path, [0, 1, 2])
     base = open_dataset(tmp_path, preprocess=SMALL).fingerprint
     assert open_dataset(tmp_path, preprocess=SMALL).fingerprint == base
-    assert open_dataset(tmp_path, preprocess=SMALL, channel_order="BGR").fingerprint != base
+    assert open_dataset(tmp_path, preprocess=replace(SMALL, channel_order="BGR")).fingerprint != base
     (tmp_path / "val_list.txt").write_text("images/img_00.jpg 0\nimages/img_01.jpg 1\nimages/img_02.jpg 5\n")
     assert open_dataset(tmp_path, preprocess=SMALL).fingerprint != base
 
@@ -222,9 +223,13 @@ def test_real_imagenet_images_preprocess():
     assert batch.images.min() >= -2.1180 and batch.images.max() <= 2.6401
     assert batch.images.std() > 0.3  # a real photograph, not a flat tensor
 
-    mobilevit = open_dataset(DATA_44, preprocess=get_spec("MobileViT_XXS").preprocess)
-    rgb = next(mobilevit.batches(1)).images
-    assert rgb.shape == (1, 3, 256, 256) and rgb.min() >= 0.0 and rgb.max() <= 1.0
-    bgr_set = open_dataset(DATA_44, preprocess=get_spec("MobileViT_XXS").preprocess, channel_order="BGR")
+    # MobileViT: the eval config (the default) is BGR with Pillow's resize, the infer config RGB with OpenCV's.
+    bgr_set = open_dataset(DATA_44, preprocess=get_spec("MobileViT_XXS").preprocess)
+    bgr = next(bgr_set.batches(1)).images
+    assert bgr.shape == (1, 3, 256, 256) and bgr.min() >= 0.0 and bgr.max() <= 1.0
     assert bgr_set.describe()["preprocess"]["channel_order"] == "BGR"
-    np.testing.assert_array_equal(next(bgr_set.batches(1)).images, rgb[:, ::-1])
+    assert bgr_set.describe()["preprocess"]["pipeline"] == "eval"
+    infer = open_dataset(DATA_44, preprocess=for_model("MobileViT_XXS", "infer"))
+    rgb = next(infer.batches(1)).images
+    assert infer.describe()["preprocess"]["pipeline"] == "infer"
+    assert 0 < np.abs(rgb[:, ::-1] - bgr).max() < 0.5  # same image, channels swapped, another resize filter

@@ -90,6 +90,35 @@ def test_drift_against_the_stored_reference_needs_no_paddle(onnx_with_stored_ref
     assert drift["data"]["skipped"] == []
 
 
+def test_unreadable_images_are_named_counted_and_gated(onnx_with_stored_reference, image_folder, tmp_path):
+    (image_folder / "img1.jpg").write_bytes((image_folder / "img1.jpg").read_bytes()[:200])  # truncated
+    results = tmp_path / "runs.jsonl"
+    proc = bench("--runtime", "ort", "--manifest", str(onnx_with_stored_reference), "--batch", "2", *FAST,
+                 "--drift", "--results", str(results), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # the pass goes on
+    assert "skipped 1 unreadable image(s): img1.jpg" in proc.stdout
+    (loaded,) = read_records(results).records
+    drift, gates = loaded.record.drift, loaded.record.gates
+    assert drift["unreadable_images"] == 1 and drift["data"]["unreadable_images"] == 1 and drift["n"] == 4
+    assert [s["name"] for s in drift["data"]["skipped"]] == ["img1.jpg"]
+    assert "imdecode failed" in drift["data"]["skipped"][0]["reason"]
+    (unreadable,) = [c for c in gates["checks"] if c["metric"] == "unreadable_images"]
+    assert unreadable == {"metric": "unreadable_images", "threshold": 0, "value": 1, "passed": False}
+
+
+def test_a_set_with_no_readable_image_is_refused_before_timing(onnx_with_stored_reference, image_folder,
+                                                                tmp_path):
+    for image in image_folder.glob("*.jpg"):
+        image.write_bytes(b"not an image")
+    results = tmp_path / "runs.jsonl"
+    proc = bench("--runtime", "ort", "--manifest", str(onnx_with_stored_reference), *FAST, "--drift",
+                 "--results", str(results), cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "none of the 5 images can be read" in errors[0], proc.stderr
+    assert not results.exists()  # refused before the runtime loaded
+
+
 def test_a_missing_data_folder_fails_before_timing(onnx_with_stored_reference, tmp_path):
     results = tmp_path / "runs.jsonl"
     proc = bench("--runtime", "ort", "--manifest", str(onnx_with_stored_reference), *FAST,
@@ -118,7 +147,7 @@ def test_drift_on_images_against_a_paddle_reference(tiny_with_preprocess, image_
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "top-1 agreement 100.00%" in proc.stdout and "skipped 1 unreadable image" in proc.stdout
+    assert "top-1 agreement 100.00%" in proc.stdout and "skipped 1 unreadable image(s): img3.jpg" in proc.stdout
     (loaded,) = read_records(results).records
     record = loaded.record
     drift = record.drift
@@ -126,7 +155,9 @@ def test_drift_on_images_against_a_paddle_reference(tiny_with_preprocess, image_
     assert drift["max_abs_diff"] < 1e-5 and drift["finite"]
     assert drift["labelled"] and drift["reference_source"] == "paddle inference fp32"  # computed, not cached
     assert [s["name"] for s in drift["data"]["skipped"]] == ["img3.jpg"]
-    assert record.gates["passed"] and record.gates["precision"] == "fp32"
+    failed = [c["metric"] for c in record.gates["checks"] if c["passed"] is False]
+    assert failed == ["unreadable_images"] and record.gates["precision"] == "fp32"
+    assert record.explain is None  # nothing in the logits to trace
     assert record.timing.latency_ms["count"] >= 5  # timing ran first, in its own pass
     proc = bench("--runtime", "ort", "--manifest", str(tiny_with_preprocess), *FAST, "--data", str(image_folder),
                  "--results", str(results), cwd=tmp_path)
@@ -216,6 +247,8 @@ def test_gates_judge_the_precision_that_ran(tiny_artifact, tmp_path):
     [
         (["--drift", "--labels", "list.txt"], "--labels needs --data FOLDER"),
         (["--device", "gpu:x"], "device index must be an integer"),
+        (["--preprocess", "infer"], "--preprocess infer names a PaddleClas pipeline of LeViT or MobileViT"),
+        (["--preprocess", "train"], "argument --preprocess: invalid choice: 'train'"),
     ],
 )
 def test_bad_drift_and_device_flags_are_usage_errors(onnx_artifact, tmp_path, args, fragment):

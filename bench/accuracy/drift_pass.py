@@ -19,10 +19,12 @@ from pathlib import Path
 from bench.accuracy.gates import evaluate_gates
 from bench.accuracy.reference import collect_logits, reference_logits
 from core.artifact import Artifact
-from core.datasets import DataError, Dataset, open_dataset
+from core.datasets import DataError, Dataset, ImageDataset, open_dataset
 from core.files import check_writable_dir
+from core.image_stream import default_workers
 from core.logits import Logits
 from core.metrics import compare_logits
+from core.preprocess import FAMILIES, Preprocess, for_family
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ EXPORT_IMAGES = "export"  # --data value: the images the export stored Paddle's 
 class DriftSettings:
     data: str = EXPORT_IMAGES  # "export" | "synthetic" | a folder or list file
     labels: str | None = None
-    channel_order: str | None = None
+    pipeline: str | None = None  # PaddleClas's "eval" | "infer" preprocessing; None: the export's (eval)
+    workers: int | None = None  # image worker processes; None: one per core
     synthetic_count: int = 32
     gates: dict = field(default_factory=dict)
     cache_dir: str = "artifacts/reference-cache"  # the request puts it under --artifacts
@@ -52,22 +55,34 @@ class PreparedDrift:
     stored: Logits | None
 
 
-def open_drift_dataset(settings: DriftSettings, artifact: Artifact) -> Dataset:
+def pipeline_preprocess(artifact: Artifact, pipeline: str | None) -> Preprocess | None:
+    """The preprocessing of ``pipeline`` for the artifact's model (None: the one its manifest records)."""
     preprocess = artifact.preprocess
+    if pipeline is None or (preprocess is not None and preprocess.pipeline == pipeline):
+        return preprocess
+    family = artifact.manifest.family
+    if family not in FAMILIES:
+        raise DataError(f"{artifact.model}: --preprocess {pipeline} names a PaddleClas pipeline of "
+                        f"{' or '.join(FAMILIES)}; this model has none (it brings its own tensors)")
+    return for_family(family, pipeline)
+
+
+def open_drift_dataset(settings: DriftSettings, artifact: Artifact) -> Dataset:
+    preprocess = pipeline_preprocess(artifact, settings.pipeline)
+    workers = settings.workers or default_workers()
     data = settings.data
     if data == EXPORT_IMAGES:
         folder = ((artifact.manifest.reference or {}).get("images") or {}).get("folder")
         if folder and Path(folder).is_dir():
-            return open_dataset(folder, preprocess=preprocess, channel_order=settings.channel_order)
+            return open_dataset(folder, preprocess=preprocess, workers=workers)
         log.info("%s: the export stored no reference images; using the synthetic set", artifact.model)
         data = "synthetic"  # recorded in the drift figures' data description
     if data != "synthetic" and preprocess is None:
         raise DataError(f"{artifact.model}: the manifest has no preprocessing settings for images; "
                         "use --data synthetic")
     shape = artifact.manifest.input_shape or artifact.input_shape[1:]  # C, H, W
-    return open_dataset(data, preprocess=preprocess, labels=settings.labels,
-                        channel_order=settings.channel_order, count=settings.synthetic_count,
-                        input_shape=tuple(shape) if shape else None)
+    return open_dataset(data, preprocess=preprocess, labels=settings.labels, workers=workers,
+                        count=settings.synthetic_count, input_shape=tuple(shape) if shape else None)
 
 
 def stored_reference(artifact: Artifact, dataset: Dataset) -> Logits | None:
@@ -75,7 +90,7 @@ def stored_reference(artifact: Artifact, dataset: Dataset) -> Logits | None:
     described = dataset.describe().get("preprocess")
     expected = artifact.preprocess.to_dict() if artifact.preprocess else None
     if described is not None and expected is not None and _plain(described) != _plain(expected):
-        return None  # e.g. another channel order: Paddle must see the same tensors
+        return None  # e.g. the infer pipeline: Paddle must see the same tensors
     path = artifact.reference_file("images")
     if path is None or not path.is_file():
         return None
@@ -90,8 +105,11 @@ def _plain(settings: dict) -> dict:
 
 
 def prepare_drift(settings: DriftSettings, artifact: Artifact) -> PreparedDrift:
-    """Open the data set and check the reference can be had, before the runtime loads (fail fast)."""
+    """Open the data set, decode every image once and check the reference can be had, before the runtime
+    loads (fail fast: a set with no readable image is refused before any timing)."""
     dataset = open_drift_dataset(settings, artifact)
+    if isinstance(dataset, ImageDataset):
+        dataset.check()
     stored = stored_reference(artifact, dataset)
     if stored is None:
         if artifact.paddle_files is None:
@@ -148,5 +166,6 @@ def run_drift(runtime: Runtime, artifact: Artifact, batch: int, precision: str,
     result = compare_logits(reference, candidate).to_dict()
     result["reference_source"] = source
     result["data"] = dataset.describe()
+    result["unreadable_images"] = len(dataset.skipped)
     gates = evaluate_gates(result, precision, settings.gates) if settings.gates else None
     return result, gates

@@ -27,7 +27,10 @@ GATE_METRICS = {
     "cosine": ("cosine_min", "min"),
     "cosine_mean": ("cosine_mean", "min"),
     "top1_delta": ("top1_delta", "min"),
+    "unreadable_images": ("unreadable_images", "max"),
 }
+# Images that could not be decoded are left out of the figures; how many may be is a gate of every precision.
+DEFAULT_UNREADABLE = 0
 
 
 
@@ -49,8 +52,11 @@ def evaluate_gates(drift: DriftResult | Mapping[str, Any], precision: str,
                        "value": d["reference_nonfinite_values"], "passed": False})
     thresholds = gates.get(precision)
     if thresholds is None:
-        log.info("no drift thresholds for precision %r; only finiteness is checked", precision)
+        log.info("no drift thresholds for precision %r; only finiteness and unreadable images are checked",
+                 precision)
         thresholds = {}
+    if d.get("unreadable_images") is not None and "unreadable_images" not in thresholds:
+        thresholds = {**thresholds, "unreadable_images": DEFAULT_UNREADABLE}
     for key, threshold in thresholds.items():
         if key not in GATE_METRICS:
             raise ValueError(f"unknown gate {key!r}; known: {', '.join(GATE_METRICS)}")
@@ -62,3 +68,8 @@ def evaluate_gates(drift: DriftResult | Mapping[str, Any], precision: str,
             passed = value >= threshold if direction == "min" else value <= threshold
         checks.append({"metric": key, "threshold": threshold, "value": value, "passed": passed})
     return {"passed": all(c["passed"] is not False for c in checks), "precision": precision, "checks": checks}
+
+
+def drift_failed(gates: Mapping[str, Any] | None) -> bool:
+    """Whether a check on the logits failed (not only the count of unreadable images): what explain can trace."""
+    return bool(gates) and any(c["passed"] is False and c["metric"] != "unreadable_images" for c in gates["checks"])

@@ -23,6 +23,8 @@ def sweep_id(cfg: BenchConfig) -> str:
     measure = {k: v for k, v in dataclasses.asdict(cfg.measure).items() if k not in ("scenario", "requests")}
     basis = {"measure": measure, "export_batch": cfg.export.batch,
              "devices": cfg.sweep.devices, "drift": [cfg.sweep.drift_data, cfg.sweep.drift_labels]}
+    if cfg.sweep.drift_preprocess not in (None, "eval"):  # other drift tensors (eval: the export's own)
+        basis["drift_preprocess"] = cfg.sweep.drift_preprocess
     if cfg.export.optimize != DEFAULT_LEVEL:  # another graph: another sweep (the default keeps earlier sweep ids)
         basis["optimize"] = cfg.export.optimize
     if cfg.export.int8.asked():  # another int8 recipe: other int8 models, another sweep
@@ -36,7 +38,7 @@ def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[BenchRequest]:
     measure = MeasureParams(m.warmup, m.iterations, m.min_duration_s, m.max_duration_s, m.scope, m.seed)
     drift = None
     if s.drift_data is not None:
-        drift = DriftSettings(data=s.drift_data, labels=s.drift_labels, gates=cfg.gates,
+        drift = DriftSettings(data=s.drift_data, labels=s.drift_labels, pipeline=s.drift_preprocess, gates=cfg.gates,
                               cache_dir=str(Path(cfg.artifacts) / "reference-cache"))
     common = dict(weights=cfg.export.weights, fixed_batch_export=cfg.export.batch != "dynamic",
                   artifacts=str(cfg.artifacts), no_export=True, optimize=cfg.export.optimize)

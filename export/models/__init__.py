@@ -11,7 +11,7 @@ import fnmatch
 import importlib
 from dataclasses import dataclass
 
-from core.preprocess import PREPROCESS_BY_FAMILY, Preprocess
+from core.preprocess import DEFAULT_PIPELINE, Preprocess, for_family
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class ModelSpec:
 
     @property
     def preprocess(self) -> Preprocess:
-        return PREPROCESS_BY_FAMILY[self.family]
+        """PaddleClas's eval pipeline: what the export's reference images and calibration use."""
+        return for_family(self.family, DEFAULT_PIPELINE)
 
     @property
     def weights_url(self) -> str:

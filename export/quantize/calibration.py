@@ -103,11 +103,8 @@ class CalibrationSet:
 
 
 def _decode(path: Path, preprocess: Preprocess) -> np.ndarray:
-    from PIL import Image
-
     try:
-        with Image.open(path) as image:
-            return preprocess(image)
+        return preprocess(path)
     except Exception as exc:  # any decoder failure: a calibration set must be read whole
         raise CalibrationError(f"cannot decode calibration image {path}: {type(exc).__name__}: {exc}") from None
 

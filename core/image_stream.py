@@ -1,0 +1,117 @@
+"""Decode and preprocess image files in worker processes, in order, a bounded number at a time.
+
+A data set of 50,000 images must neither wait on one core's decoding nor be held in memory: ``preprocessed``
+keeps at most ``window`` images in flight (submitted or finished but not yet taken), so memory stays flat in
+the number of images, and the workers prepare the next batches while the runtime runs the current one.
+Workers are spawned, not forked: the parent may hold runtime threads (OpenVINO, ONNX Runtime) that a fork
+would copy in an unknown state. A failure is one image's outcome, never the stream's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+
+from core.preprocess import ImageError, Preprocess
+
+
+class Outcome(NamedTuple):
+    """One image: its tensor (None when it could not be made), why not, and whether resizing enlarged it."""
+
+    array: np.ndarray | None
+    reason: str | None
+    enlarged: bool = False
+
+
+_PREPROCESS: Preprocess | None = None  # set in each worker by _start
+
+
+def _start(preprocess: Preprocess) -> None:
+    global _PREPROCESS
+    _PREPROCESS = preprocess
+
+
+def _failure(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
+
+
+def preprocess_one(preprocess: Preprocess, path: str) -> Outcome:
+    try:
+        bgr = preprocess.decode(path)
+        enlarged = preprocess.enlarges(bgr.shape[1], bgr.shape[0])
+        return Outcome(preprocess.normalise(preprocess.crop_of(bgr)), None, enlarged)
+    except Exception as exc:  # any decoder failure is one bad file, not a failed pass
+        return Outcome(None, _failure(exc))
+
+
+def check_one(preprocess: Preprocess, path: str) -> Outcome:
+    """Decode only: whether the file is an image PaddleClas's decoder reads."""
+    try:
+        bgr = preprocess.decode(path)
+        return Outcome(None, None, preprocess.enlarges(bgr.shape[1], bgr.shape[0]))
+    except Exception as exc:
+        return Outcome(None, _failure(exc))
+
+
+def _preprocess_in_worker(path: str) -> Outcome:
+    return preprocess_one(_PREPROCESS, path)
+
+
+def _check_in_worker(path: str) -> Outcome:
+    return check_one(_PREPROCESS, path)
+
+
+_IN_WORKER = {preprocess_one: _preprocess_in_worker, check_one: _check_in_worker}
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def stream(step: Callable[[Preprocess, str], Outcome], preprocess: Preprocess, paths: Iterable[str],
+           workers: int = 1, window: int = 32) -> Iterator[Outcome]:
+    """``step(preprocess, path)`` for every path, in order; ``workers`` > 1 runs it in that many processes
+    with at most ``window`` images in flight."""
+    if workers <= 1:
+        for path in paths:
+            yield step(preprocess, path)
+        return
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(preprocess,))
+    pending: deque[Future] = deque()
+    try:
+        remaining = iter(paths)
+        for path in remaining:
+            pending.append(pool.submit(_IN_WORKER[step], path))
+            if len(pending) >= max(window, workers):
+                break
+        while pending:
+            outcome = pending.popleft().result()
+            following = next(remaining, None)
+            if following is not None:
+                pending.append(pool.submit(_IN_WORKER[step], following))
+            yield outcome
+    finally:
+        # An abandoned stream (an error downstream, Ctrl-C) stops its workers instead of finishing the queue.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def preprocessed(preprocess: Preprocess, paths: Iterable[str], workers: int = 1,
+                 window: int = 32) -> Iterator[Outcome]:
+    """The model's input tensor of every image, in order (``Outcome.array`` None for a bad image)."""
+    return stream(preprocess_one, preprocess, paths, workers, window)
+
+
+def checked(preprocess: Preprocess, paths: Iterable[str], workers: int = 1, window: int = 64) -> Iterator[Outcome]:
+    """Decode every image once (no resizing), in order: which ones cannot be read, and why."""
+    return stream(check_one, preprocess, paths, workers, window)
