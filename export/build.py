@@ -97,7 +97,7 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
 
 def optimize_graph(model, request: ExportRequest, input_shape: tuple[int, ...]) -> tuple[object, dict]:
     """Run the passes of the level asked, each checked against the stage before; the model and its description."""
-    from export.optimize.driver import STEP_TOLERANCE, OptimizeError, optimize
+    from export.optimize.driver import STEP_TOLERANCE, ULP_FACTOR, OptimizeError, optimize
 
     check_inputs = np.random.default_rng(1).standard_normal(
         (request.fixed_batch or SEEDED_INPUTS, *input_shape)).astype(np.float32)
@@ -114,8 +114,11 @@ def optimize_graph(model, request: ExportRequest, input_shape: tuple[int, ...]) 
         "runtimes": check_level(request.optimize).runtimes,
         "nodes_before": nodes_before,
         "nodes_after": len(model.graph.node),
-        "step_check": {"tolerance": STEP_TOLERANCE, "inputs": f"{len(check_inputs)} x numpy default_rng(1)"
-                       ".standard_normal", "runtime": "onnxruntime CPU, ORT_DISABLE_ALL",
+        "step_check": {"tolerance": STEP_TOLERANCE, "ulp_factor": ULP_FACTOR,
+                       "rule": f"max({STEP_TOLERANCE:g} x max(1, max |output|), {ULP_FACTOR:g} x the outputs' "
+                               "move under a one-ulp nudge of the inputs)",
+                       "inputs": f"{len(check_inputs)} x numpy default_rng(1).standard_normal",
+                       "runtime": "onnxruntime CPU, ORT_DISABLE_ALL",
                        "compared_with": "the stage before each pass"},
         "passes": [report.to_dict() for report in reports],
     }

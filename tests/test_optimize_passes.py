@@ -324,8 +324,9 @@ def test_a_pass_that_moves_the_outputs_fails_by_name(monkeypatch):
     monkeypatch.setitem(driver.PASSES, "merge_transposes", scale_weights)
     model = _model([helper.make_node("MatMul", ["x", "w"], ["y"])],
                    {"w": RNG.standard_normal((4, 4)).astype(np.float32)}, ["batch", 4])
-    with pytest.raises(OptimizeError, match="pass merge_transposes moved the outputs"):
+    with pytest.raises(OptimizeError, match="pass merge_transposes moved the outputs") as info:
         optimize(model, "portable", check_inputs=RNG.standard_normal((2, 4)).astype(np.float32))
+    assert "first moved at tensor 'y' (MatMul node" in str(info.value)  # the layer, not just the pass
     optimize(model, "portable")  # unchecked, the same pass goes through: the check is what catches it
 
 
@@ -407,3 +408,25 @@ def test_the_step_limit_scales_with_outputs_above_one():
     assert driver.change_limit(large, 1e-5) == pytest.approx(4e-4)
     assert driver.STEP_TOLERANCE == 1e-4  # the parity rule: 1e-4 x max(1, largest |logit|)
     assert driver.change_limit([np.array([np.inf], np.float32)], 1e-5) == 1e-5
+
+
+def test_the_step_limit_follows_the_models_float32_sensitivity():
+    """LeViT_384 with seeded-calibrated weights in miniature: activations far from zero that a BatchNorm with a
+    large mean brings back (x near 1e5, mean near 1e5). A one-ulp nudge of the inputs moves the outputs by 1.6e-2,
+    and folding the BN, exact in real arithmetic, by 2.3e-2: far above 1e-4 x max(1, |output|), within 4x the
+    nudge. The pass goes through, and the manifest's report says why."""
+    c, offset = 16, 1e5
+    w = (np.eye(c) + 0.01 * RNG.standard_normal((c, c))).astype(np.float32)
+    inits = {"w": w, "bn_s": np.ones(c, np.float32), "bn_b": np.zeros(c, np.float32),
+             "bn_m": (offset * w.astype(np.float64).sum(0)).astype(np.float32), "bn_v": np.ones(c, np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), _bn_node("bn", "m", "y")]
+    model = _model(nodes, inits, ["batch", c])
+    x = (offset + RNG.standard_normal((4, c))).astype(np.float32)
+    outputs = driver.reference_outputs(model, x)
+    sensitivity = driver.float32_sensitivity(model, x, outputs)
+    assert sensitivity > 10 * driver.change_limit(outputs, driver.STEP_TOLERANCE)
+    _, reports = optimize(model, "portable", check_inputs=x)
+    (fold,) = [r for r in reports if r.name == "fold_batchnorm"]
+    assert driver.change_limit(outputs, driver.STEP_TOLERANCE) < fold.max_abs_change <= fold.change_limit
+    assert fold.change_limit == driver.ULP_FACTOR * sensitivity == fold.to_dict()["change_limit"]
+    assert fold.to_dict()["float32_sensitivity"] == sensitivity
