@@ -341,6 +341,13 @@ def cmd_explain(argv: list[str]) -> int:
         return fail(str(exc), EXIT_FAILED, exc, args.debug)
 
 
+def cmd_accuracy(argv: list[str]) -> int:
+    """Top-1/top-5 on a labelled image set beside PaddleClas's published top-1 (``bench.accuracy_cli``)."""
+    from bench import accuracy_cli
+
+    return accuracy_cli.main(argv, add_target_arguments, setup_logging, fail)
+
+
 def cmd_cell(argv: list[str]) -> int:
     """Internal: run one sweep cell from its JSON request and append its record (errors included)."""
     request = BenchRequest.from_dict(json.loads(argv[0]))
@@ -376,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             return main_compare(argv[1:])
         if command == "explain":
             return cmd_explain(argv[1:])
+        if command == "accuracy":
+            return cmd_accuracy(argv[1:])
         if command == "_cell":
             return cmd_cell(argv[1:])
         return cmd_run(argv[1:] if command == "run" else argv)

@@ -68,7 +68,7 @@ def zoo_source(name: str, weights: str | None) -> PaddleSource:
     if weights == CALIBRATED:
         source = load_calibrated(layer, spec.preprocess)
     else:
-        source = load_weights(layer, weights, spec.weights_url)
+        source = load_weights(layer, weights, spec.weights_url, pinned_sha256=spec.weights_sha256)
 
     def forward(x: np.ndarray) -> np.ndarray:
         with paddle.no_grad():

@@ -1,4 +1,5 @@
-"""Model weights: the seeded parity recipe, and official ``.pdparams`` files from a path or URL.
+"""Model weights: the seeded parity recipe, PaddleClas's official ``.pdparams`` files, and ``.pdparams`` files
+from a path or URL.
 
 The seeded recipe is the default that needs no download. Its accuracy is that of a random network, so every
 manifest and record names the weights source and no one mistakes it for the trained model.
@@ -29,21 +30,32 @@ class WeightsError(ValueError):
     pass
 
 
+UNPINNED = ("none pinned: trust on first use (the sha256 of the first download is kept beside the cached file and "
+            "checked at every later use)")
+
+
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where a model's weights came from: ``seeded`` (the recipe) or a ``.pdparams`` file."""
+    """Where a model's weights came from: ``seeded`` (the recipe), ``official`` (PaddleClas's file, by URL) or a
+    ``.pdparams`` ``file`` (path or URL)."""
 
-    kind: str  # "seeded" | "file"
+    kind: str  # "seeded" | "seeded-calibrated" | "official" | "file"
     location: str  # "seeded-crc32-v1" | absolute path | URL
     sha256: str | None = None
+    pinned_sha256: str | None = None  # official: the hash this project pins for the file (None: none known)
 
     def to_dict(self) -> dict:
-        return {
+        described = {
             "kind": self.kind,
             "location": self.location,
             "sha256": self.sha256,
-            "trained": self.kind == "file",
+            "trained": self.kind in ("file", "official"),
         }
+        if self.kind == "official":
+            described["pinned_sha256"] = self.pinned_sha256
+            described["verified"] = self.pinned_sha256 is not None and self.pinned_sha256 == self.sha256
+            described["verification"] = "sha256 equals the pinned one" if described["verified"] else UNPINNED
+        return described
 
 
 def seeded_value(name: str, shape: list[int]) -> np.ndarray:
@@ -74,18 +86,22 @@ def seeded_state_dict(model) -> dict[str, np.ndarray]:
 
 
 def resolve(
-    weights: str | None, default_url: str, cache_dir: Path | None = None
+    weights: str | None, default_url: str, cache_dir: Path | None = None, pinned_sha256: str | None = None
 ) -> tuple[Path | None, WeightsSource]:
     """Turn ``--weights`` into a local file (downloading URLs into the cache) and its recorded source.
 
-    ``None`` or ``"seeded"`` selects the recipe; ``"official"`` the PaddleClas URL of the model.
+    ``None`` or ``"seeded"`` selects the recipe; ``"official"`` the PaddleClas file at ``default_url``, checked
+    against ``pinned_sha256`` when one is known (else trusted on first use, which the source says).
     """
     if weights in (None, SEEDED):
         return None, WeightsSource(SEEDED, "seeded-crc32-v1")
     if weights == CALIBRATED:
         raise WeightsError(f"{CALIBRATED} weights are made by export.calibrated_weights, not read from a file")
     if weights == "official":
-        weights = default_url
+        path = _download(default_url, cache_dir, pinned_sha256)
+        if pinned_sha256 is None:
+            log.warning("%s: no pinned sha256; %s", default_url, UNPINNED)
+        return path, WeightsSource("official", default_url, sha256_of(path), pinned_sha256)
     if weights.startswith(("http://", "https://")):
         path = _download(weights, cache_dir)
         return path, WeightsSource("file", weights, sha256_of(path))
@@ -95,11 +111,14 @@ def resolve(
     return path, WeightsSource("file", str(path), sha256_of(path))
 
 
-def _download(url: str, cache_dir: Path | None) -> Path:
+def _download(url: str, cache_dir: Path | None, pinned_sha256: str | None = None) -> Path:
+    """The cached copy of ``url``, downloaded when missing or when it fails its check (the pinned sha256, else
+    the one recorded at its first download)."""
     target = (cache_dir or cache_root()) / "weights" / url.rsplit("/", 1)[-1]
     sha_file = target.with_suffix(target.suffix + ".sha256")
     if target.is_file() and sha_file.is_file():
-        if sha256_of(target) == sha_file.read_text().strip():
+        expected = pinned_sha256 or sha_file.read_text().strip()
+        if sha256_of(target) == expected:
             return target
         log.warning("cached %s failed its integrity check; downloading again", target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +134,13 @@ def _download(url: str, cache_dir: Path | None) -> Path:
             "or use --weights seeded"
         ) from None
     _check_pdparams(partial)
+    got = sha256_of(partial)
+    if pinned_sha256 is not None and got != pinned_sha256:
+        partial.unlink(missing_ok=True)
+        raise WeightsError(f"{url}: downloaded file has sha256 {got}, not the pinned {pinned_sha256}: it is not "
+                           "the file this project knows (a changed upload or a bad mirror); nothing was kept")
     os.replace(partial, target)
-    sha_file.write_text(sha256_of(target))
+    sha_file.write_text(got)
     return target
 
 
@@ -159,10 +183,10 @@ def check_compatible(model, state: dict[str, np.ndarray], path: Path | str) -> N
 
 
 def load_weights(
-    model, weights: str | None, default_url: str, cache_dir: Path | None = None
+    model, weights: str | None, default_url: str, cache_dir: Path | None = None, pinned_sha256: str | None = None
 ) -> WeightsSource:
     """Load weights into ``model`` in place and put it in eval mode; returns where they came from."""
-    path, source = resolve(weights, default_url, cache_dir)
+    path, source = resolve(weights, default_url, cache_dir, pinned_sha256)
     if path is None:
         state = seeded_state_dict(model)
     else:

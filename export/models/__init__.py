@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import os
 from dataclasses import dataclass
 
 from core.preprocess import DEFAULT_PIPELINE, Preprocess, for_family
@@ -30,8 +31,38 @@ class ModelSpec:
 
     @property
     def weights_url(self) -> str:
-        return f"https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/{self.name}_pretrained.pdparams"
+        """PaddleClas's ``<Name>_pretrained.pdparams``, or the same file name under $WEIGHTS_MIRROR_ENV."""
+        base = os.environ.get(WEIGHTS_MIRROR_ENV) or OFFICIAL_WEIGHTS_BASE
+        return f"{base.rstrip('/')}/{self.name}_pretrained.pdparams"
 
+    @property
+    def published(self) -> dict[str, float]:
+        """PaddleClas's published ImageNet-1k val top-1 and top-5 of the official weights (its eval config)."""
+        return dict(PUBLISHED[self.name])
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The pinned sha256 of the official file, or None where none is known."""
+        return OFFICIAL_SHA256.get(self.name)
+
+
+OFFICIAL_WEIGHTS_BASE = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph"
+WEIGHTS_MIRROR_ENV = "PADDLE_ONNX_BENCH_WEIGHTS_MIRROR"  # a base URL serving the same file names
+# sha256 of each official file. PaddleClas publishes none (its model tables give download links only) and its host
+# cannot be reached from where this project is built: no hash is pinned yet, so `--weights official` records its
+# weights as unverified, trusted on first use (export.weights.UNPINNED). Pin one by measuring the downloaded file.
+OFFICIAL_SHA256: dict[str, str | None] = {
+    "LeViT_128S": None, "LeViT_128": None, "LeViT_192": None, "LeViT_256": None, "LeViT_384": None,
+    "MobileViT_XXS": None, "MobileViT_XS": None, "MobileViT_S": None,
+}
+
+# PaddleClas's model tables (docs/en/models/ImageNet1k/{LeViT,MobileViT}.md): ImageNet-1k val, eval config.
+PUBLISHED: dict[str, dict[str, float]] = {
+    "LeViT_128S": {"top1": 0.7598, "top5": 0.9269}, "LeViT_128": {"top1": 0.7810, "top5": 0.9372},
+    "LeViT_192": {"top1": 0.7934, "top5": 0.9446}, "LeViT_256": {"top1": 0.8085, "top5": 0.9497},
+    "LeViT_384": {"top1": 0.8191, "top5": 0.9551}, "MobileViT_XXS": {"top1": 0.6867, "top5": 0.8878},
+    "MobileViT_XS": {"top1": 0.7454, "top5": 0.9227}, "MobileViT_S": {"top1": 0.7814, "top5": 0.9413},
+}
 
 _LEVIT = ("LeViT_128S", "LeViT_128", "LeViT_192", "LeViT_256", "LeViT_384")
 _MOBILEVIT = ("MobileViT_XXS", "MobileViT_XS", "MobileViT_S")
