@@ -334,7 +334,7 @@ def cmd_explain(argv: list[str]) -> int:
         if derived and not args.manifest:
             manifest = explain_cli.derived_manifest(manifest, runtime, args.precision)
         chosen = explain_cli.resolve_target(runtime, args.precision, manifest, args.batch,
-                                            args.threads or default_threads())
+                                            args.threads or default_threads(), args.against)
         return explain_cli.explain_and_print(chosen, explain_cli.settings_from_args(args, cfg.gates), args.out,
                                              args.json)
     except (BenchFailure, ExplainError, OSError) as exc:

@@ -83,7 +83,13 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
     graph = validate(onnx_path, request.opset, strict=check_level(request.optimize).runtimes is None)
     clock.done("validate_s")
 
-    references, parity_figures = check_parity(source, onnx_path, request)
+    try:
+        references, parity_figures = check_parity(source, onnx_path, request)
+    except parity.ParityError as exc:  # described for `bench explain --against paddle`, then failed
+        failed = describe(request, source, onnx_path, graph, raw_nodes, (model_file, params_file), {},
+                          {"passed": False, "error": str(exc)}, clock, None)
+        save_manifest(work / MANIFEST_NAME, replace(failed, optimization=optimization))
+        raise
     for name, logits in references.items():
         logits.save(work / name, {"producer": source.info["reference"]})
     clock.done("parity_s")
@@ -126,7 +132,7 @@ def optimize_graph(model, request: ExportRequest, input_shape: tuple[int, ...]) 
 
 def describe(request: ExportRequest, source: PaddleSource, onnx_path: Path, graph: dict, raw_nodes: int,
              paddle_files: tuple[Path, Path], references: dict[str, Logits], parity_figures: dict,
-             clock: StageClock, key: str) -> Manifest:
+             clock: StageClock, key: str | None) -> Manifest:
     """The manifest of a finished build."""
     model_file, params_file = paddle_files
     return Manifest(
@@ -143,11 +149,12 @@ def describe(request: ExportRequest, source: PaddleSource, onnx_path: Path, grap
         batch=request.batch,
         family=source.family,
         input_shape=list(source.input_shape),
-        num_classes=int(references[REFERENCE_SEEDED].values.shape[1]),
+        num_classes=(int(references[REFERENCE_SEEDED].values.shape[1]) if REFERENCE_SEEDED in references
+                     else (graph["outputs"][0]["shape"] or [None])[-1]),
         weights=source.weights,
         paddle_model={"model_file": f"paddle/{model_file.name}", "params_file": f"paddle/{params_file.name}"},
         preprocess=source.preprocess,
-        reference={
+        reference=None if not references else {
             "producer": source.info["reference"],
             "seeded": {"file": REFERENCE_SEEDED, "count": SEEDED_INPUTS,
                        "rng": "numpy default_rng(0).standard_normal"},

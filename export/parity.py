@@ -58,6 +58,10 @@ def ort_logits(onnx_path: Path, inputs: np.ndarray, batch: int | None) -> np.nda
     return np.concatenate(outputs)
 
 
+class ParityError(ExportError):
+    """The ONNX model does not compute Paddle's function; the export keeps its files for ``bench explain``."""
+
+
 def check(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float | None = None) -> dict:
     """Compare and raise ExportError when the export does not compute Paddle's function."""
     figures = compare(reference, candidate)
@@ -73,7 +77,7 @@ def check(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: fl
     )
     if not figures["passed"]:
         shown = "n/a" if max_diff is None else f"{max_diff:.3g}"
-        raise ExportError(
+        raise ParityError(
             f"parity failed on {name}: max abs diff {shown} (limit {tolerance:g}), "
             f"top-1 agreement {figures['top1_agreement']:.1%}, finite={figures['finite']}"
         )

@@ -20,6 +20,7 @@ from export.convert import ExportError, check_opset
 from export.layout import SEEDED, discard_unfinished, make_work_dir, publish
 from export.models import get_spec
 from export.optimize.levels import LevelError, check_level
+from export.parity import ParityError
 from export.request import ExportRequest
 from export.source import inference_model_digest
 from export.weights import CALIBRATED
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CODE_PACKAGES = ("export", "core")  # everything an export executes besides the installed packages
 DERIVED_CODE = ("export/quantize",)  # runs only for reduced-precision models, which key on it themselves
+PARITY_FAILED = ".parity-failed"  # suffix of the folder a parity failure leaves for bench explain
 
 
 @dataclass
@@ -76,6 +78,12 @@ def run_export(request: ExportRequest) -> ExportResult:
     try:
         build(request, work, key)
         publish(work, out_dir)
+    except ParityError as exc:
+        kept = out_dir.with_name(f"{out_dir.name}{PARITY_FAILED}")  # never a cache hit: its manifest has no key
+        publish(work, kept)
+        raise ExportError(f"{exc}; the failed export is kept in {kept}: python -m bench explain --runtime ort "
+                          f"--manifest {kept / MANIFEST_NAME} --against paddle names the first Paddle op whose "
+                          "output diverges") from None
     except BaseException:
         discard_unfinished()
         raise
@@ -100,6 +108,9 @@ def cache_key(request: ExportRequest) -> str:
         weights = f"{CALIBRATED}:{calibration_digest()}"
     elif request.paddle_model:
         weights = inference_model_digest(request.paddle_model)
+    elif weights == "official":  # another mirror or pin is other weights
+        spec = get_spec(request.model)
+        weights = f"official:{spec.weights_url}:{spec.weights_sha256}"
     elif weights not in (SEEDED, "official") and Path(weights).expanduser().is_file():
         weights = sha256_of(Path(weights).expanduser())
     images = ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,45 @@ def test_a_pinned_hash_is_checked(mirror, tmp_path):
 def test_an_unreachable_host_is_one_clear_error(tmp_path):
     with pytest.raises(WeightsError, match=r"cannot download http://127\.0\.0\.1:9/.*--weights PATH"):
         resolve("official", "http://127.0.0.1:9/LeViT_128S_pretrained.pdparams", cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_official_path_end_to_end_offline(tmp_path):
+    """--weights official through a local mirror: the export loads the served .pdparams, records its URL and hash
+    as unverified, and python -m bench accuracy reports top-1 beside PaddleClas's published figure."""
+    import paddle
+    from conftest import run_module
+
+    from export.models import build_model
+    from export.weights import seeded_state_dict
+
+    served = tmp_path / "mirror"
+    served.mkdir()
+    model = build_model("MobileViT_XXS")
+    paddle.save({k: paddle.to_tensor(v) for k, v in seeded_state_dict(model).items()},
+                str(served / "MobileViT_XXS_pretrained.pdparams"))
+    digest = hashlib.sha256((served / "MobileViT_XXS_pretrained.pdparams").read_bytes()).hexdigest()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_QuietHandler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {WEIGHTS_MIRROR_ENV: f"http://127.0.0.1:{server.server_port}", "PADDLE_ONNX_BENCH_CACHE": str(tmp_path)}
+        results = tmp_path / "acc.jsonl"
+        proc = run_module("bench", "accuracy", "--runtime", "ort", "--model", "MobileViT_XXS", "--weights", "official",
+                          "--data", str(Path(__file__).resolve().parents[1] / "data" / "imagenet-val-44"), "--quiet",
+                          "--artifacts", str(tmp_path / "art"), "--results", str(results), cwd=tmp_path, env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert proc.returncode == 0, proc.stderr
+    assert "PaddleClas published top-1 68.67%" in proc.stdout and "trusted on first use" in proc.stdout
+    record = json.loads(results.read_text())
+    weights = record["model"]["weights"]
+    assert weights["kind"] == "official" and weights["sha256"] == digest and weights["verified"] is False
+    assert weights["location"].endswith("/MobileViT_XXS_pretrained.pdparams") and weights["pinned_sha256"] is None
+    assert record["accuracy"]["n"] == 44 and record["accuracy"]["published_top1"] == 0.6867
+    assert record["preprocess"]["pipeline"] == "eval" and record["preprocess"]["channel_order"] == "BGR"
+    manifest = json.loads(Path(record["model"]["manifest"]).read_text())
+    assert manifest["weights"] == weights and manifest["preprocess"]["pipeline"] == "eval"

@@ -26,6 +26,10 @@ EXPLAIN_PRECISIONS = {"ort": ("fp32", "fp16", "int8"), "ov": ("fp32", "bf16", "f
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("explain")
+    e.add_argument("--against", choices=("onnx", "paddle"),
+                   help="the reference: paddle (Paddle's own intermediate values of the same model, matched to the "
+                        "ONNX tensors by paddle2onnx's names; the default for an fp32 export) or onnx (ORT fp32 on "
+                        "the fp32 export; the default for reduced precision)")
     e.add_argument("--images", type=int, default=8, help="images compared layer by layer (default 8)")
     e.add_argument("--top", type=int, default=10, help="layers listed by error growth (default 10)")
     e.add_argument("--threshold", type=float,
@@ -82,8 +86,10 @@ def derived_manifest(fp32_manifest: Path, runtime: str, precision: str) -> Path:
                        f"whose manifest names its fp32 export (source.manifest)")
 
 
-def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: int, threads: int) -> Target:
-    """The artifact to explain and its reference; ``precision`` None: the manifest's."""
+def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: int, threads: int,
+                   against: str | None = None) -> Target:
+    """The artifact to explain and its reference; ``precision`` None: the manifest's; ``against`` None: Paddle
+    for an fp32 export (ORT fp32 on the export itself would compare the model with itself), else ORT fp32."""
     try:
         artifact = Artifact.from_manifest(manifest, verify=True)
     except (ManifestError, ArtifactError) as exc:
@@ -101,17 +107,21 @@ def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: i
         if stored == "int8" and precision not in (None, "int8"):
             raise ExplainError(f"{artifact.model_path.name} is an int8 model; it runs at int8 (omit --precision)")
         precision = "int8" if stored == "int8" else precision or "fp32"
-    return Target(runtime, precision or stored, artifact, reference_of(artifact), batch, threads)
+    reference = reference_of(artifact)
+    if against is None:
+        against = "paddle" if reference is artifact and artifact.paddle_files is not None else "onnx"
+    return Target(runtime, precision or stored, artifact, reference, batch, threads, against=against)
 
 
 def explain_and_print(target: Target, settings: ExplainSettings, out: Path | None, as_json: bool) -> int:
     """Run the explain, print its lines, write ``explain.json`` beside the CSV and plot."""
-    out = out or DEFAULT_OUT / f"{target.artifact.model}-o{target.reference.opset}-{target.label}"
+    out = out or DEFAULT_OUT / (f"{target.artifact.model}-o{target.reference.opset}-{target.label}"
+                                + ("-vs-paddle" if target.against == "paddle" else ""))
     outcome = run_explain(target, settings, out)
     data = outcome.section
     write_json_atomic(out / "explain.json", data)
-    print(f"{target.artifact.model}: {target.label} ({target.artifact.model_path.name}) vs ORT fp32 "
-          f"({target.reference.model_path.name})")
+    print(f"{target.artifact.model}: {target.label} ({target.artifact.model_path.name}) vs "
+          f"{target.reference_label}")
     for line in outcome.lines:
         print(line)
     for line in section_lines(data):

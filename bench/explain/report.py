@@ -94,9 +94,13 @@ def _plot_one(ax: Any, ex: Explanation, last: int) -> None:
 
 
 def where(row: Mapping[str, Any]) -> str:
+    from bench.explain.paddle import paddle_op_of
+
     layer = f" ({row['layer']})" if row.get("layer") else ""
     stage = " (as quantised for its consumers)" if row.get("stage") == "quantized" else ""
-    return f"{row['op_type']} {row['node']}{layer} -> {row['tensor']}{stage}, block {row['block']}"
+    op = paddle_op_of(row["tensor"])
+    paddle = f" = Paddle op {op}" if op else ""
+    return f"{row['op_type']} {row['node']}{layer} -> {row['tensor']}{paddle}{stage}, block {row['block']}"
 
 
 def format_text(ex: Explanation, top: int = 5) -> list[str]:

@@ -31,10 +31,8 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("ort", "ov")
 # Runtimes the explain cannot instrument here, and why (said in the CLI error and the record).
 UNSUPPORTED = {
-    "paddle": "not implemented for Paddle Inference: paddle2onnx names the ONNX tensors by its own op counters "
-              "(p2o.pd_op.<op>.<n>.<k>), not by Paddle variable names, so a Paddle value has no reference "
-              "tensor to be matched with by name, and fetching intermediate values from a paddle 3.x (PIR) "
-              "predictor is not done here; explain the ONNX export on ort or ov instead",
+    "paddle": "Paddle is the reference, not a candidate: explain the ONNX export on ort or ov with --against paddle "
+              "to compare it with Paddle's own intermediate values",
     "trt": "TensorRT needs an NVIDIA GPU (none here); Polygraphy-style marking of every ONNX output "
            "(`polygraphy run model.onnx --trt --onnxrt --trt-outputs mark all --onnx-outputs mark all`) is the "
            "equivalent on a GPU machine",
@@ -71,10 +69,17 @@ class Target:
     batch: int = 8  # the deployed batch of a dynamic-batch model (ov)
     threads: int = 1
     prefer_images: tuple[str, ...] = ()  # e.g. the flipped images of a failed drift gate
+    against: str = "onnx"  # "onnx": ORT fp32 on the fp32 export | "paddle": Paddle's own values (bench.explain.paddle)
 
     @property
     def label(self) -> str:
         return f"{self.runtime}-{self.precision}"
+
+    @property
+    def reference_label(self) -> str:
+        if self.against == "paddle":
+            return f"Paddle fp32 ({self.reference.manifest.paddle_model['model_file']})"
+        return f"ORT fp32 ({self.reference.model_path.name})"
 
 
 def reference_of(artifact: Artifact) -> Artifact:
@@ -118,6 +123,23 @@ def pick_images(reference: Artifact, count: int, prefer: tuple[str, ...] = ()) -
     return np.stack(list(chosen.values())).astype(np.float32), list(chosen)
 
 
+def reference_capture(target: Target, graph: GraphIndex, candidate: Any) -> Any:
+    """What the candidate is compared with: ORT fp32 on the fp32 export, or Paddle running its own model."""
+    from bench.explain.ort import OrtCapture
+
+    select = reference_selection(graph, [candidate])
+    if target.against != "paddle":
+        return OrtCapture(target.reference.model_path, graph, label="ort-fp32-reference", threads=target.threads,
+                          select=select)
+    from bench.explain.paddle import PaddleCapture
+
+    files = target.reference.paddle_files
+    if files is None or not files[0].is_file():
+        raise ExplainError(f"{target.reference.manifest_path}: no Paddle model beside the export (paddle/), so "
+                           "there are no Paddle values to compare with; use --against onnx")
+    return PaddleCapture(files[0], graph, select=select)
+
+
 def make_capture(target: Target, graph: GraphIndex, chunk: int) -> Any:
     """The candidate capture, set up as the benchmark's adapter runs the model."""
     select = graph.selection()
@@ -144,7 +166,6 @@ def run_explain(target: Target, settings: ExplainSettings, out_dir: Path | None)
     """Explain ``target``; write ``layers.csv`` and ``error_along_depth.png`` into ``out_dir`` when given."""
     import onnx
 
-    from bench.explain.ort import OrtCapture
     from bench.explain.report import format_text
 
     if target.runtime not in RUNTIMES:
@@ -154,8 +175,7 @@ def run_explain(target: Target, settings: ExplainSettings, out_dir: Path | None)
     graph = index_graph(onnx.load(str(target.reference.model_path)))
     images, names = pick_images(target.reference, settings.images, target.prefer_images)
     candidate = make_capture(target, graph, settings.chunk)
-    reference = OrtCapture(target.reference.model_path, graph, label="ort-fp32-reference", threads=target.threads,
-                           select=reference_selection(graph, [candidate]))
+    reference = reference_capture(target, graph, candidate)
     ex = explain(reference, candidate, graph, images, chunk=settings.chunk, threshold=settings.threshold,
                  top_n=settings.top, search=settings.search, deadline=deadline)
     ex.settings["images"] = names
@@ -165,8 +185,9 @@ def run_explain(target: Target, settings: ExplainSettings, out_dir: Path | None)
     if out_dir is not None:
         files = {"csv": str(write_csv([ex], Path(out_dir) / CSV_NAME)),
                  "plot": str(plot([ex], graph, Path(out_dir) / PLOT_NAME,
-                                  title=f"{target.artifact.model}: {target.label} vs ORT fp32"))}
+                                  title=f"{target.artifact.model}: {target.label} vs {target.reference_label}"))}
     data = section(ex, known, fix, files, time.perf_counter() - t0)
+    data["against"] = target.against
     return Outcome(ex, graph, data, format_text(ex, settings.top))
 
 
@@ -204,6 +225,9 @@ def _suggestion(target: Target, names: list[str], types: list[str]) -> str:
         return f"keep {kept} in float: {how}"
     if target.precision == "fp16":
         return f"keep {kept} in fp32 (float16 converter node_block_list / op_block_list)"
+    if target.precision == "fp32" and target.against == "paddle":
+        return (f"{kept} computes differently from Paddle's own op: the conversion (paddle2onnx, a graph pass: try "
+                f"--optimize none) or the runtime changed it; report it with layers.csv")
     if target.precision == "fp32":
         return (f"{kept} computes differently from ORT fp32 at the same precision: a runtime or export fault; "
                 f"try another opset, or report it with layers.csv")

@@ -3,6 +3,11 @@
 paddle2onnx writes LeViT's Linear + BatchNorm1D as MatMul -> Reshape[-1, C] -> BatchNormalization ->
 Reshape[-1, N, C] (46 times in LeViT_128S); the BN folds into the MatMul weights plus a bias, after which the
 Reshape pair is a no-op that ``collapse_reshapes`` removes.
+
+Names keep their meaning: a tensor name of paddle2onnx's (``p2o.pd_op.batch_norm_.3.0``) stands for the value of
+that Paddle op's output, which is what ``bench explain --against paddle`` matches Paddle's values by. So the
+node that now computes the BN's value writes the BN's output name, and the tensors whose values the fold changed
+(a Conv's output before its BN, a MatMul chain's) get new names instead of keeping ones that would lie.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def _fold_bn_into_conv(g: GraphView, conv: onnx.NodeProto, bn: onnx.NodeProto, s
         conv.input[2] = g.add_init(conv.input[2] or f"{conv.name}_bias", b_new)
     else:
         conv.input.append(g.add_init(f"{conv.name}_bias", b_new))
-    return g.bypass(bn, bn.input[0])
+    return _absorb(g, bn)
 
 
 def _fold_bn_into_gemm(g: GraphView, gemm: onnx.NodeProto, bn: onnx.NodeProto, s: np.ndarray, t: np.ndarray) -> bool:
@@ -73,13 +78,14 @@ def _fold_bn_into_gemm(g: GraphView, gemm: onnx.NodeProto, bn: onnx.NodeProto, s
     else:
         gemm.input.append(c_name)
     set_attr(gemm, "beta", 1.0)
-    return g.bypass(bn, bn.input[0])
+    return _absorb(g, bn)
 
 
 def _reshape_chain_to_matmul(g: GraphView, bn: onnx.NodeProto, shapes, producers, users):
     """Walk back from BN over Reshape/Flatten (and one bias Add) to a MatMul with a constant 2-D weight.
 
-    Returns (matmul, bias_add or None) when BN's channel axis provably is the MatMul's output column:
+    Returns (matmul, bias_add or None, the tensors walked over) when BN's channel axis provably is the MatMul's
+    output column:
     BN's input must be 2-D [M, N] (channel = last axis), every tensor on the way must have last dim N
     (a row-major reshape that keeps the last dim keeps each element's column), and every intermediate
     tensor must be read by the next node only.
@@ -87,11 +93,12 @@ def _reshape_chain_to_matmul(g: GraphView, bn: onnx.NodeProto, shapes, producers
     n = shapes.const_dim(bn.input[0], -1)
     if shapes.rank(bn.input[0]) != 2 or n is None:
         return None
-    name, add = bn.input[0], None
+    name, add, walked = bn.input[0], None, []
     while True:
         node = producers.get(name)
         if node is None or g.sole_consumer(name, users) is None:
             return None
+        walked.append(name)
         rank = shapes.rank(node.output[0])
         if rank is None or shapes.const_dim(node.output[0], -1) != n:
             return None
@@ -110,7 +117,7 @@ def _reshape_chain_to_matmul(g: GraphView, bn: onnx.NodeProto, shapes, producers
             w = g.const(node.input[1])
             if w is None or w.ndim != 2 or w.shape[1] != n or g.const(node.input[0]) is not None:
                 return None
-            return node, add
+            return node, add, walked
         return None
 
 
@@ -124,7 +131,7 @@ def _fold_bn_into_matmul(g: GraphView, bn, s, t, shapes, producers, users) -> bo
     found = _reshape_chain_to_matmul(g, bn, shapes, producers, users)
     if found is None:
         return False
-    matmul, add = found
+    matmul, add, walked = found
     w = g.const(matmul.input[1])
     matmul.input[1] = g.add_init(matmul.input[1], (w.astype(np.float64) * s[None, :]).astype(w.dtype))
     if add is not None:
@@ -137,7 +144,9 @@ def _fold_bn_into_matmul(g: GraphView, bn, s, t, shapes, producers, users) -> bo
         add = helper.make_node("Add", [out, bias], [matmul.output[0]], name=g.fresh(f"{bn.name}_bias"))
         matmul.output[0] = out
         g.insert_after(matmul, add)
-    return g.bypass(bn, bn.input[0])
+    for name in walked[1:]:  # now scaled and shifted: not the values their names stand for
+        _rename(g, name, g.fresh(f"{name}_folded"))
+    return _absorb(g, bn)
 
 
 def _fold_bn_into_next_matmul(g: GraphView, bn, s, t, shapes, users) -> bool:
@@ -170,6 +179,7 @@ def _fold_bn_into_next_matmul(g: GraphView, bn, s, t, shapes, users) -> bool:
         if add is not None:
             b = np.broadcast_to(g.const(add.input[bias_index]).reshape(-1).astype(np.float64), shift.shape)
             add.input[bias_index] = g.add_init(add.input[bias_index], (b + shift).astype(dtype))
+            _rename(g, mm.output[0], g.fresh(f"{mm.output[0]}_folded"))  # short of its shift now
         else:
             out = g.fresh(f"{mm.output[0]}_bn")
             bias = g.add_init(f"{bn.input[1]}_folded_shift", shift.astype(dtype))
@@ -177,6 +187,28 @@ def _fold_bn_into_next_matmul(g: GraphView, bn, s, t, shapes, users) -> bool:
             mm.output[0] = out
             g.insert_after(mm, new_add)
     g.remove(bn)
+    return True
+
+
+def _rename(g: GraphView, old: str, new: str) -> None:
+    """Give the tensor ``old`` (an intermediate, read by the fold's chain only) the name ``new``."""
+    for node in g.nodes:
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+    g.replace_uses(old, new)
+
+
+def _absorb(g: GraphView, bn: onnx.NodeProto) -> bool:
+    """Remove a folded BN; the node before it now writes the BN's output name (the value that name stands for).
+    Where that is unsafe (a pinned or shared input), the BN is bypassed instead."""
+    data_in, out = bn.input[0], bn.output[0]
+    producer = g.producers().get(data_in)
+    if (producer is None or data_in in g.pinned or data_in in g.graph_inputs or out in g.subgraph_reads
+            or len(g.consumers().get(data_in, [])) != 1):
+        return g.bypass(bn, data_in)
+    g.remove(bn)
+    producer.output[list(producer.output).index(data_in)] = out
     return True
 
 
