@@ -14,6 +14,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
@@ -59,15 +60,16 @@ def check_one(preprocess: Preprocess, path: str) -> Outcome:
         return Outcome(None, _failure(exc))
 
 
-def _preprocess_in_worker(path: str) -> Outcome:
-    return preprocess_one(_PREPROCESS, path)
+def _preprocess_in_worker(paths: list[str]) -> list[Outcome]:
+    return [preprocess_one(_PREPROCESS, path) for path in paths]
 
 
-def _check_in_worker(path: str) -> Outcome:
-    return check_one(_PREPROCESS, path)
+def _check_in_worker(paths: list[str]) -> list[Outcome]:
+    return [check_one(_PREPROCESS, path) for path in paths]
 
 
 _IN_WORKER = {preprocess_one: _preprocess_in_worker, check_one: _check_in_worker}
+CHUNK = 4  # images per task: one round trip to a worker costs about as much as decoding a small JPEG
 
 
 def default_workers() -> int:
@@ -78,10 +80,16 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _chunks(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(paths)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
 def stream(step: Callable[[Preprocess, str], Outcome], preprocess: Preprocess, paths: Iterable[str],
            workers: int = 1, window: int = 32) -> Iterator[Outcome]:
-    """``step(preprocess, path)`` for every path, in order; ``workers`` > 1 runs it in that many processes
-    with at most ``window`` images in flight."""
+    """``step(preprocess, path)`` for every path, in order; ``workers`` > 1 runs it in that many processes,
+    ``CHUNK`` images per task, with at most ``window`` images in flight."""
     if workers <= 1:
         for path in paths:
             yield step(preprocess, path)
@@ -89,18 +97,17 @@ def stream(step: Callable[[Preprocess, str], Outcome], preprocess: Preprocess, p
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(preprocess,))
     pending: deque[Future] = deque()
+    tasks = max(workers, window // CHUNK)
     try:
-        remaining = iter(paths)
-        for path in remaining:
-            pending.append(pool.submit(_IN_WORKER[step], path))
-            if len(pending) >= max(window, workers):
-                break
+        chunks = _chunks(paths, CHUNK)
+        for chunk in islice(chunks, tasks):
+            pending.append(pool.submit(_IN_WORKER[step], chunk))
         while pending:
-            outcome = pending.popleft().result()
-            following = next(remaining, None)
+            outcomes = pending.popleft().result()
+            following = next(chunks, None)
             if following is not None:
                 pending.append(pool.submit(_IN_WORKER[step], following))
-            yield outcome
+            yield from outcomes
     finally:
         # An abandoned stream (an error downstream, Ctrl-C) stops its workers instead of finishing the queue.
         pool.shutdown(wait=True, cancel_futures=True)
