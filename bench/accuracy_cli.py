@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.accuracy.drift_pass import pipeline_preprocess
 from bench.accuracy.per_image import ImageResults, run_shard
+from bench.accuracy.progress_bar import image_bar
 from bench.accuracy.statistics import accuracy_statistics
 from bench.cell import BenchFailure, resolve_manifest
 from bench.harness import env
@@ -58,14 +58,6 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"JSON lines file (default {DEFAULT_RESULTS})")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.add_argument("--json", action="store_true", help="print the record as JSON after the table")
-
-
-def _progress(total: int, what: str, quiet: bool):
-    """A tqdm bar on stderr after 2 s; none when stderr is not a terminal or with --quiet."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=what, unit="img", delay=2.0, disable=quiet or not sys.stderr.isatty(),
-                file=sys.stderr, dynamic_ncols=True)
 
 
 def request_of(args: argparse.Namespace, cfg) -> BenchRequest:
@@ -105,7 +97,7 @@ def open_checked(args: argparse.Namespace, preprocess: Preprocess, num_classes: 
     if dataset.describe().get("label_source") == "sorted_order":
         raise DataError(f"{args.data}: its class folders are neither ImageNet synsets nor class indices, so their "
                         "labels would be guesses; pass --labels FILE (path label per line)")
-    with _progress(len(dataset), "checking images", args.quiet) as bar:
+    with image_bar(len(dataset), "checking images", args.quiet) as bar:
         unreadable = dataset.check(bar.update)
     if unreadable:
         log.warning("%d of %d images cannot be read; they are left out and named in the record",
@@ -128,7 +120,7 @@ def measure(request: BenchRequest, dataset: ImageDataset, quiet: bool) -> tuple[
     try:
         runtime.load(artifact)
         readable = len(dataset) - len(dataset.unreadable)
-        with _progress(readable, f"{artifact.model} {request.runtime_name}", quiet) as bar:
+        with image_bar(readable, f"{artifact.model} {request.runtime_name}", quiet) as bar:
             results = run_shard(runtime, dataset, request.batch, artifact.input_name, artifact.output_name,
                                 bar.update)
         described = {"name": request.runtime_name, "device": request.runtime.device,

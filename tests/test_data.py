@@ -233,3 +233,15 @@ def test_real_imagenet_images_preprocess():
     rgb = next(infer.batches(1)).images
     assert infer.describe()["preprocess"]["pipeline"] == "infer"
     assert 0 < np.abs(rgb[:, ::-1] - bgr).max() < 0.5  # same image, channels swapped, another resize filter
+
+
+def test_images_smaller_than_the_crop_are_enlarged_and_named(tmp_path):
+    """PaddleClas's resize_short enlarges an image whose short side is below the crop; the set records which."""
+    jpeg(tmp_path / "small.jpg", seed=1, size=(14, 12))  # below SMALL's 16 crop
+    jpeg(tmp_path / "large.jpg", seed=2, size=(40, 30))
+    ds = open_dataset(tmp_path, preprocess=SMALL)
+    assert ds.check() == 0 and ds.enlarged == ["small.jpg"]
+    images = next(ds.batches(2)).images
+    assert images.shape == (2, 3, 16, 16)
+    enlarged = ds.describe()["enlarged"]
+    assert enlarged["count"] == 1 and enlarged["names"] == ["small.jpg"] and "resize_short" in enlarged["policy"]

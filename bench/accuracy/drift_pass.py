@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.accuracy.gates import evaluate_gates
+from bench.accuracy.progress_bar import image_bar
 from bench.accuracy.reference import collect_logits, reference_logits
 from core.artifact import Artifact
 from core.datasets import DataError, Dataset, ImageDataset, open_dataset
@@ -109,7 +110,8 @@ def prepare_drift(settings: DriftSettings, artifact: Artifact) -> PreparedDrift:
     loads (fail fast: a set with no readable image is refused before any timing)."""
     dataset = open_drift_dataset(settings, artifact)
     if isinstance(dataset, ImageDataset):
-        dataset.check()
+        with image_bar(len(dataset), "checking images") as bar:
+            dataset.check(bar.update)
     stored = stored_reference(artifact, dataset)
     if stored is None:
         if artifact.paddle_files is None:
@@ -158,7 +160,8 @@ def run_drift(runtime: Runtime, artifact: Artifact, batch: int, precision: str,
               prepared: PreparedDrift) -> tuple[dict, dict | None]:
     """Drift figures and gate verdicts for one open runtime."""
     settings, dataset = prepared.settings, prepared.dataset
-    candidate = collect_logits(runtime, dataset, batch)
+    with image_bar(len(dataset), f"drift {runtime.name}") as bar:
+        candidate = collect_logits(runtime, dataset, batch, progress=bar.update)
     reference, source = prepared.stored, "export reference (paddle dygraph fp32)"
     if reference is None:
         reference, hit = paddle_reference(artifact, dataset, Path(settings.cache_dir))

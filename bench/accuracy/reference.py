@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def collect_logits(runtime: Runtime, dataset: Dataset, batch: int, *, input_name: str | None = None,
-                   output_name: str | None = None) -> Logits:
+                   output_name: str | None = None, progress: Callable[[int], None] | None = None) -> Logits:
     """Run a loaded runtime adapter over ``dataset`` at a fixed ``batch``.
 
     The last partial batch is padded with copies of its last image (real-looking data, unlike zeros, cannot
@@ -50,6 +50,8 @@ def collect_logits(runtime: Runtime, dataset: Dataset, batch: int, *, input_name
         names.extend(batch_names)
         if batch_labels is not None:
             labels.append(batch_labels)
+        if progress is not None:
+            progress(count)
     log.info("%s: logits for %d images (batch %d)", runtime.name, len(names), batch)
     return Logits(np.concatenate(values), names, np.concatenate(labels) if labels else None)
 
