@@ -1,6 +1,6 @@
 """core.preprocess against PaddleClas 2.6.0's own transform classes on 20 real images.
 
-The reference crops in tests/data/preprocess/reference.npz were made by PaddleClas's DecodeImage,
+The reference crops in tests/data/preprocess/reference-*.npz were made by PaddleClas's DecodeImage,
 ResizeImage and CropImage (its deploy and ppcls copies agreeing) with the eval and infer configs of each
 family; tests/data/preprocess/make_reference.py made them, in an environment of its own, and checked that
 PaddleClas's NormalizeImage + ToCHWImage equal ``Preprocess.normalise``'s formula on every crop.
@@ -26,18 +26,18 @@ from core.preprocess import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "tests" / "data" / "preprocess" / "reference.npz"
+REFERENCE = ROOT / "tests" / "data" / "preprocess"  # reference.json + one npz per pipeline (make_reference.py)
 
 
 def _reference() -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
     """(meta, {pipeline: {image: uint8 HWC crop}}), MobileViT/infer rebuilt from its stored difference."""
-    with np.load(REFERENCE) as stored:
-        meta = json.loads(str(stored["meta"]))
-        crops = {p: {} for p in meta["pipelines"]}
-        for key in stored.files:
-            if key != "meta":
-                pipeline, image = key.split("|")
-                crops[pipeline][image] = np.asarray(Image.open(io.BytesIO(stored[key].tobytes())))
+    meta = json.loads((REFERENCE / "reference.json").read_text())
+    crops = {}
+    for pipeline in meta["pipelines"]:
+        file = "reference-" + pipeline.lower().replace("/", "-") + ".npz"
+        with np.load(REFERENCE / file) as stored:
+            crops[pipeline] = {image: np.asarray(Image.open(io.BytesIO(stored[image].tobytes())))
+                               for image in stored.files}
     for image, residual in crops["MobileViT/infer"].items():
         eval_rgb = crops["MobileViT/eval"][image][:, :, ::-1].astype(np.int16)
         crops["MobileViT/infer"][image] = (residual.astype(np.int16) - 128 + eval_rgb).astype(np.uint8)

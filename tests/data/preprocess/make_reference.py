@@ -19,8 +19,9 @@ MobileViT's eval config runs).
 What it writes (the test images are made first, from the bundled data/ images, when missing):
 - ``images/``: the made images (grayscale JPEG, PNG with alpha, CMYK JPEG, an image smaller than the crop,
   extreme aspect ratios, an EXIF-rotated JPEG, a side just above the crop).
-- ``reference.npz``: per pipeline and image, the uint8 crop PaddleClas feeds ``NormalizeImage`` (HWC, in
-  the channel order the model sees), as lossless WebP bytes (13 MB of raw crops take 3 MB); MobileViT/infer
+- ``reference.json`` (what made them) and ``reference-<family>-<pipeline>.npz``: per pipeline and image, the
+  uint8 crop PaddleClas feeds ``NormalizeImage`` (HWC, in the channel order the model sees), as lossless WebP
+  bytes (13 MB of raw crops take 3 MB); MobileViT/infer
   is stored as its difference from MobileViT/eval in RGB order plus 128 (the same scale, another filter:
   small numbers). Stored before normalisation because uint8 compresses far better than float32; the script
   checks once that PaddleClas's ``NormalizeImage`` + ``ToCHWImage`` equal the documented formula
@@ -151,7 +152,7 @@ def encode(crop: np.ndarray) -> np.ndarray:
 
 
 def stored(crops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """What reference.npz holds for one image's crops: MobileViT/infer as a difference from MobileViT/eval."""
+    """What the reference files hold for one image's crops: MobileViT/infer as a difference from MobileViT/eval."""
     residual = crops["MobileViT/infer"].astype(np.int16) - crops["MobileViT/eval"][:, :, ::-1]
     if np.abs(residual).max() > 127:
         raise SystemExit("MobileViT/infer is too far from MobileViT/eval to store as a difference")
@@ -185,8 +186,21 @@ def main() -> None:
     meta = {"paddleclas": "2.6.0", "transforms": sorted(modules), "numpy": np.__version__,
             "opencv": cv2.__version__, "pillow": Image.__version__, "images": listed,
             "pipelines": PIPELINES, "encoding": "webp-lossless; MobileViT/infer: infer - eval[..., ::-1] + 128"}
-    np.savez(HERE / "reference.npz", meta=np.array(json.dumps(meta)), **arrays)
-    print(f"{len(arrays)} crops of {len(images)} images written to {HERE / 'reference.npz'}")
+    save_reference(meta, arrays)
+    print(f"{len(arrays)} crops of {len(images)} images written to {HERE}/reference*")
+
+
+def save_reference(meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """One npz per pipeline (each file stays well under 2 MiB) beside reference.json with the metadata."""
+    (HERE / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
+    for pipeline in meta["pipelines"]:
+        mine = {key.split("|", 1)[1]: value for key, value in arrays.items() if key.startswith(pipeline + "|")}
+        np.savez(HERE / reference_file(pipeline), **mine)
+
+
+def reference_file(pipeline: str) -> str:
+    """``LeViT/eval`` -> ``reference-levit-eval.npz``."""
+    return "reference-" + pipeline.lower().replace("/", "-") + ".npz"
 
 
 if __name__ == "__main__":
