@@ -42,14 +42,17 @@ def series_key(cell: Cell, extra: Callable[[Cell], str]) -> plots.SeriesKey:
 
 
 def series_extra_fn(cells: Sequence[Cell], with_requests: bool = True) -> Callable[[Cell], str]:
-    """What tells series apart beyond runtime, precision and opset: the scope and the host, when they vary,
-    and the requests in flight asked of throughput cells (``x4``, ``x auto``) when those vary."""
+    """What tells series apart beyond runtime, precision and opset: the threads asked, the scope and the host,
+    when they vary, and the requests in flight asked of throughput cells (``x4``, ``x auto``) when those vary."""
     scopes = {c.scope for c in cells}
     hosts = {c.host for c in cells}
+    threads = {c.record.params.threads for c in cells}
     asked = {c.record.params.requests for c in cells if c.scenario == "throughput"}
 
     def extra(c: Cell) -> str:
         parts = []
+        if len(threads) > 1:
+            parts.append(f"t{c.record.params.threads or ' auto'}")
         if len(scopes) > 1:
             parts.append(str(c.scope))
         if len(hosts) > 1:
