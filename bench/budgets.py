@@ -49,9 +49,13 @@ class Budgets:
         if self.max_drop is not None and self.max_drop > 100:
             raise BudgetError(f"--max-drop is in percentage points of top-1 (0-100], got {self.max_drop!r}")
 
-    @property
-    def any_limit(self) -> bool:
-        return any(v is not None for v in (self.max_latency_ms, self.min_throughput, self.max_drop))
+    def flags(self) -> list[str]:
+        """The command-line flags that set these budgets (``bench recommend``'s)."""
+        out = ["--objective", self.objective]
+        for flag, value in (("--max-latency-ms", self.max_latency_ms), ("--min-throughput", self.min_throughput),
+                            ("--max-drop", self.max_drop), ("--batch", self.batch)):
+            out += [flag, f"{value:g}"] if value is not None else []
+        return out + (["--percentile", self.percentile] if self.percentile != DEFAULT_PERCENTILE else [])
 
     def describe(self) -> str:
         """One line: the objective and every constraint, as judged."""
