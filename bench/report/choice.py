@@ -110,7 +110,10 @@ def binding(judged: Sequence[Judged], budgets: Budgets) -> str:
     usable = [j for j in judged if j.rejections and all(r.kind in BUDGET_KINDS for r in j.rejections)]
     if not usable:
         counts = Counter(j.rejections[0].kind for j in judged if j.rejections)
-        return "no configuration has a usable measurement (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")"
+        hint = ("; measure again on a quiet machine (README: Quiet measurements)"
+                if "load-flagged timing" in counts else "")
+        return ("no configuration has a usable measurement ("
+                + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")" + hint)
     alone = Counter(BUDGET_KINDS[j.rejections[0].kind] for j in usable if len(j.rejections) == 1)
     if alone:
         head = "; ".join(f"the {name} budget alone rejects {n} configuration(s)" for name, n in alone.items())

@@ -63,6 +63,8 @@ def build_parser() -> Parser:
     s.add_argument("--rungs", type=positive_int, default=Search.rungs, help="screening rungs at most (default 3)")
     s.add_argument("--finalists", type=positive_int, default=Search.finalists, help="full measurements (default 3)")
     s.add_argument("--min-noise", type=float, default=Search.min_noise, help="noise floor of each run (default 0.03)")
+    s.add_argument("--retry-contended", action="store_true",
+                   help="measure again what an earlier run of this tune measured under contention")
     p.add_argument("--results", type=Path, help="JSON-lines file (default: bench.yaml results)")
     p.add_argument("--artifacts", help="export folder (default: bench.yaml artifacts)")
     p.add_argument("--config", type=Path, help="bench.yaml: measurement, drift, gates (default ./bench.yaml)")
@@ -104,7 +106,8 @@ def job_from_args(args: argparse.Namespace) -> Job:
                   tuple(args.requests) if args.requests else None, levels)
     setting = Setting(target, cfg, str(args.results or cfg.results), _drift(cfg, budgets), cfg.sweep.devices,
                       "latency" if budgets.objective == "latency" else "throughput")
-    search = Search(budgets, args.screen_seconds, args.eta, args.rungs, args.finalists, args.min_noise)
+    search = Search(budgets, args.screen_seconds, args.eta, args.rungs, args.finalists, args.min_noise,
+                    args.retry_contended)
     return Job(setting, search, space, model)
 
 
@@ -138,9 +141,9 @@ def _drift(cfg: BenchConfig, budgets: Budgets) -> DriftSettings | None:
 def tune_id(job: Job, found: list[Candidate]) -> str:
     """Same model, candidates, budgets, search and measurement -> same id: rerunning the command resumes."""
     drift = asdict(job.setting.drift) if job.setting.drift else None
-    basis = {"target": asdict(job.setting.target), "candidates": [asdict(c) for c in found],
-             "search": asdict(job.search), "measure": asdict(job.setting.config.measure), "drift": drift,
-             "scenario": job.setting.scenario}
+    search = {**asdict(job.search), "retry_contended": None}  # how to resume is no part of what is searched
+    basis = {"target": asdict(job.setting.target), "candidates": [asdict(c) for c in found], "search": search,
+             "measure": asdict(job.setting.config.measure), "drift": drift, "scenario": job.setting.scenario}
     return "tune-" + hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

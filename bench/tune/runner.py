@@ -79,6 +79,7 @@ class Search:
     rungs: int = 3
     finalists: int = 3
     min_noise: float = 0.03
+    retry_contended: bool = False  # measure again what a run of this tune measured under contention
 
 
 class TuneRun:
@@ -160,9 +161,11 @@ class TuneRun:
         return [Entry(r, cells.get(r.cell_key)) for r in requests]
 
     def _todo(self, requests: Sequence[BenchRequest]) -> list[BenchRequest]:
-        """The requests without a record under their run id yet (a resumed tune measures only those)."""
+        """The requests without a record under their run id yet (a resumed tune measures only those), and with
+        ``retry_contended`` those whose only records there were measured under contention."""
         done = finished_statuses(self.results, requests[0].output.run_id) if requests else {}
-        return [r for r in requests if not done.get(r.cell_key)]
+        finished = {"ok", "error"} | (set() if self.search.retry_contended else {"contended"})
+        return [r for r in requests if not done.get(r.cell_key, set()) & finished]
 
     def _measure(self, requests: Sequence[BenchRequest], name: str) -> None:
         todo = self._todo(requests)
