@@ -245,3 +245,61 @@ def test_an_empty_results_file_is_one_line(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     one_error(bench("recommend", str(tmp_path / "empty.jsonl"), "--model", "LeViT_128S", "--max-latency-ms", "10",
                     cwd=tmp_path), "empty results file")
+
+
+# --- the report ------------------------------------------------------------------------------------------------
+
+
+def test_the_report_recommends_and_stars_the_choice(tmp_path):
+    from bench.report import plots
+    from bench.report.build import build_report
+    from bench.report.figures import _AccuracyGroup
+    from bench.report.recommendation import recommended
+    from bench.report.results import select_cells
+    from bench.report.sections import Context, series_extra_fn
+
+    records = [config("ov", "int8", p50=2.0, agreement=0.95), config("ov", p50=4.0), config("ort", p50=5.0)]
+    results = write(tmp_path / "runs.jsonl", records)
+    budgets = Budgets(max_latency_ms=10, max_drop=1.0)
+    text = build_report([results], tmp_path / "out", budgets=(budgets, "the command line")).read_text()
+    section = text.split("## Recommendation\n")[1].split("\n## ")[0]
+    assert "Budgets (the command line): lowest p90 latency with p90 latency <= 10 ms and top-1 drop <= 1" in section
+    assert "| CHOSEN | ov fp32 b1 opset 17 | 4.400 |" in section
+    assert "| rejected | ov int8 b1 opset 17 | 2.200 |" in section and "drift interval above budget" in section
+    assert (f"`python -m bench recommend {results} --model LeViT_128S --objective latency --max-latency-ms 10 "
+            "--max-drop 1` prints the commands") in section
+    # the chosen point is starred on its latency-vs-accuracy figure, and only it
+    loaded = read_records(results).records
+    cells = select_cells(loaded)
+    ctx = Context(cells, tmp_path, "agreement", plots.Styler([]), series_extra_fn(cells),
+                  recommended=recommended(loaded, budgets, "the command line", [results]))
+    group = _AccuracyGroup()
+    group.add_model(ctx, "LeViT_128S", cells)
+    assert [(p.series.runtime, p.series.precision) for p in group.panels[0].points if p.chosen] == [("ov", "fp32")]
+    assert "Starred: the configuration the Recommendation section chooses." in group.caption()
+
+
+def test_the_report_takes_its_budgets_from_bench_yaml(tmp_path):
+    results = write(tmp_path / "runs.jsonl", [config("ov", p50=4.0), config("ort", p50=5.0)])
+    (tmp_path / "bench.yaml").write_text("recommend:\n  max_latency_ms: 4\n")
+    proc = run_module("bench", "report", str(results), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Budgets (bench.yaml recommend:): highest images/s with p90 latency <= 4 ms" in text
+    assert "No configuration qualifies: the latency budget alone rejects 2 configuration(s)" in text
+    (tmp_path / "bench.yaml").unlink()  # no budgets anywhere: no section
+    proc = run_module("bench", "report", str(results), "--out", str(tmp_path / "plain"), cwd=tmp_path)
+    assert proc.returncode == 0 and "## Recommendation" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_bench_yaml_recommend_section():
+    from bench.config import config_from_dict
+    from core.yamlio import ConfigError
+
+    cfg = config_from_dict({"recommend": {"max_latency_ms": 10, "max_drop": 0.5, "batch": 1}})
+    assert cfg.recommend == Budgets("throughput", 10.0, None, 0.5, "p90", 1)
+    assert config_from_dict({"recommend": {"objective": "latency", "max_latency_ms": None}}).recommend is None
+    with pytest.raises(ConfigError, match=r"recommend.max_latency_ms: expected a number > 0, got -1"):
+        config_from_dict({"recommend": {"max_latency_ms": -1}})
+    with pytest.raises(ConfigError, match=r"recommend.percentile: unknown percentile 'p80'"):
+        config_from_dict({"recommend": {"max_drop": 1, "percentile": "p80"}})
