@@ -91,17 +91,19 @@ def _positive_number(text: str) -> float:
     return value
 
 
-def add_budget_arguments(p: argparse.ArgumentParser, objective_default: str | None = None) -> None:
+def add_budget_arguments(p: argparse.ArgumentParser, objective_required: bool = False) -> None:
     """The budget flags ``recommend``, ``tune`` and ``report`` share (argparse exits 2 on a bad value)."""
-    p.add_argument("--objective", choices=OBJECTIVES, default=objective_default,
-                   help="latency: the lowest latency at --percentile; throughput: the most images/s (default: "
-                        "throughput when only --max-latency-ms is given, else latency)")
+    default = "" if objective_required else (" (default: throughput when only --max-latency-ms is given, else "
+                                             "latency)")
+    p.add_argument("--objective", choices=OBJECTIVES, required=objective_required,
+                   help="latency: the lowest latency at --percentile; throughput: the most images/s" + default)
     p.add_argument("--max-latency-ms", type=_positive_number, metavar="X",
                    help="latency ceiling per batch (request) in ms, judged on --percentile")
     p.add_argument("--min-throughput", type=_positive_number, metavar="N", help="throughput floor in images/s")
     p.add_argument("--max-drop", type=_positive_number, metavar="P",
                    help="largest top-1 drop from Paddle in percentage points, judged on the upper end of its 95 %% "
-                        "interval (on labels when the records have them, else on agreement with Paddle)")
+                        "interval (on labels when the records have them, else on agreement with Paddle); not the "
+                        "int8 recipe's --max-drop of python -m export")
     p.add_argument("--percentile", choices=PERCENTILES, default=None,
                    help=f"the latency percentile the budgets and the objective judge (default {DEFAULT_PERCENTILE})")
 

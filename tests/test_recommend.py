@@ -173,6 +173,11 @@ def test_commands_rebuild_the_configuration(tmp_path):
     assert run_command(cell) == ("python -m bench --runtime ov --model LeViT_128S --opset 17 --weights official "
                                  "--optimize gemm --calibration-size 64 --artifacts /data/art --batch 8 --precision "
                                  "int8 --threads 2 --option streams=2 --drift")
+    # drift measured on a folder of images against Paddle Inference: the same folder and labels again
+    r.drift = {"agreement": 1.0, "agreement_ci": [0.9, 1.0], "reference_source": "paddle inference fp32 (cached)",
+               "data": {"kind": "list", "root": "/data/val 1k", "list_file": "/data/val 1k/val_list.txt"}}
+    assert run_command(_cell(tmp_path / "folder", r)).endswith(
+        "--data '/data/val 1k' --labels '/data/val 1k/val_list.txt'")
 
 
 @pytest.mark.parametrize("bad, message", [

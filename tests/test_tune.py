@@ -122,7 +122,7 @@ def tune(*args: str, cwd: Path, timeout: float = 300):
     (["--model", "LeViT_128S", "--objective", "latency", "--max-latency-ms", "0"],
      "--max-latency-ms: must be a positive number, got '0'"),
     (["--model", "LeViT_128S", "--objective", "fast"], "argument --objective: invalid choice: 'fast'"),
-    (["--model", "LeViT_128S"], "--objective latency|throughput is required"),
+    (["--model", "LeViT_128S"], "the following arguments are required: --objective"),
     (["--model", "LeViT_128S", "--objective", "latency", "--requests", "4"], "--requests (requests in flight) needs"),
     (["--model", "LeViT_128S", "--objective", "latency", "--time-budget", "-1"], "--time-budget must be a positive"),
     (["--model", "LeViT_128S", "--objective", "latency", "--precisions", "fp8"], "unknown precision 'fp8'"),

@@ -86,7 +86,21 @@ def run_command(cell: Cell) -> str:
         parts += ["--requests", str(options.requests)] if options.requests else []
     for key, value in options.extra.items():
         parts += ["--option", f"{key}={value}"]
-    return " ".join(["python -m bench --runtime", request.runtime_name, *map(shlex.quote, parts), "--drift"])
+    return " ".join(["python -m bench --runtime", request.runtime_name, *map(shlex.quote, parts + drift_flags(cell))])
+
+
+def drift_flags(cell: Cell) -> list[str]:
+    """The drift pass the record's came from: the export's images (``--drift``), the synthetic set, or a folder
+    of images with its labels."""
+    drift = cell.record.drift if isinstance(cell.record.drift, dict) else {}
+    data = drift.get("data") if isinstance(drift.get("data"), dict) else {}
+    if not drift or str(drift.get("reference_source", "")).startswith("export") or not data:
+        return ["--drift"]
+    if data.get("kind") == "synthetic":
+        return ["--data", "synthetic"]
+    if not data.get("root"):
+        return ["--drift"]
+    return ["--data", str(data["root"])] + (["--labels", str(data["list_file"])] if data.get("list_file") else [])
 
 
 def _unless(value, default, flag: str) -> list[str]:

@@ -171,6 +171,7 @@ def _rejections(j: Judged, budgets: Budgets, reject_untrained: bool):
     if j.screening:
         yield Rejection("screening only", "a short bench tune measurement without a drift pass; the search "
                                           "dropped it before its full measurement")
+        return
     if cell.contention:
         yield Rejection("load-flagged timing", "; ".join(cell.contention))
     if reject_untrained and trained(cell) is False:

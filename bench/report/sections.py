@@ -8,10 +8,10 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench.report import plots
 from bench.report.markdown import MISSING, cell_value, fmt_ci, fmt_ms, fmt_pct, md_table
+from bench.report.recommendation import Recommended
 from bench.report.results import RUNTIME_ORDER, Cell, rank, timestamp_of
 
 
@@ -26,7 +26,7 @@ class Context:
     styler: plots.Styler
     series_extra: Callable[[Cell], str]
     written: list[Path] = field(default_factory=list)
-    recommended: Any = None  # bench.report.recommendation.Recommended, when budgets were given
+    recommended: Recommended | None = None  # the Recommendation section's, when budgets were given
 
     def series(self, cell: Cell) -> plots.SeriesKey:
         return series_key(cell, self.series_extra)

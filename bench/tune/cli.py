@@ -16,7 +16,7 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench.accuracy.drift_pass import DriftSettings
@@ -46,7 +46,7 @@ def build_parser() -> Parser:
     what.add_argument("--manifest", help="an exported model (model.onnx.json or its folder) instead")
     p.add_argument("--opset", type=positive_int, default=17, help="opset of the export (default 17)")
     p.add_argument("--weights", help="seeded, official, or a .pdparams path/URL (default: bench.yaml's)")
-    add_budget_arguments(p)
+    add_budget_arguments(p, objective_required=True)
     axes = p.add_argument_group("candidates (default: everything this host can run)")
     axes.add_argument("--runtimes", nargs="+", help="default: every runtime available here")
     axes.add_argument("--precisions", nargs="+", help="default: every precision each runtime offers here")
@@ -82,8 +82,6 @@ class Job:
 
 def job_from_args(args: argparse.Namespace) -> Job:
     """Everything the tune needs, checked; ``InputError``/``BudgetError``/``ConfigError`` say what is wrong."""
-    if args.objective is None:
-        raise InputError("--objective latency|throughput is required")
     budgets = budgets_from_args(args)
     for flag, value in (("--time-budget", args.time_budget), ("--screen-seconds", args.screen_seconds)):
         if value is not None and not value > 0:
@@ -152,8 +150,7 @@ def plan(job: Job) -> tuple[list[Candidate], list[str]]:
     available = probe_runtimes(job.space.runtimes)
     runtimes = tuple(r for r in job.space.runtimes if available[r][0])
     gone = [f"{r}: not available here ({available[r][1]})" for r in job.space.runtimes if not available[r][0]]
-    found, left_out = candidates(Space(**{**asdict(job.space), "runtimes": runtimes}), job.setting.devices,
-                                 cpu_flags())
+    found, left_out = candidates(replace(job.space, runtimes=runtimes), job.setting.devices, cpu_flags())
     return found, gone + left_out
 
 

@@ -61,9 +61,12 @@ class Clock:
         if self.budget_s is not None and self.elapsed >= self.budget_s:
             raise BudgetSpent
 
+    @property
+    def overhead_s(self) -> float:
+        return sum(self.overheads) / len(self.overheads) if self.overheads else DEFAULT_CELL_OVERHEAD_S
+
     def cell_s(self, measure: MeasureParams) -> float:
-        overhead = sum(self.overheads) / len(self.overheads) if self.overheads else DEFAULT_CELL_OVERHEAD_S
-        return overhead + measure.min_duration_s
+        return self.overhead_s + measure.min_duration_s
 
     def fits(self, seconds: float) -> bool:
         return self.budget_s is None or self.elapsed + seconds <= self.budget_s
@@ -137,7 +140,9 @@ class TuneRun:
         return final
 
     def _rung_fits(self, count: int, measure: MeasureParams) -> bool:
-        final = self.search.finalists * (self.clock.cell_s(self.final_measure()) + self.clock.cell_s(measure))
+        """Whether a rung of ``count`` cells and then the final fit in the time left (a final cell: its full
+        measurement, and about one more load's time for the drift pass)."""
+        final = self.search.finalists * (self.clock.cell_s(self.final_measure()) + self.clock.overhead_s)
         return self.clock.fits(count * self.clock.cell_s(measure) + final)
 
     def _screen(self, rung: int, standing: list[BenchRequest], measure: MeasureParams) -> list[Entry]:
