@@ -44,8 +44,7 @@ from bench.report.throughput import section_throughput_latency
 log = logging.getLogger(__name__)
 
 SECTIONS = (section_recommendation, section_accuracy, section_explain, section_batch, section_throughput_latency,
-            section_contention,
-            section_all_cells, section_failures,
+            section_contention, section_all_cells, section_failures,
             section_notes, section_reruns, section_environment)
 
 

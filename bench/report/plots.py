@@ -44,8 +44,7 @@ _OTHER_STYLES = [("#CC79A7", ("<", ">"), (0, (5, 1, 1, 1, 1, 1))), ("#E69F00", (
                  ("#56B4E9", ("*", "H"), (0, (8, 2)))]
 _PRECISION_FILL = {"fp32": "full", "bf16": "left", "fp16": "none", "int8": "bottom"}
 # The recommended point: a large open star around its own marker, drawn over it.
-_CHOSEN_STYLE = {"linestyle": "none", "marker": "*", "markersize": 26, "fillstyle": "none", "color": "black",
-                 "markeredgewidth": 1.3, "zorder": 4}
+_CHOSEN_STYLE = {"linestyle": "none", "marker": "*", "fillstyle": "none", "color": "black", "markeredgewidth": 1.3}
 
 
 @dataclass(frozen=True)
@@ -205,7 +204,7 @@ def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xl
                     fillstyle="none", color="0.2", markeredgewidth=1.0, zorder=1)
         chosen = [p for p in plotted if p.chosen]
         if chosen:
-            ax.plot([p.x for p in chosen], [p.y for p in chosen], **_CHOSEN_STYLE)
+            ax.plot([p.x for p in chosen], [p.y for p in chosen], markersize=26, zorder=4, **_CHOSEN_STYLE)
         if _use_log([p.x for p in plotted]):
             ax.set_xscale("log")
         ax.set_title(panel.title, fontsize=11)
@@ -224,7 +223,7 @@ def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xl
     handles.append(Line2D([], [], color="0.2", marker="o", markersize=13, fillstyle="none",
                           linestyle=(0, (2, 2)), label="Pareto front"))
     if starred:
-        handles.append(Line2D([], [], label="recommended", **{**_CHOSEN_STYLE, "zorder": None, "markersize": 15}))
+        handles.append(Line2D([], [], label="recommended", markersize=15, **_CHOSEN_STYLE))
     _legend(foot, handles, ncol)
     body.suptitle(title, fontsize=12.5)
     return save_figure(fig, stem)
