@@ -45,7 +45,7 @@ def dropped(verdict) -> dict[str, str]:
 def test_a_candidate_slower_beyond_noise_is_dropped_one_within_noise_goes_on(tmp_path):
     fast, near, slow = (entry(tmp_path, "ov", p50=4.0), entry(tmp_path, "ort", p50=4.1, threads=1),
                         entry(tmp_path, "ort", p50=6.0))
-    verdict = prune([fast, near, slow], LATENCY, min_noise=0.03, keep=3)
+    verdict = prune([fast, near, slow], LATENCY, min_noise=0.03, finalists=3, eta=3)
     assert [e.label for e in verdict.survivors] == ["ov fp32 b1 opset 17 threads 2", "ort fp32 b1 opset 17 threads 1"]
     # each side's noise is its CV, at least min_noise: the band is 1.5 x exp(+-hypot(ln 1.03, ln 1.03))
     assert dropped(verdict) == {"ort fp32 b1 opset 17 threads 2": "dominated by ov fp32 b1 opset 17 threads 2: p90 "
@@ -55,7 +55,7 @@ def test_a_candidate_slower_beyond_noise_is_dropped_one_within_noise_goes_on(tmp
 def test_only_a_candidate_at_least_as_accurate_drops_another(tmp_path):
     int8, fp32, bf16 = (entry(tmp_path, "ov", "int8", p50=1.0), entry(tmp_path, "ov", "fp32", p50=4.0),
                         entry(tmp_path, "ov", "bf16", p50=6.0))
-    verdict = prune([int8, fp32, bf16], LATENCY, min_noise=0.03, keep=3)
+    verdict = prune([int8, fp32, bf16], LATENCY, min_noise=0.03, finalists=3, eta=3)
     # the int8 model is 4x faster, but its drift is unknown: fp32 goes on; fp32 is faster than bf16 and at least
     # as accurate: bf16 is dropped
     assert [e.label for e in verdict.survivors] == ["ov int8 b1 opset 17 threads 2", "ov fp32 b1 opset 17 threads 2"]
@@ -65,24 +65,27 @@ def test_only_a_candidate_at_least_as_accurate_drops_another(tmp_path):
 def test_over_a_timing_budget_beyond_noise_is_dropped(tmp_path):
     budgets = Budgets(objective="latency", max_latency_ms=5.0)
     over, inside_noise = entry(tmp_path, "ov", p50=5.0), entry(tmp_path, "ort", p50=4.6, cv=0.05)  # p90 5.5, 5.06
-    verdict = prune([over, inside_noise], budgets, min_noise=0.03, keep=2)
+    verdict = prune([over, inside_noise], budgets, min_noise=0.03, finalists=2, eta=3)
     assert dropped(verdict) == {"ov fp32 b1 opset 17 threads 2": "p90 5.5 ms over the 5 ms budget beyond its noise"}
     # a throughput floor the same way
-    verdict = prune([over], Budgets(objective="throughput", min_throughput=300), min_noise=0.03, keep=2)
+    verdict = prune([over], Budgets(objective="throughput", min_throughput=300), min_noise=0.03, finalists=2, eta=3)
     assert "200 images/s under the 300 budget" in dropped(verdict)["ov fp32 b1 opset 17 threads 2"]
 
 
 def test_a_contended_measurement_gets_no_verdict(tmp_path):
     loaded, quiet = entry(tmp_path, "ov", p50=1.0, contended=True), entry(tmp_path, "ort", p50=9.0)
-    verdict = prune([loaded, quiet], LATENCY, min_noise=0.03, keep=1)
+    verdict = prune([loaded, quiet], LATENCY, min_noise=0.03, finalists=1, eta=3)
     assert len(verdict.survivors) == 2 and verdict.dropped == []  # neither dropped nor dropping
+    # the finalists are a hard limit: a contended candidate fills a place only when quiet ones leave it free
+    assert halve([loaded, quiet], LATENCY, keep=1, contended_go_on=False) == [quiet]
+    assert halve([loaded, quiet], LATENCY, keep=2, contended_go_on=False) == [loaded, quiet]
 
 
 def test_errors_are_dropped_and_halving_keeps_the_best_of_each_accuracy_class(tmp_path):
     entries = [entry(tmp_path, "ov", "int8", p50=1.0), entry(tmp_path, "ov", "int8", p50=1.02, threads=1),
                entry(tmp_path, "ov", "int8", p50=1.01, level="gemm"), entry(tmp_path, "ort", "fp32", p50=4.0),
                entry(tmp_path, "ov", "fp32", p50=4.05), entry(tmp_path, "ort", "int8", status="error")]
-    verdict = prune(entries, LATENCY, min_noise=0.05, keep=3)
+    verdict = prune(entries, LATENCY, min_noise=0.05, finalists=3, eta=2)
     why = dropped(verdict)
     assert why["ort int8 b1 opset 17 threads 2"] == "error: RuntimeError: it broke"
     # kept: the best fp32, then the best of each int8 class (another graph level is another int8 model)

@@ -3,7 +3,10 @@
 first (``export_missing``), the file locked against a sweep or another tune (``SweepLock``).
 
 Rung ``r`` measures every candidate still standing for ``screen_s * eta**r`` seconds without a drift pass,
-under the run id ``<tune id>-screen<r>``; ``bench.tune.search.prune`` decides who goes on. The finalists get
+under the run id ``<tune id>-screen<r>``; ``bench.tune.search.prune`` decides who goes on. A screening
+measurement is short, so the cells of one model file (runtime, precision, graph level) share a process
+(``python -m bench _cells``), each still with its own runtime, load, machine watch and record; what such a process
+leaves unrecorded (a crash, a timeout) is measured again cell by cell, each in its own process. The finalists get
 the full measurement of bench.yaml's ``measure`` section and the drift pass, under ``<tune id>-final``. Every
 decision is computed from the records, so rerunning the same command resumes: a candidate with a record
 under a rung's run id is not measured again there.
@@ -16,8 +19,9 @@ new cell starts, and the recommendation is made from what was measured.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import math
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.budgets import Budgets
+from bench.cell import EXIT_INTERRUPTED
 from bench.harness.measure import MeasureParams
 from bench.records import read_records
 from bench.report.judge import screening_run_id
@@ -35,6 +40,7 @@ from bench.request import BenchRequest
 from bench.sweep.runner import export_missing, finished_statuses, run_cell_process
 from bench.tune.search import Entry, halve, prune
 from bench.tune.space import Candidate, Setting, request_for
+from core.proc import python_module, run_child
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,8 @@ class TuneRun:
             standing = [e.request for e in entries]
             if len(standing) <= self.search.finalists:
                 break
-        finalists = [e.request for e in halve(entries, self.search.budgets, self.search.finalists)]
+        finalists = [e.request for e in halve(entries, self.search.budgets, self.search.finalists,
+                                              contended_go_on=False)]
         self.say(f"final: {len(finalists)} finalist(s), full measurement (bench.yaml measure)"
                  + (" and drift pass" if self.setting.drift else ", no drift pass (bench.yaml sweep.drift: false)"))
         final = self._final(finalists, f"{self.tune_id}-final")
@@ -149,10 +156,9 @@ class TuneRun:
         run_id = screening_run_id(self.tune_id, rung)
         requests = [dataclasses.replace(r, measure=measure, output=dataclasses.replace(r.output, run_id=run_id))
                     for r in standing]
-        self._measure(requests, f"rung {rung}")
+        self._measure(requests, f"rung {rung}", shared=True)
         entries = self.entries(requests, run_id)
-        keep = max(self.search.finalists, math.ceil(len(entries) / self.search.eta))
-        verdict = prune(entries, self.search.budgets, self.search.min_noise, keep)
+        verdict = prune(entries, self.search.budgets, self.search.min_noise, self.search.finalists, self.search.eta)
         self.say(f"rung {rung} ({measure.min_duration_s:g} s each): {len(entries)} measured, "
                  f"{len(verdict.dropped)} dropped, {len(verdict.survivors)} go on")
         for entry, why in verdict.dropped:
@@ -172,16 +178,32 @@ class TuneRun:
         finished = {"ok", "error"} | (set() if self.search.retry_contended else {"contended"})
         return [r for r in requests if not done.get(r.cell_key, set()) & finished]
 
-    def _measure(self, requests: Sequence[BenchRequest], name: str) -> None:
+    def _measure(self, requests: Sequence[BenchRequest], name: str, shared: bool = False) -> None:
+        """Measure the requests without a record yet: each in its own process, or with ``shared`` (screening)
+        those of one model file in one process (``bench.tune.cells``)."""
         todo = self._todo(requests)
-        timeout = self.setting.config.sweep.cell_timeout_s
+        groups: dict[tuple, list[BenchRequest]] = {}
+        for request in todo:
+            key = (request.runtime_name, request.runtime.precision, request.target.optimize) if shared else id(request)
+            groups.setdefault(key, []).append(request)
         with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=name, unit="cell", file=sys.stderr,
                   dynamic_ncols=True) as bar:
-            for request in todo:
+            for group in groups.values():
                 self.clock.check()
-                bar.set_postfix_str(request.label)
+                bar.set_postfix_str(group[0].label + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
                 started = time.monotonic()
-                run_cell_process(request, self.results, timeout, bar, self.keep)
-                self.clock.overheads.append(time.monotonic() - started - request.measure.min_duration_s)
-                self.cells_run += 1
-                bar.update(1)
+                self._run_group(group, bar)
+                each = (time.monotonic() - started) / len(group)
+                self.clock.overheads += [each - group[0].measure.min_duration_s] * len(group)
+                self.cells_run += len(group)
+                bar.update(len(group))
+
+    def _run_group(self, group: list[BenchRequest], bar: tqdm) -> None:
+        timeout = self.setting.config.sweep.cell_timeout_s
+        if len(group) > 1:
+            child = run_child(python_module("bench", "_cells", json.dumps([r.to_dict() for r in group])),
+                              timeout * len(group), capture_stdout=False, pass_fds=self.keep)
+            if child.returncode in (EXIT_INTERRUPTED, -signal.SIGINT):
+                raise KeyboardInterrupt
+        for request in self._todo(group):  # what the shared process left unrecorded: each in its own
+            run_cell_process(request, self.results, timeout, bar, self.keep)

@@ -8,8 +8,9 @@ After each rung, a candidate is dropped when
 3. it is dominated beyond noise: another candidate, at least as accurate a priori (``space.accuracy_class``:
    fp32 on any runtime or graph level, or the same reduced-precision class) and itself inside the timing
    budgets, is better on the objective with ``bench compare``'s noise band of the two runs excluding 1;
-4. halving: of what is left, at most ``max(finalists, ceil(n / eta))`` go on: the best of each accuracy class
-   first (its accuracy is still unknown, so no other class may stand in for it), then by objective.
+4. halving: of the ``n`` left, at most ``max(finalists, ceil(n / eta))`` go on: the best fp32 one, the best of
+   each other accuracy class (its accuracy is still unknown, so no other class may stand in for it), then the
+   rest by objective.
 
 A candidate measured under contention gets no verdict: it goes on, to be measured again. So a candidate is
 only ever dropped for a figure measured quietly, and the fastest fp32 candidate inside the budgets always
@@ -109,7 +110,7 @@ def _figure(value: float, budgets: Budgets) -> str:
     return f"{budgets.percentile} {value:.3g} ms" if budgets.objective == "latency" else f"{value:.4g} images/s"
 
 
-def prune(entries: Sequence[Entry], budgets: Budgets, min_noise: float, keep: int) -> Verdict:
+def prune(entries: Sequence[Entry], budgets: Budgets, min_noise: float, finalists: int, eta: int) -> Verdict:
     """Rules 1-4 of the module docstring over one rung's measurements."""
     standing, dropped = [], []
     for e in entries:
@@ -123,6 +124,7 @@ def prune(entries: Sequence[Entry], budgets: Budgets, min_noise: float, keep: in
             dropped.append((e, why))
         else:
             standing.append(e)
+    keep = max(finalists, math.ceil(len(standing) / eta))
     kept = halve(standing, budgets, keep)
     ids = {id(e) for e in kept}
     dropped += [(e, f"halved: not among the {keep} kept (the best of each accuracy class, then by objective)")
@@ -130,20 +132,22 @@ def prune(entries: Sequence[Entry], budgets: Budgets, min_noise: float, keep: in
     return Verdict(kept, dropped)
 
 
-def halve(entries: Sequence[Entry], budgets: Budgets, keep: int) -> list[Entry]:
+def halve(entries: Sequence[Entry], budgets: Budgets, keep: int, contended_go_on: bool = True) -> list[Entry]:
     """``keep`` of the quietly measured ``entries`` (the best fp32 one, the best of each other accuracy class,
-    then the rest, in order of the objective) and every contended one (no verdict), in order of the objective."""
+    then the rest, in order of the objective), in order of the objective; and every contended one besides (no
+    verdict), or with ``contended_go_on`` False (the finalists, a hard limit) only to fill what is left."""
     ordered = sorted(entries, key=lambda e: e.rank(budgets))
     quiet = [e for e in ordered if not e.contended]
     bests: dict[tuple, Entry] = {}
     for e in quiet:
         bests.setdefault(accuracy_class(e.request), e)
     first = sorted(bests.values(), key=lambda e: (accuracy_class(e.request) != ("fp32",), e.rank(budgets)))
+    loaded = [e for e in ordered if e.contended]
     picked: list[Entry] = []
-    for e in first + quiet:
+    for e in first + quiet + ([] if contended_go_on else loaded):
         if len(picked) >= max(keep, 1):
             break
         if all(e is not p for p in picked):
             picked.append(e)
-    chosen = {id(e) for e in picked} | {id(e) for e in ordered if e.contended}
+    chosen = {id(e) for e in picked} | ({id(e) for e in loaded} if contended_go_on else set())
     return [e for e in ordered if id(e) in chosen]
