@@ -227,3 +227,38 @@ def test_tune_mobilevit_on_ort_and_ov_within_its_time_budget(tmp_path):
     drift = mine[-1].drift
     upper = -100 * drift["top1_delta_ci"][0] if drift.get("labelled") else 100 * (1 - drift["agreement_ci"][0])
     assert upper <= max_drop
+
+
+def null_requests(onnx_artifact: Path, results: Path, cell_timeout_s: float = 600):
+    """A tune's run over the tiny model and two null-runtime screening cells of it (threads 2 and 1)."""
+    from bench.config import config_from_dict
+    from bench.tune.runner import Clock, Search, TuneRun
+    from bench.tune.space import Candidate, Setting, request_for
+
+    cfg = config_from_dict({"sweep": {"drift": False, "cell_timeout_s": cell_timeout_s},
+                            "measure": {"warmup": 1, "iterations": 5, "min_duration_s": 0.05, "max_duration_s": 5}})
+    setting = Setting(Target(model="Tiny", manifest=str(onnx_artifact), opset=13, no_export=True), cfg, str(results),
+                      None, {}, "latency")
+    run = TuneRun("tune-0123456789", setting, Search(LATENCY), Clock(None), None, say=lambda _: None)
+    return run, [request_for(Candidate("null", "fp32", "portable", 1, threads, None), setting,
+                             run.screening_measure(0), "tune-0123456789-screen0", drift=False) for threads in (2, 1)]
+
+
+def test_screening_cells_of_one_model_share_a_process(onnx_artifact, tmp_path):
+    results = tmp_path / "runs.jsonl"
+    _, requests = null_requests(onnx_artifact, results)
+    proc = run_module("bench", "_cells", json.dumps([r.to_dict() for r in requests]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = read_records(results).valid()  # one process, a record per cell, in order
+    assert [(r.params.threads, r.status, r.run_id) for r in got] == [(2, "ok", "tune-0123456789-screen0"),
+                                                                     (1, "ok", "tune-0123456789-screen0")]
+
+
+def test_what_a_shared_process_leaves_unrecorded_is_run_alone(onnx_artifact, tmp_path):
+    # a cell timeout no process can meet: the shared one is stopped, then each cell alone, each recorded
+    results = tmp_path / "runs.jsonl"
+    run, requests = null_requests(onnx_artifact, results, cell_timeout_s=0.01)
+    run._measure(requests, "rung 0", shared=True)
+    got = read_records(results).valid()
+    assert [(r.params.threads, r.status, r.error.type) for r in got] == [(2, "error", "CellTimeout"),
+                                                                         (1, "error", "CellTimeout")]
