@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 import traceback
 import warnings
@@ -33,7 +32,7 @@ from typing import Any
 import yaml
 
 from bench.accuracy.drift_pass import DriftSettings
-from bench.cell import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DriftPass, run_cell
+from bench.cell import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DriftPass, run_cell
 from bench.config import BenchConfig, ConfigError, load_config
 from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params, with_int8_recipe
@@ -356,16 +355,6 @@ def cmd_cell(argv: list[str]) -> int:
     return result.exit_code
 
 
-def cmd_cells(argv: list[str]) -> int:
-    """Internal: several cells one after the other in this process, each as ``_cell`` runs it (bench tune's short
-    screening measurements, where a process per cell would cost more than the measurement)."""
-    for request in json.loads(argv[0]):
-        code = cmd_cell([json.dumps(request)])
-        if code in (EXIT_INTERRUPTED, 128 + signal.SIGTERM):
-            return code
-    return EXIT_OK
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
@@ -398,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "_cell":
             return cmd_cell(argv[1:])
         if command == "_cells":
-            return cmd_cells(argv[1:])
+            from bench.tune.cells import main as cells_main
+
+            return cells_main(argv[1:])
         return cmd_run(argv[1:] if command == "run" else argv)
     except KeyboardInterrupt as exc:
         print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
