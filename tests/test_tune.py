@@ -129,6 +129,7 @@ def tune(*args: str, cwd: Path, timeout: float = 300):
     (["--model", "LeViT_128S", "--objective", "latency", "--requests", "4"], "--requests (requests in flight) needs"),
     (["--model", "LeViT_128S", "--objective", "latency", "--time-budget", "-1"], "--time-budget must be a positive"),
     (["--model", "LeViT_128S", "--objective", "latency", "--precisions", "fp8"], "unknown precision 'fp8'"),
+    (["--manifest", "nowhere/model.onnx.json", "--objective", "latency"], "nowhere/model.onnx.json"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, fragment):
     proc = tune(*args, "--results", str(tmp_path / "r.jsonl"), cwd=tmp_path)
@@ -160,6 +161,8 @@ def test_dry_run_lists_the_candidates(onnx_artifact, tmp_path):
     assert "4 candidate(s) of Tiny; lowest p90 latency" in proc.stdout
     assert "  null fp32 optimize=portable b1 threads 1" in proc.stdout
     assert not (tmp_path / "runs.jsonl").exists()
+    proc = tune("--manifest", str(onnx_artifact), "--objective", "latency", "--optimize", "gemm", cwd=tmp_path)
+    assert proc.returncode == 2 and "a --manifest model is searched as it is" in proc.stderr
 
 
 def assert_chose_or_says_why(proc) -> None:

@@ -98,7 +98,10 @@ def job_from_args(args: argparse.Namespace) -> Job:
     target, model = _target(args, cfg)
     levels = tuple(args.optimize) if args.optimize else None
     if target.manifest:
-        levels = (DEFAULT_LEVEL,)  # an exported model is what it is: no graph levels to search
+        if levels:
+            raise InputError("--optimize chooses the graph levels of the exports tune makes; a --manifest model is "
+                             "searched as it is")
+        levels = (DEFAULT_LEVEL,)
     space = Space(budgets.objective, runtimes, tuple(args.precisions) if args.precisions else None,
                   tuple(args.batch) if args.batch else None, tuple(args.threads) if args.threads else None,
                   tuple(args.requests) if args.requests else None, levels)
