@@ -40,6 +40,7 @@ def format_recommendation(rec: Recommendation) -> str:
         lines += ["", f"no configuration qualifies: {rec.binding}"]
         return "\n".join(lines)
     export = export_command(rec.choice.cell)
-    lines += ["", f"make it:  {export}" if export else f"make it:  (your own export: {rec.choice.cell.weights})",
+    brought = f"(brought as an export: {rec.choice.cell.record.model.manifest})"
+    lines += ["", f"make it:  {export or brought}",
               f"run it:   {run_command(rec.choice.cell)}"]
     return "\n".join(lines)
