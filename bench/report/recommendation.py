@@ -105,8 +105,8 @@ def section_recommendation(ctx) -> list[str]:
            f"{found.budgets.percentile}, drift on the upper end of its 95 % interval (top-1 on labels where the "
            "records have them, else agreement with Paddle); a timing measured under load, an error, a missing "
            "figure or untrained weights beside trained ones reject a configuration. Among configurations tied "
-           "within noise on the objective, the smaller drift bound wins. The choice is starred on the "
-           "latency-vs-accuracy figure of its batch.", ""]
+           "within noise on the objective, the smaller drift bound wins. A choice of the latency scenario is "
+           "starred on the latency-vs-accuracy figure of its batch.", ""]
     if not found.recommendations:
         return out + ["No configuration at these budgets' batch in the records.", ""]
     for rec in found.recommendations:
