@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_module
+from conftest import call_main, run_module
 from test_report import record, write
 
 from bench.budgets import BudgetError, Budgets
@@ -198,11 +198,13 @@ def bench(*args: str, cwd: Path):
     return run_module("bench", *args, cwd=cwd, timeout=120)
 
 
-def one_error(proc, fragment: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
-    assert proc.stdout == ""
+def one_error(capsys, fragment: str, *argv: str) -> None:
+    from bench.recommend.cli import main
+
+    code, out, err = call_main(main, capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert out == ""
 
 
 @pytest.fixture
@@ -242,14 +244,14 @@ def test_recommend_exits_1_when_nothing_qualifies(results, tmp_path):
     (["--model", "LeViT_128S", "--max-latency-ms", "10", "--batch", "4"], "no record of LeViT_128S at batch 4"),
     (["--model", "LeViT_128S", "--max-latency-ms", "10", "--target", "gpu-9"], "no record of LeViT_128S on 'gpu-9'"),
 ])
-def test_bad_input_is_one_line(results, tmp_path, args, fragment):
-    one_error(bench("recommend", str(results), *args, cwd=tmp_path), fragment)
+def test_bad_input_is_one_line(results, capsys, args, fragment):
+    one_error(capsys, fragment, str(results), *args)
 
 
-def test_an_empty_results_file_is_one_line(tmp_path):
+def test_an_empty_results_file_is_one_line(tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_text("")
-    one_error(bench("recommend", str(tmp_path / "empty.jsonl"), "--model", "LeViT_128S", "--max-latency-ms", "10",
-                    cwd=tmp_path), "empty results file")
+    one_error(capsys, "empty results file", str(tmp_path / "empty.jsonl"), "--model", "LeViT_128S",
+              "--max-latency-ms", "10")
 
 
 # --- the report ------------------------------------------------------------------------------------------------

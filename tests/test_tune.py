@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_module
+from conftest import call_main, run_module
 from test_report import record, write
 
 from bench.budgets import Budgets
@@ -131,11 +131,12 @@ def tune(*args: str, cwd: Path, timeout: float = 300):
     (["--model", "LeViT_128S", "--objective", "latency", "--precisions", "fp8"], "unknown precision 'fp8'"),
     (["--manifest", "nowhere/model.onnx.json", "--objective", "latency"], "nowhere/model.onnx.json"),
 ])
-def test_bad_input_is_one_line(tmp_path, args, fragment):
-    proc = tune(*args, "--results", str(tmp_path / "r.jsonl"), cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+def test_bad_input_is_one_line(tmp_path, capsys, args, fragment):
+    from bench.tune.cli import main
+
+    code, _, err = call_main(main, capsys, *args, "--results", str(tmp_path / "r.jsonl"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
     assert not (tmp_path / "r.jsonl").exists()
 
 
