@@ -219,7 +219,8 @@ def test_tune_mobilevit_on_ort_and_ov_within_its_time_budget(tmp_path):
     final = [r for r in records if r.run_id.endswith("-final") or r.run_id.endswith("-final2")]
     assert final and all(r.drift for r in final if r.status == "ok")
     assert not [r for r in records if r.run_id.endswith("screen0") and r.drift]  # screening: no drift pass
-    if proc.returncode == 1 and "load-flagged timing" in proc.stdout and "CHOSEN" not in proc.stdout:
+    measured = [r for r in final if r.status == "ok"]
+    if proc.returncode == 1 and measured and all(r.contended for r in measured):
         pytest.skip("every finalist was measured under load from other processes: no quiet figure to choose on")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     chosen = re.search(r"CHOSEN +(\w+) fp32 b1 opset 17 threads (\d+)", proc.stdout)
