@@ -7,6 +7,8 @@
     python -m bench sweep [--config bench.yaml] [--results PATH] [--retry-errors]
     python -m bench report [RESULTS...] [--out DIR]
     python -m bench compare A.jsonl B.jsonl
+    python -m bench recommend results/runs.jsonl --model LeViT_192 --max-latency-ms 10 --max-drop 0.5
+    python -m bench tune --model MobileViT_XXS --objective latency --max-drop 10   # adaptive search + recommend
     python -m bench explain --runtime ov --model LeViT_128S --precision int8   # where drift comes from
 
 Every run appends one record (ok or error) to the results file; a usage error (unknown model, bad batch)
@@ -381,12 +383,24 @@ def main(argv: list[str] | None = None) -> int:
             from bench.report.cli import main_compare
 
             return main_compare(argv[1:])
+        if command == "recommend":
+            from bench.recommend.cli import main as recommend_main
+
+            return recommend_main(argv[1:])
+        if command == "tune":
+            from bench.tune.cli import main as tune_main
+
+            return tune_main(argv[1:])
         if command == "explain":
             return cmd_explain(argv[1:])
         if command == "accuracy":
             return cmd_accuracy(argv[1:])
         if command == "_cell":
             return cmd_cell(argv[1:])
+        if command == "_cells":
+            from bench.tune.cells import main as cells_main
+
+            return cells_main(argv[1:])
         return cmd_run(argv[1:] if command == "run" else argv)
     except KeyboardInterrupt as exc:
         print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.accuracy.gates import DEFAULT_GATES, GATE_METRICS
+from bench.budgets import Budgets, parse_section
 from bench.harness.measure import SCENARIOS, SCOPES, MeasureParams
 from bench.records import DEFAULT_RESULTS
 from core.preprocess import PIPELINES
@@ -101,6 +102,7 @@ class BenchConfig:
     results: Path = DEFAULT_RESULTS
     artifacts: Path = Path("artifacts")
     source: str = "defaults"
+    recommend: Budgets | None = None  # the report's Recommendation section (None: no budget set, no section)
 
 
 def load_config(path: Path | None = None) -> BenchConfig:
@@ -123,7 +125,7 @@ class _Parser(ConfigReader):
 
     # --- sections -------------------------------------------------------------------------------------
     def config(self, data: Any) -> BenchConfig:
-        section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts"))
+        section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts", "recommend"))
         default = BenchConfig()
         return BenchConfig(
             export=parse_export_section(self, section.get("export", {})),
@@ -133,6 +135,7 @@ class _Parser(ConfigReader):
             results=Path(self.string(section.get("results", str(default.results)), "results")),
             artifacts=Path(self.string(section.get("artifacts", str(default.artifacts)), "artifacts")),
             source=self.source,
+            recommend=parse_section(self, section.get("recommend")),
         )
 
     def sweep(self, data: Any) -> SweepConfig:

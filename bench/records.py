@@ -255,18 +255,19 @@ class Record:
     def cell_key(self) -> tuple:
         return cell_key(self.model.name, self.model.opset, self.params.batch, self.runtime.name,
                         self.runtime.precision, self.model.weights_requested, self.params.scenario,
-                        self.params.requests)
+                        self.params.requests, self.params.threads)
 
 
 def cell_key(model: str | None, opset: int | None, batch: int | None, runtime: str | None,
              precision: str | None, weights: str | None, scenario: str | None = None,
-             requests: int | None = None) -> tuple:
+             requests: int | None = None, threads: int | None = None) -> tuple:
     """The identity of a sweep cell; the one definition requests and records share. The scenario is part of
     it (no scenario: latency, as every record before the throughput scenario), and so are the requests in
-    flight asked of a throughput cell, so a concurrency sweep keeps one cell per count."""
+    flight asked of a throughput cell, so a concurrency sweep keeps one cell per count, and the threads asked
+    (None: the runtime's default), so a search over thread counts (``bench tune``) keeps one cell per count."""
     scenario = scenario or "latency"
     return (model, opset, batch, runtime, precision, scenario, requests if scenario == "throughput" else None,
-            weights)
+            threads, weights)
 
 
 def _finite_json(value: Any) -> Any:

@@ -98,7 +98,7 @@ class BenchRequest:
 
         return cell_key(self.target.model, self.target.opset, self.batch, self.runtime_name,
                         self.runtime.precision, self.target.weights_key, self.runtime.scenario,
-                        self.runtime.requests)
+                        self.runtime.requests, self.runtime.threads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -61,6 +61,16 @@ def run_module(module: str, *args: str, cwd: Path, timeout: float = 600,
     )
 
 
+def call_main(main, capsys, *argv: str) -> tuple[int, str, str]:
+    """A command's ``main`` run in this process (no interpreter start): its exit code, stdout and stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def load_benchmark(name: str):
     """The script ``benchmarks/<name>.py`` imported as a module (the folder is no package)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")

@@ -20,11 +20,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.budgets import Budgets
 from bench.records import ReadResult
 from bench.report import plots
 from bench.report.explain import section_explain
 from bench.report.figures import section_accuracy, section_batch
 from bench.report.markdown import atomic_write_text, md_escape
+from bench.report.recommendation import recommended, section_recommendation
 from bench.report.results import Cell, choose_y_metric, load_results, select_cells
 from bench.report.sections import (
     Context,
@@ -41,13 +43,15 @@ from bench.report.throughput import section_throughput_latency
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (section_accuracy, section_explain, section_batch, section_throughput_latency, section_contention,
-            section_all_cells, section_failures,
+SECTIONS = (section_recommendation, section_accuracy, section_explain, section_batch, section_throughput_latency,
+            section_contention, section_all_cells, section_failures,
             section_notes, section_reruns, section_environment)
 
 
-def build_report(results_paths: Sequence[Path], out_dir: Path, y_metric: str = "auto") -> Path:
-    """Write ``out_dir/report.md`` and ``out_dir/plots/*.png|svg`` from result records; return report.md."""
+def build_report(results_paths: Sequence[Path], out_dir: Path, y_metric: str = "auto",
+                 budgets: tuple[Budgets, str] | None = None) -> Path:
+    """Write ``out_dir/report.md`` and ``out_dir/plots/*.png|svg`` from result records; return report.md.
+    ``budgets``: (budgets, where they come from) of the *Recommendation* section; None: no such section."""
     results = load_results(results_paths)
     cells = select_cells(results.records)
     out_dir = Path(out_dir)
@@ -56,6 +60,8 @@ def build_report(results_paths: Sequence[Path], out_dir: Path, y_metric: str = "
     # Only ok cells are ever plotted, so only theirs take a marker: a failed cell cannot shift the styles.
     styler = plots.Styler([series_key(c, extra) for c in cells if c.ok])
     ctx = Context(cells, out_dir, choose_y_metric(cells, y_metric), styler, extra)
+    if budgets is not None:
+        ctx.recommended = recommended(results.records, *budgets, results_paths)
     lines = _header(results, cells)
     for section in SECTIONS:
         lines += section(ctx)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import plots
+from bench.report.judge import cell_identity
 from bench.report.markdown import MISSING, WHISKERS, cell_value, fmt_ci, fmt_ms, latency_cells, md_table
 from bench.report.results import Cell, YValue, batch_order, family_of, group_cells, y_label, y_value
 from bench.report.sections import Context
@@ -67,12 +68,14 @@ class _AccuracyGroup:
 
     def add_model(self, ctx: Context, model: str, cells: Sequence[Cell]) -> None:
         entries = []  # (cell, y, point or None)
+        chosen = ctx.recommended.chosen() if ctx.recommended else set()
         for c in cells:
             y = y_value(c, ctx.metric, ctx.cells)
             p50, lo, hi = (c.latency(k) for k in ("p50", "p10", "p90"))
             point = None
             if c.ok and p50 is not None and y.value is not None:
-                point = plots.Point(ctx.series(c), p50, lo, hi, y.value, y.lo, y.hi)
+                point = plots.Point(ctx.series(c), p50, lo, hi, y.value, y.lo, y.hi,
+                                    chosen=cell_identity(c) in chosen)
                 if y.source != "drift":
                     self.references.add(y.source)
             else:
@@ -94,6 +97,8 @@ class _AccuracyGroup:
 
     def caption(self) -> str:
         caption = "Whiskers: latency p10 to p90 (horizontal), 95 % interval (vertical). Ringed: Pareto front."
+        if any(p.chosen for panel in self.panels for p in panel.points):
+            caption += " Starred: the configuration the Recommendation section chooses."
         if "reference" in self.references:
             caption += " Paddle FP32 is the reference: 100 % agreement by definition."
         elif self.references:

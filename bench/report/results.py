@@ -1,7 +1,8 @@
 """The results model shared by ``bench report`` and ``bench compare``: records read with the one reader
 (``bench.records.read_records``), grouped into cells, ordered, and the figures a report plots read off them.
 
-A cell is (model, opset, batch, runtime, precision, scenario, requests asked, weights, scope, host). When a
+A cell is (model, opset, batch, runtime, precision, scenario, requests and threads asked, weights, scope,
+host). When a
 cell was run more than once, the latest ``ok`` record measured without contention is used (else the latest
 ``ok`` one, else the latest record of any status). Drift and gates stay the dicts the runs recorded; ``Drift``
 and ``Gates`` (``bench.report.drift``) are the typed reads of them.

@@ -165,12 +165,12 @@ def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_i
             print(f"{state}  {cell.label}")
         return
     todo = _skip_unavailable(todo, results, done)
-    todo = _export_missing(todo, cfg, results, keep)
+    todo = export_missing(todo, cfg, results, keep)
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", file=sys.stderr,
               dynamic_ncols=True) as bar:
         for cell in todo:
             bar.set_postfix_str(cell.label)
-            _run_cell(cell, results, cfg.sweep.cell_timeout_s, bar, keep)
+            run_cell_process(cell, results, cfg.sweep.cell_timeout_s, bar, keep)
             bar.update(1)
 
 
@@ -189,9 +189,10 @@ def _skip_unavailable(todo: list[BenchRequest], results: Path, done: dict) -> li
     return keep
 
 
-def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
-                    keep: tuple[int, ...]) -> list[BenchRequest]:
-    """Export each missing (model, opset, batch) once; cells of a failed export get error records."""
+def export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
+                   keep: tuple[int, ...]) -> list[BenchRequest]:
+    """Export each missing (model, opset, batch) once; cells of a failed export get error records (also the
+    way ``bench tune`` makes its candidates' exports)."""
     groups: dict = {}
     for cell in todo:
         if not cell.target.manifest:
@@ -209,7 +210,9 @@ def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
     return [c for c in todo if id(c) not in failed]
 
 
-def _run_cell(cell: BenchRequest, results: Path, timeout: float, bar: tqdm, keep: tuple[int, ...]) -> None:
+def run_cell_process(cell: BenchRequest, results: Path, timeout: float, bar: tqdm, keep: tuple[int, ...]) -> None:
+    """Run one cell in its own process (``python -m bench _cell``); a cell that dies without a record gets an
+    error record here (also how ``bench tune`` runs each of its measurements)."""
     request = dataclasses.replace(cell, output=dataclasses.replace(cell.output, record_id=uuid.uuid4().hex))
     offset = _size(results)
     child = run_child(python_module("bench", "_cell", json.dumps(request.to_dict())), timeout,
