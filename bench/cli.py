@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -364,6 +365,17 @@ def cmd_cell(argv: list[str]) -> int:
     return result.exit_code
 
 
+# Subcommands that live in their own modules, imported only when asked for.
+_ROUTES = {
+    "sweep": ("bench.sweep.runner", "main"),
+    "report": ("bench.report.cli", "main_report"),
+    "compare": ("bench.report.cli", "main_compare"),
+    "recommend": ("bench.recommend.cli", "main"),
+    "tune": ("bench.tune.cli", "main"),
+    "_cells": ("bench.tune.cells", "main"),  # tune's screening cells, several in one process
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
@@ -371,36 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command in ("list", "list-runtimes"):
             return cmd_list(argv[1:])
-        if command == "sweep":
-            from bench.sweep.runner import main as sweep_main
-
-            return sweep_main(argv[1:])
-        if command == "report":
-            from bench.report.cli import main_report
-
-            return main_report(argv[1:])
-        if command == "compare":
-            from bench.report.cli import main_compare
-
-            return main_compare(argv[1:])
-        if command == "recommend":
-            from bench.recommend.cli import main as recommend_main
-
-            return recommend_main(argv[1:])
-        if command == "tune":
-            from bench.tune.cli import main as tune_main
-
-            return tune_main(argv[1:])
+        if command in _ROUTES:
+            module, function = _ROUTES[command]
+            return getattr(importlib.import_module(module), function)(argv[1:])
         if command == "explain":
             return cmd_explain(argv[1:])
         if command == "accuracy":
             return cmd_accuracy(argv[1:])
         if command == "_cell":
             return cmd_cell(argv[1:])
-        if command == "_cells":
-            from bench.tune.cells import main as cells_main
-
-            return cells_main(argv[1:])
         return cmd_run(argv[1:] if command == "run" else argv)
     except KeyboardInterrupt as exc:
         print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
