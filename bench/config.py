@@ -15,6 +15,7 @@ from typing import Any
 from bench.accuracy.gates import DEFAULT_GATES, GATE_METRICS
 from bench.harness.measure import SCENARIOS, SCOPES, MeasureParams
 from bench.records import DEFAULT_RESULTS
+from bench.targets import TargetSpec, parse_sweep_targets, parse_targets
 from core.yamlio import ConfigError, ConfigReader, load_yaml
 from export.config import ExportConfig, parse_export_section, parse_models, parse_opsets
 from export.convert import MAX_OPSET, MIN_OPSET
@@ -75,6 +76,7 @@ class SweepConfig:
     drift_labels: str | None = None
     scenarios: tuple[str, ...] = ()  # empty: measure.scenario
     requests: tuple[int | None, ...] = (None,)  # throughput cells: requests in flight (None: the runtime's own)
+    targets: tuple[str, ...] = ()  # names from bench.yaml targets: (a cluster sweep's node kinds); empty: any node
 
     def precisions_for(self, runtime: str) -> tuple[str, ...]:
         return self.precisions.get(runtime, ("fp32",))
@@ -99,6 +101,8 @@ class BenchConfig:
     results: Path = DEFAULT_RESULTS
     artifacts: Path = Path("artifacts")
     source: str = "defaults"
+    cluster: str | None = None  # Ray address of a sweep across hosts (bench.cluster); None: run locally
+    targets: dict[str, TargetSpec] = field(default_factory=dict)  # kinds of cluster node (bench.targets)
 
 
 def load_config(path: Path | None = None) -> BenchConfig:
@@ -121,21 +125,25 @@ class _Parser(ConfigReader):
 
     # --- sections -------------------------------------------------------------------------------------
     def config(self, data: Any) -> BenchConfig:
-        section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts"))
+        section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts", "cluster",
+                                          "targets"))
         default = BenchConfig()
+        targets = parse_targets(self, section.get("targets", {}))
         return BenchConfig(
             export=parse_export_section(self, section.get("export", {})),
-            sweep=self.sweep(section.get("sweep", {})),
+            sweep=self.sweep(section.get("sweep", {}), targets),
             measure=self.measure(section.get("measure", {})),
             gates=self.gates(section["gates"]) if "gates" in section else dict(DEFAULT_GATES),
             results=Path(self.string(section.get("results", str(default.results)), "results")),
             artifacts=Path(self.string(section.get("artifacts", str(default.artifacts)), "artifacts")),
             source=self.source,
+            cluster=None if section.get("cluster") is None else self.string(section["cluster"], "cluster"),
+            targets=targets,
         )
 
-    def sweep(self, data: Any) -> SweepConfig:
+    def sweep(self, data: Any, targets: dict[str, TargetSpec]) -> SweepConfig:
         d = self.mapping(data, "sweep", ("models", "opsets", "runtimes", "precisions", "batches", "devices",
-                                         "manifests", "cell_timeout_s", "drift", "scenarios", "requests"))
+                                         "manifests", "cell_timeout_s", "drift", "scenarios", "requests", "targets"))
         default = SweepConfig()
         runtimes = default.runtimes
         if "runtimes" in d:
@@ -188,6 +196,7 @@ class _Parser(ConfigReader):
             manifests=manifests,
             cell_timeout_s=self.number(d.get("cell_timeout_s", default.cell_timeout_s),
                                        "sweep.cell_timeout_s", positive=True),
+            targets=parse_sweep_targets(self, d["targets"], targets) if d.get("targets") else default.targets,
         )
 
     def measure(self, data: Any) -> MeasureConfig:
