@@ -95,7 +95,7 @@ class BenchRequest:
         label = f"{what} opset {self.target.opset} {self.runtime_name}/{self.runtime.precision} batch {self.batch}"
         if self.runtime.scenario == "throughput":
             label += f" throughput x{self.runtime.requests or ' auto'}"
-        return label + (f" @{self.host_target}" if self.host_target else "")
+        return label + (f" [{self.host_target}]" if self.host_target else "")
 
     @property
     def cell_key(self) -> tuple:
