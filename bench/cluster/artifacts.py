@@ -81,7 +81,13 @@ def unpack(bundle: Bundle, cache: Path) -> tuple[Path, str]:
         return done / bundle.manifest, "node cache"
     import ray
 
-    contents = ray.get(bundle.data[0])
+    return write_verified(bundle, ray.get(bundle.data[0]), cache), "object store"
+
+
+def write_verified(bundle: Bundle, contents: dict[str, bytes], cache: Path) -> Path:
+    """Write the bundle's files into ``cache/<digest>``, each checked against the sha256 the driver packed, all
+    or nothing (a folder is renamed into place once complete); the manifest's path there."""
+    done = cache / bundle.digest
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{bundle.digest[:16]}-", dir=cache))
     try:
@@ -103,7 +109,7 @@ def unpack(bundle: Bundle, cache: Path) -> tuple[Path, str]:
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return done / bundle.manifest, "object store"
+    return done / bundle.manifest
 
 
 def _name_images(manifest: Path, folder: Path) -> None:
