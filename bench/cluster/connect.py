@@ -131,6 +131,7 @@ def connect(address: str, targets: Sequence[TargetSpec] = ()) -> Cluster:
             raise ClusterUnavailable(f"no Ray cluster at {address}: {first}") from None
     log.debug("Ray while connecting: %s", "".join(chatter))
     interrupt_on_sigterm()  # ray.init replaced the SIGTERM handler with one that exits at once
+    _quiet_cluster_notices(ray)
     cluster = Cluster(address)
     try:
         cluster.check_targets(targets)
@@ -138,6 +139,15 @@ def connect(address: str, targets: Sequence[TargetSpec] = ()) -> Cluster:
         cluster.close()
         raise
     return cluster
+
+
+def _quiet_cluster_notices(ray) -> None:
+    """Ray's driver prints the cluster's notices (a raylet that died, a node marked dead) on stdout from a thread
+    of its own, between the sweep's lines and into its table; the sweep says per cell what a dead node cost. The
+    switch is private to Ray (pinned in pyproject.toml); without it the notices are only noise."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    if hasattr(worker, "_worker_logs_enabled"):
+        worker._worker_logs_enabled = False
 
 
 def check_reachable(address: str) -> None:

@@ -159,9 +159,10 @@ class Dispatcher:
         if self.uses[key] <= 0:
             self.bundles.pop(key, None)  # the last reference: Ray frees the object
         if record.status != "ok":
-            host = (record.placement or {}).get("node_host") or "an unknown node"
+            host = (record.placement or {}).get("node_host")
             message = error_line or (record.error.message if record.error else record.status)
-            self.bar.write(f"error: {attempt.cell.label} on {host}: {one_line(message)}", file=sys.stderr)
+            where = f" on {host}" if host else ""
+            self.bar.write(f"error: {attempt.cell.label}{where}: {one_line(message)}", file=sys.stderr)
         self.bar.update(1)
 
 
@@ -183,6 +184,7 @@ def _shipped_target(cell: BenchRequest):
 
 
 _NODE_ID = re.compile(r"node ID: ([0-9a-f]{16,})")
+_RAY_ADVICE = " This can happen"
 
 
 def failure_of(exc: Exception) -> tuple[str | None, str, str]:
@@ -191,7 +193,7 @@ def failure_of(exc: Exception) -> tuple[str | None, str, str]:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, NodeFailure):
         return cause.node_id, "NodeFailure", one_line(cause.message)
-    text = str(exc).strip()
+    text = str(exc).strip().split(_RAY_ADVICE)[0]  # what failed and where, not Ray's advice on debugging it
     match = _NODE_ID.search(text)
     kind = type(exc).__name__.removesuffix("Error") or "RayError"
     return (match.group(1) if match else None), kind, one_line(text.splitlines()[0] if text else kind)
