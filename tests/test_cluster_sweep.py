@@ -176,15 +176,25 @@ def test_each_cell_runs_once_on_its_target_and_a_killed_driver_resumes(
         two_targets, onnx_with_stored_reference, tmp_path):  # noqa: F811 - the fixture imported above
     config = write_config(tmp_path, tiny_models(onnx_with_stored_reference, tmp_path), min_duration_s=1.0)
     results = tmp_path / "sweep.jsonl"
-    driver = start(config, two_targets.address)
-    wait_for(lambda: results.exists() and results.stat().st_size, 240, "the first record")
-    wait_for(lambda: cells_naming(str(tmp_path)), 60, "a cell in flight")
-    driver.kill()  # SIGKILL: no cleanup of its own
-    driver.communicate()
-    # Ray ends a dead driver's tasks, and each cell process dies with its worker.
-    wait_for(lambda: not cells_naming(str(tmp_path)), 60, "the killed driver's cells to stop")
+
+    def stop_mid_sweep(how: int) -> tuple[int, str]:
+        """Start the sweep, stop its driver with ``how`` once a record more has landed and a cell is in flight."""
+        before = len(records_of(config)) if results.exists() else 0
+        driver = start(config, two_targets.address)
+        wait_for(lambda: results.exists() and len(records_of(config)) > before, 240, "a record")
+        wait_for(lambda: cells_naming(str(tmp_path)), 60, "a cell in flight")
+        driver.send_signal(how)
+        _, err = driver.communicate(timeout=120)
+        # Either way the cells in flight stop (SIGKILL: Ray ends a dead driver's tasks, the cells die with them).
+        wait_for(lambda: not cells_naming(str(tmp_path)), 60, "the stopped driver's cells to end")
+        return driver.returncode, err
+
+    code, err = stop_mid_sweep(signal.SIGTERM)
+    assert code == 143 and "terminated by SIGTERM" in err, err and "rerun the same command to resume" in err
+    code, err = stop_mid_sweep(signal.SIGKILL)
+    assert code == -signal.SIGKILL
     done_before = len(records_of(config))
-    assert 1 <= done_before < 8
+    assert 2 <= done_before < 8
 
     code, out, err = finish(start(config, two_targets.address))
     assert code == 0, err

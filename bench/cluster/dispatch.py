@@ -35,6 +35,7 @@ from bench.request import BenchRequest
 from bench.table import one_line
 from bench.targets import ANY_NODE, TargetSpec
 from core.manifest import manifest_path_of
+from core.proc import Terminated, terminated_by
 
 WATCH_S = 2.0  # while no cell finishes, how often to look for cells that no live node can take
 IN_FLIGHT_PER_NODE = 2  # cells handed to Ray per node of a target: one measured, the next one's export on its way
@@ -70,9 +71,12 @@ class Dispatcher:
                     self._settle(pending.pop(ref), ref, queue)
                 if not ready:
                     self._strand(pending)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             for ref in pending:
                 ray.cancel(ref, force=True)  # the worker dies, and its cell process with it: no record
+            signum = terminated_by()
+            if signum and not isinstance(exc, Terminated):  # ray.wait turned the SIGTERM into a plain Ctrl-C
+                raise Terminated(signum) from None
             raise
 
     def _submit(self, queue: deque, pending: dict) -> None:
