@@ -21,6 +21,7 @@ from test_sweep import ROOT, write_config
 
 from bench.cell import run_cell
 from bench.cluster.artifacts import IMAGES_DIR, ArtifactCorrupt, Bundle, write_verified
+from bench.cluster.connect import start_command
 from bench.cluster.placement import task_options
 from bench.config import ConfigError, config_from_dict
 from bench.records import read_records
@@ -73,6 +74,8 @@ def test_task_options_take_the_slot_and_the_target():
     assert task_options(ANY_NODE, slot=False) == {"num_cpus": 0, "num_gpus": 0, "max_retries": 0,
                                                   "retry_exceptions": False, "resources": {}}
     assert task_options(ANY_NODE, avoid=["a", "b"])["label_selector"] == {"ray.io/node-id": "!in(a,b)"}
+    assert start_command(TargetSpec("arm", {"GPU": 2, "a100": 1}, {"arch": "arm64", "os": "!windows"})) == (
+        """ray start --address HEAD:6379 --resources '{"bench_slot": 1, "a100": 1}' --num-gpus 2 --labels arch=arm64""")
 
 
 def test_the_plan_crosses_every_cell_with_every_target(onnx_artifact, tmp_path):

@@ -9,6 +9,7 @@ of the CLI's output (logged at debug level).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -95,14 +96,25 @@ class Cluster:
         """Every target asked has a live node with a slot, or ClusterUnavailable naming what is there."""
         for target in targets or (ANY_NODE,):
             if not self.offering(target):
-                example = {SLOT: 1, **{k: v for k, v in target.resources.items() if k not in ("CPU", "GPU")}}
                 raise ClusterUnavailable(
                     f"no node of the cluster at {self.address} offers target {target.name!r} ({target.describe()}) "
                     f"with a {SLOT}; nodes: {self.describe_nodes()}. Add one on a machine of that kind: "
-                    f"ray start --address HEAD:6379 --resources '{_json(example)}'")
+                    f"{start_command(target)}")
 
     def close(self) -> None:
         import_ray().shutdown()
+
+
+def start_command(target: TargetSpec) -> str:
+    """The ``ray start`` that makes a machine a node of ``target``."""
+    resources = {k: v for k, v in target.resources.items() if k not in ("CPU", "GPU")}
+    command = f"ray start --address HEAD:6379 --resources '{json.dumps({SLOT: 1, **resources})}'"
+    if "GPU" in target.resources:
+        command += f" --num-gpus {target.resources['GPU']:g}"
+    labels = {k: v for k, v in target.labels.items() if not v.startswith(("!", "in("))}  # plain values only
+    if labels:
+        command += " --labels " + ",".join(f"{k}={v}" for k, v in labels.items())
+    return command
 
 
 def _offer_text(node: Node) -> str:
@@ -110,12 +122,6 @@ def _offer_text(node: Node) -> str:
                  if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
     labels = {k: v for k, v in node.labels.items() if not k.startswith("ray.io/")}
     return f"resources {resources}" + (f", labels {labels}" if labels else "")
-
-
-def _json(value: dict) -> str:
-    import json
-
-    return json.dumps(value, separators=(", ", ": "))
 
 
 def connect(address: str, targets: Sequence[TargetSpec] = ()) -> Cluster:
