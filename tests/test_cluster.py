@@ -22,6 +22,7 @@ from test_sweep import ROOT, write_config
 from bench.cell import run_cell
 from bench.cluster.artifacts import IMAGES_DIR, ArtifactCorrupt, Bundle, write_verified
 from bench.cluster.connect import start_command
+from bench.cluster.dispatch import write_beside
 from bench.cluster.placement import task_options
 from bench.config import ConfigError, config_from_dict
 from bench.records import read_records
@@ -141,6 +142,16 @@ def test_a_bundle_is_checked_by_sha256_on_arrival_and_names_the_nodes_images(tmp
     assert path == tmp_path / "cache" / bundle.digest / "model.onnx.json"
     folder = json.loads(path.read_text())["reference"]["images"]["folder"]
     assert folder == str(path.parent / IMAGES_DIR) and (Path(folder) / "val_list.txt").read_bytes() == b"a.jpg 3\n"
+
+
+def test_files_a_cell_wrote_on_its_node_land_beside_the_results(tmp_path):
+    results = tmp_path / "out" / "runs.jsonl"
+    write_beside(results, {"explain/Tiny-ov-int8-b1/report.md": b"# drift\n"})
+    assert (tmp_path / "out" / "explain" / "Tiny-ov-int8-b1" / "report.md").read_bytes() == b"# drift\n"
+    for name in ("../escape.md", "/etc/x"):
+        with pytest.raises(ValueError, match="outside the results folder"):
+            write_beside(results, {name: b"x"})
+    assert not (tmp_path / "escape.md").exists()
 
 
 def test_the_report_has_a_table_per_target_and_never_pools_hosts(tmp_path):

@@ -218,6 +218,25 @@ def test_each_cell_runs_once_on_its_target_and_a_killed_driver_resumes(
     assert len(records_of(config)) == 8
 
 
+def test_the_files_of_an_explain_pass_on_a_node_land_beside_the_results(
+        two_targets, onnx_with_stored_reference, tmp_path):  # noqa: F811 - the fixture imported above
+    """A cell that fails its drift gates runs the explain pass on its node; the files the record names come back
+    to the driver, beside the results file, where the record says they are."""
+    from core.logits import Logits
+
+    reference = onnx_with_stored_reference.parent / "reference.npz"
+    logits, meta = Logits.load(reference)
+    Logits(logits.values + 1e-3, logits.names, logits.labels).save(reference, meta)  # past the fp32 gate (1e-4)
+    config = write_config(tmp_path, [onnx_with_stored_reference], 0.0, runtimes=("ov",))
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "sweep": {**data["sweep"], "targets": ["amx"]}}))
+    code, out, err = finish(start(config, two_targets.address))
+    assert code == 0, err
+    (got,) = records_of(config)
+    assert got.gates["passed"] is False and got.explain["status"] == "complete", got.explain
+    assert got.explain["files"] and all((tmp_path / path).is_file() for path in got.explain["files"].values())
+
+
 def test_a_target_no_node_offers_is_one_line_and_exit_2(two_targets, onnx_artifact, tmp_path):
     config = write_config(tmp_path, [onnx_artifact], 0.0, drift=False)
     data = yaml.safe_load(config.read_text())

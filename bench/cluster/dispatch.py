@@ -34,6 +34,7 @@ from bench.records import Record, append_record
 from bench.request import BenchRequest
 from bench.table import one_line
 from bench.targets import ANY_NODE, TargetSpec
+from core.files import write_bytes_atomic
 from core.manifest import manifest_path_of
 from core.proc import Terminated, terminated_by
 
@@ -114,6 +115,7 @@ class Dispatcher:
             self._failed(attempt, exc, queue)
             return
         record = Record.from_dict(outcome["record"])
+        write_beside(self.results, outcome.get("files") or {})
         record.placement["seconds"]["driver"] = round(time.monotonic() - attempt.submitted, 3)
         if attempt.retry_of:
             record.placement["retry_of"] = attempt.retry_of
@@ -168,6 +170,15 @@ class Dispatcher:
             where = f" on {host}" if host else ""
             self.bar.write(f"error: {attempt.cell.label}{where}: {one_line(message)}", file=sys.stderr)
         self.bar.update(1)
+
+
+def write_beside(results: Path, files: dict[str, bytes]) -> None:
+    """Write what a cell wrote beside its record on the node (an explain folder) beside the results file, where the
+    record says it is; a name that would leave that folder is refused."""
+    for name, data in files.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"a node sent a file named {name!r}, outside the results folder")
+        write_bytes_atomic(results.parent / name, data)
 
 
 def _bundle_key(cell: BenchRequest) -> tuple[Path, bool]:

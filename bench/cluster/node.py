@@ -66,7 +66,8 @@ def _run(request: BenchRequest, bundle: Bundle, timeout: float, placement: dict)
     started = time.monotonic()
     cache = node_cache()
     manifest, arrived = unpack(bundle, cache)
-    scratch = _scratch_file(cache, request.output.record_id)
+    work = _scratch_folder(cache, request.output.record_id)
+    scratch = work / "runs.jsonl"
     request = replace(request, target=replace(request.target, shipped_manifest=str(manifest),
                                               artifacts=str(cache / "artifacts")),
                       output=replace(request.output, results=str(scratch)))
@@ -78,12 +79,15 @@ def _run(request: BenchRequest, bundle: Bundle, timeout: float, placement: dict)
     if child.returncode in (EXIT_INTERRUPTED, -signal.SIGINT):  # as a local sweep reads it: stopped, no record
         raise CellStopped(f"the cell process was stopped ({child.error_line or child.returncode}) and wrote no record")
     found = [r for r in read_records(scratch).valid() if r.record_id == request.output.record_id]
-    scratch.unlink(missing_ok=True)
+    # What the cell wrote beside its record (an explain pass's folder, which the record names relative to it).
+    files = {p.relative_to(work).as_posix(): p.read_bytes() for p in sorted(work.rglob("*"))
+             if p.is_file() and p != scratch}
+    shutil.rmtree(work, ignore_errors=True)
     record: Record = found[-1] if found else lost_cell_record(request, child, timeout)
     record.placement = {**(record.placement or {}), **placement, "artifact": {"bundle": bundle.digest,
                         "bytes": bundle.size, "arrived_from": arrived}, "cell_niceness": niceness,
                         "seconds": {"task": round(time.monotonic() - started, 3), "cell_process": round(cell_s, 3)}}
-    return {"record": record.to_dict(), "exit_code": child.returncode, "error_line": child.error_line}
+    return {"record": record.to_dict(), "files": files, "exit_code": child.returncode, "error_line": child.error_line}
 
 
 def launch_environment() -> dict[str, str]:
@@ -114,13 +118,13 @@ def _niceness_of(pid: str | None) -> int | None:
         return None
 
 
-def _scratch_file(cache: Path, record_id: str | None) -> Path:
-    """Where this worker's cell appends its record; folders of workers that died (killed mid-cell) are removed."""
+def _scratch_folder(cache: Path, record_id: str | None) -> Path:
+    """Where this worker's cell writes (its record, an explain folder); those of dead workers are removed."""
     scratch = cache / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     for folder in scratch.iterdir():
         if folder.name.isdigit() and int(folder.name) != os.getpid() and not pid_alive(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
-    mine = scratch / str(os.getpid())
-    mine.mkdir(exist_ok=True)
-    return mine / f"{record_id}.jsonl"
+    mine = scratch / str(os.getpid()) / str(record_id)
+    mine.mkdir(parents=True, exist_ok=True)
+    return mine
