@@ -52,7 +52,7 @@ def this_node() -> dict[str, str]:
             "node_host": platform.node()}
 
 
-def run_cell_on_node(request: dict, bundle: Bundle, timeout: float, attempt: dict) -> dict:
+def run_cell_on_node(request: dict, bundle: Bundle | None, timeout: float, attempt: dict) -> dict:
     """The Ray task of one cell: its record as a dict, with ``placement`` naming this node."""
     node = this_node()
     try:
@@ -62,13 +62,14 @@ def run_cell_on_node(request: dict, bundle: Bundle, timeout: float, attempt: dic
                                            f"{exc}") from exc
 
 
-def _run(request: BenchRequest, bundle: Bundle, timeout: float, placement: dict) -> dict:
+def _run(request: BenchRequest, bundle: Bundle | None, timeout: float, placement: dict) -> dict:
     started = time.monotonic()
     cache = node_cache()
-    manifest, arrived = unpack(bundle, cache)
+    # No bundle: the driver has no such manifest; the cell looks for it here and says so, as a local cell would.
+    manifest, arrived = unpack(bundle, cache) if bundle else (None, None)
     work = _scratch_folder(cache, request.output.record_id)
     scratch = work / "runs.jsonl"
-    request = replace(request, target=replace(request.target, shipped_manifest=str(manifest),
+    request = replace(request, target=replace(request.target, shipped_manifest=manifest and str(manifest),
                                               artifacts=str(cache / "artifacts")),
                       output=replace(request.output, results=str(scratch)))
     niceness = _restore_niceness()
@@ -84,8 +85,8 @@ def _run(request: BenchRequest, bundle: Bundle, timeout: float, placement: dict)
              if p.is_file() and p != scratch}
     shutil.rmtree(work, ignore_errors=True)
     record: Record = found[-1] if found else lost_cell_record(request, child, timeout)
-    record.placement = {**(record.placement or {}), **placement, "artifact": {"bundle": bundle.digest,
-                        "bytes": bundle.size, "arrived_from": arrived}, "cell_niceness": niceness,
+    shipped = {"bundle": bundle.digest, "bytes": bundle.size, "arrived_from": arrived} if bundle else None
+    record.placement = {**(record.placement or {}), **placement, "artifact": shipped, "cell_niceness": niceness,
                         "seconds": {"task": round(time.monotonic() - started, 3), "cell_process": round(cell_s, 3)}}
     return {"record": record.to_dict(), "files": files, "exit_code": child.returncode, "error_line": child.error_line}
 
