@@ -133,7 +133,7 @@ class Dispatcher:
             queue.appendleft(Attempt(attempt.cell, attempt.target, 2, avoid,
                                      {"node": where, "node_id": node_id, "error": f"{kind}: {why}"}))
             return
-        then = "no other live node of the target can retry it" if attempt.number == 1 else "it was the retry"
+        then = "no other live node of the target can retry it" if attempt.number == 1 else "it failed on its retry"
         self._write(self._error(attempt, kind, f"{why} ({where}; {then})", node), attempt)
 
     def _strand(self, pending: dict) -> None:
