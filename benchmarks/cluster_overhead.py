@@ -172,7 +172,8 @@ def print_latency(local_runs: list[list], cluster_runs: list[list]) -> None:
         mine, other = statistics.median(values), statistics.median(theirs)
         noise = max(abs(math.log(v / mine)) for v in values)
         ratio = other / mine
-        verdict = "within A/A noise" if abs(math.log(ratio)) <= noise else "outside A/A noise"
+        verdict = ("no A/A noise from one round" if len(values) < 2 else
+                   "within A/A noise" if abs(math.log(ratio)) <= noise else "outside A/A noise")
         label = f"{key[0]} {key[3]} {key[4]} b{key[2]}"
         print(f"{label:<36} {mine:>9.3f} {other:>10.3f} {ratio:>7.3f} {f'±{100 * (math.exp(noise) - 1):.1f} %':>10}"
               f"  {verdict}")
