@@ -21,6 +21,7 @@ from bench.request import BenchRequest, UsageError, derived_precision, validate
 from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
 from core.manifest import ManifestError, manifest_path_of
+from core.proc import ChildResult, describe_exit
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Draft:
                         memory=self.memory,
                         environment=env.capture_environment(),
                         git=env.git_info())
+        if self.request.host_target:  # a cluster sweep's cell (bench.cluster adds the node that ran it)
+            record.placement = {"target": self.request.host_target}
         if output.record_id:
             record.record_id = output.record_id
         return record
@@ -87,6 +90,18 @@ class Draft:
 def skeleton_record(request: BenchRequest, status: str, error_type: str, message: str) -> Record:
     """A record for a cell that never ran (runtime unavailable, export failed, cell crashed)."""
     return Draft(request).record(status, error=RuntimeError(message), error_type=error_type)
+
+
+def lost_cell_record(request: BenchRequest, child: ChildResult, timeout: float) -> Record:
+    """The error record of a cell process that ended without writing its own (killed on timeout, crashed)."""
+    if child.timed_out:
+        kind, message = "CellTimeout", f"cell killed after {timeout:g} s (sweep.cell_timeout_s)"
+    else:
+        kind = "CellCrashed"
+        message = f"cell process ended with {describe_exit(child.returncode)} and no record"
+    if child.error_line:
+        message += f"; last output: {child.error_line}"
+    return skeleton_record(request, "error", kind, message)
 
 
 def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None) -> CellResult:
@@ -195,6 +210,8 @@ def export_spec(request: BenchRequest) -> ExportSpec:
 def resolve_manifest(request: BenchRequest) -> Path:
     """The manifest to run: ``--manifest``, or the export stage's (exported now unless ``--no-export``)."""
     target = request.target
+    if target.shipped_manifest:
+        return Path(target.shipped_manifest)
     if target.manifest:
         path = manifest_path_of(Path(target.manifest))
         if not path.is_file():

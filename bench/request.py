@@ -45,6 +45,10 @@ class Target:
     calibration: str | None = None
     calibration_size: int | None = None
     max_drop: float | None = None
+    # On a cluster node: the driver's export as shipped here, its files checked by sha256 on arrival. It is run as
+    # the export stage's own (the driver judged it current), so the node neither re-exports nor compares its own
+    # package versions with the driver's; the cell keeps the key of the model it stands for.
+    shipped_manifest: str | None = None
 
     @property
     def int8_recipe(self) -> Int8Recipe:
@@ -79,6 +83,7 @@ class BenchRequest:
     drift: DriftSettings | None = None
     output: Output = field(default_factory=Output)
     enforce_gates: bool = False
+    host_target: str | None = None  # a cluster sweep's kind of node for this cell (bench.yaml targets:); None: any
 
     @property
     def batch(self) -> int:
@@ -90,7 +95,7 @@ class BenchRequest:
         label = f"{what} opset {self.target.opset} {self.runtime_name}/{self.runtime.precision} batch {self.batch}"
         if self.runtime.scenario == "throughput":
             label += f" throughput x{self.runtime.requests or ' auto'}"
-        return label
+        return label + (f" [{self.host_target}]" if self.host_target else "")
 
     @property
     def cell_key(self) -> tuple:
@@ -99,6 +104,11 @@ class BenchRequest:
         return cell_key(self.target.model, self.target.opset, self.batch, self.runtime_name,
                         self.runtime.precision, self.target.weights_key, self.runtime.scenario,
                         self.runtime.requests, self.runtime.threads)
+
+    @property
+    def sweep_key(self) -> tuple:
+        """The cell on its target, as ``Record.sweep_key`` reads it back."""
+        return self.cell_key, self.host_target
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +123,7 @@ class BenchRequest:
             drift=DriftSettings(**data["drift"]) if data.get("drift") else None,
             output=Output(**data["output"]),
             enforce_gates=bool(data.get("enforce_gates")),
+            host_target=data.get("host_target"),
         )
 
 

@@ -48,11 +48,14 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum
 
 
+_STOPPING: list[int] = []  # the SIGTERM being handled, once per process
+
+
 def interrupt_on_sigterm() -> None:
     """Raise :class:`Terminated` in the main thread on SIGTERM, so ``finally`` blocks, child processes'
     shutdown and temporary-file cleanup run as they do for Ctrl-C."""
 
-    stopping = []
+    stopping = _STOPPING
 
     def handler(signum, frame):
         # Once: a repeated SIGTERM (the kernel sends the parent-death signal once per exiting thread of the
@@ -64,6 +67,12 @@ def interrupt_on_sigterm() -> None:
         raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def terminated_by() -> int | None:
+    """The signal a :class:`Terminated` was raised for, if any: C code that checks for signals while it waits
+    (Ray's) may hand it on as a plain KeyboardInterrupt."""
+    return _STOPPING[0] if _STOPPING else None
 
 
 def exit_code_of(interrupt: KeyboardInterrupt) -> int:

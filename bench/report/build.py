@@ -4,9 +4,9 @@ The report holds, for every plot, the table behind it; the environment the runs 
 fallback, failed and skipped cell. Nothing is dropped silently: a failed cell reads ``error`` (with its
 message), a field a record lacks reads ``missing``, and unreadable lines are listed with their line numbers.
 
-When a cell (model, opset, batch, runtime, precision, weights, scope, host) was run more than once, the
-latest ``ok`` record measured without contention is used (else the latest ``ok``, else the latest record of
-any status), and the report says so.
+When a cell (model, opset, batch, runtime, precision, weights, scope, host, cluster target) was run more than
+once, the latest ``ok`` record measured without contention is used (else the latest ``ok``, else the latest
+record of any status), and the report says so.
 
 Layout: ``results`` (the model: records -> cells, y values, order), ``sections`` and ``figures`` (Markdown
 sections; the latter also draw, through ``plots``), ``markdown`` (table and number formats), and this module,
@@ -39,11 +39,13 @@ from bench.report.sections import (
     series_extra_fn,
     series_key,
 )
+from bench.report.targets import section_targets
 from bench.report.throughput import section_throughput_latency
 
 log = logging.getLogger(__name__)
 
 SECTIONS = (section_recommendation, section_accuracy, section_explain, section_batch, section_throughput_latency,
+            section_targets,
             section_contention, section_all_cells, section_failures,
             section_notes, section_reruns, section_environment)
 

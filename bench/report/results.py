@@ -1,8 +1,8 @@
 """The results model shared by ``bench report`` and ``bench compare``: records read with the one reader
 (``bench.records.read_records``), grouped into cells, ordered, and the figures a report plots read off them.
 
-A cell is (model, opset, batch, runtime, precision, scenario, requests and threads asked, weights, scope,
-host). When a
+A cell is (model, opset, batch, runtime, precision, scenario, requests and threads asked, weights, scope, host,
+target: the kind of cluster node a sweep across hosts placed it on, ``bench.targets``). When a
 cell was run more than once, the latest ``ok`` record measured without contention is used (else the latest
 ``ok`` one, else the latest record of any status). Drift and gates stay the dicts the runs recorded; ``Drift``
 and ``Gates`` (``bench.report.drift``) are the typed reads of them.
@@ -165,6 +165,10 @@ class Cell:
         return self.environment.get("host")
 
     @property
+    def target(self) -> str | None:
+        return self.record.target
+
+    @property
     def weights(self) -> str | None:
         return _mapping(self.record.model.weights).get("requested")
 
@@ -222,7 +226,8 @@ class Cell:
     @property
     def label(self) -> str:
         label = f"{self.model} b{self.batch} opset {self.opset} {self.runtime} {self.precision}"
-        return label if self.scenario == "latency" else f"{label} {self.scenario_label}"
+        label = label if self.scenario == "latency" else f"{label} {self.scenario_label}"
+        return label + (f" [{self.target}]" if self.target else "")
 
 
 def timestamp_of(loaded: LoadedRecord) -> str:
@@ -241,7 +246,7 @@ def select_cells(records: Sequence[LoadedRecord], by_host: bool = True) -> list[
     groups: dict[tuple, list[LoadedRecord]] = {}
     for loaded in records:
         probe = Cell(loaded)
-        key = (*loaded.record.cell_key, probe.scope, probe.host if by_host else None)
+        key = (*loaded.record.cell_key, probe.scope, *((probe.host, probe.target) if by_host else (None, None)))
         groups.setdefault(tuple(_hashable(k) for k in key), []).append(loaded)
     cells = []
     for history in groups.values():
@@ -299,7 +304,7 @@ def rank(value: str, order: Sequence[str]) -> tuple:
 def cell_order(c: Cell) -> tuple:
     return (family_of(c.model), model_rank(c.model), c.batch or 0, rank(c.runtime, RUNTIME_ORDER),
             rank(c.precision, PRECISION_ORDER), -(c.opset or 0), rank(c.scenario, SCENARIO_ORDER),
-            c.requests or 0, str(c.scope), str(c.host))
+            c.requests or 0, str(c.scope), str(c.host), str(c.target))
 
 
 def batch_order(c: Cell) -> tuple:

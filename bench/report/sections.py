@@ -44,10 +44,12 @@ def series_key(cell: Cell, extra: Callable[[Cell], str]) -> plots.SeriesKey:
 
 
 def series_extra_fn(cells: Sequence[Cell], with_requests: bool = True) -> Callable[[Cell], str]:
-    """What tells series apart beyond runtime, precision and opset: the threads asked, the scope and the host,
-    when they vary, and the requests in flight asked of throughput cells (``x4``, ``x auto``) when those vary."""
+    """What tells series apart beyond runtime, precision and opset: the threads asked, the scope, the host and
+    the cluster target, when they vary, and the requests in flight asked of throughput cells (``x4``, ``x auto``)
+    when those vary."""
     scopes = {c.scope for c in cells}
     hosts = {c.host for c in cells}
+    targets = {c.target for c in cells}
     threads = {c.record.params.threads for c in cells}
     asked = {c.record.params.requests for c in cells if c.scenario == "throughput"}
 
@@ -59,6 +61,8 @@ def series_extra_fn(cells: Sequence[Cell], with_requests: bool = True) -> Callab
             parts.append(str(c.scope))
         if len(hosts) > 1:
             parts.append(f"@{c.host}")
+        if len(targets) > 1:
+            parts.append(f"[{c.target or 'any node'}]")
         if with_requests and len(asked) > 1 and c.scenario == "throughput":
             parts.append(f"x{c.record.params.requests or ' auto'}")
         return " ".join(parts)
