@@ -36,7 +36,7 @@ from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params, with_int8_recipe
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable, write_text_atomic
-from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
+from core.proc import Terminated, exit_code_of, sigterm_interrupts
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from export.quantize import Int8Recipe
 from runtimes.base import RuntimeOptions
@@ -355,28 +355,34 @@ def cmd_cell(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM unwinds like Ctrl-C: children are stopped, finished records stay. Scoped to this call, so a
+    # caller's own handling (a test process, its forked workers) is as it was afterwards.
+    with sigterm_interrupts():
+        try:
+            return _command(argv)
+        except KeyboardInterrupt as exc:
+            print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+            return exit_code_of(exc)
+
+
+def _command(argv: list[str]) -> int:
     command = argv[0] if argv else ""
-    interrupt_on_sigterm()  # SIGTERM unwinds like Ctrl-C: children are stopped, finished records stay
-    try:
-        if command in ("list", "list-runtimes"):
-            return cmd_list(argv[1:])
-        if command == "sweep":
-            from bench.sweep.runner import main as sweep_main
+    if command in ("list", "list-runtimes"):
+        return cmd_list(argv[1:])
+    if command == "sweep":
+        from bench.sweep.runner import main as sweep_main
 
-            return sweep_main(argv[1:])
-        if command == "report":
-            from bench.report.cli import main_report
+        return sweep_main(argv[1:])
+    if command == "report":
+        from bench.report.cli import main_report
 
-            return main_report(argv[1:])
-        if command == "compare":
-            from bench.report.cli import main_compare
+        return main_report(argv[1:])
+    if command == "compare":
+        from bench.report.cli import main_compare
 
-            return main_compare(argv[1:])
-        if command == "explain":
-            return cmd_explain(argv[1:])
-        if command == "_cell":
-            return cmd_cell(argv[1:])
-        return cmd_run(argv[1:] if command == "run" else argv)
-    except KeyboardInterrupt as exc:
-        print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
-        return exit_code_of(exc)
+        return main_compare(argv[1:])
+    if command == "explain":
+        return cmd_explain(argv[1:])
+    if command == "_cell":
+        return cmd_cell(argv[1:])
+    return cmd_run(argv[1:] if command == "run" else argv)

@@ -50,11 +50,19 @@ class Terminated(KeyboardInterrupt):
 
 def interrupt_on_sigterm() -> None:
     """Raise :class:`Terminated` in the main thread on SIGTERM, so ``finally`` blocks, child processes'
-    shutdown and temporary-file cleanup run as they do for Ctrl-C."""
+    shutdown and temporary-file cleanup run as they do for Ctrl-C. For a process's entry point; a function
+    that others may call (``main`` of a CLI) uses :func:`sigterm_interrupts`, which puts the old handler back.
 
+    Only in this process: a child forked from it (a ``multiprocessing`` worker) inherits the handler but not
+    the reason for it, so there SIGTERM does what it did before (by default, end the process). Raising
+    Terminated in a pool worker that holds the pool's queue lock would leave its siblings waiting forever."""
+    owner, before = os.getpid(), signal.getsignal(signal.SIGTERM)
     stopping = []
 
     def handler(signum, frame):
+        if os.getpid() != owner:
+            _as_before(before, signum, frame)
+            return
         # Once: a repeated SIGTERM (the kernel sends the parent-death signal once per exiting thread of the
         # parent) raised inside the cleanup of the first would cut that cleanup short.
         if stopping:
@@ -64,6 +72,24 @@ def interrupt_on_sigterm() -> None:
         raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _as_before(before, signum: int, frame) -> None:
+    """Handle ``signum`` the way the handler ``before`` ours did: call it, ignore it, or the default action."""
+    if callable(before):
+        before(signum, frame)
+    elif before != signal.SIG_IGN:  # SIG_DFL (or None: set outside Python, assumed the default)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """:func:`interrupt_on_sigterm` for the duration of the block; the handlers in place before come back
+    after it, so calling a CLI's ``main`` in-process (a test) leaves that process's signal handling as it was."""
+    with keep_signal_handlers():
+        interrupt_on_sigterm()
+        yield
 
 
 def exit_code_of(interrupt: KeyboardInterrupt) -> int:
