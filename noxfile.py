@@ -42,7 +42,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def tests_fast(session: nox.Session) -> None:
-    """Run the fast tier only: no paddle, no exports (about 20 s)."""
+    """Run the fast tier only: no paddle, no exports."""
     session.install("-e", ALL)
     session.run("pytest", "-m", "not slow", *session.posargs)
 
