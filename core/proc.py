@@ -53,16 +53,12 @@ def interrupt_on_sigterm() -> None:
     shutdown and temporary-file cleanup run as they do for Ctrl-C. For a process's entry point; a function
     that others may call (``main`` of a CLI) uses :func:`sigterm_interrupts`, which puts the old handler back.
 
-    Only in this process: a child forked from it (a ``multiprocessing`` worker) inherits the handler but not
-    the reason for it, so there SIGTERM does what it did before (by default, end the process). Raising
-    Terminated in a pool worker that holds the pool's queue lock would leave its siblings waiting forever."""
-    owner, before = os.getpid(), signal.getsignal(signal.SIGTERM)
+    Only in this process: a child forked from it (a ``multiprocessing`` worker) gets back the handling from
+    before, from the fork on (by default, SIGTERM ends it). Raising Terminated in a pool worker would unwind it
+    from inside its queue lock, leaving its siblings waiting forever."""
     stopping = []
 
     def handler(signum, frame):
-        if os.getpid() != owner:
-            _as_before(before, signum, frame)
-            return
         # Once: a repeated SIGTERM (the kernel sends the parent-death signal once per exiting thread of the
         # parent) raised inside the cleanup of the first would cut that cleanup short.
         if stopping:
@@ -71,16 +67,40 @@ def interrupt_on_sigterm() -> None:
         stopping.append(signum)
         raise Terminated(signum)
 
+    handler.before = signal.getsignal(signal.SIGTERM)
+    if not _FORK_HOOKS:
+        os.register_at_fork(before=_fork_starts, after_in_parent=_fork_ended, after_in_child=_child_forked)
+        _FORK_HOOKS.append(True)
     signal.signal(signal.SIGTERM, handler)
 
 
-def _as_before(before, signum: int, frame) -> None:
-    """Handle ``signum`` the way the handler ``before`` ours did: call it, ignore it, or the default action."""
-    if callable(before):
-        before(signum, frame)
-    elif before != signal.SIG_IGN:  # SIG_DFL (or None: set outside Python, assumed the default)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+# Around a fork while our handler is in place, SIGTERM is blocked in the forking thread: a SIGTERM that reaches
+# the child before it has put the old handling back stays pending instead of tripping our handler's flag, which
+# the fork's cleanup then drops (a pool worker terminated at once would live on, blocked on its queue).
+_FORK_HOOKS: list[bool] = []
+_MASK_BEFORE_FORK: list[set] = []
+
+
+def _ours() -> bool:
+    return hasattr(signal.getsignal(signal.SIGTERM), "before")
+
+
+def _fork_starts() -> None:
+    if _ours():
+        _MASK_BEFORE_FORK.append(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+
+
+def _fork_ended() -> None:
+    if _MASK_BEFORE_FORK:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _MASK_BEFORE_FORK.pop())
+
+
+def _child_forked() -> None:
+    """Put back the SIGTERM handling that :func:`interrupt_on_sigterm` replaced, then let a pending SIGTERM in."""
+    if _ours():
+        before = signal.getsignal(signal.SIGTERM).before
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+    _fork_ended()
 
 
 @contextlib.contextmanager

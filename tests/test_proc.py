@@ -51,20 +51,35 @@ def test_each_level_of_children_gets_half_the_grace_of_its_parent():
 
 # --- the project's SIGTERM handling stays in the process that asked for it ---------------------------------
 
-def _signal_myself() -> None:
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(30)  # the default action ends us long before this
+def _exit_with_sigterm_handling() -> None:
+    os._exit(0 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 3)
 
 
-def test_a_child_forked_under_the_sigterm_handler_dies_of_sigterm_as_by_default():
-    """A forked worker inherits the handler but not its purpose: raising Terminated there (inside a pool's
+def test_a_child_forked_under_the_sigterm_handler_has_the_default_handling():
+    """A forked worker inherits the handler but not its purpose: raising Terminated in a pool worker (inside its
     queue lock) once hung the fast tier at Pool shutdown."""
-    context = multiprocessing.get_context("fork")
     with sigterm_interrupts():
-        worker = context.Process(target=_signal_myself)
+        worker = multiprocessing.get_context("fork").Process(target=_exit_with_sigterm_handling)
         worker.start()
         worker.join(20)
-    assert worker.exitcode == -signal.SIGTERM  # not 1: no Terminated traceback in the child
+    assert worker.exitcode == 0
+
+
+def test_a_sigterm_sent_the_moment_a_child_is_forked_ends_it():
+    """Pool.terminate() can signal a worker before it has run a line of its own: that SIGTERM must neither
+    trip the inherited handler (whose pending flag the fork's cleanup drops, leaving the worker alive and the
+    pool's join waiting forever) nor be lost."""
+    with sigterm_interrupts():
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    time.sleep(20)
+                finally:
+                    os._exit(0)
+            os.kill(pid, signal.SIGTERM)
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
 
 
 @pytest.mark.timeout(60)
