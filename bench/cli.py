@@ -306,6 +306,7 @@ def cmd_explain(argv: list[str]) -> int:
     from bench.cell import BenchFailure, resolve_manifest
     from bench.config import canonical_runtime
     from bench.explain import cli as explain_cli
+    from bench.launcher import ExportFailed
     from bench.explain.run import UNSUPPORTED, ExplainError
     from bench.request import validate
     from runtimes.host import default_threads
@@ -318,24 +319,23 @@ def cmd_explain(argv: list[str]) -> int:
             return fail(f"explain on {runtime}: {UNSUPPORTED[runtime]}", EXIT_FAILED)
         explain_cli.check_arguments(args)
         cfg = load_config(args.config)
+        # The model `python -m bench` would run at this precision (an int8 or fp16 one made on demand, with
+        # bench.yaml's int8 recipe), so explain and the benchmark look at the same model.
+        precision = args.precision or "fp32"
         target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
                         weights=args.weights or cfg.export.weights, artifacts=args.artifacts or str(cfg.artifacts),
-                        no_export=args.no_export)
-        options = RuntimeOptions(precision=explain_cli.hint_precision(runtime, args.precision),
-                                 threads=args.threads, batch=args.batch)
+                        no_export=args.no_export, optimize=args.optimize or cfg.export.optimize)
+        target = with_int8_recipe(target, runtime, precision, cfg.export.int8)
+        options = RuntimeOptions(precision=precision, threads=args.threads, batch=args.batch)
         request, _ = validate(BenchRequest(runtime_name=runtime, target=target, runtime=options))
     except (ConfigError, UsageError, ValueError) as exc:
         return fail(str(exc), EXIT_USAGE, exc, args.debug)
     try:
-        manifest = resolve_manifest(request)
-        derived = args.precision in ("int8", "fp16") and not (runtime == "ov" and args.precision == "fp16")
-        if derived and not args.manifest:
-            manifest = explain_cli.derived_manifest(manifest, runtime, args.precision)
-        chosen = explain_cli.resolve_target(runtime, args.precision, manifest, args.batch,
+        chosen = explain_cli.resolve_target(runtime, args.precision, resolve_manifest(request), args.batch,
                                             args.threads or default_threads())
         return explain_cli.explain_and_print(chosen, explain_cli.settings_from_args(args, cfg.gates), args.out,
                                              args.json)
-    except (BenchFailure, ExplainError, OSError) as exc:
+    except (BenchFailure, ExportFailed, ExplainError, OSError) as exc:
         return fail(str(exc), EXIT_FAILED, exc, args.debug)
 
 
