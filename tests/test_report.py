@@ -6,6 +6,7 @@ paddle, no export.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -379,6 +380,35 @@ def test_failed_cells_draw_no_empty_plots(tmp_path):
     # The skipped trt cell shares the drawn LeViT batch-1 group: in its table, not plotted, with the reason.
     trt = _rows(text, "| LeViT_128S | trt | fp16 | 13 |")
     assert len(trt) == 1 and "| not plotted |" in trt[0] and "no CUDA device here" in trt[0]
+
+
+def test_each_cell_shows_its_latest_outcome_and_superseded_errors_are_counted(tmp_path):
+    """Failed attempts at LeViT_128S ort fp32 (a weights file that was not there: no model was ever loaded, each
+    with its own weights key) and a failed run of the cell itself, then an ok run: one cell, its ok record, five
+    superseded errors counted. A failure after the ok run is the cell's latest news and is not superseded."""
+    attempts = [failed_attempt(f"/w{i}", f"2026-01-01T00:0{i}:00Z") for i in range(4)]
+    recs = [*attempts, record(status="error", message="crash", ts="2026-01-01T00:05:00Z"),
+            record(agreement=1.0, ts="2026-01-01T00:06:00Z"),
+            record(runtime="ov", agreement=1.0, ts="2026-01-01T00:06:00Z"),
+            record(runtime="ov", status="error", message="later crash", ts="2026-01-01T00:07:00Z"),
+            record(runtime="paddle", status="error", message="never ran ok", weights="/w9")]
+    cells = select_cells(load_results([write(tmp_path / "r.jsonl", recs)]).records)
+    ort = [c for c in cells if c.runtime == "ort"]
+    assert len(ort) == 1 and ort[0].ok and len(ort[0].history) == 6 and ort[0].superseded_errors == 5
+    (ov,) = [c for c in cells if c.runtime == "ov"]
+    assert ov.ok and ov.superseded_errors == 0  # its failure came after the ok run
+    assert [c.status for c in cells if c.runtime == "paddle"] == ["error"]  # no ok run to supersede it
+    text = build_report([tmp_path / "r.jsonl"], tmp_path / "out").read_text()
+    assert "5 superseded error record(s)" in text
+    assert "weights file missing" not in text and "ort fp32 (error)" not in text and "never ran ok" in text
+
+
+def failed_attempt(weights: str, ts: str) -> Record:
+    """An error record of a run that failed before it had a model (no model hash), as a missing weights file
+    left one before such input was refused up front."""
+    attempt = record(status="error", message="weights file missing", weights=weights, ts=ts)
+    attempt.model = dataclasses.replace(attempt.model, sha256=None)
+    return attempt
 
 
 def test_report_of_failed_cells_only(tmp_path):

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import plots
+from bench.report.accuracy_axis import YValue, y_label, y_value
 from bench.report.markdown import MISSING, WHISKERS, cell_value, fmt_ci, fmt_ms, latency_cells, md_table
-from bench.report.results import Cell, YValue, batch_order, family_of, group_cells, y_label, y_value
+from bench.report.results import Cell, batch_order, family_of, group_cells
 from bench.report.sections import Context
 
 
