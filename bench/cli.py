@@ -306,8 +306,8 @@ def cmd_explain(argv: list[str]) -> int:
     from bench.cell import BenchFailure, resolve_manifest
     from bench.config import canonical_runtime
     from bench.explain import cli as explain_cli
-    from bench.launcher import ExportFailed
     from bench.explain.run import UNSUPPORTED, ExplainError
+    from bench.launcher import ExportFailed
     from bench.request import validate
     from runtimes.host import default_threads
 

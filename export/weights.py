@@ -95,6 +95,16 @@ def resolve(
     return path, WeightsSource("file", str(path), sha256_of(path))
 
 
+def check_source(weights: str | None) -> None:
+    """Refuse, before any work, a ``--weights`` that names a local file that is not there."""
+    if weights in (None, SEEDED, CALIBRATED, "official") or weights.startswith(("http://", "https://")):
+        return
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass --weights PATH to a .pdparams file, a URL, "
+                           f"or {SEEDED}, {CALIBRATED} or official")
+
+
 def _download(url: str, cache_dir: Path | None) -> Path:
     target = (cache_dir or cache_root()) / "weights" / url.rsplit("/", 1)[-1]
     sha_file = target.with_suffix(target.suffix + ".sha256")

@@ -155,6 +155,24 @@ def test_missing_export_with_no_export_names_the_command(tmp_path, results):
     assert only_record(results).error.type == "BenchFailure"
 
 
+@pytest.mark.parametrize("case", ["missing weights", "manifest that is a list", "manifest not there"])
+def test_model_files_the_user_named_wrongly_are_usage_errors(case, onnx_artifact, tmp_path, results):
+    """Input the user can fix before anything runs: one error line, exit 2, no record, nothing made on disk."""
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([json.loads(onnx_artifact.read_text())]))
+    target, fragment = {
+        "missing weights": (["--model", "LeViT_128S", "--weights", str(tmp_path / "nope.pdparams")],
+                            f"weights file {tmp_path / 'nope.pdparams'} does not exist; pass --weights PATH"),
+        "manifest that is a list": (["--manifest", str(listed)], f"--manifest: {listed}: expected a JSON object, "
+                                                                 "got list"),
+        "manifest not there": (["--manifest", str(tmp_path / "none.json")], f"manifest {tmp_path / 'none.json'} "
+                                                                            "not found"),
+    }[case]
+    proc = bench("--runtime", "ort", *target, "--artifacts", str(tmp_path / "art"), "--results", str(results))
+    assert_one_error_line(proc, 2, fragment)
+    assert not results.exists() and not results.parent.exists() and not (tmp_path / "art").exists()
+
+
 @pytest.fixture
 def corrupt_artifact(onnx_artifact, tmp_path) -> Path:
     folder = tmp_path / "corrupt"

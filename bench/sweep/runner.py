@@ -40,6 +40,7 @@ from bench.sweep.lock import SweepBusy, SweepLock
 from bench.sweep.plan import plan, sweep_id
 from bench.table import format_table
 from core.files import check_appendable
+from core.manifest import ManifestError, load_manifest, manifest_path_of
 from core.proc import Terminated, describe_exit, exit_code_of, python_module, run_child
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        check_drift_inputs(cfg, args.config)
+        check_inputs(cfg, args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -143,11 +144,24 @@ def main(argv: list[str] | None = None) -> int:
     return _summarise(cells, results, run_id)
 
 
-def check_drift_inputs(cfg: BenchConfig, config: Path) -> None:
-    """A drift data folder or list file that is not there fails the sweep now, not each cell in turn."""
+def check_inputs(cfg: BenchConfig, config: Path) -> None:
+    """Files the config names that are not there (drift data, labels, a weights file) or are no manifest fail
+    the sweep now, as a usage error, not each cell in turn."""
+    from export.weights import WeightsError, check_source
+
     for key, value in (("sweep.drift.data", cfg.sweep.drift_data), ("sweep.drift.labels", cfg.sweep.drift_labels)):
         if value not in (None, EXPORT_IMAGES, "synthetic") and not Path(value).expanduser().exists():
             raise ConfigError(f"{config.name}: {key}: {value} not found")
+    if cfg.sweep.models:
+        try:
+            check_source(cfg.export.weights)
+        except WeightsError as exc:
+            raise ConfigError(f"{config.name}: export.weights: {exc}") from None
+    for i, path in enumerate(cfg.sweep.manifests):
+        try:
+            load_manifest(manifest_path_of(Path(path)))
+        except ManifestError as exc:
+            raise ConfigError(f"{config.name}: sweep.manifests[{i}]: {exc}") from None
 
 
 def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_id: str, args,
