@@ -482,6 +482,21 @@ def test_throughput_scenario_and_memory_in_the_report(tmp_path):
     assert "the process kept 1.00 of 2 cores busy" in text.split("## Notes recorded by the runs")[1]
 
 
+def test_a_contended_cell_is_on_no_front(tmp_path):
+    """One rule for every front: the fastest cell, measured under contention, is drawn in both figures but judged
+    against nothing; the quiet cells form the front without it."""
+    contended = record(runtime="ov", p50=2.0, agreement=1.0)  # fastest and most images/s, but contended
+    contended.machine = {"contended": True, "contention": ["other processes used 1.40 cores"]}
+    records = [contended, record(runtime="ort", p50=5.0, agreement=1.0), record(runtime="paddle", p50=8.0)]
+    text = build_report([write(tmp_path / "r.jsonl", records)], tmp_path / "out").read_text()
+    for section, ov_row in (("## Latency vs accuracy", "| LeViT_128S | ov |"), ("## Throughput vs latency", "| ov |")):
+        part = text.split(section)[1].split("\n## ")[0]
+        (row,) = _rows(part, ov_row)
+        assert "| no verdict (contended) |" in row, row
+        (ort,) = _rows(part, ov_row.replace("ov", "ort"))
+        assert "| yes |" in ort, ort  # with the contended cell judged, ort would be beaten
+
+
 def test_drift_and_gates_are_read_leniently():
     """Malformed drift and gates sections read as missing, never as numbers or a crash."""
     r = record(agreement=1.0)
