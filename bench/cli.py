@@ -37,6 +37,7 @@ from bench.request import BenchRequest, Output, Target, UsageError, measure_para
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable, write_text_atomic
 from core.proc import Terminated, exit_code_of, sigterm_interrupts
+from core.progress import set_quiet
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from export.quantize import Int8Recipe
 from runtimes.base import RuntimeOptions
@@ -68,6 +69,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the synthetic inputs (default 0)")
     p.add_argument("--results", help="JSON-lines file to append to (default: results/runs.jsonl)")
     p.add_argument("--json", action="store_true", help="print the record as JSON after the table")
+    p.add_argument("--wide", action="store_true", help="print every column of the table, notes inline (default: "
+                                                       "the main figures in 100 columns, notes below)")
     p.add_argument("--profile", type=int, nargs="?", const=15, metavar="TOP",
                    help="after timing, profile the model (ort/ov, CPU) and write its top TOP ops by time (default "
                    "15) to <results>-<record id>-profile.md beside the record")
@@ -108,6 +111,8 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="bench.yaml with defaults (default: ./bench.yaml if present)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (shown only on a terminal anyway): export stages, measuring, drift")
 
 
 def drift_settings_from_args(args: argparse.Namespace, cfg: BenchConfig) -> DriftSettings | None:
@@ -161,7 +166,8 @@ def _pick(value, default):
 
 
 # --- commands -------------------------------------------------------------------------------------------
-def setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool, quiet: bool = False) -> None:
+    set_quiet(quiet)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines would bury the table
@@ -176,7 +182,7 @@ def fail(message: str, code: int, exc: BaseException | None = None, debug: bool 
 
 def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     args = build_run_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     try:
         cfg = load_config(args.config)
         request = request_from_args(args, cfg)
@@ -200,7 +206,7 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
         return fail(f"cannot append to {results} ({exc.strerror or exc})", EXIT_FAILED, exc, args.debug)
     if result.exit_code != EXIT_OK:
         return fail(error_line(record.error), result.exit_code, result.exception, args.debug)
-    print_run(record, results, args.json)
+    print_run(record, results, args.json, args.wide)
     if args.profile is not None:
         _write_profile(request, record, results, args.profile)
     return _check_gates(request, record)
@@ -231,8 +237,8 @@ def _write_profile(request: BenchRequest, record: Record, results: Path, top: in
     print(f"layer times (top {top} ops) written to {path}")
 
 
-def print_run(record: Record, results: Path, as_json: bool) -> None:
-    print(format_table([record]))
+def print_run(record: Record, results: Path, as_json: bool, wide: bool = False) -> None:
+    print(format_table([record], wide=wide))
     if record.drift:
         print(format_drift(record))
     for reason in record.contention:
@@ -312,7 +318,7 @@ def cmd_explain(argv: list[str]) -> int:
     from runtimes.host import default_threads
 
     args = build_explain_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     try:
         runtime = canonical_runtime(args.runtime)
         if runtime in UNSUPPORTED:

@@ -77,6 +77,40 @@ def run_module(module: str, *args: str, cwd: Path, timeout: float = 600,
     )
 
 
+def run_in_terminal(cmd: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str]:
+    """Run ``cmd`` with stderr (and stdin) on a pseudo-terminal, stdout on a pipe, as a person's shell would show
+    progress; returns (exit code, everything written to the terminal)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # 40 rows, 100 columns
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=terminal, stdout=subprocess.DEVNULL, stderr=terminal,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(terminal)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.2)
+        try:
+            data = os.read(main, 65536) if ready else b""
+        except OSError:  # the terminal closed: every process holding it has exited
+            break
+        chunks.append(data)
+        if not data and proc.poll() is not None:
+            break
+    os.close(main)
+    try:
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return code, b"".join(chunks).decode(errors="replace")
+
+
 def load_benchmark(name: str):
     """The script ``benchmarks/<name>.py`` imported as a module (the folder is no package)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")

@@ -39,6 +39,7 @@ from bench.request import BenchRequest
 from bench.sweep.lock import SweepBusy, SweepLock
 from bench.sweep.plan import plan, sweep_id
 from bench.table import format_table
+from core import progress
 from core.files import check_appendable
 from core.manifest import ManifestError, load_manifest, manifest_path_of
 from core.proc import Terminated, describe_exit, exit_code_of, python_module, run_child
@@ -99,12 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rerun cells measured only while other processes were busy (machine.contended)")
     p.add_argument("--run-id", help="sweep identity (default: hash of the measurement settings)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done")
+    p.add_argument("--wide", action="store_true", help="the summary table with every column, notes inline")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (shown only on a terminal anyway); errors and the summary still print")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress.set_quiet(args.quiet)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_of(exc)
     finally:
         lock.release()
-    return _summarise(cells, results, run_id)
+    return _summarise(cells, results, run_id, args.wide)
 
 
 def check_inputs(cfg: BenchConfig, config: Path) -> None:
@@ -180,8 +185,7 @@ def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_i
         return
     todo = _skip_unavailable(todo, results, done)
     todo = _export_missing(todo, cfg, results, keep)
-    with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with progress.bar(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell") as bar:
         for cell in todo:
             bar.set_postfix_str(cell.label)
             _run_cell(cell, results, cfg.sweep.cell_timeout_s, bar, keep)
@@ -211,8 +215,10 @@ def _export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
         if not cell.target.manifest:
             groups.setdefault(export_spec(cell), []).append(cell)
     failed: set[int] = set()
-    missing = [spec for spec in groups if not spec.ready()]  # a derived model older than its fp32 export too
-    for spec in tqdm(missing, desc="export", unit="model", file=sys.stderr, disable=not missing):
+    # a derived model older than its fp32 export is missing too; reading each export's hash takes a moment
+    missing = [spec for spec in progress.bar(groups, desc="checking exports", unit="export", leave=False)
+               if not spec.ready()]
+    for spec in progress.bar(missing, desc="export", unit="model"):
         try:
             launch_export(spec, cfg.sweep.cell_timeout_s, pass_fds=keep)
         except ExportFailed as exc:
@@ -245,14 +251,14 @@ def _run_cell(cell: BenchRequest, results: Path, timeout: float, bar: tqdm, keep
     append_record(results, skeleton_record(request, "error", kind, message))
 
 
-def _summarise(cells: list[BenchRequest], results: Path, run_id: str) -> int:
+def _summarise(cells: list[BenchRequest], results: Path, run_id: str, wide: bool = False) -> int:
     latest = {}
     for record in read_records(results).valid():
         if record.run_id == run_id:
             latest[record.cell_key] = record
     rows = [latest[k] for k in dict.fromkeys(c.cell_key for c in cells) if k in latest]
     if rows:
-        print(format_table(rows))
+        print(format_table(rows, wide=wide))
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "error", "skipped")}
     print(f"\n{counts['ok']} ok, {counts['error']} error, {counts['skipped']} skipped, "
           f"{len(cells) - len(rows)} not run; run_id {run_id}; results {results}")
