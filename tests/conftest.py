@@ -26,18 +26,19 @@ DATA_44 = ROOT / "data" / "imagenet-val-44"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini("slow_timeout", "seconds a @pytest.mark.slow test may run (pytest-timeout's `timeout` is the "
-                                  "fast tier's)", default="900")
+    parser.addini("slow_timeout", "seconds a @pytest.mark.slow or @pytest.mark.gpu test may run (pytest-timeout's "
+                                  "`timeout` is the fast tier's)", default="900")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow tier's limit on its tests (pyproject's ``slow_timeout``), unless a test or the command line
-    (``--timeout``) sets its own."""
+    """The slow tier's limit (pyproject's ``slow_timeout``) on its tests and on GPU tests (engine builds, CUDA
+    start-up), unless a test or the command line (``--timeout``) sets its own."""
     if config.getoption("timeout", None) is not None:
         return
     slow = pytest.mark.timeout(float(config.getini("slow_timeout")))
     for item in items:
-        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+        heavy = item.get_closest_marker("slow") or item.get_closest_marker("gpu")
+        if heavy and not item.get_closest_marker("timeout"):
             item.add_marker(slow)
 
 

@@ -23,7 +23,8 @@ def test_every_tier_has_a_timeout_and_the_plugin_is_pinned():
     assert INI["timeout_method"] == "thread"  # ends a hang in C code too
 
 
-@pytest.mark.parametrize(("marker", "limit"), [("", "timeout"), ("@pytest.mark.slow", "slow_timeout")])
+@pytest.mark.parametrize(("marker", "limit"), [("", "timeout"), ("@pytest.mark.slow", "slow_timeout"),
+                                               ("@pytest.mark.gpu", "slow_timeout")])
 def test_a_hanging_test_fails_within_its_tiers_limit(tmp_path, marker, limit):
     """A test of either tier that hangs is stopped at its tier's limit (here set to 1 s), loudly."""
     (tmp_path / "test_hang.py").write_text(f"import time\nimport pytest\n\n\n{marker}\ndef test_hangs():\n"
