@@ -155,6 +155,22 @@ def test_missing_export_with_no_export_names_the_command(tmp_path, results):
     assert only_record(results).error.type == "BenchFailure"
 
 
+def test_ov_fp16_runs_as_this_cpu_can_and_the_record_and_table_say_so(onnx_artifact, results):
+    """fp16 on OpenVINO's CPU plugin runs as the nearest format this CPU kind has (fp16; bf16 on a CPU with
+    bf16 but no fp16; fp32 on one with neither): exit 0, and the record and the table say what ran."""
+    from core.cpu import float_precision_run
+
+    proc = bench("--runtime", "ov", "--manifest", str(onnx_artifact), "--precision", "fp16", *FAST,
+                 "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    record = only_record(results)
+    ran = float_precision_run("fp16")
+    assert record.runtime.precision == "fp16" and record.runtime.effective["precision"] == ran
+    if ran != "fp16":
+        assert f"fp16→{ran}" in proc.stdout.splitlines()[1]
+        assert any(f"no native fp16 (avx512_fp16/amx_fp16): it ran {ran}" in n for n in record.runtime.notes)
+
+
 def test_the_table_fits_100_columns_and_wide_has_every_column():
     """The default table: the figures that decide in at most 100 columns, notes wrapped below each row, a
     precision that ran as another shown as such; --wide: every column, notes inline."""
