@@ -97,10 +97,12 @@ def _fork_ended() -> None:
 
 def _child_forked() -> None:
     """Put back the SIGTERM handling that :func:`interrupt_on_sigterm` replaced, then let a pending SIGTERM in."""
-    if _ours():
-        before = signal.getsignal(signal.SIGTERM).before
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
-    _fork_ended()
+    try:
+        if _ours():
+            before = signal.getsignal(signal.SIGTERM).before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+    finally:  # never leave the child deaf to SIGTERM
+        _fork_ended()
 
 
 @contextlib.contextmanager

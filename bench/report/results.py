@@ -218,7 +218,7 @@ class Cell:
     @property
     def superseded_errors(self) -> int:
         """Failed runs of this cell before the record used (a later failure is no superseded one)."""
-        return sum(x.status != "ok" and _chronological(x) < _chronological(self.used) for x in self.history)
+        return sum(x.status == "error" and _chronological(x) < _chronological(self.used) for x in self.history)
 
     @property
     def message(self) -> str:
