@@ -22,6 +22,7 @@ from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
 from core.manifest import ManifestError, manifest_path_of
 from core.proc import ChildResult, describe_exit
+from core.progress import say
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
     memory = _check_memory(artifact, options.batch)
     runtime = runtime_cls(options)
     draft.runtime.options_asked = options.to_dict()
+    m = request.measure
+    say(f"measuring {artifact.model} on {request.runtime_name} {options.precision}, batch {options.batch}: load, "
+        f"{m.warmup} warm-up runs, then at least {m.iterations} runs and {m.min_duration_s:g} s")
     try:
         try:
             watch.begin()
@@ -148,6 +152,8 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
         if drift_pass is not None:
             draft.drift, draft.gates = drift_pass(runtime, artifact, request)
         elif prepared is not None:
+            say(f"drift pass on {len(prepared.dataset)} images"
+                + ("" if prepared.stored is not None else " (Paddle's reference computed first, then cached)"))
             # Gates judge what ran: bf16 asked but run as fp32 must meet the fp32 thresholds.
             precision = runtime.effective.get("precision") or options.precision
             draft.drift, draft.gates = run_drift(runtime, artifact, options.batch, precision, prepared)

@@ -16,7 +16,7 @@ from bench.accuracy.drift_pass import DriftSettings
 from bench.config import OPSET_RANGE, canonical_runtime, expand_model_patterns
 from bench.harness.measure import MeasureParams
 from bench.records import DEFAULT_RESULTS
-from core.manifest import manifest_path_of
+from core.manifest import ManifestError, load_manifest, manifest_path_of
 from core.yamlio import ConfigError
 from export.optimize.levels import DEFAULT_LEVEL, LevelError, check_level, check_runtime
 from export.quantize import INT8_RUNTIMES, Int8Recipe
@@ -152,6 +152,7 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
     except LevelError as exc:
         raise UsageError(str(exc)) from None
     _check_int8_settings(target, name, options.precision)
+    _check_model_inputs(target)
     cls = get_runtime(name)
     if options.precision not in cls.precisions:
         raise UsageError(f"runtime {name!r} does not support precision {options.precision!r}; "
@@ -200,6 +201,23 @@ def _check_int8_settings(target: Target, runtime: str, precision: str) -> None:
         raise UsageError(f"{flags} shape the int8 model the export stage makes, not a --manifest model")
     if target.max_drop is not None and runtime != "ov":
         raise UsageError("--max-drop (NNCF's accuracy control) makes the OpenVINO int8 model: use --runtime ov")
+
+
+def _check_model_inputs(target: Target) -> None:
+    """The files the user named for the model: a manifest that is no manifest, or a weights file that is not
+    there, is theirs to fix before anything runs (a usage error, no record)."""
+    from export.weights import WeightsError, check_source
+
+    if target.manifest:
+        try:
+            load_manifest(manifest_path_of(Path(target.manifest)))
+        except ManifestError as exc:
+            raise UsageError(f"--manifest: {exc}") from None
+        return
+    try:
+        check_source(target.weights)
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_scenario(options: RuntimeOptions) -> None:

@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 
 from core.manifest import load_manifest
+from core.proc import keep_signal_handlers
+from core.progress import take_channel
 from core.yamlio import ConfigError
 from export.config import read_export_config
 from export.convert import MAX_OPSET, MIN_OPSET, ExportError
@@ -87,6 +89,12 @@ def _brought_model_requests(args: argparse.Namespace) -> list[ExportRequest]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    take_channel()  # a parent's progress bar follows the stages (bench's on-demand export)
+    with keep_signal_handlers():  # the handlers below are this call's: a caller's come back after it
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines drown the table
     terminated: list[int] = []

@@ -6,7 +6,7 @@ message), a field a record lacks reads ``missing``, and unreadable lines are lis
 
 When a cell (model, opset, batch, runtime, precision, weights, scope, host, cluster target) was run more than
 once, the latest ``ok`` record measured without contention is used (else the latest ``ok``, else the latest
-record of any status), and the report says so.
+record of any status), and the report says so; the failed runs before it are counted as superseded, not listed.
 
 Layout: ``results`` (the model: records -> cells, y values, order), ``sections`` and ``figures`` (Markdown
 sections; the latter also draw, through ``plots``), ``markdown`` (table and number formats), and this module,
@@ -23,11 +23,12 @@ from pathlib import Path
 from bench.budgets import Budgets
 from bench.records import ReadResult
 from bench.report import plots
+from bench.report.accuracy_axis import choose_y_metric
 from bench.report.explain import section_explain
 from bench.report.figures import section_accuracy, section_batch
 from bench.report.markdown import atomic_write_text, md_escape
 from bench.report.recommendation import recommended, section_recommendation
-from bench.report.results import Cell, choose_y_metric, load_results, select_cells
+from bench.report.results import Cell, load_results, select_cells
 from bench.report.sections import (
     Context,
     section_all_cells,
@@ -83,6 +84,10 @@ def _header(results: ReadResult, cells: Sequence[Cell]) -> list[str]:
              f"record(s) in {len(results.files)} file(s): "
              + ", ".join(f"`{p}` ({n})" for p, n in results.files) + ".", "",
              f"{len(cells)} cell(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".", ""]
+    superseded = sum(c.superseded_errors for c in cells)
+    if superseded:
+        lines += [f"{superseded} superseded error record(s): failed runs of cells that ran again afterwards; each "
+                  "cell shows its latest outcome (see *Re-runs*).", ""]
     if results.problems:
         lines += [f"**{len(results.problems)} unreadable line(s) skipped** (see *Unreadable lines*).", ""]
     return lines

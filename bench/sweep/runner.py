@@ -47,7 +47,9 @@ from bench.request import BenchRequest
 from bench.sweep.lock import SweepBusy, SweepLock
 from bench.sweep.plan import plan, sweep_id
 from bench.table import format_table
+from core import progress
 from core.files import check_appendable
+from core.manifest import ManifestError, load_manifest, manifest_path_of
 from core.proc import Terminated, describe_exit, exit_code_of, python_module, run_child
 
 log = logging.getLogger(__name__)
@@ -109,12 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run the cells on the nodes of a Ray cluster: auto, ray://HOST:PORT or HOST:PORT (default: "
                         "bench.yaml cluster:; local: on this machine)")
+    p.add_argument("--wide", action="store_true", help="the summary table with every column, notes inline")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (shown only on a terminal anyway); errors and the summary still print")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress.set_quiet(args.quiet)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        check_drift_inputs(cfg, args.config)
+        check_inputs(cfg, args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -158,14 +164,27 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         if cluster is not None:
             cluster.close()
-    return _summarise(cells, results, run_id)
+    return _summarise(cells, results, run_id, args.wide)
 
 
-def check_drift_inputs(cfg: BenchConfig, config: Path) -> None:
-    """A drift data folder or list file that is not there fails the sweep now, not each cell in turn."""
+def check_inputs(cfg: BenchConfig, config: Path) -> None:
+    """Files the config names that are not there (drift data, labels, a weights file) or are no manifest fail
+    the sweep now, as a usage error, not each cell in turn."""
+    from export.weights import WeightsError, check_source
+
     for key, value in (("sweep.drift.data", cfg.sweep.drift_data), ("sweep.drift.labels", cfg.sweep.drift_labels)):
         if value not in (None, EXPORT_IMAGES, "synthetic") and not Path(value).expanduser().exists():
             raise ConfigError(f"{config.name}: {key}: {value} not found")
+    if cfg.sweep.models:
+        try:
+            check_source(cfg.export.weights)
+        except WeightsError as exc:
+            raise ConfigError(f"{config.name}: export.weights: {exc}") from None
+    for i, path in enumerate(cfg.sweep.manifests):
+        try:
+            load_manifest(manifest_path_of(Path(path)))
+        except ManifestError as exc:
+            raise ConfigError(f"{config.name}: sweep.manifests[{i}]: {exc}") from None
 
 
 def _cluster(args, cfg: BenchConfig):
@@ -205,8 +224,7 @@ def _run_sweep(cells: list[BenchRequest], cfg: BenchConfig, results: Path, run_i
 
         run_on_cluster(cluster, todo, len(cells), cfg.targets, results, cfg.sweep.cell_timeout_s)
         return
-    with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with progress.bar(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell") as bar:
         for cell in todo:
             bar.set_postfix_str(cell.label)
             run_cell_process(cell, results, cfg.sweep.cell_timeout_s, bar, keep)
@@ -237,8 +255,10 @@ def export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
         if not cell.target.manifest:
             groups.setdefault(export_spec(cell), []).append(cell)
     failed: set[int] = set()
-    missing = [spec for spec in groups if not spec.ready()]  # a derived model older than its fp32 export too
-    for spec in tqdm(missing, desc="export", unit="model", file=sys.stderr, disable=not missing):
+    # a derived model older than its fp32 export is missing too; reading each export's hash takes a moment
+    missing = [spec for spec in progress.bar(groups, desc="checking exports", unit="export", leave=False)
+               if not spec.ready()]
+    for spec in progress.bar(missing, desc="export", unit="model"):
         try:
             launch_export(spec, cfg.sweep.cell_timeout_s, pass_fds=keep)
         except ExportFailed as exc:
@@ -267,7 +287,7 @@ def run_cell_process(cell: BenchRequest, results: Path, timeout: float, bar: tqd
     append_record(results, record)
 
 
-def _summarise(cells: list[BenchRequest], results: Path, run_id: str) -> int:
+def _summarise(cells: list[BenchRequest], results: Path, run_id: str, wide: bool = False) -> int:
     latest = {}
     for record in read_records(results).valid():
         if record.run_id == run_id:
@@ -276,7 +296,7 @@ def _summarise(cells: list[BenchRequest], results: Path, run_id: str) -> int:
     for target in dict.fromkeys(r.target for r in rows):  # a table per target: no row beside another machine's
         if target:
             print(f"\ntarget {target}:")
-        print(format_table([r for r in rows if r.target == target]))
+        print(format_table([r for r in rows if r.target == target], wide=wide))
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "error", "skipped")}
     print(f"\n{counts['ok']} ok, {counts['error']} error, {counts['skipped']} skipped, "
           f"{len(cells) - len(rows)} not run; run_id {run_id}; results {results}")
