@@ -116,7 +116,7 @@ def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None) -> Cell
         return CellResult(draft.record("error", error=exc), EXIT_USAGE, exc)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - adapters raise their engines' own types; all become records
+    except Exception as exc:  # adapters raise their engines' own types; all become records
         log.debug("run failed", exc_info=True)
         return CellResult(draft.record("error", error=exc), EXIT_FAILED, exc)
     return CellResult(draft.record("ok", timing=timing), EXIT_OK)
@@ -199,7 +199,7 @@ def _prepare_drift(request: BenchRequest, artifact: Artifact) -> PreparedDrift |
 def _versions(runtime: Runtime) -> dict[str, str]:
     try:
         return runtime.versions()
-    except Exception as exc:  # noqa: BLE001 - must not hide the error that ended the run
+    except Exception as exc:  # must not hide the error that ended the run
         log.debug("%s: versions() failed: %s", runtime.name, exc)
         return {}
 

@@ -74,7 +74,7 @@ class ExportSpec:
 
         try:
             return is_current(self.command())
-        except Exception as exc:  # noqa: BLE001 - undecided: the export process decides, and reports any error
+        except Exception as exc:  # undecided: the export process decides, and reports any error
             log.debug("could not check %s: %s", self.manifest_path, exc)
             return False
 

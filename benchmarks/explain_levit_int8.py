@@ -32,18 +32,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.explain.fixes import nncf_int8  # noqa: E402
-from bench.explain.graph import logit_agreement  # noqa: E402
-from bench.explain.ov import deployed_logits  # noqa: E402
-from bench.explain.report import section_lines  # noqa: E402
-from bench.explain.run import ExplainSettings, Target, pick_images, reference_of, run_explain  # noqa: E402
-from bench.harness.env import cpu_info  # noqa: E402
-from bench.launcher import ExportSpec, launch_export  # noqa: E402
-from core.artifact import Artifact  # noqa: E402
-from core.datasets import open_dataset  # noqa: E402
-from core.files import sha256_of  # noqa: E402
-from core.logits import Logits  # noqa: E402
-from core.manifest import MANIFEST_NAME, TensorSpec, load_manifest, save_manifest  # noqa: E402
+from bench.explain.fixes import nncf_int8
+from bench.explain.graph import logit_agreement
+from bench.explain.ov import deployed_logits
+from bench.explain.report import section_lines
+from bench.explain.run import ExplainSettings, Target, pick_images, reference_of, run_explain
+from bench.harness.env import cpu_info
+from bench.launcher import ExportSpec, launch_export
+from core.artifact import Artifact
+from core.datasets import open_dataset
+from core.files import sha256_of
+from core.logits import Logits
+from core.manifest import MANIFEST_NAME, TensorSpec, load_manifest, save_manifest
 
 STATIC_BATCH = 8  # NNCF needs a static batch; the benchmark runs batch 8
 

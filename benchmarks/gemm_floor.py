@@ -50,17 +50,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import onnx  # noqa: E402
-from graph_flops import fixed_batch, shapes_at_batch  # noqa: E402
-from graph_speedup import lscpu_flags, time_interleaved  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+import onnx
+from graph_flops import fixed_batch, shapes_at_batch
+from graph_speedup import lscpu_flags, time_interleaved
+from onnx import TensorProto, helper, numpy_helper
 
-from bench.harness.env import cpu_info, package_versions  # noqa: E402
-from bench.launcher import ExportSpec, launch_export  # noqa: E402
-from core.artifact import Artifact  # noqa: E402
-from core.files import write_json_atomic, write_text_atomic  # noqa: E402
-from export.models import MODELS  # noqa: E402
-from runtimes.host import default_threads  # noqa: E402
+from bench.harness.env import cpu_info, package_versions
+from bench.launcher import ExportSpec, launch_export
+from core.artifact import Artifact
+from core.files import write_json_atomic, write_text_atomic
+from export.models import MODELS
+from runtimes.host import default_threads
 
 KEPT_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Softmax"}
 # element-wise ops that keep their activation input's shape: a kept node behind a chain of them feeds the next

@@ -40,18 +40,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import onnx  # noqa: E402
-from graph_flops import count_macs, sgemm_peak  # noqa: E402
+import onnx
+from graph_flops import count_macs, sgemm_peak
 
-from bench.harness.env import cpu_info, package_versions  # noqa: E402
-from bench.launcher import ExportSpec, launch_export  # noqa: E402
-from core.artifact import Artifact  # noqa: E402
-from core.files import write_json_atomic, write_text_atomic  # noqa: E402
-from export.models import MODELS  # noqa: E402
-from export.optimize.levels import LEVELS  # noqa: E402
-from runtimes import get_runtime  # noqa: E402
-from runtimes.base import RuntimeOptions  # noqa: E402
-from runtimes.host import default_threads  # noqa: E402
+from bench.harness.env import cpu_info, package_versions
+from bench.launcher import ExportSpec, launch_export
+from core.artifact import Artifact
+from core.files import write_json_atomic, write_text_atomic
+from export.models import MODELS
+from export.optimize.levels import LEVELS
+from runtimes import get_runtime
+from runtimes.base import RuntimeOptions
+from runtimes.host import default_threads
 
 
 def lscpu_flags() -> str:

@@ -21,12 +21,12 @@ import numpy as np
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness.env import cpu_info  # noqa: E402
-from bench.harness.measure import MeasureParams, measure  # noqa: E402
-from core.artifact import Artifact  # noqa: E402
-from core.manifest import Manifest, ModelFile, TensorSpec  # noqa: E402
-from runtimes.base import RuntimeOptions  # noqa: E402
-from runtimes.null import NullRuntime  # noqa: E402
+from bench.harness.env import cpu_info
+from bench.harness.measure import MeasureParams, measure
+from core.artifact import Artifact
+from core.manifest import Manifest, ModelFile, TensorSpec
+from runtimes.base import RuntimeOptions
+from runtimes.null import NullRuntime
 
 # A manifest-only artifact: the null runtime reads shapes from it and never opens a file.
 ARTIFACT = Artifact(

@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.logits import Logits  # noqa: E402
-from core.manifest import MANIFEST_NAME, load_manifest  # noqa: E402
-from export.quantize.accuracy import derived_logits  # noqa: E402
-from export.quantize.build import evaluation_inputs  # noqa: E402
+from core.logits import Logits
+from core.manifest import MANIFEST_NAME, load_manifest
+from export.quantize.accuracy import derived_logits
+from export.quantize.build import evaluation_inputs
 
 VARIANTS = (("int8-ort", "onnx", "model.onnx"), ("int8-ov", "openvino-ir", "model.xml"))
 

@@ -20,13 +20,13 @@ from pathlib import Path
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness.env import cpu_info, package_versions  # noqa: E402
-from bench.harness.measure import MeasureParams, measure  # noqa: E402
-from bench.launcher import ExportSpec, launch_export  # noqa: E402
-from core.artifact import Artifact  # noqa: E402
-from runtimes import get_runtime  # noqa: E402
-from runtimes.base import RuntimeOptions  # noqa: E402
-from runtimes.host import default_threads  # noqa: E402
+from bench.harness.env import cpu_info, package_versions
+from bench.harness.measure import MeasureParams, measure
+from bench.launcher import ExportSpec, launch_export
+from core.artifact import Artifact
+from runtimes import get_runtime
+from runtimes.base import RuntimeOptions
+from runtimes.host import default_threads
 
 
 def configurations(threads: int) -> dict[str, dict]:

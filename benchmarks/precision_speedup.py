@@ -30,15 +30,15 @@ from pathlib import Path
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness.env import cpu_info, package_versions  # noqa: E402
-from bench.harness.measure import MeasureParams, measure  # noqa: E402
-from bench.launcher import ExportSpec, launch_export  # noqa: E402
-from core.artifact import Artifact  # noqa: E402
-from core.cpu import cpu_flags, describe, native  # noqa: E402
-from core.files import write_text_atomic  # noqa: E402
-from runtimes import get_runtime  # noqa: E402
-from runtimes.base import RuntimeOptions  # noqa: E402
-from runtimes.host import default_threads  # noqa: E402
+from bench.harness.env import cpu_info, package_versions
+from bench.harness.measure import MeasureParams, measure
+from bench.launcher import ExportSpec, launch_export
+from core.artifact import Artifact
+from core.cpu import cpu_flags, describe, native
+from core.files import write_text_atomic
+from runtimes import get_runtime
+from runtimes.base import RuntimeOptions
+from runtimes.host import default_threads
 
 CELLS = (("ov", "fp32"), ("ov", "bf16"), ("ov", "int8"), ("ort", "fp32"), ("ort", "int8"))
 # (runtime, precision, family or None) -> largest ratio to fp32 at batch 8, and the instructions it needs

@@ -31,12 +31,12 @@ import yaml
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.records import read_records  # noqa: E402
-from bench.report.choice import Recommendation, recommend, within_noise  # noqa: E402
-from bench.sweep.runner import export_missing  # noqa: E402
-from bench.tune.cli import Job, build_parser, job_from_args, plan  # noqa: E402
-from bench.tune.space import Candidate, request_for  # noqa: E402
-from core.cpu import describe  # noqa: E402
+from bench.records import read_records
+from bench.report.choice import Recommendation, recommend, within_noise
+from bench.sweep.runner import export_missing
+from bench.tune.cli import Job, build_parser, job_from_args, plan
+from bench.tune.space import Candidate, request_for
+from core.cpu import describe
 
 DEFAULT_TUNE_FLAGS = ["--objective", "latency", "--max-drop", "10"]
 

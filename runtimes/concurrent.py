@@ -70,7 +70,7 @@ class ThreadedRequests(Requests):
                     self._setup()
                     ready = True
                 run()
-            except BaseException as exc:  # noqa: BLE001 - handed to the harness, which raises it
+            except BaseException as exc:  # handed to the harness, which raises it
                 done(exc)
             else:
                 done(None)

@@ -52,7 +52,7 @@ def release(steps) -> list[str]:
     for what, step in steps:
         try:
             step()
-        except Exception as exc:  # noqa: BLE001 - keep releasing; reported to the caller
+        except Exception as exc:  # keep releasing; reported to the caller
             errors.append(f"{what}: {type(exc).__name__}: {exc}")
     return errors
 

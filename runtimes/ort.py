@@ -152,7 +152,7 @@ class OrtRuntime(Runtime):
                 return Availability(cls.name, False, status.reason, detail)
             where = status.detail.get("gpu", f"cuda:{index}")
             return Availability(cls.name, True, detail=f"{detail}; {row.ort_name} usable on {where}")
-        except Exception as exc:  # noqa: BLE001 - probe must never raise
+        except Exception as exc:  # probe must never raise
             return Availability(cls.name, False, f"{type(exc).__name__}: {exc}")
 
     # --- lifecycle hooks ----------------------------------------------------------------------------------

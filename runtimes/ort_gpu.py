@@ -112,7 +112,7 @@ def _preload_dlls(ort, **kwargs) -> list[str]:
     with contextlib.redirect_stdout(out):
         try:
             ort.preload_dlls(msvc=False, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - it raises for a bad directory only; reported, not fatal
+        except Exception as exc:  # it raises for a bad directory only; reported, not fatal
             print(f"preload_dlls raised {type(exc).__name__}: {exc}")
     return [line for line in out.getvalue().splitlines() if line.strip()]
 
@@ -163,7 +163,7 @@ def provider_status(provider: str = CUDA, device_id: int = 0) -> GpuStatus:
             also = f"; also {'; '.join(problems[1:])}" if problems[1:] else ""
             return GpuStatus(False, f"{provider} unusable: {problems[0]}{also}", detail)
         return GpuStatus(True, "", detail)
-    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+    except Exception as exc:  # a probe reports, never raises
         return GpuStatus(False, f"{provider} probe failed: {type(exc).__name__}: {exc}", detail)
 
 
@@ -241,7 +241,7 @@ def create_session(ort, model_path: str, so, provider: str, device_id: int, *, t
         # enable_fallback=0: no retry with [CUDA, CPU] or [CPU], no stdout banner, no dropped options
         session = ort.InferenceSession(model_path, so, providers=providers, enable_fallback=0,
                                        disabled_optimizers=list(disabled_optimizers) or None)
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types; classified into one line
+    except Exception as exc:  # ORT raises its own pybind types; classified into one line
         raise classify_session_error(exc, provider, device_id) from exc
     session.disable_fallback()  # nor at run time (an EPFail would otherwise switch the session to CPU)
     active = session.get_providers()

@@ -131,7 +131,7 @@ class TrtRuntime(Runtime):
             if index >= count:
                 return Availability(cls.name, False, f"cuda:{index} asked but {count} CUDA device(s) visible")
             gpu, cc = gpu_identity(cudart, index)
-        except Exception as exc:  # noqa: BLE001 - probe must never raise
+        except Exception as exc:  # probe must never raise
             return Availability(cls.name, False, f"{type(exc).__name__}: {exc}")
         return Availability(cls.name, True, detail=f"tensorrt {trt.__version__} (supported: TensorRT 10.x, "
                                                    f"tensorrt-cu13{SUPPORTED_TENSORRT}); {gpu} (sm {cc})")
@@ -383,6 +383,6 @@ class TrtRuntime(Runtime):
 
             found["cuda_python"] = cuda.bindings.__version__  # its own static cudart, not TensorRT's
             found["cuda_driver"] = str(_cuda(_cudart().cudaDriverGetVersion()))
-        except Exception as exc:  # noqa: BLE001 - versions are informative; never fail a run over them
+        except Exception as exc:  # versions are informative; never fail a run over them
             log.debug("trt: CUDA versions unavailable: %s", exc)
         return found

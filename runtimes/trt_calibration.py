@@ -142,7 +142,7 @@ def make_calibrator(trt, cudart, data: np.ndarray, batch: int, cache_file: Path)
                 self.index += batch
                 self.batches += 1
                 return [int(self.pointer)]
-            except BaseException as exc:  # noqa: BLE001 - re-raised by the build, see the docstring
+            except BaseException as exc:  # re-raised by the build, see the docstring
                 self.error = exc
                 return None
 

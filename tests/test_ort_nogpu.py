@@ -28,13 +28,13 @@ if GPU_BUILD is None:
                 "machine without a usable GPU; run them in a `pip install -e '.[gpu]'` environment",
                 allow_module_level=True)
 
-import onnxruntime as ort  # noqa: E402
+import onnxruntime as ort
 
-from core.artifact import Artifact  # noqa: E402
-from runtimes.base import RuntimeOptions, RuntimeUnavailable, SilentChangeError  # noqa: E402
-from runtimes.ort import OrtRuntime  # noqa: E402
-from runtimes.ort_gpu import create_session, nvidia_lib_dirs, ort_distributions, provider_status  # noqa: E402
-from runtimes.ort_placement import CPU, CUDA, TENSORRT  # noqa: E402
+from core.artifact import Artifact
+from runtimes.base import RuntimeOptions, RuntimeUnavailable, SilentChangeError
+from runtimes.ort import OrtRuntime
+from runtimes.ort_gpu import create_session, nvidia_lib_dirs, ort_distributions, provider_status
+from runtimes.ort_placement import CPU, CUDA, TENSORRT
 
 if provider_status(CUDA).usable:
     pytest.skip("a usable CUDA GPU is here: these tests check its absence (tests/test_gpu.py covers the GPU)",

@@ -78,7 +78,7 @@ def test_export_with_a_weights_file_records_its_hash(pdparams, tmp_path):
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
     requests = 0
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         type(self).requests += 1
         super().do_GET()
 

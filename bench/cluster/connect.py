@@ -132,7 +132,7 @@ def connect(address: str, targets: Sequence[TargetSpec] = ()) -> Cluster:
     with _stderr_kept_aside() as chatter:
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
-        except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, TimeoutError...
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, TimeoutError...
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ClusterUnavailable(f"no Ray cluster at {address}: {first}") from None
     log.debug("Ray while connecting: %s", "".join(chatter))

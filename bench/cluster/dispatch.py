@@ -111,7 +111,7 @@ class Dispatcher:
     def _settle(self, attempt: Attempt, ref, queue: deque) -> None:
         try:
             outcome = import_ray().get(ref)
-        except Exception as exc:  # noqa: BLE001 - Ray's errors for a dead node or worker, or NodeFailure
+        except Exception as exc:  # Ray's errors for a dead node or worker, or NodeFailure
             self._failed(attempt, exc, queue)
             return
         record = Record.from_dict(outcome["record"])

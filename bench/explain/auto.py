@@ -42,7 +42,7 @@ def explain_cell(runtime: str, asked_precision: str, artifact: Artifact, batch: 
         data = run_explain(target, settings, folder).section
     except ExplainError as exc:
         return {"status": "skipped", "reason": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - the explain is a diagnosis; it must not turn an ok cell into an error
+    except Exception as exc:  # the explain is a diagnosis; it must not turn an ok cell into an error
         log.warning("explain failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return {"status": "error", "error": f"{type(exc).__name__}: {exc}",
                 "seconds": {"total": round(time.perf_counter() - started, 3)}}

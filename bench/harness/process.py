@@ -203,7 +203,7 @@ class GpuMemory:
             self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         except ImportError:
             self.reason = "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
-        except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, driver errors: no GPU figures
+        except Exception as exc:  # NVMLError_LibraryNotFound, driver errors: no GPU figures
             self.reason = f"NVML unavailable: {exc}"
         if self.reason:
             log.info("GPU memory not recorded: %s", self.reason)
@@ -213,7 +213,7 @@ class GpuMemory:
             return
         try:
             self.readings[phase] = self._snapshot()
-        except Exception as exc:  # noqa: BLE001 - a failed reading must not fail the benchmark
+        except Exception as exc:  # a failed reading must not fail the benchmark
             self.readings[phase] = {"error": f"{type(exc).__name__}: {exc}"}
 
     def _snapshot(self) -> dict[str, Any]:

@@ -19,11 +19,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullLocator
 
-from core.files import atomic_open  # noqa: E402
+from core.files import atomic_open
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ class BNLinear(nn.Layer):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.bn = nn.BatchNorm1D(in_dim)
-        self.l = nn.Linear(in_dim, out_dim)  # noqa: E741 - the name is fixed by the checkpoints
+        self.l = nn.Linear(in_dim, out_dim)  # the name is fixed by the checkpoints
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.l(self.bn(x))

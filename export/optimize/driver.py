@@ -191,7 +191,7 @@ def _moved_message(name: str, report: PassReport, before: onnx.ModelProto, after
 
     try:
         where = first_moved_tensor(before, after, inputs)
-    except Exception as exc:  # noqa: BLE001 - locating is a hint; the failure itself must be reported
+    except Exception as exc:  # locating is a hint; the failure itself must be reported
         where = f"the tensor could not be located ({type(exc).__name__})"
     return (f"pass {name} moved the outputs by {report.max_abs_change:.3g} (limit {report.change_limit:.3g}, "
             f"float32 sensitivity {report.float32_sensitivity:.3g}); {where or 'no shared tensor moved'}; "
