@@ -168,7 +168,7 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
 def _explain(request: BenchRequest, artifact: Artifact, draft: Draft) -> dict:
     """The explain pass of a cell that failed its drift gates (bounded; never fails the cell)."""
     from bench.explain.auto import explain_cell
-    from runtimes.host import default_threads
+    from core.cores import default_threads
 
     options = request.runtime
     log.info("drift gates failed: explaining where the drift starts")

@@ -19,12 +19,10 @@ appends none. Expected failures print one ``error: ...`` line on stderr and exit
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from core.files import check_appendable, write_text_atomic
 from core.preprocess import PIPELINES
 from core.proc import Terminated, exit_code_of, sigterm_interrupts
 from export.quantize import Int8Recipe
+from runtimes import runtimes_that
 from runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -156,7 +155,8 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         return fail(str(exc), EXIT_USAGE, exc, args.debug)
     if args.profile is not None and (args.profile < 1 or not _profilable(request)):
-        return fail("--profile TOP needs a positive TOP and runtime ort or ov on the CPU", EXIT_USAGE)
+        return fail(f"--profile TOP needs a positive TOP and a runtime that can profile on the CPU "
+                    f"({', '.join(profiling_runtimes())})", EXIT_USAGE)
     results = Path(request.output.results)
     try:
         check_appendable(results)  # before measuring, not after
@@ -179,21 +179,26 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     return _check_gates(request, record)
 
 
+def profiling_runtimes() -> list[str]:
+    return runtimes_that(lambda runtime: runtime.can_profile())
+
+
 def _profilable(request: BenchRequest) -> bool:
-    from bench.config import canonical_runtime
-    from bench.layer_times import PROFILED_RUNTIMES
+    """Whether the runtime's class can profile (``Runtime.can_profile``), on the CPU."""
+    from runtimes import get_runtime
+    from runtimes.base import RuntimeUnavailable
 
     try:
-        runtime = canonical_runtime(request.runtime_name)
-    except ConfigError:
-        return True  # the run reports the unknown runtime itself
-    return runtime in PROFILED_RUNTIMES and (request.runtime.device or "cpu") == "cpu"
+        runtime = get_runtime(request.runtime_name)
+    except (ValueError, RuntimeUnavailable):
+        return True  # the run reports the unknown or missing runtime itself
+    return runtime.can_profile() and (request.runtime.device or "cpu") == "cpu"
 
 
 def _write_profile(request: BenchRequest, record: Record, results: Path, top: int) -> None:
     """The layer-time table of the model that just ran, beside its record (``bench.layer_times``)."""
     from bench.layer_times import profile_table
-    from runtimes.host import default_threads
+    from core.cores import default_threads
 
     path = results.with_name(f"{results.stem}-{record.record_id}-profile.md")
     table = profile_table(record.runtime.name, Path(record.model.manifest), request.batch,
@@ -228,38 +233,6 @@ def _check_gates(request: BenchRequest, record: Record) -> int:
     return EXIT_OK
 
 
-def cmd_list(argv: list[str]) -> int:
-    from runtimes import describe_options, list_runtimes, probe, runtime_aliases
-
-    p = argparse.ArgumentParser(prog="python -m bench list", description="Which runtimes can run here.")
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--all", action="store_true", help="include test runtimes (null)")
-    p.add_argument("names", nargs="*", help="probe only these runtimes")
-    args = p.parse_args(argv)
-    setup_logging(False)
-    names = args.names or list_runtimes(include_test=args.all or args.json)
-    with warnings.catch_warnings():  # probing imports the runtimes; their import-time warnings are noise here
-        warnings.simplefilter("ignore")
-        found = [probe(name) for name in names]
-    if args.json:
-        print(json.dumps([dataclasses.asdict(a) for a in found]))
-        return EXIT_OK
-    width = max(len(a.name) for a in found)
-    aliases = runtime_aliases()
-    for a in found:
-        state = "available  " if a.available else "unavailable"
-        print(f"{a.name.ljust(width)}  {state}  {a.detail if a.available else a.reason}".rstrip())
-        extra = list(a.notes)
-        if aliases.get(a.name):
-            extra.append(f"aliases: {', '.join(aliases[a.name])}")
-        options = describe_options(a.name)
-        if options:
-            extra.append(f"options: {options}")
-        for line in extra:
-            print(f"{''.ljust(width)}  {''.ljust(11)}  {line}")
-    return EXIT_OK
-
-
 def cmd_cell(argv: list[str]) -> int:
     """Internal: run one sweep cell from its JSON request and append its record (errors included)."""
     request = BenchRequest.from_dict(json.loads(argv[0]))
@@ -276,6 +249,8 @@ def cmd_cell(argv: list[str]) -> int:
 
 # Subcommands that live in their own modules, imported only when asked for.
 _ROUTES = {
+    "list": ("bench.list_cli", "main"),
+    "list-runtimes": ("bench.list_cli", "main"),
     "sweep": ("bench.sweep.runner", "main"),
     "report": ("bench.report.cli", "main_report"),
     "compare": ("bench.report.cli", "main_compare"),
@@ -301,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(argv: list[str]) -> int:
     command = argv[0] if argv else ""
-    if command in ("list", "list-runtimes"):
-        return cmd_list(argv[1:])
     if command in _ROUTES:
         module, function = _ROUTES[command]
         return getattr(importlib.import_module(module), function)(argv[1:])

@@ -23,12 +23,12 @@ from export.config import ExportConfig, parse_export_section, parse_models, pars
 from export.convert import MAX_OPSET, MIN_OPSET
 from export.models import MODELS, UnknownModelError, expand_models
 from runtimes import canonical_name, get_runtime, is_runtime, list_runtimes
-from runtimes.base import RuntimeUnavailable
+from runtimes.base import PRECISIONS, RuntimeUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("bench.yaml")
-ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+ALL_PRECISIONS = PRECISIONS  # what a runtime may declare (runtimes.base.Precision)
 GATE_PRECISIONS = (*ALL_PRECISIONS, "tf32")  # tf32: what GPU fp32 records when TF32 math ran
 OPSET_RANGE = (MIN_OPSET, MAX_OPSET)  # what paddle2onnx can write
 _FRACTION_METRICS = ("agreement", "cosine", "cosine_mean")

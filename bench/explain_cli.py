@@ -9,12 +9,12 @@ from bench.cell import EXIT_FAILED, EXIT_USAGE, BenchFailure, resolve_manifest
 from bench.cli_common import add_target_arguments, fail, setup_logging
 from bench.config import ConfigError, canonical_runtime, load_config
 from bench.explain import cli as explain_cli
-from bench.explain.run import UNSUPPORTED, ExplainError
+from bench.explain.run import ExplainError, why_not_explained
 from bench.launcher import ExportFailed
 from bench.request import BenchRequest, UsageError, validate, with_int8_recipe
 from bench.request import Target as BenchTarget
+from core.cores import default_threads
 from runtimes.base import RuntimeOptions
-from runtimes.host import default_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +35,9 @@ def main(argv: list[str]) -> int:
     setup_logging(args.verbose, args.quiet)
     try:
         runtime = canonical_runtime(args.runtime)
-        if runtime in UNSUPPORTED:
-            return fail(f"explain on {runtime}: {UNSUPPORTED[runtime]}", EXIT_FAILED)
+        why = why_not_explained(runtime)
+        if why:
+            return fail(f"explain on {runtime}: {why}", EXIT_FAILED)
         explain_cli.check_arguments(args)
         cfg = load_config(args.config)
         # The model `python -m bench` would run at this precision (an int8 or fp16 one made on demand, with

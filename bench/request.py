@@ -19,8 +19,8 @@ from bench.records import DEFAULT_RESULTS
 from core.manifest import ManifestError, load_manifest, manifest_path_of
 from core.yamlio import ConfigError
 from export.optimize.levels import DEFAULT_LEVEL, LevelError, check_level, check_runtime
-from export.quantize import INT8_RUNTIMES, Int8Recipe
-from runtimes.base import SCENARIOS, OptionError, Runtime, RuntimeOptions
+from export.quantize import Int8Recipe
+from runtimes.base import OptionError, Runtime, RuntimeOptions, RuntimeUnavailable
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 
@@ -139,7 +139,6 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
         raise UsageError(f"--batch must be a positive integer, got {options.batch}")
     if options.threads is not None and options.threads < 1:
         raise UsageError(f"--threads must be a positive integer, got {options.threads}")
-    _check_scenario(options)
     try:
         name = canonical_runtime(request.runtime_name)
         target = _resolve_target(request.target)
@@ -154,11 +153,8 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
     _check_int8_settings(target, name, options.precision)
     _check_model_inputs(target)
     cls = get_runtime(name)
-    if options.precision not in cls.precisions:
-        raise UsageError(f"runtime {name!r} does not support precision {options.precision!r}; "
-                         f"allowed: {', '.join(cls.precisions)}")
     options = replace(options, device=options.device or cls.devices[0])
-    try:  # the adapter's own checks of device and options, before any heavy work
+    try:  # the one check of the options (runtimes.base.check_options) and the adapter's own, before heavy work
         cls(options)
     except (OptionError, ValueError) as exc:
         raise UsageError(str(exc)) from None
@@ -185,9 +181,16 @@ def with_int8_recipe(target: Target, runtime: str, precision: str, recipe: Int8R
 
 
 def _makes_int8_model(runtime: str, precision: str) -> bool:
-    """Whether a cell runs an int8 model the export stage makes (ov's NNCF IR, ort's QDQ ONNX): the cells an int8
-    recipe shapes."""
-    return precision == "int8" and runtime in INT8_RUNTIMES
+    """Whether a cell runs an int8 model the export stage makes (``Runtime.int8_from_export``: ov's NNCF IR, ort's
+    QDQ ONNX): the cells an int8 recipe shapes."""
+    from runtimes import get_runtime
+
+    if precision != "int8":
+        return False
+    try:
+        return get_runtime(runtime).int8_from_export
+    except (ValueError, RuntimeUnavailable):
+        return False  # validate() reports the runtime
 
 
 def _check_int8_settings(target: Target, runtime: str, precision: str) -> None:
@@ -218,17 +221,6 @@ def _check_model_inputs(target: Target) -> None:
         check_source(target.weights)
     except WeightsError as exc:
         raise UsageError(str(exc)) from None
-
-
-def _check_scenario(options: RuntimeOptions) -> None:
-    if options.scenario not in SCENARIOS:
-        raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {options.scenario!r}")
-    requests = options.requests
-    if requests is not None:
-        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
-            raise UsageError(f"--requests must be a positive integer, got {requests}")
-        if options.scenario != "throughput":
-            raise UsageError("--requests (requests in flight) needs --scenario throughput")
 
 
 def _resolve_target(target: Target) -> Target:

@@ -58,9 +58,9 @@ from onnx import TensorProto, helper, numpy_helper
 from bench.harness.env import cpu_info, package_versions
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
+from core.cores import default_threads
 from core.files import write_json_atomic, write_text_atomic
 from export.models import MODELS
-from runtimes.host import default_threads
 
 KEPT_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Softmax"}
 # element-wise ops that keep their activation input's shape: a kept node behind a chain of them feeds the next

@@ -46,12 +46,12 @@ from graph_flops import count_macs, sgemm_peak
 from bench.harness.env import cpu_info, package_versions
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
+from core.cores import default_threads
 from core.files import write_json_atomic, write_text_atomic
 from export.models import MODELS
 from export.optimize.levels import LEVELS
 from runtimes import get_runtime
 from runtimes.base import RuntimeOptions
-from runtimes.host import default_threads
 
 
 def lscpu_flags() -> str:

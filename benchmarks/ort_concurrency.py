@@ -24,9 +24,9 @@ from bench.harness.env import cpu_info, package_versions
 from bench.harness.measure import MeasureParams, measure
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
+from core.cores import default_threads
 from runtimes import get_runtime
 from runtimes.base import RuntimeOptions
-from runtimes.host import default_threads
 
 
 def configurations(threads: int) -> dict[str, dict]:

@@ -40,9 +40,9 @@ from bench.harness.env import cpu_info, package_versions
 from bench.harness.measure import MeasureParams, measure
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
+from core.cores import default_threads
 from runtimes import get_runtime
 from runtimes.base import RuntimeOptions
-from runtimes.host import default_threads
 
 TOLERANCE = {"latency": 0.03, "throughput": 0.05}
 _FIELDS = {  # benchmark_app's report lines

@@ -34,11 +34,11 @@ from bench.harness.env import cpu_info, package_versions
 from bench.harness.measure import MeasureParams, measure
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
+from core.cores import default_threads
 from core.cpu import cpu_flags, describe, native
 from core.files import write_text_atomic
 from runtimes import get_runtime
 from runtimes.base import RuntimeOptions
-from runtimes.host import default_threads
 
 CELLS = (("ov", "fp32"), ("ov", "bf16"), ("ov", "int8"), ("ort", "fp32"), ("ort", "int8"))
 # (runtime, precision, family or None) -> largest ratio to fp32 at batch 8, and the instructions it needs

@@ -10,7 +10,6 @@ would copy in an unknown state. A failure is one image's outcome, never the stre
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -19,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from core.cores import usable_cpus
 from core.preprocess import ImageError, Preprocess
 
 
@@ -74,10 +74,7 @@ CHUNK = 4  # images per task: one round trip to a worker costs about as much as 
 
 def default_workers() -> int:
     """One worker per core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(usable_cpus()))
 
 
 def _chunks(paths: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -2,19 +2,23 @@
 
 Built-in runtimes are listed below; third-party adapters register through the entry point group
 ``paddle_onnx_bench.runtimes`` (name = registry key, value = ``"package.module:Class"``). Importing this
-package never imports paddle, onnxruntime, openvino or tensorrt.
+package never imports paddle, onnxruntime, openvino or tensorrt. What a runtime can do is its class's to say
+(``runtimes.base``); :func:`capabilities` and :func:`runtimes_that` ask it, and ``runtimes.contract`` checks
+an adapter (a plugin's too) keeps the contract.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
 import logging
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from runtimes.base import Availability, RuntimeUnavailable
+from runtimes.base import Availability, RuntimeUnavailable, describe_fields
 from runtimes.deps import MissingDependency, is_installed
 
 if TYPE_CHECKING:
@@ -149,14 +153,39 @@ def runtime_aliases() -> dict[str, list[str]]:
 
 def describe_options(name: str) -> str:
     """The runtime's own options as ``name=default`` pairs, for ``bench list`` and error messages."""
-    import dataclasses
-
     try:
         cls = get_runtime(name)
     except (ValueError, RuntimeUnavailable):
         return ""
     return ", ".join(f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
                      for f in dataclasses.fields(cls.Options))
+
+
+def option_help(name: str) -> list[dict[str, Any]]:
+    """Name, type, default and meaning of each of the runtime's own options (``bench list --options``)."""
+    return describe_fields(get_runtime(name).Options)
+
+
+def capabilities(name: str) -> dict[str, Any]:
+    """What runtime ``name`` can do, as its class declares it."""
+    cls = get_runtime(name)
+    return {"precisions": list(cls.precisions), "devices": list(cls.devices), "formats": list(cls.formats),
+            "throughput": cls.supports_throughput(), "profile": cls.can_profile(), "explain": cls.can_explain,
+            "int8_from_export": cls.int8_from_export, "runs_paddle_model": cls.runs_paddle_model}
+
+
+def runtimes_that(test: Callable[[type[Runtime]], bool], include_test: bool = False) -> list[str]:
+    """The registered runtimes whose class passes ``test`` (e.g. ``lambda cls: cls.can_profile()``), sorted; one
+    that cannot be imported here is left out."""
+    found = []
+    for name in list_runtimes(include_test=include_test):
+        try:
+            cls = get_runtime(name)
+        except RuntimeUnavailable:
+            continue
+        if test(cls):
+            found.append(name)
+    return found
 
 
 def probe_all(include_test: bool = False) -> dict[str, Availability]:
@@ -167,12 +196,15 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "TEST_RUNTIMES",
     "canonical_name",
+    "capabilities",
     "describe_options",
     "get_runtime",
     "is_runtime",
     "list_runtimes",
+    "option_help",
     "probe",
     "probe_all",
     "refresh_plugins",
     "runtime_aliases",
+    "runtimes_that",
 ]

@@ -5,9 +5,15 @@ Lifecycle: ``__init__`` (cheap: stores and checks options) -> ``load`` -> ``prep
 block until results are ready. Public methods check the order and delegate to the underscored hooks
 subclasses implement. No heavy import happens here: adapters import their runtime package inside ``_load``.
 
-Options: the common ones (device, precision, threads, batch) are :class:`RuntimeOptions` fields; the knobs
-of one runtime are its own ``Options`` dataclass, parsed from ``RuntimeOptions.extra`` in ``__init__``, so an
-unknown key (``--option hnt=throughput``) is an error that lists the allowed ones, never silently ignored.
+Options: the common ones (device, precision, threads, batch) are :class:`RuntimeOptions` fields, checked once, in
+``__init__`` (:func:`check_options`); the knobs of one runtime are its own ``Options`` dataclass, each field made
+with :func:`option` (default and meaning, ``python -m bench list --options``), parsed from ``RuntimeOptions.extra``
+in ``__init__``, so an unknown key (``--option hnt=throughput``) is an error that lists the allowed ones, never
+silently ignored.
+
+Capabilities: what a runtime can do is declared on its class (``precisions``, ``devices``, ``formats``,
+``int8_from_export``, ``runs_paddle_model``, ``can_explain``) or follows from the hooks it implements
+(``supports_throughput``, ``can_profile``); callers ask the class, never a list of runtime names.
 
 What ran: after ``load`` an adapter's ``effective`` holds at least ``device`` and ``precision`` as they took
 effect (read back from the engine where it allows), and after ``prepare`` the ``batch``; ``notes`` say
@@ -29,7 +35,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -39,7 +45,10 @@ log = logging.getLogger(__name__)
 
 REQUIRED_EFFECTIVE = ("device", "precision")
 REQUIRED_THROUGHPUT_EFFECTIVE = ("requests", "threads_per_request")
-SCENARIOS = ("latency", "throughput")
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Scenario = Literal["latency", "throughput"]  # one request at a time | ``requests`` in flight
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+SCENARIOS: tuple[str, ...] = typing.get_args(Scenario)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -72,21 +81,44 @@ class NoOptions:
     """A runtime without options of its own."""
 
 
+@dataclass(frozen=True)
+class LayerTimes:
+    """Where a model's time goes, per op type as the runtime ran it (after its own fusions), summed over the
+    profiled runs (``Runtime.layer_times``)."""
+
+    microseconds: dict[str, float]
+    nodes: dict[str, int]  # nodes of that type that ran, summed over the runs
+    kernels: dict[str, set[str]]  # the kernels that ran it, where the runtime names them
+
+
 @dataclass
 class RuntimeOptions:
     """What the user asked of a runtime. The adapter's ``effective`` records what actually ran."""
 
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "gpu" | "auto" (per runtime)
-    precision: str = "fp32"  # "fp32" | "fp16" | "bf16" | "int8"
+    precision: Precision = "fp32"
     threads: int | None = None  # None: one per physical core visible to the process
     batch: int = 1
     max_batch: int | None = None  # TensorRT profile upper bound; defaults to batch
     extra: dict[str, Any] = field(default_factory=dict)  # the runtime's own options, by name
-    scenario: str = "latency"  # "latency": one request at a time | "throughput": ``requests`` in flight
+    scenario: Scenario = "latency"
     requests: int | None = None  # throughput: requests in flight; None: what the runtime recommends
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def option(default: Any, meaning: str) -> Any:
+    """A field of a runtime's ``Options`` dataclass: its default and what it means (``bench list --options``)."""
+    return field(default=default, metadata={"help": meaning})
+
+
+def describe_fields(options_type: type) -> list[dict[str, Any]]:
+    """Name, type, default and meaning of each field of a runtime's ``Options`` dataclass."""
+    hints = typing.get_type_hints(options_type)
+    return [{"name": f.name, "type": _describe(hints[f.name]),
+             "default": None if f.default is dataclasses.MISSING else f.default, "help": f.metadata.get("help", "")}
+            for f in dataclasses.fields(options_type)]
 
 
 def parse_options(runtime: str, options_type: type, values: dict[str, Any]) -> Any:
@@ -153,16 +185,17 @@ class Runtime(abc.ABC):
     """One inference engine bound to one artifact on one device."""
 
     name: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
-    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # --- capabilities: what callers ask the class (see the module docstring) ---------------------------------
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)  # a subset of PRECISIONS
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)  # device kinds; the first is the default
     formats: ClassVar[tuple[str, ...]] = ("onnx",)  # model file formats the runtime loads
+    int8_from_export: ClassVar[bool] = False  # int8 runs a model the export stage quantizes for this runtime
+    runs_paddle_model: ClassVar[bool] = False  # runs the Paddle model beside an export, not its ONNX graph
+    can_explain: ClassVar[bool] = False  # `python -m bench explain` instruments it (bench.explain)
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: RuntimeOptions) -> None:
-        if options.precision not in self.precisions:
-            raise OptionError(f"runtime {self.name!r} does not support precision {options.precision!r}; "
-                              f"choose one of {', '.join(self.precisions)}")
-        _check_scenario(self.name, options, self.supports_throughput())
+        check_options(type(self), options)
         self.options = options
         self.own = parse_options(self.name, self.Options, dict(options.extra))
         self.effective: dict[str, Any] = {}  # settings that actually took effect, recorded with results
@@ -224,6 +257,27 @@ class Runtime(abc.ABC):
         """Does this adapter implement ``_requests`` (the throughput scenario)?"""
         return cls._requests is not Runtime._requests
 
+    # --- capabilities the adapter answers itself ---------------------------------------------------------
+    @classmethod
+    def can_profile(cls) -> bool:
+        """Does this adapter implement ``_layer_times`` (``python -m bench run --profile``)?"""
+        return cls._layer_times.__func__ is not Runtime._layer_times.__func__
+
+    @classmethod
+    def layer_times(cls, artifact: Artifact, inputs: np.ndarray, options: RuntimeOptions, warmup: int,
+                    runs: int) -> LayerTimes:
+        """Profile ``runs`` runs on ``inputs`` after ``warmup``, in a session of the runtime's own made as
+        ``load`` makes it for ``options``, with the runtime's profiler on."""
+        if not cls.can_profile():
+            raise RuntimeUnavailable(f"cannot profile {cls.name}: the adapter has no profiler")
+        return cls._layer_times(artifact, inputs, options, warmup, runs)
+
+    @classmethod
+    def precision_caveat(cls, precision: str, device: str | None, flags: dict[str, bool] | None) -> str | None:
+        """Why ``precision`` on ``device`` (None: the default) would not run as itself on a CPU with ``flags``, or
+        would be no faster than fp32 (None: nothing to say)."""
+        return None
+
     def requests(self, end2end: bool = False) -> Requests:
         """The pool of requests the throughput scenario keeps in flight, over the inputs of ``prepare``.
 
@@ -275,17 +329,28 @@ class Runtime(abc.ABC):
     def _requests(self, end2end: bool) -> Requests:
         raise NotImplementedError(f"runtime {self.name!r} has no throughput scenario")
 
+    @classmethod
+    def _layer_times(cls, artifact: Artifact, inputs: np.ndarray, options: RuntimeOptions, warmup: int,
+                     runs: int) -> LayerTimes:
+        raise NotImplementedError(f"runtime {cls.name!r} has no profiler")
+
     def _close(self) -> None:  # noqa: B027 - optional hook
         pass
 
 
-def _check_scenario(runtime: str, options: RuntimeOptions, supported: bool) -> None:
+def check_options(runtime: type[Runtime], options: RuntimeOptions) -> None:
+    """The one check of the common options against what ``runtime`` offers (its class's capabilities)."""
+    name = runtime.name
+    if options.precision not in runtime.precisions:
+        raise OptionError(f"runtime {name!r} does not support precision {options.precision!r}; "
+                          f"choose one of {', '.join(runtime.precisions)}")
     if options.scenario not in SCENARIOS:
-        raise OptionError(f"scenario {options.scenario!r} is not one of {', '.join(SCENARIOS)}")
-    if options.requests is not None:
-        if isinstance(options.requests, bool) or not isinstance(options.requests, int) or options.requests < 1:
-            raise OptionError(f"requests must be a positive integer, got {options.requests!r}")
+        raise OptionError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {options.scenario!r}")
+    requests = options.requests
+    if requests is not None:
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            raise OptionError(f"--requests must be a positive integer, got {requests}")
         if options.scenario != "throughput":
-            raise OptionError("requests (requests in flight) applies to the throughput scenario only")
-    if options.scenario == "throughput" and not supported:
-        raise OptionError(f"runtime {runtime!r} has no throughput scenario (it keeps one request at a time)")
+            raise OptionError("--requests (requests in flight) needs --scenario throughput")
+    if options.scenario == "throughput" and not runtime.supports_throughput():
+        raise OptionError(f"runtime {name!r} has no throughput scenario (it keeps one request at a time)")

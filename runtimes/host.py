@@ -1,27 +1,9 @@
-"""Small host-side helpers every adapter shares: thread counts, device strings and input feeds."""
+"""Small host-side helpers every adapter shares: device strings and input feeds (the default thread count is
+``core.cores.default_threads``, shared with the export and bench stages)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
-
-
-def default_threads() -> int:
-    """One thread per physical core this process may run on (SMT siblings count once)."""
-    if hasattr(os, "sched_getaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-    else:
-        cpus = list(range(os.cpu_count() or 1))
-    cores = set()
-    for cpu in cpus:
-        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-        try:
-            cores.add(siblings.read_text().strip())
-        except OSError:  # no sysfs (macOS, some containers): count logical CPUs
-            cores.add(str(cpu))
-    return max(1, len(cores))
 
 
 def parse_device(runtime: str, device: str, allowed: tuple[str, ...]) -> tuple[str, int]:

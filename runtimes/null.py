@@ -11,9 +11,10 @@ from typing import ClassVar
 import numpy as np
 
 from core.artifact import Artifact, static_shape
+from core.cores import default_threads
 from runtimes.base import Availability, Requests, Runtime
 from runtimes.concurrent import ThreadedRequests, plan_requests, throughput_effective
-from runtimes.host import default_threads, feed_batch
+from runtimes.host import feed_batch
 
 
 class NullRuntime(Runtime):

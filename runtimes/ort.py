@@ -3,8 +3,9 @@
 Choosing the provider: ``device="cpu"`` runs CPUExecutionProvider. ``device="cuda"`` (or ``"cuda:N"``) runs
 CUDAExecutionProvider, or TensorrtExecutionProvider with the option ``provider=tensorrt`` (CUDA then takes
 the nodes TensorRT declines, as ORT intends). Sessions use ORT_ENABLE_ALL, sequential execution, inter-op 1
-and ``threads`` (default: physical cores) intra-op threads. Inputs are bound once with I/O binding; on GPU
-they live in device memory, so ``run()`` times compute, not host copies.
+and ``threads`` (default: physical cores) intra-op threads, set in ``runtimes.ort_session`` (also the layer
+profiler's and ``bench explain``'s sessions). Inputs are bound once with I/O binding; on GPU they live in device
+memory, so ``run()`` times compute, not host copies.
 
 Precision: ORT runs the model file as it is, so the precision asked must be the model file's (an fp16 or
 int8 QDQ export for fp16/int8). On CUDA, fp32 means IEEE fp32: ``use_tf32=0`` is always passed (ORT's
@@ -40,19 +41,23 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from core.artifact import Artifact
+from core.cores import default_threads
 from core.cpu import missing_instructions, native
 from runtimes.base import (
     Availability,
     Done,
+    LayerTimes,
     OptionError,
     Requests,
     Runtime,
+    RuntimeOptions,
     RuntimeUnavailable,
     SilentChangeError,
+    option,
 )
 from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
-from runtimes.host import default_threads, feed_batch, parse_device
+from runtimes.host import feed_batch, parse_device
 from runtimes.ort_gpu import (
     GPU_INSTALL,
     create_session,
@@ -63,6 +68,7 @@ from runtimes.ort_gpu import (
     tf32_effective,
 )
 from runtimes.ort_placement import CPU, CUDA, TENSORRT, placement_verdict
+from runtimes.ort_session import DEPLOY_LEVEL, cpu_layer_times, session_options
 
 # ORT's WeightBiasQuantization (basic level) rewrites a QDQ node's float bias as int32 + DequantizeLinear; the CUDA
 # provider has no int32 DequantizeLinear, so those nodes would run on the CPU at every run (seen on an H200,
@@ -94,11 +100,16 @@ PROVIDERS = {p.key: p.ort_name for p in PROVIDER_TABLE}
 
 @dataclass(frozen=True)
 class OrtOptions:
-    provider: str | None = None  # default: the device's first provider in PROVIDER_TABLE
-    strict_placement: bool = False  # ORT's own refusal of any CPU node (shape arithmetic included)
-    tf32: bool = False  # CUDA provider: allow TF32 matmul/conv (ORT's default); recorded as precision tf32
-    trt_engine_cache_dir: str | None = None  # TensorRT provider: engine and timing cache folder
-    concurrency: Literal["threads", "run_async"] = "threads"  # throughput scenario: how requests overlap
+    provider: str | None = option(None, "execution provider: cpu, cuda or tensorrt (alias trt); default: the "
+                                        "device's first (cpu on --device cpu, cuda on --device cuda)")
+    strict_placement: bool = option(False, "GPU: ORT itself refuses any node on the CPU, shape arithmetic "
+                                           "included (session.disable_cpu_ep_fallback)")
+    tf32: bool = option(False, "CUDA provider: allow TF32 matmuls/convolutions (ORT's default); the record says "
+                               "precision tf32")
+    trt_engine_cache_dir: str | None = option(None, "TensorRT provider: folder of its engine and timing caches")
+    concurrency: Literal["threads", "run_async"] = option(
+        "threads", "throughput scenario: threads (run_with_iobinding from one thread per request) or run_async "
+                   "(run_async calls on the shared intra-op pool; CPU only)")
 
 
 def provider_for(device: str, choice: str | None = None) -> tuple[Provider, int]:
@@ -121,6 +132,8 @@ class OrtRuntime(Runtime):
     name: ClassVar[str] = "ort"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")  # the model file's; see _check_precision
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    int8_from_export: ClassVar[bool] = True  # a QDQ ONNX (python -m export --precision int8 --runtime ort)
+    can_explain: ClassVar[bool] = True
     Options: ClassVar[type] = OrtOptions
 
     def __init__(self, options) -> None:
@@ -162,16 +175,13 @@ class OrtRuntime(Runtime):
         threads = self.options.threads or default_threads()
         plan = self._plan_throughput(threads) if self.throughput else {}
         threads = plan.get("intra_op_threads", threads)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        profile_dir = None
+        # GPU: profiling on for one run, whose trace says which provider ran each node
+        profile_dir = tempfile.TemporaryDirectory(prefix="ort-placement-") if self._gpu else None
         try:
+            prefix = str(Path(profile_dir.name) / "placement") if profile_dir is not None else None
+            so = session_options(ort, threads, profile_prefix=prefix)
             if self._gpu:
-                profile_dir = tempfile.TemporaryDirectory(prefix="ort-placement-")
-                self._session = self._gpu_session(ort, artifact, so, Path(profile_dir.name))
+                self._session = self._gpu_session(ort, artifact, so)
             else:
                 self._session = ort.InferenceSession(str(artifact.onnx_path), so, providers=[CPU])
             self._input_name, self._output_name = artifact.input_name, artifact.output_name
@@ -182,7 +192,7 @@ class OrtRuntime(Runtime):
                 "device": f"cuda:{self._device_id}" if self._gpu else "cpu",
                 "precision": artifact.precision,
                 "model_precision": artifact.precision,
-                "graph_optimization": "ORT_ENABLE_ALL",
+                "graph_optimization": DEPLOY_LEVEL,
                 "execution_mode": "sequential",
                 "intra_op_threads": threads,
                 "inter_op_threads": 1,
@@ -215,13 +225,11 @@ class OrtRuntime(Runtime):
                               f"to run faster than fp32 here")
 
     # --- GPU: session, precision read-back, placement -------------------------------------------------------
-    def _gpu_session(self, ort, artifact: Artifact, so, profile_dir: Path):
-        """A session on the GPU provider, or one clear error (``runtimes.ort_gpu``); profiling on for one run."""
+    def _gpu_session(self, ort, artifact: Artifact, so):
+        """A session on the GPU provider, or one clear error (``runtimes.ort_gpu``)."""
         status = provider_status(self._provider, self._device_id)  # also loads the CUDA/TensorRT libraries
         if not status.usable:
             raise RuntimeUnavailable(status.reason)  # one line; ORT never gets to print its fallback banner
-        so.enable_profiling = True
-        so.profile_file_prefix = str(profile_dir / "placement")
         own = self.own
         if self._tf32_note and artifact.precision == "fp32":
             self.notes.append(self._tf32_note)
@@ -294,6 +302,19 @@ class OrtRuntime(Runtime):
         if dists:
             found["onnxruntime_distribution"] = ", ".join(dists)
         return found
+
+    # --- capabilities ------------------------------------------------------------------------------------------
+    @classmethod
+    def precision_caveat(cls, precision: str, device: str | None, flags: dict[str, bool] | None) -> str | None:
+        if precision == "fp16" and device in (None, "cpu"):
+            return "ort fp16: the CPU provider only adds Casts around fp32 kernels"
+        return None
+
+    @classmethod
+    def _layer_times(cls, artifact: Artifact, inputs: np.ndarray, options: RuntimeOptions, warmup: int,
+                     runs: int) -> LayerTimes:
+        """ORT's profiler on the CPU provider (``runtimes.ort_session``)."""
+        return cpu_layer_times(artifact, inputs, options.threads or default_threads(), warmup, runs)
 
     # --- throughput scenario ---------------------------------------------------------------------------------
     def _plan_throughput(self, threads: int) -> dict:

@@ -5,8 +5,9 @@ Options: ``device`` ``"cpu"`` | ``"gpu"`` (``"gpu:N"``) | ``"auto"``; ``precisio
 stage, ``--precision int8 --runtime ov``; it runs with the f32 hint, so layers without an int8 kernel stay f32);
 ``threads`` -> INFERENCE_NUM_THREADS (CPU only, default: physical cores);
 its own options (:class:`OvOptions`): ``hint`` ``"latency"`` | ``"throughput"`` -> PERFORMANCE_HINT (default:
-the scenario's); ``streams`` -> NUM_STREAMS (default: what the hint picks). A dynamic batch is reshaped to
-``options.batch`` before compiling. Loads ONNX files and OpenVINO IR (``.xml``) artifacts.
+the scenario's); ``streams`` -> NUM_STREAMS (default: what the hint picks), set in ``runtimes.ov_compile`` (also
+the layer profiler's and ``bench explain``'s compiled models). A dynamic batch is reshaped to ``options.batch``
+before compiling. Loads ONNX files and OpenVINO IR (``.xml``) artifacts.
 
 Throughput scenario: the THROUGHPUT hint (PERFORMANCE_HINT_NUM_REQUESTS = ``options.requests`` when given),
 then ``options.requests`` infer requests in flight, or OPTIMAL_NUMBER_OF_INFER_REQUESTS as read back from
@@ -31,17 +32,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 
 from core.artifact import Artifact
-from core.cpu import FLOAT_STAND_INS, cpu_flags, missing_instructions
+from core.cpu import FLOAT_STAND_INS, cpu_flags, float_precision_run, missing_instructions
 from runtimes.base import (
     Availability,
+    LayerTimes,
     Requests,
     Runtime,
     RuntimeOptions,
@@ -50,21 +51,15 @@ from runtimes.base import (
 )
 from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
-from runtimes.host import default_threads, feed_batch, parse_device
+from runtimes.host import feed_batch, parse_device
+from runtimes.ov_compile import OvOptions, compile_config, cpu_layer_times
 
 log = logging.getLogger(__name__)
 
-OV_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8: the model's, f32 elsewhere
 _FROM_OV = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
 _INT8 = frozenset({"i8", "u8"})
 # Runtime layers holding the multiply-accumulate work: whether they run int8 decides int8's speed.
 _HEAVY_LAYERS = frozenset({"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"})
-
-
-@dataclass(frozen=True)
-class OvOptions:
-    hint: Literal["latency", "throughput"] | None = None  # None: the scenario's hint
-    streams: int | None = None
 _READ_BACK = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
               "EXECUTION_DEVICES", "ENABLE_CPU_PINNING")
 # Layers that only move or hold data; their precision says nothing about the arithmetic.
@@ -120,6 +115,8 @@ class OpenVinoRuntime(Runtime):
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "fp16", "int8")
     devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "auto")
     formats: ClassVar[tuple[str, ...]] = ("onnx", "openvino-ir")
+    int8_from_export: ClassVar[bool] = True  # an NNCF IR (python -m export --precision int8 --runtime ov)
+    can_explain: ClassVar[bool] = True
     Options: ClassVar[type] = OvOptions
 
     def __init__(self, options) -> None:
@@ -127,7 +124,6 @@ class OpenVinoRuntime(Runtime):
         kind, index = parse_device(self.name, options.device, self.devices)
         gpu = f"GPU.{index}" if ":" in options.device else "GPU"
         self._ov_device = {"cpu": "CPU", "auto": "AUTO"}.get(kind, gpu)
-        self._hint = self.own.hint or ("throughput" if self.throughput else "latency")
 
     @classmethod
     def probe(cls, device: str | None = None) -> Availability:
@@ -155,7 +151,7 @@ class OpenVinoRuntime(Runtime):
         model = core.read_model(str(artifact.model_path))
         shape = list(artifact.batch_shape(self.options.batch))
         model.reshape({artifact.input_name: shape})
-        config = self._config()
+        config = compile_config(self._ov_device, self.options, self.own)
         self._compiled = core.compile_model(model, self._ov_device, config)
 
         read_back = {key: self._property(key) for key in _READ_BACK}  # None where AUTO hides its device's
@@ -186,19 +182,6 @@ class OpenVinoRuntime(Runtime):
         self._batch = shape[0]
         if self.throughput:
             self._plan_throughput()
-
-    def _config(self) -> dict:
-        config: dict = {
-            "INFERENCE_PRECISION_HINT": OV_PRECISION[self.options.precision],
-            "PERFORMANCE_HINT": self._hint.upper(),
-        }
-        if self._ov_device == "CPU":  # the GPU and AUTO plugins reject a thread count
-            config["INFERENCE_NUM_THREADS"] = self.options.threads or default_threads()
-        if self.own.streams is not None:
-            config["NUM_STREAMS"] = self.own.streams
-        if self.throughput and self.options.requests is not None:
-            config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.options.requests  # streams <= requests in flight
-        return config
 
     def _check_model_precision(self, artifact: Artifact) -> None:
         """int8 is the model's: asked of an fp32 model, or an int8 model asked as something else, it would be a
@@ -295,6 +278,20 @@ class OpenVinoRuntime(Runtime):
 
     def _close(self) -> None:
         self._request = self._compiled = self._array = None
+
+    # --- capabilities ------------------------------------------------------------------------------------------
+    @classmethod
+    def precision_caveat(cls, precision: str, device: str | None, flags: dict[str, bool] | None) -> str | None:
+        ran = float_precision_run(precision, flags)
+        if device in (None, "cpu") and ran != precision:
+            return f"ov {precision}: this CPU has no {precision} instructions, so it would run {ran}"
+        return None
+
+    @classmethod
+    def _layer_times(cls, artifact: Artifact, inputs: np.ndarray, options: RuntimeOptions, warmup: int,
+                     runs: int) -> LayerTimes:
+        """OpenVINO's per-layer counters on the CPU (``runtimes.ov_compile``)."""
+        return cpu_layer_times(artifact, inputs, options, warmup, runs)
 
     # --- throughput scenario ---------------------------------------------------------------------------------
     def _plan_throughput(self) -> None:

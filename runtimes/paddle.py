@@ -16,11 +16,12 @@ from typing import ClassVar
 import numpy as np
 
 from core.artifact import Artifact
+from core.cores import default_threads
 from core.proc import keep_signal_handlers
 from runtimes.base import Availability, Requests, Runtime, RuntimeUnavailable
 from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
-from runtimes.host import default_threads, feed_batch, parse_device
+from runtimes.host import feed_batch, parse_device
 
 
 class PaddleRuntime(Runtime):
@@ -29,6 +30,7 @@ class PaddleRuntime(Runtime):
     name: ClassVar[str] = "paddle"
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    runs_paddle_model: ClassVar[bool] = True  # the baseline: the Paddle model the export started from
 
     def __init__(self, options) -> None:
         super().__init__(options)

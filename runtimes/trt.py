@@ -37,7 +37,7 @@ from typing import ClassVar
 import numpy as np
 
 from core.artifact import Artifact
-from runtimes.base import Availability, OptionError, Requests, Runtime, RuntimeOptions, RuntimeUnavailable
+from runtimes.base import Availability, OptionError, Requests, Runtime, RuntimeOptions, RuntimeUnavailable, option
 from runtimes.cuda import cuda_call as _cuda
 from runtimes.cuda import cudart as _cudart
 from runtimes.cuda import error_code as _code
@@ -79,12 +79,14 @@ __all__ = ["TRT_MISSING", "ProfileShapes", "TrtOptions", "TrtRuntime", "engine_c
 
 @dataclass(frozen=True)
 class TrtOptions:
-    calibration_data: str | None = None  # int8 of an fp32 model: "bundled" (default), "export", folder or .npy
-    engine_cache_dir: str | None = None
-    rebuild: bool = False
-    workspace_mb: int | None = None
-    tf32: bool = False
-    cuda_graph: bool = False  # time a CUDA graph replay: device time without host launch gaps
+    calibration_data: str | None = option(
+        None, "int8 of an fp32 model: bundled (the default: the bundled calibration images), export (the export's "
+              "evaluation images; recorded as optimistic), an image folder or a .npy of preprocessed inputs")
+    engine_cache_dir: str | None = option(None, "engine cache folder; default: the cache root's trt-engines")
+    rebuild: bool = option(False, "build the engine even when the cache holds it")
+    workspace_mb: int | None = option(None, "builder workspace limit in MiB; default: TensorRT's")
+    tf32: bool = option(False, "allow TF32 matmuls/convolutions for fp32 (TensorRT's default); off: IEEE fp32")
+    cuda_graph: bool = option(False, "time a CUDA graph replay: device time without the host's launch gaps")
 
 
 def validate_precision(precision: str, options: TrtOptions) -> None:

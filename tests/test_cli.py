@@ -110,7 +110,7 @@ def test_bad_batch_is_a_usage_error_without_a_record(onnx_artifact, results, bat
 def test_unknown_precision_for_runtime(onnx_artifact, results):
     proc = bench("--runtime", "ort", "--precision", "int4", "--manifest", str(onnx_artifact),
                  "--results", str(results))
-    assert_one_error_line(proc, 2, "runtime 'ort' does not support precision 'int4'; allowed: fp32, fp16, int8")
+    assert_one_error_line(proc, 2, "runtime 'ort' does not support precision 'int4'; choose one of fp32, fp16, int8")
     assert not results.exists()
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import runtimes
 from core.artifact import Artifact
+from core.cores import default_threads
 from core.cpu import cpu_flags, float_precision_run
 from runtimes.base import (
     LifecycleError,
@@ -30,7 +31,6 @@ from runtimes.base import (
     parse_options,
 )
 from runtimes.deps import is_installed
-from runtimes.host import default_threads
 from runtimes.ort import PROVIDER_TABLE, PROVIDERS, provider_for
 from runtimes.ort_placement import placement_verdict
 from runtimes.trt import TRT_MISSING

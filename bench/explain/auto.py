@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.explain.run import UNSUPPORTED, ExplainError, ExplainSettings, Target, reference_of, run_explain
+from bench.explain.run import ExplainError, ExplainSettings, Target, reference_of, run_explain, why_not_explained
 from core.artifact import Artifact
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,9 @@ CELL_TIME_LIMIT_S = 180.0  # measurement and fix trials; a compile already start
 def explain_cell(runtime: str, asked_precision: str, artifact: Artifact, batch: int, threads: int,
                  drift: dict | None, results: Path, gates: dict | None = None) -> dict[str, Any]:
     """The ``explain`` section of a cell whose drift gates failed."""
-    if runtime not in ("ort", "ov"):
-        return {"status": "skipped", "reason": UNSUPPORTED.get(runtime, f"no explain for runtime {runtime!r}")}
+    why = why_not_explained(runtime)
+    if why:
+        return {"status": "skipped", "reason": why}
     precision = "int8" if artifact.precision == "int8" else (
         artifact.precision if runtime == "ort" else asked_precision)
     flipped = tuple((drift or {}).get("flipped_names") or ())

@@ -20,9 +20,9 @@ from bench.explain.run import ExplainError, ExplainSettings, Target, reference_o
 from core.artifact import Artifact, ArtifactError
 from core.files import write_json_atomic
 from core.manifest import ManifestError
+from runtimes import get_runtime
 
 DEFAULT_OUT = Path("results/explain")
-EXPLAIN_PRECISIONS = {"ort": ("fp32", "fp16", "int8"), "ov": ("fp32", "bf16", "fp16", "int8")}
 
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,8 +54,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--top must be a positive integer, got {args.top}")
     if args.threshold is not None and not args.threshold > 0:
         raise ValueError(f"--threshold must be a positive number, got {args.threshold}")
-    allowed = EXPLAIN_PRECISIONS.get(args.runtime)
-    if allowed and args.precision is not None and args.precision not in allowed:
+    allowed = get_runtime(args.runtime).precisions  # the explain runs what the benchmark can run
+    if args.precision is not None and args.precision not in allowed:
         raise ValueError(f"explain on {args.runtime!r} takes --precision {', '.join(allowed)}; got {args.precision!r}")
 
 

@@ -11,11 +11,11 @@ import numpy as np
 
 from bench.explain.capture import Captured, NameMap
 from bench.explain.graph import GraphIndex, elem_types, expose, prefix_model
+from runtimes.ort_session import DEPLOY_LEVEL, cpu_session
 
 # ORT quantiser name suffix (onnxruntime/quantization/qdq_quantizer.py, 1.31.1): a quantised graph output's
 # producer output is renamed to this and the DequantizeLinear output takes the original name.
 ORT_Q_INPUT_SUFFIX = "_QuantizeLinear_Input"
-ORT_DEPLOY_LEVEL = "ORT_ENABLE_ALL"  # what the benchmark runs (runtimes/ort.py)
 ORT_REFERENCE_LEVEL = "ORT_DISABLE_ALL"
 
 
@@ -77,7 +77,7 @@ class OrtCapture:
     """
 
     def __init__(self, path: Path, reference: GraphIndex, *, label: str = "ort", precision: str = "fp32",
-                 threads: int = 1, level: str = ORT_REFERENCE_LEVEL, deploy_level: str = ORT_DEPLOY_LEVEL,
+                 threads: int = 1, level: str = ORT_REFERENCE_LEVEL, deploy_level: str = DEPLOY_LEVEL,
                  select: Iterable[str] | None = None) -> None:
         import onnx
 
@@ -100,15 +100,9 @@ class OrtCapture:
         self._all: Any = None  # session exposing every matched tensor, made on demand by values()
 
     def _session(self, model: Any, level: str) -> Any:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        source = str(model) if isinstance(model, Path) else model.SerializeToString()
-        return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+        """A session as the ort adapter makes one (``runtimes.ort_session``), at graph ``level``."""
+        source = model if isinstance(model, Path) else model.SerializeToString()
+        return cpu_session(source, self.threads, level=level, quiet=True)
 
     def run(self, batch: np.ndarray) -> Captured:
         arrays = dict(zip(self._outputs, self.session.run(self._outputs, {self._input: batch}), strict=True))
@@ -152,10 +146,5 @@ class OrtCapture:
 
 def deployed_logits(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     """Final logits of an ONNX file as the ort adapter runs it on CPU (ORT_ENABLE_ALL, no extra outputs)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, threads, quiet=True)
     return session.run([session.get_outputs()[0].name], {session.get_inputs()[0].name: images})[0]

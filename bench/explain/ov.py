@@ -11,12 +11,16 @@ import numpy as np
 
 from bench.explain.capture import Captured, NameMap
 from bench.explain.graph import GraphIndex
+from runtimes.base import RuntimeOptions
+from runtimes.ov import op_precisions
+from runtimes.ov_compile import compile_config
 
-# The INFERENCE_PRECISION_HINT of runtimes/ov.py; an int8 IR runs with f32 so that what is measured is the
-# quantisation, not bf16 on top of it.
-OV_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 _FLOAT_TYPES = {"f32", "f16", "bf16", "f64"}
-_DATA_LAYERS = {"Input", "Output", "Parameter", "Result", "Const", "Constant", "Reorder", "Convert"}
+
+
+def cpu_config(precision: str, threads: int) -> dict:
+    """What the ov adapter compiles a model with on the CPU at ``precision`` (``runtimes.ov_compile``)."""
+    return compile_config("CPU", RuntimeOptions(precision=precision, threads=threads))
 
 
 def map_ov_names(model: Any, reference: GraphIndex) -> tuple[list[tuple[Any, str, bool]], NameMap]:
@@ -59,17 +63,6 @@ def map_ov_names(model: Any, reference: GraphIndex) -> tuple[list[tuple[Any, str
     return picks, nmap
 
 
-def layer_precisions(compiled: Any) -> dict[str, int]:
-    """How many compute layers of the compiled (runtime) graph run in each precision (as runtimes/ov.py)."""
-    counts: dict[str, int] = {}
-    for op in compiled.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        if info["layerType"].astype(str) not in _DATA_LAYERS:
-            key = info["runtimePrecision"].astype(str)
-            counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 def _reshape(model: Any, batch: int) -> None:
     rest = [dim.get_length() for dim in list(model.inputs[0].get_partial_shape())[1:]]
     model.reshape({model.inputs[0].get_any_name(): [batch, *rest]})
@@ -105,7 +98,7 @@ class OvCapture:
         except RuntimeError:  # e.g. Reshape constants that pin the batch
             self.model = self.plain.clone()
         self.batch = _batch_of(self.model)
-        self.config = {"INFERENCE_PRECISION_HINT": OV_HINT[precision], "INFERENCE_NUM_THREADS": threads}
+        self.config = cpu_config(precision, threads)
         self._reference = reference
         self._plain_ports = {n: p for p, n, is_q in map_ov_names(self.plain, reference)[0] if not is_q}
         picks, self.names = map_ov_names(self.model, reference)
@@ -226,8 +219,8 @@ class OvCapture:
     def describe(self) -> dict[str, Any]:
         return {"runtime": "openvino CPU", "config": {k: str(v) for k, v in self.config.items()},
                 "effective_hint": self.effective_hint(),
-                "layer_precisions_instrumented": layer_precisions(self.compiled),
-                "layer_precisions_deployed": layer_precisions(self._deployed_compiled()),
+                "layer_precisions_instrumented": op_precisions(self.compiled),
+                "layer_precisions_deployed": op_precisions(self._deployed_compiled()),
                 "deployed_batch": self._deploy_batch, "instrumented_batch": self.batch}
 
 
@@ -242,8 +235,7 @@ def deployed_logits(path: Path, images: np.ndarray, precision: str = "fp32", bat
     if not model.inputs[0].get_partial_shape()[0].is_static:
         _reshape(model, batch)
     size = _batch_of(model)
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OV_HINT[precision],
-                                                 "INFERENCE_NUM_THREADS": threads})
+    compiled = core.compile_model(model, "CPU", cpu_config(precision, threads))
     out = []
     for start in range(0, len(images), size):
         chunk = images[start:start + size]

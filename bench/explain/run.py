@@ -28,8 +28,8 @@ from core.manifest import ManifestError
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("ort", "ov")
-# Runtimes the explain cannot instrument here, and why (said in the CLI error and the record).
+# Why a runtime that cannot be explained (``Runtime.can_explain`` false) is not (said in the CLI error and the
+# record); a runtime not named here gets a plain "cannot explain".
 UNSUPPORTED = {
     "paddle": "Paddle is the reference, not a candidate: explain the ONNX export on ort or ov with --against paddle "
               "to compare it with Paddle's own intermediate values",
@@ -41,6 +41,21 @@ UNSUPPORTED = {
 
 class ExplainError(RuntimeError):
     """The explain cannot run for this target (the message says why and what to do)."""
+
+
+def why_not_explained(runtime: str) -> str | None:
+    """Why ``runtime`` (a registry name) cannot be explained, or None when it can: its class says
+    (``can_explain``) and a capture instruments it here (``make_capture``)."""
+    from runtimes import get_runtime
+    from runtimes.base import RuntimeUnavailable
+
+    try:
+        explainable = get_runtime(runtime).can_explain
+    except (ValueError, RuntimeUnavailable) as exc:
+        return str(exc)
+    if explainable and runtime in CAPTURES:
+        return None
+    return UNSUPPORTED.get(runtime, f"cannot explain {runtime}: the explain has no capture for this runtime")
 
 
 @dataclass
@@ -140,18 +155,27 @@ def reference_capture(target: Target, graph: GraphIndex, candidate: Any) -> Any:
     return PaddleCapture(files[0], graph, select=select)
 
 
-def make_capture(target: Target, graph: GraphIndex, chunk: int) -> Any:
-    """The candidate capture, set up as the benchmark's adapter runs the model."""
-    select = graph.selection()
-    if target.runtime == "ort":
-        from bench.explain.ort import OrtCapture
+def _ort_capture(target: Target, graph: GraphIndex, chunk: int) -> Any:
+    from bench.explain.ort import OrtCapture
 
-        return OrtCapture(target.artifact.model_path, graph, label=target.label, precision=target.precision,
-                          threads=target.threads, select=select)
+    return OrtCapture(target.artifact.model_path, graph, label=target.label, precision=target.precision,
+                      threads=target.threads, select=graph.selection())
+
+
+def _ov_capture(target: Target, graph: GraphIndex, chunk: int) -> Any:
     from bench.explain.ov import OvCapture
 
     return OvCapture(target.artifact.model_path, graph, label=target.label, precision=target.precision,
-                     batch=target.batch, chunk=chunk, threads=target.threads, select=select)
+                     batch=target.batch, chunk=chunk, threads=target.threads, select=graph.selection())
+
+
+# The runtimes whose classes say they can be explained, and the capture that instruments each.
+CAPTURES = {"ort": _ort_capture, "ov": _ov_capture}
+
+
+def make_capture(target: Target, graph: GraphIndex, chunk: int) -> Any:
+    """The candidate capture, set up as the benchmark's adapter runs the model."""
+    return CAPTURES[target.runtime](target, graph, chunk)
 
 
 @dataclass
@@ -168,8 +192,9 @@ def run_explain(target: Target, settings: ExplainSettings, out_dir: Path | None)
 
     from bench.explain.report import format_text
 
-    if target.runtime not in RUNTIMES:
-        raise ExplainError(UNSUPPORTED.get(target.runtime, f"runtime {target.runtime!r} has no explain"))
+    why = why_not_explained(target.runtime)
+    if why:
+        raise ExplainError(why)
     t0 = time.perf_counter()
     deadline = Deadline(settings.time_limit_s)
     graph = index_graph(onnx.load(str(target.reference.model_path)))

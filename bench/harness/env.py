@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from core.cores import usable_cpus
 from core.cpu import CPU_FLAGS
 from core.manifest import package_versions as _package_versions
 
@@ -57,15 +58,11 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
             if core_id is not None:
                 cores.add((physical_id or "0", core_id))
             physical_id = core_id = None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = None
     return {
         "model": model or platform.processor() or None,
         "logical_cores": os.cpu_count(),
         "physical_cores": len(cores) or None,
-        "usable_cores": usable,  # what this process may run on (taskset/cgroup)
+        "usable_cores": len(usable_cpus()),  # what this process may run on (taskset/cgroup)
         "flags": {flag: flag in flags for flag in CPU_FLAGS},
         "governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
     }

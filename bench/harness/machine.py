@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.cores import usable_cpus
+
 OTHERS_LIMIT_CORES = 0.25  # other processes' mean CPU use (in cores) that makes a measurement contended
 MIN_WINDOW_S = 0.25  # shortest before/after sample: the kernel counts CPU time in 10 ms ticks
 RELIABLE_WINDOW_S = 0.5  # a timed part shorter than this is judged from the samples around it
@@ -44,13 +46,6 @@ class Snapshot:
     pressure_us: int | None  # /proc/pressure/cpu "some" total
     cpu_count: int  # how many CPUs busy_s covers
     processes: dict[int, tuple[str, int, int]] = field(default_factory=dict)  # pid -> (name, ticks, start)
-
-
-def usable_cpus() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return list(range(os.cpu_count() or 1))
 
 
 def _cpu_counters(cpus: list[int]) -> tuple[float | None, float | None]:

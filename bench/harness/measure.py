@@ -23,6 +23,7 @@ from bench.harness.process import UsageTracker, wants_gpu
 from bench.harness.stats import LatencyStats, throughput_ips
 from bench.harness.throughput import Clock, drive, why_not_faster
 from core.artifact import Artifact
+from core.cores import usable_cpus
 from runtimes.base import SCENARIOS, Runtime
 
 __all__ = ["SCENARIOS", "SCOPES", "MeasureParams", "Measurement", "measure", "synthetic_feeds"]
@@ -30,10 +31,6 @@ __all__ = ["SCENARIOS", "SCOPES", "MeasureParams", "Measurement", "measure", "sy
 log = logging.getLogger(__name__)
 
 SCOPES = ("compute", "end2end")
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def load_average() -> float | None:
@@ -145,7 +142,7 @@ def measure(runtime: Runtime, artifact: Artifact, batch: int, params: MeasurePar
                      f"(/proc/self/clear_refs refused): a thread of this process woke that often")
     if runtime.throughput:
         notes += why_not_faster(loops.requests, runtime.effective.get("threads_per_request"), cores_busy,
-                                usable_cores(), load_average())
+                                len(usable_cpus()), load_average())
     return Measurement(
         scope=params.scope, load_s=load_s, first_run_ms=loops.first_run_ms,
         latency=LatencyStats.from_samples_ns(samples),

@@ -1,9 +1,11 @@
 """What ``bench tune`` searches: runtime x precision x graph optimisation level x batch x threads (latency) or
 requests in flight (throughput, which also set OpenVINO's streams), cut to what this host can run: runtimes
 whose probe says they are available (``python -m bench list``), precisions their adapter offers that run as
-themselves here (OpenVINO's bf16/fp16 hints only on a CPU with those instructions: elsewhere they run fp32,
-the fp32 candidate already; ORT fp16 only on a GPU: on the CPU provider it only adds Casts), and levels whose
-graph the runtime takes (``ort`` for ONNX Runtime only). What is left out is listed with the reason.
+themselves here (the adapter's ``precision_caveat``: OpenVINO's bf16/fp16 hints only on a CPU with those
+instructions, elsewhere they run as another precision, a candidate already; ORT fp16 only on a GPU: on the CPU
+provider it only adds Casts), and levels whose graph the runtime takes (``ort`` for ONNX Runtime only; none
+but the default for a runtime that runs the Paddle model). What is left out is listed with the reason. Each
+runtime's class answers for it (``runtimes.base.Runtime``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from bench.accuracy.drift_pass import DriftSettings
 from bench.config import BenchConfig, runtime_precisions
 from bench.harness.measure import MeasureParams
 from bench.request import BenchRequest, Output, Target, with_int8_recipe
-from core.cpu import native
+from core.cores import default_threads
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS, LevelError, check_runtime
+from runtimes import get_runtime
 from runtimes.base import RuntimeOptions
-from runtimes.host import default_threads
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,8 @@ class Candidate:
 
 
 def precision_skip(runtime: str, precision: str, device: str | None, flags: dict[str, bool] | None) -> str | None:
-    """Why ``precision`` on ``runtime`` is no candidate here (None: it is one)."""
-    on_cpu = device in (None, "cpu")
-    if runtime == "ov" and precision in ("bf16", "fp16") and on_cpu and not native(precision, flags):
-        return f"ov {precision}: this CPU has no {precision} instructions, so it would run fp32"
-    if runtime == "ort" and precision == "fp16" and on_cpu:
-        return "ort fp16: the CPU provider only adds Casts around fp32 kernels"
-    return None
+    """Why ``precision`` on ``runtime`` is no candidate here (None: it is one): the adapter's caveat."""
+    return get_runtime(runtime).precision_caveat(precision, device, flags)
 
 
 def candidates(space: Space, devices: dict[str, str], flags: dict[str, bool] | None = None,
@@ -96,8 +93,8 @@ def candidates(space: Space, devices: dict[str, str], flags: dict[str, bool] | N
 
 def level_skip(runtime: str, precision: str, level: str) -> str | None:
     """Why graph ``level`` is no candidate for ``runtime`` at ``precision`` (None: it is one)."""
-    if runtime == "paddle":
-        return None if level == DEFAULT_LEVEL else "paddle runs the Paddle model: graph levels are ONNX's"
+    if get_runtime(runtime).runs_paddle_model:
+        return None if level == DEFAULT_LEVEL else f"{runtime} runs the Paddle model: graph levels are ONNX's"
     try:
         check_runtime(level, runtime)
     except LevelError:

@@ -10,12 +10,12 @@ again on the runtime and batch it runs. Nothing here is calibrated on: these ima
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.cores import default_threads
 from core.logits import Logits
 from core.manifest import Manifest
 from export.parity import compare, ort_logits
@@ -31,7 +31,7 @@ def ov_logits(xml: Path, inputs: np.ndarray, batch: int, threads: int | None = N
     model = core.read_model(str(xml))
     name = model.inputs[0].get_any_name()
     model.reshape({name: [batch, *inputs.shape[1:]]})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads or len(os.sched_getaffinity(0)),
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads or default_threads(),
                                                  "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     out = []

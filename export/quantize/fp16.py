@@ -12,13 +12,13 @@ no fp16 kernels: it runs the model by inserting Casts around them, which the cen
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.cores import default_threads
 from export.quantize import QuantizeError
 from export.quantize.census import fp16_census, ort_cpu_graph
 from export.quantize.ort_int8 import RUN_CHECK_BATCHES, run_checks
@@ -33,7 +33,7 @@ def fp16_onnx(onnx_path: Path, out_path: Path, sample: np.ndarray, threads: int 
     import onnx
     from onnxconverter_common import float16
 
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or default_threads()
     started = time.perf_counter()
     model = onnx.load(str(onnx_path))
     block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(KEEP_FP32))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from core.cores import default_threads
 from core.cpu import cpu_flags, native
 from export.quantize import QuantizeError
 from export.quantize.census import int8_kernels, onnx_qdq_census, ort_cpu_graph
@@ -109,7 +109,7 @@ def ort_int8(onnx_path: Path, images: np.ndarray, out_path: Path, *, keep_head_f
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or default_threads()
     started = time.perf_counter()
     reduce_range, flags = reduce_range_here()
     reduce_range = reduce_range and not for_cuda

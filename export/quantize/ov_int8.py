@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from core.cores import default_threads
 from export.quantize import QuantizeError
 from export.quantize.census import ov_census, ov_runtime_precisions, quantized_layers
 from export.quantize.graph import ov_head_ops
@@ -137,7 +137,7 @@ def ov_int8(onnx_path: Path, images: np.ndarray, family: str | None, batch: str 
     """Quantize ``onnx_path`` into ``out_xml`` (+ .bin); returns the ``reduced_precision`` description."""
     import openvino as ov
 
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or default_threads()
     started = time.perf_counter()
     recipe = recipe_for(family, recipe)
     core = ov.Core()
