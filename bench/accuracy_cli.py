@@ -168,16 +168,20 @@ def summary_lines(record: dict) -> list[str]:
     return lines
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench accuracy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_target_arguments(p)
+    add_accuracy_arguments(p)
+    return p
+
+
 def main(argv: list[str]) -> int:
     """Parse and run (``python -m bench accuracy``)."""
     from bench.cell import EXIT_FAILED, EXIT_USAGE
     from bench.config import load_config
 
-    p = argparse.ArgumentParser(prog="python -m bench accuracy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_target_arguments(p)
-    add_accuracy_arguments(p)
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     try:
         return run(args, load_config(args.config))

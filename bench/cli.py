@@ -247,18 +247,19 @@ def cmd_cell(argv: list[str]) -> int:
     return result.exit_code
 
 
-# Subcommands that live in their own modules, imported only when asked for.
+# Subcommands that live in their own modules, imported only when asked for: (module, its main, the function that
+# builds its argument parser).
 _ROUTES = {
-    "list": ("bench.list_cli", "main"),
-    "list-runtimes": ("bench.list_cli", "main"),
-    "sweep": ("bench.sweep.runner", "main"),
-    "report": ("bench.report.cli", "main_report"),
-    "compare": ("bench.report.cli", "main_compare"),
-    "recommend": ("bench.recommend.cli", "main"),
-    "tune": ("bench.tune.cli", "main"),
-    "_cells": ("bench.tune.cells", "main"),  # tune's screening cells, several in one process
-    "explain": ("bench.explain_cli", "main"),
-    "accuracy": ("bench.accuracy_cli", "main"),
+    "list": ("bench.list_cli", "main", "build_parser"),
+    "list-runtimes": ("bench.list_cli", "main", "build_parser"),
+    "sweep": ("bench.sweep.runner", "main", "build_parser"),
+    "report": ("bench.report.cli", "main_report", "build_report_parser"),
+    "compare": ("bench.report.cli", "main_compare", "build_compare_parser"),
+    "recommend": ("bench.recommend.cli", "main", "build_parser"),
+    "tune": ("bench.tune.cli", "main", "build_parser"),
+    "_cells": ("bench.tune.cells", "main", None),  # tune's screening cells, several in one process
+    "explain": ("bench.explain_cli", "main", "build_parser"),
+    "accuracy": ("bench.accuracy_cli", "main", "build_parser"),
 }
 
 
@@ -277,8 +278,20 @@ def main(argv: list[str] | None = None) -> int:
 def _command(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command in _ROUTES:
-        module, function = _ROUTES[command]
+        module, function, _ = _ROUTES[command]
         return getattr(importlib.import_module(module), function)(argv[1:])
     if command == "_cell":
         return cmd_cell(argv[1:])
     return cmd_run(argv[1:] if command == "run" else argv)
+
+
+def parser_for(argv: list[str]) -> tuple[argparse.ArgumentParser | None, list[str]]:
+    """The parser ``python -m bench ARGV`` reads its arguments with, and those arguments; nothing runs (the README
+    test parses every documented command with it). None for the internal commands, which take JSON."""
+    command = argv[0] if argv else ""
+    if command in _ROUTES:
+        module, _, builder = _ROUTES[command]
+        return (getattr(importlib.import_module(module), builder)() if builder else None), argv[1:]
+    if command == "_cell":
+        return None, argv[1:]
+    return build_run_parser(), argv[1:] if command == "run" else argv

@@ -21,13 +21,13 @@ def usable_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def physical_cores(cpus: list[int] | None = None, sysfs: Path = SYSFS_CPU) -> int | None:
+def physical_cores(cpus: list[int] | None = None) -> int | None:
     """How many physical cores ``cpus`` (default: :func:`usable_cpus`) span, SMT siblings counted once; None
     where the topology cannot be read (no sysfs)."""
     cores = set()
     for cpu in usable_cpus() if cpus is None else cpus:
         try:
-            cores.add((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip())
+            cores.add((SYSFS_CPU / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip())
         except OSError:
             return None
     return len(cores) or None

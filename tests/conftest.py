@@ -42,8 +42,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(slow)
 
 
-# What running the tool from the checkout writes by default; a test must never touch them (it works in tmp).
+# What running the tool from the checkout writes by default, and the source tree (bytecode caches aside); a test
+# must never touch them (it works in tmp).
 CHECKOUT_OUTPUTS = (ROOT / "artifacts", ROOT / "results" / "runs.jsonl", ROOT / "results" / "report")
+SOURCE_TREE = tuple(ROOT / folder for folder in ("core", "export", "runtimes", "bench", "tests", "benchmarks"))
 
 
 def _state(path: Path):
@@ -51,16 +53,19 @@ def _state(path: Path):
         return None
     if path.is_file():
         return path.stat().st_size, path.stat().st_mtime_ns
-    return sorted((p.relative_to(path).as_posix(), p.stat().st_mtime_ns) for p in path.rglob("*"))
+    return sorted((p.relative_to(path).as_posix(), p.stat().st_mtime_ns) for p in path.rglob("*")
+                  if "__pycache__" not in p.parts)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def checkout_stays_untouched():
     """Fails the session (an error at the last test's teardown) when a test wrote into the checkout's
-    ``artifacts/`` or default results: a test run must not change what the user exported or measured."""
-    before = {path: _state(path) for path in CHECKOUT_OUTPUTS}
+    ``artifacts/``, default results or source tree: a test run must not change what the user exported or
+    measured, nor the code it tests."""
+    watched = (*CHECKOUT_OUTPUTS, *SOURCE_TREE)
+    before = {path: _state(path) for path in watched}
     yield
-    changed = [str(path.relative_to(ROOT)) for path in CHECKOUT_OUTPUTS if _state(path) != before[path]]
+    changed = [str(path.relative_to(ROOT)) for path in watched if _state(path) != before[path]]
     assert not changed, f"tests wrote into the checkout: {', '.join(changed)}"
 
 

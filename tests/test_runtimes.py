@@ -22,7 +22,6 @@ from core.artifact import Artifact
 from core.cores import default_threads
 from core.cpu import cpu_flags, float_precision_run
 from runtimes.base import (
-    LifecycleError,
     OptionError,
     Runtime,
     RuntimeOptions,
@@ -30,15 +29,14 @@ from runtimes.base import (
     SilentChangeError,
     parse_options,
 )
+from runtimes.contract import check_declarations, check_lifecycle, check_runtime
 from runtimes.deps import is_installed
 from runtimes.ort import PROVIDER_TABLE, PROVIDERS, provider_for
 from runtimes.ort_placement import placement_verdict
 from runtimes.trt import TRT_MISSING
 
-CONTRACT = ["paddle", "ort", "ov", "null"]
 FP32_ATOL = 1e-4
 OV_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16"}  # OPTIMIZATION_CAPABILITIES names
-CONTRACT_PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n == "paddle" else n for n in CONTRACT]
 
 
 def make_feed(artifact: Artifact, batch: int) -> dict[str, np.ndarray]:
@@ -165,44 +163,90 @@ def test_entry_point_plugins(plugin_dir, caplog):
     assert "failed to load" in caplog.text
 
 
-# --- the contract, for every CPU runtime ----------------------------------------------------------------
+# --- the contract, for every runtime the registry lists (plugins installed here included) ---------------------
+def registered_runtimes() -> list:
+    """Every registered runtime; one that runs the Paddle model needs the Paddle artifact (full tier)."""
+    params = []
+    for name in runtimes.list_runtimes(include_test=True):
+        try:
+            paddle = runtimes.get_runtime(name).runs_paddle_model
+        except RuntimeUnavailable:
+            paddle = False  # the test itself fails, saying why it cannot be imported
+        params.append(pytest.param(name, marks=pytest.mark.slow) if paddle else name)
+    return params
+
+
 def contract_artifact(name: str, request) -> Artifact:
     """paddle runs the Paddle model beside an export (full tier); the others run ONNX alone."""
-    return request.getfixturevalue("paddle_artifact" if name == "paddle" else "artifact")
+    paddle = runtimes.get_runtime(name).runs_paddle_model
+    return request.getfixturevalue("paddle_artifact" if paddle else "artifact")
 
 
-@pytest.mark.parametrize("name", CONTRACT_PARAMS)
-def test_lifecycle_order_errors(name, request):
-    artifact = contract_artifact(name, request)
-    rt = runtimes.get_runtime(name)(RuntimeOptions())
-    with pytest.raises(LifecycleError):
-        rt.run()
-    with pytest.raises(LifecycleError):
-        rt.prepare(make_feed(artifact, 1))
-    rt.load(artifact)
-    with pytest.raises(LifecycleError, match="prepare"):
-        rt.run()
-    with pytest.raises(LifecycleError):
-        rt.outputs()
-    with pytest.raises(LifecycleError):
-        rt.load(artifact)
-    rt.close()
+@pytest.mark.parametrize("name", registered_runtimes())
+def test_every_registered_runtime_keeps_the_contract(name, request):
+    cls = runtimes.get_runtime(name)
+    check_declarations(cls)
+    availability = runtimes.probe(name, device=cls.devices[0])
+    if not availability.available:
+        pytest.skip(f"{name} cannot run here, so only its declarations were checked: {availability.reason}")
+    check_lifecycle(cls, contract_artifact(name, request))
 
 
-@pytest.mark.parametrize("name", CONTRACT_PARAMS)
-def test_close_is_idempotent(name, request):
-    _, rt = infer(name, contract_artifact(name, request))
-    rt.close()
-    rt.close()
-    with pytest.raises(LifecycleError):
-        rt.run()
-    runtimes.get_runtime(name)(RuntimeOptions()).close()  # closing a never-loaded runtime is fine too
+def test_the_contract_covers_plugins_and_names_what_is_broken(plugin_dir, artifact):
+    """An entry-point plugin is in the registry's list, passes the helper a plugin's own tests call, and the
+    helper fails a runtime that breaks a rule, naming the rule."""
+    from dataclasses import dataclass
+
+    from runtimes.null import NullRuntime
+
+    assert "fake" in runtimes.list_runtimes(include_test=True)
+    check_runtime("fake", artifact)
+
+    @dataclass(frozen=True)
+    class Undocumented:
+        depth: int = 1  # a plain default: no meaning for `bench list --options`
+
+    class NoHelp(NullRuntime):
+        name = "nohelp"
+        Options = Undocumented
+
+    class Int4(NullRuntime):
+        name = "int4"
+        precisions = ("fp32", "int4")
+
+    class NoOutputs(NullRuntime):
+        name = "nooutputs"
+
+        def _outputs(self):
+            return {}
+
+    with pytest.raises(AssertionError, match="option depth has no meaning"):
+        check_declarations(NoHelp)
+    with pytest.raises(AssertionError, match="int4: precisions .* must be a non-empty tuple of fp32"):
+        check_declarations(Int4)
+    with pytest.raises(AssertionError, match="nooutputs: outputs\\(\\) has no 'logits' of batch 3"):
+        check_runtime(NoOutputs, artifact)
 
 
-@pytest.mark.parametrize("name", CONTRACT_PARAMS)
-def test_effective_records_device_precision_and_batch(name, request):
-    _, rt = infer(name, contract_artifact(name, request), 3)
-    assert {"device", "precision", "batch"} <= set(rt.effective) and rt.effective["batch"] == 3
+def test_capabilities_are_the_classes_answers():
+    """What callers ask (bench list --options, --profile, explain, int8 models, tune) is what the classes say."""
+    from export.quantize import INT8_RUNTIMES
+
+    assert runtimes.runtimes_that(lambda cls: cls.can_profile()) == ["ort", "ov"]
+    assert runtimes.runtimes_that(lambda cls: cls.can_explain) == ["ort", "ov"]
+    assert runtimes.runtimes_that(lambda cls: cls.int8_from_export) == sorted(INT8_RUNTIMES)  # the export builds
+    assert runtimes.runtimes_that(lambda cls: cls.runs_paddle_model) == ["paddle"]
+    ort = runtimes.capabilities("onnxruntime")
+    assert ort["precisions"] == ["fp32", "fp16", "int8"] and ort["devices"] == ["cpu", "cuda"] and ort["profile"]
+    assert [o["name"] for o in runtimes.option_help("ov")] == ["hint", "streams"]
+    assert all(o["help"] for name in runtimes.list_runtimes() for o in runtimes.option_help(name))
+
+
+def test_a_runtime_without_a_profiler_says_so(artifact):
+    null = runtimes.get_runtime("null")
+    assert not null.can_profile()
+    with pytest.raises(RuntimeUnavailable, match="cannot profile null"):
+        null.layer_times(artifact, np.zeros((1, 3, 32, 32), np.float32), RuntimeOptions(), 1, 1)
 
 
 def test_ort_and_ov_agree_at_fp32(artifact):

@@ -18,8 +18,7 @@ from bench.report.results import Y_METRICS, ReportError
 DEFAULT_OUT = Path("results/report")
 
 
-def main_report(argv: list[str] | None = None) -> int:
-    """Exit 0 and print the report path, or one ``error:`` line and exit 1."""
+def build_report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench report",
                                 description="Turn result records into a Markdown report with PNG/SVG plots.")
     p.add_argument("results", nargs="*", type=Path, default=[DEFAULT_RESULTS],
@@ -33,7 +32,12 @@ def main_report(argv: list[str] | None = None) -> int:
                                                "(default: ./bench.yaml if present)")
     p.add_argument("--batch", type=int, help="Recommendation: only configurations at this batch")
     add_budget_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main_report(argv: list[str] | None = None) -> int:
+    """Exit 0 and print the report path, or one ``error:`` line and exit 1."""
+    args = build_report_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -53,8 +57,7 @@ def report_budgets(args: argparse.Namespace) -> tuple[Budgets, str] | None:
     return (budgets, f"{args.config or 'bench.yaml'} recommend:") if budgets else None
 
 
-def main_compare(argv: list[str] | None = None) -> int:
-    """Print (or write) the comparison; one ``error:`` line and exit 1."""
+def build_compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench compare",
                                 description="Compare two result sets: ratios B/A with noise bands.")
     p.add_argument("a", type=Path, help="results file or folder of *.jsonl (the baseline)")
@@ -62,7 +65,12 @@ def main_compare(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the Markdown here instead of printing it")
     p.add_argument("--min-noise", type=float, default=0.0,
                    help="floor for each side's relative noise, e.g. 0.02 for 2 %% (default 0)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main_compare(argv: list[str] | None = None) -> int:
+    """Print (or write) the comparison; one ``error:`` line and exit 1."""
+    args = build_compare_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         text = compare([args.a], [args.b], args.min_noise)
