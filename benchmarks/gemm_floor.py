@@ -61,6 +61,9 @@ from core.artifact import Artifact
 from core.cores import default_threads
 from core.files import write_json_atomic, write_text_atomic
 from export.models import MODELS
+from runtimes.base import RuntimeOptions
+from runtimes.ort_session import cpu_session
+from runtimes.ov_compile import compile_config
 
 KEPT_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Softmax"}
 # element-wise ops that keep their activation input's shape: a kept node behind a chain of them feeds the next
@@ -155,14 +158,7 @@ class OrtModel:
     """A model on ONNX Runtime CPU with the adapter's settings; inputs and outputs bound once (IOBinding)."""
 
     def __init__(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(model.SerializeToString(), threads, quiet=True)  # as the adapter makes it
         self.binding = self.session.io_binding()
         for name, value in feeds.items():
             self.binding.bind_cpu_input(name, value)
@@ -193,9 +189,7 @@ class OvModel:
             onnx.save(model, str(path))
             read = core.read_model(str(path))
         read.reshape({name: list(value.shape) for name, value in feeds.items()})
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-        if perf_counts:
-            config["PERF_COUNT"] = "YES"
+        config = compile_config("CPU", RuntimeOptions(threads=threads), profile=perf_counts)  # as the adapter's
         self.compiled = core.compile_model(read, "CPU", config)
         self.request = self.compiled.create_infer_request()
         for name, value in feeds.items():

@@ -12,8 +12,10 @@ in ``__init__``, so an unknown key (``--option hnt=throughput``) is an error tha
 silently ignored.
 
 Capabilities: what a runtime can do is declared on its class (``precisions``, ``devices``, ``formats``,
-``int8_from_export``, ``runs_paddle_model``, ``can_explain``) or follows from the hooks it implements
-(``supports_throughput``, ``can_profile``); callers ask the class, never a list of runtime names.
+``int8_from_export``, ``runs_paddle_model``, ``can_explain``), follows from the hooks it implements
+(``supports_throughput``, ``can_profile``), or is a class method (``precision_for``: the precision a model
+runs at; ``precision_caveat``: a precision that would not run as itself here); callers ask the class, never a
+list of runtime names. ``runtimes.contract`` checks the declarations.
 
 What ran: after ``load`` an adapter's ``effective`` holds at least ``device`` and ``precision`` as they took
 effect (read back from the engine where it allows), and after ``prepare`` the ``batch``; ``notes`` say
@@ -97,7 +99,7 @@ class RuntimeOptions:
 
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "gpu" | "auto" (per runtime)
     precision: Precision = "fp32"
-    threads: int | None = None  # None: one per physical core visible to the process
+    threads: int | None = None  # None: one per physical core visible to the process (core.cores)
     batch: int = 1
     max_batch: int | None = None  # TensorRT profile upper bound; defaults to batch
     extra: dict[str, Any] = field(default_factory=dict)  # the runtime's own options, by name
@@ -271,6 +273,12 @@ class Runtime(abc.ABC):
         if not cls.can_profile():
             raise RuntimeUnavailable(f"cannot profile {cls.name}: the adapter has no profiler")
         return cls._layer_times(artifact, inputs, options, warmup, runs)
+
+    @classmethod
+    def precision_for(cls, asked: str | None, artifact: Artifact) -> str:
+        """The precision this runtime runs ``artifact`` at when ``asked`` (None: its default for that model);
+        SilentChangeError where it would run something other than asked (``load`` raises the same)."""
+        return asked or "fp32"
 
     @classmethod
     def precision_caveat(cls, precision: str, device: str | None, flags: dict[str, bool] | None) -> str | None:

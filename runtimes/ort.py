@@ -207,13 +207,19 @@ class OrtRuntime(Runtime):
             if profile_dir is not None:
                 profile_dir.cleanup()
 
-    def _check_precision(self, artifact: Artifact) -> None:
+    @classmethod
+    def precision_for(cls, asked: str | None, artifact: Artifact) -> str:
         """ORT runs the model file as it is: a precision other than the file's would be a silent change."""
-        asked, stored = self.options.precision, artifact.precision
-        if asked != stored:
+        stored = artifact.precision
+        if asked not in (None, stored):
             raise SilentChangeError(
                 f"ort runs the model file's precision: {artifact.model_path.name} of {artifact.model} is "
                 f"{stored}, not {asked}; run the {asked} export of the model, or ask --precision {stored}")
+        return stored
+
+    def _check_precision(self, artifact: Artifact) -> None:
+        """The file's precision (``precision_for``), and a note where the CPU runs it slowly."""
+        stored = self.precision_for(self.options.precision, artifact)
         if self._gpu:
             return
         if stored == "fp16":  # the fp16 export is made for GPU providers and TensorRT

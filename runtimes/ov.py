@@ -147,7 +147,7 @@ class OpenVinoRuntime(Runtime):
         if not _device_present(self._ov_device, core.available_devices):
             raise RuntimeUnavailable(f"OpenVINO device {self._ov_device} not found "
                                      f"(available: {', '.join(core.available_devices)})")
-        self._check_model_precision(artifact)
+        self.precision_for(self.options.precision, artifact)
         model = core.read_model(str(artifact.model_path))
         shape = list(artifact.batch_shape(self.options.batch))
         model.reshape({artifact.input_name: shape})
@@ -183,21 +183,23 @@ class OpenVinoRuntime(Runtime):
         if self.throughput:
             self._plan_throughput()
 
-    def _check_model_precision(self, artifact: Artifact) -> None:
+    @classmethod
+    def precision_for(cls, asked: str | None, artifact: Artifact) -> str:
         """int8 is the model's: asked of an fp32 model, or an int8 model asked as something else, it would be a
-        silent change."""
-        asked, stored = self.options.precision, artifact.precision
+        silent change; fp32/bf16/fp16 are hints on the fp32 export."""
+        stored = artifact.precision
         if asked == "int8" and stored != "int8":
             raise SilentChangeError(
                 f"ov runs int8 from a quantized model: {artifact.model_path.name} of {artifact.model} is {stored}; "
                 f"run its int8 export (python -m export --model {artifact.model} --precision int8 --runtime ov; "
                 f"python -m bench --model makes it), or ask --precision fp32/bf16/fp16")
-        if stored == "int8" and asked != "int8":
+        if stored == "int8" and asked not in (None, "int8"):
             raise SilentChangeError(f"{artifact.model_path.name} of {artifact.model} is an int8 model: its "
                                     f"quantized layers run int8 whatever the hint; ask --precision int8")
         if stored == "fp16":
             raise SilentChangeError(f"{artifact.model_path.name} is an fp16 ONNX model (made for ORT GPU providers "
                                     f"and TensorRT); OpenVINO fp16 is a hint on the fp32 export")
+        return "int8" if stored == "int8" else asked or "fp32"
 
     def _record_instructions(self, core) -> None:
         """The plugin's capabilities and the CPU's instructions for the precision asked; a note when missing."""

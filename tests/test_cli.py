@@ -265,6 +265,23 @@ def test_list_reports_every_runtime_with_aliases_and_options():
     assert "concurrency='threads'" in proc.stdout
 
 
+def test_list_options_prints_what_each_runtime_class_declares(capsys):
+    from conftest import call_main
+
+    from bench.list_cli import main
+
+    code, out, err = call_main(main, capsys, "--options", "ov", "ort")
+    assert code == 0, err
+    assert out.startswith("ov: precisions fp32, bf16, fp16, int8; devices cpu, gpu, auto")
+    assert "  --option streams=...  (int or null; default None)\n      NUM_STREAMS; default: what the" in out
+    assert "--option concurrency=...  (one of 'threads', 'run_async'; default 'threads')" in out
+    code, out, _ = call_main(main, capsys, "--options", "--json", "paddle")
+    (paddle,) = json.loads(out)
+    assert paddle["options"] == [] and paddle["capabilities"]["runs_paddle_model"] is True
+    code, _, err = call_main(main, capsys, "--options", "tensorrtx")
+    assert code == 2 and err.startswith("error: unknown runtime 'tensorrtx'")
+
+
 def test_list_named_runtimes_as_json():
     proc = bench("list", "--json", "null", "trt")
     found = {a["name"]: a for a in json.loads(proc.stdout)}

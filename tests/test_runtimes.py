@@ -249,6 +249,50 @@ def test_a_runtime_without_a_profiler_says_so(artifact):
         null.layer_times(artifact, np.zeros((1, 3, 32, 32), np.float32), RuntimeOptions(), 1, 1)
 
 
+def test_the_precision_a_model_runs_at_is_the_adapters_rule(onnx_artifact, tmp_path):
+    """ORT runs the model file's precision; OpenVINO's fp32/bf16/fp16 are hints on the fp32 export and its int8
+    is the model's. Explain and a cell's explain ask the class the same question ``load`` answers."""
+    from reduced_models import int8_qdq_model
+
+    fp32 = Artifact.from_manifest(onnx_artifact)
+    int8 = Artifact.from_manifest(int8_qdq_model(onnx_artifact, tmp_path))
+    ort, ov = runtimes.get_runtime("ort"), runtimes.get_runtime("ov")
+    assert (ort.precision_for(None, fp32), ort.precision_for(None, int8), ort.precision_for("int8", int8)) == (
+        "fp32", "int8", "int8")
+    with pytest.raises(SilentChangeError, match="is int8, not fp32"):
+        ort.precision_for("fp32", int8)
+    assert (ov.precision_for(None, fp32), ov.precision_for("bf16", fp32), ov.precision_for(None, int8)) == (
+        "fp32", "bf16", "int8")
+    with pytest.raises(SilentChangeError, match="ov runs int8 from a quantized model"):
+        ov.precision_for("int8", fp32)
+    with pytest.raises(SilentChangeError, match="is an int8 model"):
+        ov.precision_for("fp16", int8)
+
+
+@pytest.mark.parametrize(("setting", "home"), [
+    ("SessionOptions", "runtimes/ort_session.py"),
+    ("INFERENCE_NUM_THREADS", "runtimes/ov_compile.py"),
+    ("INFERENCE_PRECISION_HINT", "runtimes/ov_compile.py"),
+])
+def test_session_and_compile_settings_are_set_in_one_place(setting, home):
+    """The adapters, the layer profiler and explain make sessions and compiled models through one factory per
+    runtime: no other module of runtimes/ or bench/ makes ORT session options or sets OpenVINO compile
+    properties (reading them back is fine)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    setters = set()
+    for package in ("runtimes", "bench"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                made = isinstance(node, ast.Call) and getattr(node.func, "attr", None) == setting
+                keys = node.keys if isinstance(node, ast.Dict) else [
+                    t.slice for t in getattr(node, "targets", []) if isinstance(t, ast.Subscript)]
+                if made or any(isinstance(k, ast.Constant) and k.value == setting for k in keys):
+                    setters.add(path.relative_to(root).as_posix())
+    assert setters == {home}
+
+
 def test_ort_and_ov_agree_at_fp32(artifact):
     for batch in (1, 3):
         ort_out, _ = infer("ort", artifact, batch)

@@ -16,6 +16,8 @@ from typing import Any
 
 from bench.explain.run import ExplainError, ExplainSettings, Target, reference_of, run_explain, why_not_explained
 from core.artifact import Artifact
+from runtimes import get_runtime
+from runtimes.base import SilentChangeError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,10 @@ def explain_cell(runtime: str, asked_precision: str, artifact: Artifact, batch: 
     why = why_not_explained(runtime)
     if why:
         return {"status": "skipped", "reason": why}
-    precision = "int8" if artifact.precision == "int8" else (
-        artifact.precision if runtime == "ort" else asked_precision)
+    try:  # what the cell ran: the model file's precision, or the hint asked (the adapter's rule)
+        precision = get_runtime(runtime).precision_for(asked_precision, artifact)
+    except SilentChangeError as exc:
+        return {"status": "skipped", "reason": str(exc)}
     flipped = tuple((drift or {}).get("flipped_names") or ())
     started = time.perf_counter()
     folder = Path(results).parent / "explain" / _cell_folder(artifact, runtime, precision, batch)

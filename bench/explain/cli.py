@@ -21,6 +21,7 @@ from core.artifact import Artifact, ArtifactError
 from core.files import write_json_atomic
 from core.manifest import ManifestError
 from runtimes import get_runtime
+from runtimes.base import SilentChangeError
 
 DEFAULT_OUT = Path("results/explain")
 
@@ -73,23 +74,18 @@ def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: i
         artifact = Artifact.from_manifest(manifest, verify=True)
     except (ManifestError, ArtifactError) as exc:
         raise ExplainError(str(exc)) from None
-    stored = artifact.precision
-    if runtime == "ort" and artifact.format != "onnx":
-        raise ExplainError(f"ort runs ONNX files; {artifact.model_path.name} is an {artifact.format} model (use ov)")
-    if runtime == "ort" and precision not in (None, stored):
-        raise ExplainError(f"ort runs the model file's precision: {artifact.model_path.name} is {stored}, not "
-                           f"{precision}")
-    if runtime == "ov":
-        if stored == "fp16":
-            raise ExplainError("an fp16 ONNX file is ORT's; OpenVINO fp16 is a hint on the fp32 export "
-                               "(--precision fp16 without --manifest)")
-        if stored == "int8" and precision not in (None, "int8"):
-            raise ExplainError(f"{artifact.model_path.name} is an int8 model; it runs at int8 (omit --precision)")
-        precision = "int8" if stored == "int8" else precision or "fp32"
+    runs = get_runtime(runtime)
+    if artifact.format not in runs.formats:
+        raise ExplainError(f"{runtime} loads {', '.join(runs.formats)} models; {artifact.model_path.name} is an "
+                           f"{artifact.format} model")
+    try:  # what the benchmark would run: the model file's precision, or a hint on it (the adapter's rule)
+        precision = runs.precision_for(precision, artifact)
+    except SilentChangeError as exc:
+        raise ExplainError(str(exc)) from None
     reference = reference_of(artifact)
     if against is None:
         against = "paddle" if reference is artifact and artifact.paddle_files is not None else "onnx"
-    return Target(runtime, precision or stored, artifact, reference, batch, threads, against=against)
+    return Target(runtime, precision, artifact, reference, batch, threads, against=against)
 
 
 def explain_and_print(target: Target, settings: ExplainSettings, out: Path | None, as_json: bool) -> int:
