@@ -230,10 +230,13 @@ def test_the_contract_covers_plugins_and_names_what_is_broken(plugin_dir, artifa
 
 def test_capabilities_are_the_classes_answers():
     """What callers ask (bench list --options, --profile, explain, int8 models, tune) is what the classes say."""
+    from bench.explain.run import CAPTURES, why_not_explained
     from export.quantize import INT8_RUNTIMES
 
     assert runtimes.runtimes_that(lambda cls: cls.can_profile()) == ["ort", "ov"]
-    assert runtimes.runtimes_that(lambda cls: cls.can_explain) == ["ort", "ov"]
+    assert runtimes.runtimes_that(lambda cls: cls.can_explain) == ["ort", "ov"] == sorted(CAPTURES)
+    assert why_not_explained("ov") is None and "Paddle is the reference" in why_not_explained("paddle")
+    assert why_not_explained("null") == "cannot explain null: its adapter does not offer it (can_explain)"
     assert runtimes.runtimes_that(lambda cls: cls.int8_from_export) == sorted(INT8_RUNTIMES)  # the export builds
     assert runtimes.runtimes_that(lambda cls: cls.runs_paddle_model) == ["paddle"]
     ort = runtimes.capabilities("onnxruntime")

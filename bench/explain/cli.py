@@ -74,12 +74,12 @@ def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: i
         artifact = Artifact.from_manifest(manifest, verify=True)
     except (ManifestError, ArtifactError) as exc:
         raise ExplainError(str(exc)) from None
-    runs = get_runtime(runtime)
-    if artifact.format not in runs.formats:
-        raise ExplainError(f"{runtime} loads {', '.join(runs.formats)} models; {artifact.model_path.name} is an "
+    adapter = get_runtime(runtime)
+    if artifact.format not in adapter.formats:
+        raise ExplainError(f"{runtime} loads {', '.join(adapter.formats)} models; {artifact.model_path.name} is an "
                            f"{artifact.format} model")
     try:  # what the benchmark would run: the model file's precision, or a hint on it (the adapter's rule)
-        precision = runs.precision_for(precision, artifact)
+        precision = adapter.precision_for(precision, artifact)
     except SilentChangeError as exc:
         raise ExplainError(str(exc)) from None
     reference = reference_of(artifact)

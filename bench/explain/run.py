@@ -53,9 +53,9 @@ def why_not_explained(runtime: str) -> str | None:
         explainable = get_runtime(runtime).can_explain
     except (ValueError, RuntimeUnavailable) as exc:
         return str(exc)
-    if explainable and runtime in CAPTURES:
-        return None
-    return UNSUPPORTED.get(runtime, f"cannot explain {runtime}: the explain has no capture for this runtime")
+    if not explainable:
+        return UNSUPPORTED.get(runtime, f"cannot explain {runtime}: its adapter does not offer it (can_explain)")
+    return None if runtime in CAPTURES else f"cannot explain {runtime}: no capture instruments it here"
 
 
 @dataclass
