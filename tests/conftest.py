@@ -48,13 +48,15 @@ CHECKOUT_OUTPUTS = (ROOT / "artifacts", ROOT / "results" / "runs.jsonl", ROOT / 
 SOURCE_TREE = tuple(ROOT / folder for folder in ("core", "export", "runtimes", "bench", "tests", "benchmarks"))
 
 
-def _state(path: Path):
+def _state(path: Path, files_only: bool = False):
+    """What is at ``path``: a file's size and time, a folder's entries with their times (its files only with
+    ``files_only``: importing a module makes a __pycache__ folder, which changes its parent's time)."""
     if not path.exists():
         return None
     if path.is_file():
         return path.stat().st_size, path.stat().st_mtime_ns
     return sorted((p.relative_to(path).as_posix(), p.stat().st_mtime_ns) for p in path.rglob("*")
-                  if "__pycache__" not in p.parts)
+                  if "__pycache__" not in p.parts and (p.is_file() or not files_only))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,10 +64,11 @@ def checkout_stays_untouched():
     """Fails the session (an error at the last test's teardown) when a test wrote into the checkout's
     ``artifacts/``, default results or source tree: a test run must not change what the user exported or
     measured, nor the code it tests."""
-    watched = (*CHECKOUT_OUTPUTS, *SOURCE_TREE)
-    before = {path: _state(path) for path in watched}
+    watched = {**{path: False for path in CHECKOUT_OUTPUTS}, **{path: True for path in SOURCE_TREE}}
+    before = {path: _state(path, files_only) for path, files_only in watched.items()}
     yield
-    changed = [str(path.relative_to(ROOT)) for path in watched if _state(path) != before[path]]
+    changed = [str(path.relative_to(ROOT)) for path, files_only in watched.items()
+               if _state(path, files_only) != before[path]]
     assert not changed, f"tests wrote into the checkout: {', '.join(changed)}"
 
 
