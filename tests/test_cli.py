@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_tiny_onnx, write_manifest
 
 from bench.records import read_records
 from runtimes import probe
@@ -230,10 +231,15 @@ def test_int8_recipe_flags_are_checked_before_any_export(tmp_path, results, flag
     assert not results.exists() and not (tmp_path / "art").exists()
 
 
-def test_int8_recipe_flags_refuse_a_manifest_model(onnx_artifact, results):
-    proc = bench("--runtime", "ov", "--precision", "int8", "--manifest", str(onnx_artifact), "--max-drop", "0.01",
+def test_int8_recipe_flags_refuse_a_manifest_of_an_int8_model(tmp_path, results):
+    """A --manifest of an fp32 export gets its int8 model made with the flags; one of an int8 model cannot."""
+    make_tiny_onnx(tmp_path / "model.onnx")
+    manifest = write_manifest(tmp_path, precision="int8")
+    proc = bench("--runtime", "ov", "--precision", "int8", "--manifest", str(manifest), "--max-drop", "0.01",
                  "--results", str(results))
-    assert_one_error_line(proc, 2, "--max-drop shape the int8 model the export stage makes, not a --manifest model")
+    assert_one_error_line(proc, 2, f"--max-drop shape the int8 model the export stage makes from an fp32 export; "
+                                   f"{manifest} is already int8")
+    assert not results.exists()
 
 
 def test_int8_recipe_is_part_of_the_export_command_and_the_cell_key():

@@ -2,7 +2,8 @@
 
 The target flags (``--runtime --model --manifest --opset --precision --threads ...``) are ``python -m bench``'s
 own (``bench.cli.add_target_arguments``); ``bench.cli.cmd_explain`` parses them, validates the request like a
-benchmark cell and resolves the fp32 export, then hands over here.
+benchmark cell and resolves the model of the precision asked (an int8 or fp16 model derived from the export or
+``--manifest`` on demand, as a benchmark cell does), then hands over here.
 
     python -m bench explain --runtime ov --manifest artifacts/LeViT_128S/.../int8/model.onnx.json
     python -m bench explain --runtime ort --model LeViT_128S --precision int8 --images 8 --top 10
@@ -69,21 +70,6 @@ def hint_precision(runtime: str, precision: str | None) -> str:
     if precision is None or (runtime == "ov" and precision == "int8"):
         return "fp32"
     return precision
-
-
-def derived_manifest(fp32_manifest: Path, runtime: str, precision: str) -> Path:
-    """The export stage's reduced-precision model of an fp32 export: a sibling folder
-    ``opset<N>-b<batch>-<precision>[-<runtime>]`` (``export.layout.export_dir``'s variant)."""
-    folder = fp32_manifest.parent
-    names = [f"{folder.name}-{precision}-{runtime}", f"{folder.name}-{precision}"]
-    for name in names:
-        path = folder.parent / name / fp32_manifest.name
-        if path.is_file():
-            return path
-    raise ExplainError(f"no {precision} model of {folder} for {runtime} (looked for "
-                       f"{', '.join(str(folder.parent / n) for n in names)}); make it with python -m export "
-                       f"--precision {precision} --runtime {runtime}, or pass --manifest PATH of a {precision} model "
-                       f"whose manifest names its fp32 export (source.manifest)")
 
 
 def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: int, threads: int,
