@@ -180,3 +180,20 @@ def test_flags_are_the_ops_they_stand_for():
     assert flagged.source == FROM_FLAGS and flagged.pipeline is None
     assert flagged.to_dict() | {"source": None, "pipeline": None} == from_config(TRAINING).to_dict() | {
         "source": None, "pipeline": None}
+
+
+def test_bench_takes_a_config_for_drift_checked_before_anything_runs(onnx_artifact, tmp_path):
+    small = tmp_path / "Small.yaml"
+    small.write_text(yaml.safe_dump({"DataLoader": {"Eval": {"dataset": {"transform_ops": [
+        DECODE, RESIZE, {"CropImage": {"size": 24}}, NORMALIZE]}}}}))
+    broken = tmp_path / "Broken.yaml"
+    broken.write_text(yaml.safe_dump({"PreProcess": {"transform_ops": [RESIZE, CROP, {"GridMask": None}]}}))
+    results = tmp_path / "runs.jsonl"
+    for config, fragment in ((small, "Tiny takes [3, 32, 32] inputs, but the preprocessing makes [3, 24, 24]"),
+                             (broken, "Broken.yaml:7: PreProcess.transform_ops[2]: op 'GridMask' is not supported")):
+        proc = run_module("bench", "--runtime", "ort", "--manifest", str(onnx_artifact), "--data",
+                          str(ROOT / "data" / "imagenet-val-44"), "--preprocess", str(config), "--results",
+                          str(results), cwd=tmp_path)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and fragment in errors[0], proc.stderr
+    assert not results.exists()

@@ -88,20 +88,25 @@ def open_drift_dataset(settings: DriftSettings, artifact: Artifact) -> Dataset:
     if data == EXPORT_IMAGES:
         folder = ((artifact.manifest.reference or {}).get("images") or {}).get("folder")
         if folder and Path(folder).is_dir():
-            return open_dataset(folder, preprocess=pipeline_preprocess(artifact, settings.pipeline), workers=workers)
+            return open_dataset(folder, preprocess=_fitting(artifact, settings.pipeline, shape), workers=workers)
         log.info("%s: the export stored no reference images; using the synthetic set", artifact.model)
         data = "synthetic"  # recorded in the drift figures' data description
     if data == "synthetic":
         return open_dataset(data, count=settings.synthetic_count, input_shape=shape or None)
-    preprocess = pipeline_preprocess(artifact, settings.pipeline)
+    return open_dataset(data, preprocess=_fitting(artifact, settings.pipeline, shape), labels=settings.labels,
+                        workers=workers, num_classes=artifact.manifest.num_classes or 1000)
+
+
+def _fitting(artifact: Artifact, pipeline: str | None, shape: tuple) -> Preprocess:
+    """The images' preprocessing, which must make the tensors the model takes."""
+    preprocess = pipeline_preprocess(artifact, pipeline)
     if preprocess is None:
         raise DataError(f"{artifact.model}: its manifest records no image preprocessing: pass --preprocess "
                         "CONFIG.yaml (its PaddleClas config), or use --data synthetic")
     if shape and tuple(preprocess.output_shape) != shape:
         raise DataError(f"{artifact.model} takes {list(shape)} inputs, but the preprocessing makes "
                         f"{list(preprocess.output_shape)}")
-    return open_dataset(data, preprocess=preprocess, labels=settings.labels, workers=workers,
-                        num_classes=artifact.manifest.num_classes or 1000)
+    return preprocess
 
 
 def stored_reference(artifact: Artifact, dataset: Dataset) -> Logits | None:
