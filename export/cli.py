@@ -65,9 +65,11 @@ def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
     preprocess = preprocess_from_args(args)
     if args.manifest:
         given = [flag for flag, value in (("--model", args.model), ("--opset", args.opset), ("--paddle-model",
-                 args.paddle_model), ("--input-shape", args.input_shape), ("--batch", args.batch)) if value]
+                 args.paddle_model), ("--input-shape", args.input_shape), ("--batch", args.batch), ("--weights",
+                 args.weights), ("--optimize", args.optimize), ("--out", args.out != DEFAULT_ROOT)) if value]
         if given:
-            raise LayoutError(f"--manifest derives models from an export as it is; drop {', '.join(given)}")
+            raise LayoutError(f"--manifest derives models from an export as it is, beside it; drop "
+                              f"{', '.join(given)}")
         if args.precision == "fp32":
             raise LayoutError("--manifest derives reduced-precision models: add --precision int8 or fp16")
         return []

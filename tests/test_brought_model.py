@@ -126,6 +126,15 @@ def test_drift_on_a_real_image_folder_with_labels(brought):
     assert drift["data"]["preprocess"]["source"].startswith(str(CONFIG)) and record.gates["passed"]
 
 
+def test_bench_makes_a_reduced_precision_model_of_the_manifest_on_demand(brought):
+    manifest, work = brought
+    proc = bench(work, "--runtime", "ort", "--manifest", str(manifest), "--precision", "fp16", *FAST, "--drift")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_records(work / "runs.jsonl").records[-1].record
+    assert record.model.precision == "fp16" and Path(record.model.manifest).parent.name.endswith("-fp16")
+    assert record.drift["n"] == 44
+
+
 def test_int8_for_openvino_through_the_printed_commands_then_explain(brought):
     manifest, work = brought
     asked = ["--runtime", "ov", "--manifest", str(manifest), "--precision", "int8", *FAST]
