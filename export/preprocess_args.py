@@ -40,7 +40,8 @@ def preprocess_from_args(args: argparse.Namespace) -> Preprocess | None:
     if args.preprocess is None and not flags:
         return None
     if not args.paddle_model:
-        raise ConfigError(f"{args.preprocess and '--preprocess' or ', '.join(flags)} sets a brought model's "
+        what = "--preprocess" if args.preprocess is not None else ", ".join(flags)
+        raise ConfigError(f"{what} sets a brought model's "
                           "preprocessing (with --paddle-model); a zoo model's export records PaddleClas's eval "
                           "pipeline, and python -m bench --preprocess eval|infer picks the one its drift uses")
     if args.preprocess is not None:
