@@ -150,6 +150,7 @@ def test_int8_for_openvino_through_the_printed_commands_then_explain(brought):
     calibration = record.model.extra["reduced_precision"]["calibration"]
     assert record.model.precision == "int8" and calibration["folder"] == str(CALIBRATION) and calibration["size"] == 125
     assert record.drift["n"] == 44 and record.drift["data"]["preprocess"]["source"].startswith(str(CONFIG))
+    assert record.drift["reference_source"] == "export reference (paddle inference, no IR optimisation, fp32, CPU)"
     explained = run_module("bench", "explain", "--runtime", "ov", "--manifest", str(manifest), "--precision", "int8",
                            "--images", "4", "--no-fix", "--search", "never", "--out", str(work / "explain"), cwd=work)
     assert explained.returncode == 0, explained.stderr[-3000:]

@@ -185,7 +185,9 @@ def run_drift(runtime: Runtime, artifact: Artifact, batch: int, precision: str,
     settings, dataset = prepared.settings, prepared.dataset
     with image_bar(len(dataset), f"drift {runtime.name}") as bar:
         candidate = collect_logits(runtime, dataset, batch, progress=bar.update)
-    reference, source = prepared.stored, "export reference (paddle dygraph fp32)"
+    # who computed the stored logits: Paddle dygraph for a zoo model, Paddle Inference for a brought one
+    producer = (artifact.manifest.reference or {}).get("producer") or "paddle fp32"
+    reference, source = prepared.stored, f"export reference ({producer})"
     if reference is None:
         reference, hit = paddle_reference(artifact, dataset, Path(settings.cache_dir))
         source = "paddle inference fp32" + (" (cached)" if hit else "")
