@@ -164,7 +164,7 @@ def summary_lines(record: dict) -> list[str]:
         lines.append(f"  PaddleClas published top-1 {pct(acc['published_top1'])}: difference "
                      f"{100 * acc['top1_minus_published']:+.2f} points"
                      f"{'' if acc['published_top1_in_ci'] else ' (outside the 95% interval)'}")
-    if not model["weights"].get("trained"):
+    if model["weights"].get("trained") is False:  # None: a brought model's, whose training is its own
         lines.append(f"  ({model['weights'].get('kind')} weights: an untrained network; the published figure is "
                      "for --weights official)")
     elif model["weights"].get("verified") is False:

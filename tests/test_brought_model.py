@@ -126,6 +126,16 @@ def test_drift_on_a_real_image_folder_with_labels(brought):
     assert drift["data"]["preprocess"]["source"].startswith(str(CONFIG)) and record.gates["passed"]
 
 
+def test_accuracy_on_labelled_images(brought):
+    manifest, work = brought
+    proc = run_module("bench", "accuracy", "--runtime", "ort", "--manifest", str(manifest), "--data",
+                      str(ROOT / "data" / "imagenet-val-44"), "--quiet", "--results", str(work / "acc.jsonl"), cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TinyLCNet on ort/fp32, eval preprocessing, 44 images" in proc.stdout
+    assert "untrained" not in proc.stdout and "--weights" not in proc.stdout  # nothing a brought model cannot do
+    assert json.loads((work / "acc.jsonl").read_text())["preprocess"]["source"].startswith(str(CONFIG))
+
+
 def test_bench_makes_a_reduced_precision_model_of_the_manifest_on_demand(brought):
     manifest, work = brought
     proc = bench(work, "--runtime", "ort", "--manifest", str(manifest), "--precision", "fp16", *FAST, "--drift")
