@@ -12,14 +12,16 @@ ALL = ".[all]"
 
 @nox.session
 def export(session: nox.Session) -> None:
-    """Export the models x opsets listed in bench.yaml to ONNX (cached; validated; parity-checked)."""
+    """Export the models x opsets listed in bench.yaml to ONNX (cached; validated; parity-checked); all of them:
+    nox -s export -- --config bench-full.yaml."""
     session.install("-e", ALL)
     session.run("python", "-m", "export", "--config", "bench.yaml", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the bench.yaml sweep (resumable; one process per cell) into results/."""
+    """Run the bench.yaml sweep, a small one (resumable; one process per cell) into results/; the full matrix:
+    nox -s bench -- --config bench-full.yaml."""
     session.install("-e", ALL)
     session.run("python", "-m", "bench", "sweep", "--config", "bench.yaml", *session.posargs)
 
@@ -42,7 +44,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def tests_fast(session: nox.Session) -> None:
-    """Run the fast tier only: no paddle, no exports (about 20 s)."""
+    """Run the fast tier only: no paddle, no exports."""
     session.install("-e", ALL)
     session.run("pytest", "-m", "not slow", *session.posargs)
 

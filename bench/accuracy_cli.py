@@ -19,14 +19,13 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.accuracy.drift_pass import pipeline_preprocess
 from bench.accuracy.per_image import ImageResults, run_shard
-from bench.accuracy.progress_bar import image_bar
 from bench.accuracy.statistics import accuracy_statistics
 from bench.cell import BenchFailure, resolve_manifest
+from bench.cli_common import add_target_arguments, fail, setup_logging
 from bench.harness import env
 from bench.records import new_run_id
 from bench.request import BenchRequest, Target, UsageError, validate
@@ -36,6 +35,7 @@ from core.files import append_line, check_appendable
 from core.image_stream import default_workers
 from core.manifest import ManifestError, load_manifest, manifest_path_of
 from core.preprocess import PIPELINES, Preprocess, for_model, from_config
+from core.progress import image_bar
 from core.yamlio import ConfigError
 from export.models import MODELS, get_spec
 from runtimes.base import RuntimeOptions
@@ -58,7 +58,6 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
                         "PaddleClas training/deploy config (a brought model's)")
     a.add_argument("--workers", type=int, help="image worker processes (default: one per core)")
     a.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"JSON lines file (default {DEFAULT_RESULTS})")
-    a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.add_argument("--json", action="store_true", help="print the record as JSON after the table")
 
 
@@ -104,7 +103,7 @@ def open_checked(args: argparse.Namespace, preprocess: Preprocess, num_classes: 
     if dataset.describe().get("label_source") == "sorted_order":
         raise DataError(f"{args.data}: its class folders are neither ImageNet synsets nor class indices, so their "
                         "labels would be guesses; pass --labels FILE (path label per line)")
-    with image_bar(len(dataset), "checking images", args.quiet) as bar:
+    with image_bar(len(dataset), "checking images") as bar:
         unreadable = dataset.check(bar.update)
     if unreadable:
         log.warning("%d of %d images cannot be read; they are left out and named in the record",
@@ -112,7 +111,7 @@ def open_checked(args: argparse.Namespace, preprocess: Preprocess, num_classes: 
     return dataset
 
 
-def measure(request: BenchRequest, dataset: ImageDataset, quiet: bool) -> tuple[Artifact, ImageResults, dict]:
+def measure(request: BenchRequest, dataset: ImageDataset) -> tuple[Artifact, ImageResults, dict]:
     """Export (if missing), load the runtime, run the pass: (artifact, per-image results, runtime section)."""
     from runtimes import get_runtime, probe
 
@@ -127,7 +126,7 @@ def measure(request: BenchRequest, dataset: ImageDataset, quiet: bool) -> tuple[
     try:
         runtime.load(artifact)
         readable = len(dataset) - len(dataset.unreadable)
-        with image_bar(readable, f"{artifact.model} {request.runtime_name}", quiet) as bar:
+        with image_bar(readable, f"{artifact.model} {request.runtime_name}") as bar:
             results = run_shard(runtime, dataset, request.batch, artifact.input_name, artifact.output_name,
                                 bar.update)
         described = {"name": request.runtime_name, "device": request.runtime.device,
@@ -176,9 +175,8 @@ def summary_lines(record: dict) -> list[str]:
     return lines
 
 
-def main(argv: list[str], add_target_arguments: Callable, setup_logging: Callable, fail: Callable) -> int:
-    """Parse and run; the target flags, logging setup and error line are bench.cli's (passed in: this module
-    cannot import bench.cli, which dispatches to it)."""
+def main(argv: list[str]) -> int:
+    """Parse and run (``python -m bench accuracy``)."""
     from bench.cell import EXIT_FAILED, EXIT_USAGE
     from bench.config import load_config
 
@@ -187,7 +185,7 @@ def main(argv: list[str], add_target_arguments: Callable, setup_logging: Callabl
     add_target_arguments(p)
     add_accuracy_arguments(p)
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     try:
         return run(args, load_config(args.config))
     except (ConfigError, UsageError, DataError, ValueError) as exc:
@@ -203,7 +201,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     check_appendable(args.results)
     dataset = open_checked(args, preprocess, num_classes)
     started = time.perf_counter()
-    artifact, results, runtime = measure(request, dataset, args.quiet)
+    artifact, results, runtime = measure(request, dataset)
     record = record_of(request, artifact, dataset, results, runtime, time.perf_counter() - started)
     append_line(args.results, json.dumps(record, default=str, separators=(",", ":")))
     for line in summary_lines(record):

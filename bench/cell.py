@@ -21,6 +21,8 @@ from bench.request import BenchRequest, UsageError, derived_precision, validate
 from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
 from core.manifest import ManifestError, load_manifest, manifest_path_of
+from core.proc import ChildResult, describe_exit
+from core.progress import say
 from export.quantize import Int8Recipe
 from runtimes.base import Runtime
 
@@ -80,6 +82,8 @@ class Draft:
                         memory=self.memory,
                         environment=env.capture_environment(),
                         git=env.git_info())
+        if self.request.host_target:  # a cluster sweep's cell (bench.cluster adds the node that ran it)
+            record.placement = {"target": self.request.host_target}
         if output.record_id:
             record.record_id = output.record_id
         return record
@@ -88,6 +92,18 @@ class Draft:
 def skeleton_record(request: BenchRequest, status: str, error_type: str, message: str) -> Record:
     """A record for a cell that never ran (runtime unavailable, export failed, cell crashed)."""
     return Draft(request).record(status, error=RuntimeError(message), error_type=error_type)
+
+
+def lost_cell_record(request: BenchRequest, child: ChildResult, timeout: float) -> Record:
+    """The error record of a cell process that ended without writing its own (killed on timeout, crashed)."""
+    if child.timed_out:
+        kind, message = "CellTimeout", f"cell killed after {timeout:g} s (sweep.cell_timeout_s)"
+    else:
+        kind = "CellCrashed"
+        message = f"cell process ended with {describe_exit(child.returncode)} and no record"
+    if child.error_line:
+        message += f"; last output: {child.error_line}"
+    return skeleton_record(request, "error", kind, message)
 
 
 def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None) -> CellResult:
@@ -120,6 +136,9 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
     memory = _check_memory(artifact, options.batch)
     runtime = runtime_cls(options)
     draft.runtime.options_asked = options.to_dict()
+    m = request.measure
+    say(f"measuring {artifact.model} on {request.runtime_name} {options.precision}, batch {options.batch}: load, "
+        f"{m.warmup} warm-up runs, then at least {m.iterations} runs and {m.min_duration_s:g} s")
     try:
         try:
             watch.begin()
@@ -134,6 +153,8 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
         if drift_pass is not None:
             draft.drift, draft.gates = drift_pass(runtime, artifact, request)
         elif prepared is not None:
+            say(f"drift pass on {len(prepared.dataset)} images"
+                + ("" if prepared.stored is not None else " (Paddle's reference computed first, then cached)"))
             # Gates judge what ran: bf16 asked but run as fp32 must meet the fp32 thresholds.
             precision = runtime.effective.get("precision") or options.precision
             draft.drift, draft.gates = run_drift(runtime, artifact, options.batch, precision, prepared)
@@ -214,6 +235,8 @@ def resolve_manifest(request: BenchRequest) -> Path:
     """The manifest to run: ``--manifest`` (or the model derived from it for int8/fp16), or the export stage's;
     a missing or stale one is exported now unless ``--no-export``."""
     target = request.target
+    if target.shipped_manifest:
+        return Path(target.shipped_manifest)
     path = None
     if target.manifest:
         path = manifest_path_of(Path(target.manifest))

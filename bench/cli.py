@@ -7,6 +7,8 @@
     python -m bench sweep [--config bench.yaml] [--results PATH] [--retry-errors]
     python -m bench report [RESULTS...] [--out DIR]
     python -m bench compare A.jsonl B.jsonl
+    python -m bench recommend results/runs.jsonl --model LeViT_192 --max-latency-ms 10 --max-drop 0.5
+    python -m bench tune --model MobileViT_XXS --objective latency --max-drop 10   # adaptive search + recommend
     python -m bench explain --runtime ov --model LeViT_128S --precision int8   # where drift comes from
 
 Every run appends one record (ok or error) to the results file; a usage error (unknown model, bad batch)
@@ -18,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
-import os
 import sys
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,14 @@ import yaml
 
 from bench.accuracy.drift_pass import DriftSettings
 from bench.cell import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DriftPass, run_cell
+from bench.cli_common import add_target_arguments, fail, setup_logging
 from bench.config import BenchConfig, ConfigError, load_config
 from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params, with_int8_recipe
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable, write_text_atomic
 from core.preprocess import preprocess_choice
-from core.proc import Terminated, exit_code_of, interrupt_on_sigterm
-from export.optimize.levels import DEFAULT_LEVEL, LEVELS
+from core.proc import Terminated, exit_code_of, sigterm_interrupts
 from export.quantize import Int8Recipe
 from runtimes.base import RuntimeOptions
 
@@ -69,6 +70,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the synthetic inputs (default 0)")
     p.add_argument("--results", help="JSON-lines file to append to (default: results/runs.jsonl)")
     p.add_argument("--json", action="store_true", help="print the record as JSON after the table")
+    p.add_argument("--wide", action="store_true", help="print every column of the table, notes inline (default: "
+                                                       "the main figures in 100 columns, notes below)")
     p.add_argument("--profile", type=int, nargs="?", const=15, metavar="TOP",
                    help="after timing, profile the model (ort/ov, CPU) and write its top TOP ops by time (default "
                    "15) to <results>-<record id>-profile.md beside the record")
@@ -91,25 +94,6 @@ def build_run_parser() -> argparse.ArgumentParser:
     d.add_argument("--enforce-gates", action="store_true",
                    help="exit 1 when the drift gates of bench.yaml fail for this precision")
     return p
-
-
-def add_target_arguments(p: argparse.ArgumentParser) -> None:
-    """What to run and where it comes from: shared by ``python -m bench`` and ``python -m bench explain``."""
-    p.add_argument("--runtime", required=True,
-                   help="ort, ov, paddle, trt; aliases onnxruntime, openvino, tensorrt, paddle_inference "
-                        "(see `python -m bench list`)")
-    p.add_argument("--model", help="zoo model name, e.g. MobileViT_S (fnmatch patterns must match one model)")
-    p.add_argument("--manifest", help="benchmark this exported model (model.onnx.json or its folder) instead")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export to use (default 17)")
-    p.add_argument("--weights", help="seeded (default), official, or a .pdparams path/URL")
-    p.add_argument("--artifacts", help="export folder (default: artifacts)")
-    p.add_argument("--no-export", action="store_true", help="fail instead of exporting a missing model")
-    p.add_argument("--optimize", choices=list(LEVELS),
-                   help=f"graph optimisation level of the export (default: bench.yaml's export.optimize, else "
-                   f"{DEFAULT_LEVEL}; see python -m export --help); another level is another export, made on demand")
-    p.add_argument("--config", type=Path, help="bench.yaml with defaults (default: ./bench.yaml if present)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("-v", "--verbose", action="store_true", help="log each step")
 
 
 def drift_settings_from_args(args: argparse.Namespace, cfg: BenchConfig) -> DriftSettings | None:
@@ -163,22 +147,9 @@ def _pick(value, default):
 
 
 # --- commands -------------------------------------------------------------------------------------------
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines would bury the table
-
-
-def fail(message: str, code: int, exc: BaseException | None = None, debug: bool = False) -> int:
-    if debug and exc is not None:
-        traceback.print_exception(exc, file=sys.stderr)
-    print(f"error: {one_line(message)}", file=sys.stderr)
-    return code
-
-
 def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
     args = build_run_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     try:
         cfg = load_config(args.config)
         request = request_from_args(args, cfg)
@@ -202,7 +173,7 @@ def cmd_run(argv: list[str], drift_pass: DriftPass | None = None) -> int:
         return fail(f"cannot append to {results} ({exc.strerror or exc})", EXIT_FAILED, exc, args.debug)
     if result.exit_code != EXIT_OK:
         return fail(error_line(record.error), result.exit_code, result.exception, args.debug)
-    print_run(record, results, args.json)
+    print_run(record, results, args.json, args.wide)
     if args.profile is not None:
         _write_profile(request, record, results, args.profile)
     return _check_gates(request, record)
@@ -233,8 +204,8 @@ def _write_profile(request: BenchRequest, record: Record, results: Path, top: in
     print(f"layer times (top {top} ops) written to {path}")
 
 
-def print_run(record: Record, results: Path, as_json: bool) -> None:
-    print(format_table([record]))
+def print_run(record: Record, results: Path, as_json: bool, wide: bool = False) -> None:
+    print(format_table([record], wide=wide))
     if record.drift:
         print(format_drift(record))
     for reason in record.contention:
@@ -289,64 +260,6 @@ def cmd_list(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def build_explain_parser() -> argparse.ArgumentParser:
-    from bench.explain import cli as explain_cli
-
-    p = argparse.ArgumentParser(prog="python -m bench explain", description=explain_cli.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_target_arguments(p)
-    p.add_argument("--precision", help="fp32, fp16, bf16 (ov) or int8 (default: the manifest's, else fp32)")
-    p.add_argument("--batch", type=int, default=8, help="deployed batch of a dynamic-batch model on ov (default 8)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
-    p.add_argument("--json", action="store_true", help="print the explain section as JSON at the end")
-    explain_cli.add_explain_arguments(p)
-    return p
-
-
-def cmd_explain(argv: list[str]) -> int:
-    """Explain where a runtime/precision departs from ORT fp32, layer by layer (``bench.explain``)."""
-    from bench.cell import BenchFailure, resolve_manifest
-    from bench.config import canonical_runtime
-    from bench.explain import cli as explain_cli
-    from bench.explain.run import UNSUPPORTED, ExplainError
-    from bench.request import validate
-    from runtimes.host import default_threads
-
-    args = build_explain_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        runtime = canonical_runtime(args.runtime)
-        if runtime in UNSUPPORTED:
-            return fail(f"explain on {runtime}: {UNSUPPORTED[runtime]}", EXIT_FAILED)
-        explain_cli.check_arguments(args)
-        cfg = load_config(args.config)
-        target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
-                        weights=args.weights or cfg.export.weights, artifacts=args.artifacts or str(cfg.artifacts),
-                        no_export=args.no_export)
-        options = RuntimeOptions(precision=explain_cli.hint_precision(runtime, args.precision),
-                                 threads=args.threads, batch=args.batch)
-        request, _ = validate(BenchRequest(runtime_name=runtime, target=target, runtime=options))
-    except (ConfigError, UsageError, ValueError) as exc:
-        return fail(str(exc), EXIT_USAGE, exc, args.debug)
-    try:
-        # the model of the precision asked: an int8/fp16 one derived from the export (or --manifest) on demand
-        asked = dataclasses.replace(request.runtime, precision=args.precision or "fp32")
-        manifest = resolve_manifest(dataclasses.replace(request, runtime=asked))
-        chosen = explain_cli.resolve_target(runtime, args.precision, manifest, args.batch,
-                                            args.threads or default_threads(), args.against)
-        return explain_cli.explain_and_print(chosen, explain_cli.settings_from_args(args, cfg.gates), args.out,
-                                             args.json)
-    except (BenchFailure, ExplainError, OSError) as exc:
-        return fail(str(exc), EXIT_FAILED, exc, args.debug)
-
-
-def cmd_accuracy(argv: list[str]) -> int:
-    """Top-1/top-5 on a labelled image set beside PaddleClas's published top-1 (``bench.accuracy_cli``)."""
-    from bench import accuracy_cli
-
-    return accuracy_cli.main(argv, add_target_arguments, setup_logging, fail)
-
-
 def cmd_cell(argv: list[str]) -> int:
     """Internal: run one sweep cell from its JSON request and append its record (errors included)."""
     request = BenchRequest.from_dict(json.loads(argv[0]))
@@ -361,32 +274,38 @@ def cmd_cell(argv: list[str]) -> int:
     return result.exit_code
 
 
+# Subcommands that live in their own modules, imported only when asked for.
+_ROUTES = {
+    "sweep": ("bench.sweep.runner", "main"),
+    "report": ("bench.report.cli", "main_report"),
+    "compare": ("bench.report.cli", "main_compare"),
+    "recommend": ("bench.recommend.cli", "main"),
+    "tune": ("bench.tune.cli", "main"),
+    "_cells": ("bench.tune.cells", "main"),  # tune's screening cells, several in one process
+    "explain": ("bench.explain_cli", "main"),
+    "accuracy": ("bench.accuracy_cli", "main"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM unwinds like Ctrl-C: children are stopped, finished records stay. Scoped to this call, so a
+    # caller's own handling (a test process, its forked workers) is as it was afterwards.
+    with sigterm_interrupts():
+        try:
+            return _command(argv)
+        except KeyboardInterrupt as exc:
+            print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+            return exit_code_of(exc)
+
+
+def _command(argv: list[str]) -> int:
     command = argv[0] if argv else ""
-    interrupt_on_sigterm()  # SIGTERM unwinds like Ctrl-C: children are stopped, finished records stay
-    try:
-        if command in ("list", "list-runtimes"):
-            return cmd_list(argv[1:])
-        if command == "sweep":
-            from bench.sweep.runner import main as sweep_main
-
-            return sweep_main(argv[1:])
-        if command == "report":
-            from bench.report.cli import main_report
-
-            return main_report(argv[1:])
-        if command == "compare":
-            from bench.report.cli import main_compare
-
-            return main_compare(argv[1:])
-        if command == "explain":
-            return cmd_explain(argv[1:])
-        if command == "accuracy":
-            return cmd_accuracy(argv[1:])
-        if command == "_cell":
-            return cmd_cell(argv[1:])
-        return cmd_run(argv[1:] if command == "run" else argv)
-    except KeyboardInterrupt as exc:
-        print(f"error: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
-        return exit_code_of(exc)
+    if command in ("list", "list-runtimes"):
+        return cmd_list(argv[1:])
+    if command in _ROUTES:
+        module, function = _ROUTES[command]
+        return getattr(importlib.import_module(module), function)(argv[1:])
+    if command == "_cell":
+        return cmd_cell(argv[1:])
+    return cmd_run(argv[1:] if command == "run" else argv)

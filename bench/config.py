@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.accuracy.gates import DEFAULT_GATES, GATE_METRICS
+from bench.budgets import Budgets, parse_section
 from bench.harness.measure import SCENARIOS, SCOPES, MeasureParams
 from bench.records import DEFAULT_RESULTS
+from bench.targets import TargetSpec, parse_sweep_targets, parse_targets
 from core.preprocess import PIPELINES
 from core.yamlio import ConfigError, ConfigReader, load_yaml
 from export.config import ExportConfig, parse_export_section, parse_models, parse_opsets
@@ -77,6 +79,7 @@ class SweepConfig:
     drift_preprocess: str | None = None  # PaddleClas pipeline of the drift images; None: the export's (eval)
     scenarios: tuple[str, ...] = ()  # empty: measure.scenario
     requests: tuple[int | None, ...] = (None,)  # throughput cells: requests in flight (None: the runtime's own)
+    targets: tuple[str, ...] = ()  # names from bench.yaml targets: (a cluster sweep's node kinds); empty: any node
 
     def precisions_for(self, runtime: str) -> tuple[str, ...]:
         return self.precisions.get(runtime, ("fp32",))
@@ -101,6 +104,9 @@ class BenchConfig:
     results: Path = DEFAULT_RESULTS
     artifacts: Path = Path("artifacts")
     source: str = "defaults"
+    recommend: Budgets | None = None  # the report's Recommendation section (None: no budget set, no section)
+    cluster: str | None = None  # Ray address of a sweep across hosts (bench.cluster); None: run locally
+    targets: dict[str, TargetSpec] = field(default_factory=dict)  # kinds of cluster node (bench.targets)
 
 
 def load_config(path: Path | None = None) -> BenchConfig:
@@ -123,21 +129,26 @@ class _Parser(ConfigReader):
 
     # --- sections -------------------------------------------------------------------------------------
     def config(self, data: Any) -> BenchConfig:
-        section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts"))
+        section = self.mapping(data, "", ("export", "sweep", "measure", "gates", "results", "artifacts", "recommend",
+                                          "cluster", "targets"))
         default = BenchConfig()
+        targets = parse_targets(self, section.get("targets", {}))
         return BenchConfig(
             export=parse_export_section(self, section.get("export", {})),
-            sweep=self.sweep(section.get("sweep", {})),
+            sweep=self.sweep(section.get("sweep", {}), targets),
             measure=self.measure(section.get("measure", {})),
             gates=self.gates(section["gates"]) if "gates" in section else dict(DEFAULT_GATES),
             results=Path(self.string(section.get("results", str(default.results)), "results")),
             artifacts=Path(self.string(section.get("artifacts", str(default.artifacts)), "artifacts")),
             source=self.source,
+            recommend=parse_section(self, section.get("recommend")),
+            cluster=None if section.get("cluster") is None else self.string(section["cluster"], "cluster"),
+            targets=targets,
         )
 
-    def sweep(self, data: Any) -> SweepConfig:
+    def sweep(self, data: Any, targets: dict[str, TargetSpec]) -> SweepConfig:
         d = self.mapping(data, "sweep", ("models", "opsets", "runtimes", "precisions", "batches", "devices",
-                                         "manifests", "cell_timeout_s", "drift", "scenarios", "requests"))
+                                         "manifests", "cell_timeout_s", "drift", "scenarios", "requests", "targets"))
         default = SweepConfig()
         runtimes = default.runtimes
         if "runtimes" in d:
@@ -166,19 +177,7 @@ class _Parser(ConfigReader):
         if d.get("manifests"):
             manifests = tuple(self.string(m, f"sweep.manifests[{i}]")
                               for i, m in enumerate(self.sequence(d["manifests"], "sweep.manifests")))
-        drift_data, drift_labels, drift_preprocess = default.drift_data, default.drift_labels, None
-        if "drift" in d:
-            drift = d["drift"]
-            if drift in (None, False):
-                drift_data = None
-            else:
-                drift = self.mapping(drift, "sweep.drift", ("data", "labels", "preprocess"))
-                drift_data = self.string(drift.get("data", default.drift_data), "sweep.drift.data")
-                if drift.get("labels") is not None:
-                    drift_labels = self.string(drift["labels"], "sweep.drift.labels")
-                if drift.get("preprocess") is not None:
-                    drift_preprocess = self.choice(drift["preprocess"], "sweep.drift.preprocess", PIPELINES,
-                                                   what="preprocessing pipeline")
+        drift_data, drift_labels, drift_preprocess = self.sweep_drift(d, default)
         return SweepConfig(
             drift_data=drift_data,
             drift_labels=drift_labels,
@@ -194,7 +193,26 @@ class _Parser(ConfigReader):
             manifests=manifests,
             cell_timeout_s=self.number(d.get("cell_timeout_s", default.cell_timeout_s),
                                        "sweep.cell_timeout_s", positive=True),
+            targets=parse_sweep_targets(self, d["targets"], targets) if d.get("targets") else default.targets,
         )
+
+    def sweep_drift(self, d: dict, default: SweepConfig) -> tuple[str | None, str | None, str | None]:
+        """sweep.drift: (data, labels, preprocess); data None when the drift pass is off."""
+        if "drift" not in d:
+            return default.drift_data, default.drift_labels, None
+        drift = d["drift"]
+        if drift in (None, False):
+            return None, default.drift_labels, None
+        drift = self.mapping(drift, "sweep.drift", ("data", "labels", "preprocess"))
+        data = self.string(drift.get("data", default.drift_data), "sweep.drift.data")
+        labels = default.drift_labels
+        if drift.get("labels") is not None:
+            labels = self.string(drift["labels"], "sweep.drift.labels")
+        preprocess = None
+        if drift.get("preprocess") is not None:
+            preprocess = self.choice(drift["preprocess"], "sweep.drift.preprocess", PIPELINES,
+                                     what="preprocessing pipeline")
+        return data, labels, preprocess
 
     def measure(self, data: Any) -> MeasureConfig:
         d = self.mapping(data, "measure", ("warmup", "iterations", "min_duration_s", "max_duration_s",

@@ -9,12 +9,14 @@ stopping, SIGKILL after the grace period), whatever temporary folder it left is 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.manifest import MANIFEST_NAME
 from core.proc import describe_exit, python_module, run_child
+from core.progress import ChildStages
 from export.optimize.levels import DEFAULT_LEVEL
 from export.quantize import Int8Recipe
 
@@ -116,11 +118,13 @@ def launch_export(spec: ExportSpec, timeout_s: float = EXPORT_TIMEOUT_S, pass_fd
     from export.layout import remove_stale_temp
 
     log.info("%s opset %s %s: exporting in a child process", spec.model, spec.opset, spec.precision)
+    what = f"{spec.model} opset {spec.opset}" + (f" {spec.variant}" if spec.variant else "")
     try:
-        child = run_child(python_module("export", *spec.command()), timeout_s, pass_fds=pass_fds)
+        with ChildStages(f"export {what}") as stages:  # a bar on a terminal, following the child's stages
+            child = run_child(python_module("export", *spec.command()), timeout_s, env={**os.environ, **stages.env},
+                              pass_fds=pass_fds + stages.fds)
     finally:  # the child is gone by now: a folder named after it is stale
         remove_stale_temp(spec.manifest_path.parent.parent)
-    what = f"{spec.model} opset {spec.opset}" + (f" {spec.variant}" if spec.variant else "")
     if child.timed_out:
         raise ExportFailed(f"export of {what} did not finish within {timeout_s:.0f} s")
     path = spec.manifest_path

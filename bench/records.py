@@ -15,7 +15,10 @@ Schema 2 (schema 1 records are read too; they lack ``machine`` and ``memory``)::
     timing {scope, scenario, requests, load_s, first_run_ms, latency_ms {...}, device_latency_ms {...} | null,
             throughput_ips, wall_s, warmup, stopped_by, cores_busy, notes} | null,
     drift | null, gates | null, explain | null, machine {...} | null, memory {...} | null, environment {...},
-    git {...}
+    git {...}, placement {target, node_id, node_ip, node_host, attempt, ...} (cluster sweeps only)
+
+``placement`` (free-form, ``bench.cluster``) is written only by a sweep across hosts: the target the cell was placed
+on (bench.yaml ``targets:``) and the Ray node that ran it; older and local records lack it.
 
 ``explain`` (free-form, ``bench.explain.report.section``) is written only for a cell that failed its drift
 gates: the first diverging layer, the layers by error growth, the suggested fix; older records lack it.
@@ -169,7 +172,8 @@ def finite(value: Any) -> float | None:
 
 _SECTIONS = {"model": ModelInfo, "runtime": RuntimeInfo, "params": Params, "timing": Timing,
              "error": ErrorInfo}
-_FREE = ("drift", "gates", "explain", "machine", "memory", "environment", "git")  # recorded as measured; read by key
+# recorded as measured; read by key
+_FREE = ("drift", "gates", "explain", "machine", "memory", "environment", "git", "placement")
 
 
 @dataclass
@@ -190,6 +194,7 @@ class Record:
     memory: dict[str, Any] | None = None  # bench.harness.process: peak resident memory per phase, GPU memory
     environment: dict[str, Any] = field(default_factory=dict)
     git: dict[str, Any] = field(default_factory=dict)
+    placement: dict[str, Any] | None = None  # bench.cluster: the target and the node that ran the cell
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     timestamp_utc: str = field(default_factory=utc_now)
     schema_version: int = SCHEMA_VERSION
@@ -209,7 +214,10 @@ class Record:
                 "error": self.error.to_dict() if self.error else None}
         body = {name: (getattr(self, name).to_dict() if getattr(self, name) is not None else None)
                 for name in ("model", "runtime", "params", "timing")}
-        return {**head, **body, **{name: getattr(self, name) for name in _FREE}}
+        free = {name: getattr(self, name) for name in _FREE}
+        if self.placement is None:  # a local cell's record keeps the shape records always had
+            del free["placement"]
+        return {**head, **body, **free}
 
     @classmethod
     def from_dict(cls, data: Any) -> Record:
@@ -252,21 +260,33 @@ class Record:
         return bool(self.contention)
 
     @property
+    def target(self) -> str | None:
+        """The cluster target the cell was placed on (bench.yaml ``targets:``); None: any machine."""
+        target = (self.placement if isinstance(self.placement, dict) else {}).get("target")
+        return None if target is None else str(target)
+
+    @property
+    def sweep_key(self) -> tuple:
+        """A sweep's cell: the cell on a target (a cell measured on two kinds of machine is two sweep cells)."""
+        return self.cell_key, self.target
+
+    @property
     def cell_key(self) -> tuple:
         return cell_key(self.model.name, self.model.opset, self.params.batch, self.runtime.name,
                         self.runtime.precision, self.model.weights_requested, self.params.scenario,
-                        self.params.requests)
+                        self.params.requests, self.params.threads)
 
 
 def cell_key(model: str | None, opset: int | None, batch: int | None, runtime: str | None,
              precision: str | None, weights: str | None, scenario: str | None = None,
-             requests: int | None = None) -> tuple:
+             requests: int | None = None, threads: int | None = None) -> tuple:
     """The identity of a sweep cell; the one definition requests and records share. The scenario is part of
     it (no scenario: latency, as every record before the throughput scenario), and so are the requests in
-    flight asked of a throughput cell, so a concurrency sweep keeps one cell per count."""
+    flight asked of a throughput cell, so a concurrency sweep keeps one cell per count, and the threads asked
+    (None: the runtime's default), so a search over thread counts (``bench tune``) keeps one cell per count."""
     scenario = scenario or "latency"
     return (model, opset, batch, runtime, precision, scenario, requests if scenario == "throughput" else None,
-            weights)
+            threads, weights)
 
 
 def _finite_json(value: Any) -> Any:

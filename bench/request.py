@@ -45,6 +45,10 @@ class Target:
     calibration: str | None = None
     calibration_size: int | None = None
     max_drop: float | None = None
+    # On a cluster node: the driver's export as shipped here, its files checked by sha256 on arrival. It is run as
+    # the export stage's own (the driver judged it current), so the node neither re-exports nor compares its own
+    # package versions with the driver's; the cell keeps the key of the model it stands for.
+    shipped_manifest: str | None = None
 
     @property
     def int8_recipe(self) -> Int8Recipe:
@@ -80,6 +84,7 @@ class BenchRequest:
     drift: DriftSettings | None = None
     output: Output = field(default_factory=Output)
     enforce_gates: bool = False
+    host_target: str | None = None  # a cluster sweep's kind of node for this cell (bench.yaml targets:); None: any
 
     @property
     def batch(self) -> int:
@@ -91,7 +96,7 @@ class BenchRequest:
         label = f"{what} opset {self.target.opset} {self.runtime_name}/{self.runtime.precision} batch {self.batch}"
         if self.runtime.scenario == "throughput":
             label += f" throughput x{self.runtime.requests or ' auto'}"
-        return label
+        return label + (f" [{self.host_target}]" if self.host_target else "")
 
     @property
     def cell_key(self) -> tuple:
@@ -99,7 +104,12 @@ class BenchRequest:
 
         return cell_key(self.target.model, self.target.opset, self.batch, self.runtime_name,
                         self.runtime.precision, self.target.weights_key, self.runtime.scenario,
-                        self.runtime.requests)
+                        self.runtime.requests, self.runtime.threads)
+
+    @property
+    def sweep_key(self) -> tuple:
+        """The cell on its target, as ``Record.sweep_key`` reads it back."""
+        return self.cell_key, self.host_target
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +124,7 @@ class BenchRequest:
             drift=DriftSettings(**data["drift"]) if data.get("drift") else None,
             output=Output(**data["output"]),
             enforce_gates=bool(data.get("enforce_gates")),
+            host_target=data.get("host_target"),
         )
 
 
@@ -142,6 +153,7 @@ def validate(request: BenchRequest) -> tuple[BenchRequest, type[Runtime]]:
     except LevelError as exc:
         raise UsageError(str(exc)) from None
     _check_int8_settings(target, name, options.precision)
+    _check_model_inputs(target)
     cls = get_runtime(name)
     if options.precision not in cls.precisions:
         raise UsageError(f"runtime {name!r} does not support precision {options.precision!r}; "
@@ -200,6 +212,23 @@ def _manifest_precision(target: Target) -> str | None:
         return load_manifest(Path(target.manifest)).precision
     except ManifestError:
         return None
+
+
+def _check_model_inputs(target: Target) -> None:
+    """The files the user named for the model: a manifest that is no manifest, or a weights file that is not
+    there, is theirs to fix before anything runs (a usage error, no record)."""
+    from export.weights import WeightsError, check_source
+
+    if target.manifest:
+        try:
+            load_manifest(manifest_path_of(Path(target.manifest)))
+        except ManifestError as exc:
+            raise UsageError(f"--manifest: {exc}") from None
+        return
+    try:
+        check_source(target.weights)
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_scenario(options: RuntimeOptions) -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from bench.records import Record
 
 COLUMNS = ("model", "opset", "runtime", "prec", "batch", "scenario", "p50 ms", "p90 ms", "p99 ms", "mean±std ms",
            "CV", "img/s", "peak MiB", "load s", "first ms", "notes")
-_TEXT_COLUMNS = (0, 2, 3, 5)  # left-aligned; numbers right-aligned; notes run free
+_TEXT_COLUMNS = ("model", "runtime", "prec", "scenario")  # left-aligned; numbers right-aligned; notes run free
+# The default table fits a 100-column terminal: the figures that decide, each row's notes wrapped below it.
+# --wide prints every column with the notes inline; --json the whole record.
+NARROW = ("model", "opset", "runtime", "prec", "batch", "scenario", "p50 ms", "p99 ms", "img/s", "peak MiB")
+WIDTH = 100
+PREC = COLUMNS.index("prec")
 
 
-def precision_label(record: Record) -> str:
-    """The precision asked, and what ran when that differs (``bf16 (ran fp32)``)."""
+def precision_label(record: Record, compact: bool = False) -> str:
+    """The precision asked, and what ran when that differs (``bf16 (ran fp32)``, compact ``bf16→fp32``)."""
     asked, ran = record.runtime.precision, record.runtime.precision_ran
-    return f"{asked} (ran {ran})" if ran and asked and ran != asked else str(asked)
+    if not (ran and asked and ran != asked):
+        return str(asked)
+    return f"{asked}→{ran}" if compact else f"{asked} (ran {ran})"
 
 
 def scenario_label(record: Record) -> str:
@@ -32,7 +41,7 @@ def peak_mib(record: Record) -> str:
 def table_rows(records: list[Record]) -> list[tuple[str, ...]]:
     rows = []
     for r in records:
-        head = (str(r.model.name), str(r.model.opset), str(r.runtime.name), str(r.runtime.precision),
+        head = (str(r.model.name), str(r.model.opset), str(r.runtime.name), precision_label(r),
                 str(r.params.batch), scenario_label(r))
         timing = r.timing
         if r.status != "ok" or timing is None or timing.latency_ms is None:
@@ -62,13 +71,33 @@ def ms(value: float) -> str:
     return f"{value:.1e}"
 
 
-def format_table(records: list[Record]) -> str:
-    rows = [COLUMNS, *table_rows(records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+def format_table(records: list[Record], wide: bool = False) -> str:
+    """The results table: every column with the notes inline (``wide``), else the ``NARROW`` columns in at most
+    ``WIDTH`` characters with each row's notes (fallbacks, contention, errors) wrapped on lines below."""
+    rows = table_rows(records)
+    if wide:
+        return _aligned(COLUMNS, rows, notes=True)
+    picked = [COLUMNS.index(name) for name in NARROW]
+    narrow = [tuple(precision_label(r, compact=True) if i == PREC else row[i] for i in picked)
+              for r, row in zip(records, rows, strict=True)]
+    lines = [_aligned(NARROW, narrow)]
+    for record, row in zip(records, rows, strict=True):
+        if row[-1]:
+            label = "notes" if len(records) == 1 else f"{record.model.name} {record.runtime.name} " \
+                f"{record.runtime.precision} b{record.params.batch} {scenario_label(record)}"
+            lines.append(textwrap.fill(f"{label}: {row[-1]}", WIDTH, subsequent_indent="    "))
+    return "\n".join(lines)
+
+
+def _aligned(columns: tuple[str, ...], rows: list[tuple[str, ...]], notes: bool = False) -> str:
+    """Columns padded to their widest cell (text left, numbers right); a last ``notes`` column runs free."""
+    rows = [columns, *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = []
     for row in rows:
-        cells = [c.ljust(widths[i]) if i in _TEXT_COLUMNS else c.rjust(widths[i]) for i, c in enumerate(row)]
-        cells[-1] = row[-1]
+        cells = [c.ljust(widths[i]) if columns[i] in _TEXT_COLUMNS else c.rjust(widths[i]) for i, c in enumerate(row)]
+        if notes:
+            cells[-1] = row[-1]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

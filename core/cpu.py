@@ -4,6 +4,11 @@ int8 needs a dot-product instruction to beat fp32 (AVX512-VNNI, AVX-VNNI or AMX-
 products go through ``vpmaddubsw``, whose int16 pair sums saturate, which is also why ONNX Runtime advises
 7-bit weights, ``reduce_range``, there); bf16 needs AVX512-BF16 or AMX-BF16; fp16 compute needs AVX512-FP16 or
 AMX-FP16. Read from ``/proc/cpuinfo`` (Linux); elsewhere every flag reads False.
+
+A reduced float precision asked as a runtime hint runs as the nearest format the CPU computes natively
+(:func:`float_precision_run`), which decides between the three kinds of x86 CPU: no bf16 (AVX2, or AVX-512
+without BF16), bf16 without fp16 (Cooper Lake, Zen 4/5: AVX512-BF16 only) and fp16 (Sapphire Rapids and later:
+AVX512-FP16, AMX).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ NATIVE = {
     "bf16": ("avx512_bf16", "amx_bf16"),
     "fp16": ("avx512_fp16", "amx_fp16"),
 }
+# A float precision asked as a hint, then what stands in for it where the CPU lacks it: OpenVINO's CPU plugin
+# runs f16 as bf16 on a CPU with bf16 but no fp16, and either as f32 on a CPU with neither.
+FLOAT_STAND_INS = {"fp16": ("fp16", "bf16", "fp32"), "bf16": ("bf16", "fp32")}
 
 
 def read_flags(cpuinfo: str | None = None) -> set[str]:
@@ -45,6 +53,16 @@ def native(precision: str, flags: dict[str, bool] | None = None) -> bool:
     """Does the CPU have an instruction that makes ``precision`` arithmetic native (int8, bf16, fp16)?"""
     flags = cpu_flags() if flags is None else flags
     return any(flags.get(flag, False) for flag in NATIVE.get(precision, ()))
+
+
+def float_precision_run(asked: str, flags: dict[str, bool] | None = None) -> str:
+    """The precision a CPU computes when ``asked`` (fp16 or bf16) is a hint: the first of ``asked`` and its
+    stand-ins (``FLOAT_STAND_INS``) the CPU has natively; fp32, int8 and anything else: ``asked``."""
+    flags = cpu_flags() if flags is None else flags
+    for precision in FLOAT_STAND_INS.get(asked, ()):
+        if precision == "fp32" or native(precision, flags):
+            return precision
+    return asked
 
 
 def missing_instructions(flags: dict[str, bool] | None = None) -> dict[str, list[str]]:

@@ -4,6 +4,7 @@ new one, never half of it, and an interrupted writer leaves no temporary file be
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -87,17 +88,33 @@ def append_line(path: Path, line: str) -> None:
 
 
 def check_appendable(path: Path) -> None:
-    """Raise ``OSError`` now if ``path`` cannot be appended to, before any time is spent producing it."""
+    """Raise ``OSError`` now if ``path`` cannot be appended to, before any time is spent producing it. Creates
+    nothing: the file and its folders are made by the first append."""
     path = Path(path)
-    existed = path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-    if not existed:  # leave no empty file behind if nothing is ever appended
-        path.unlink()
+    if path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+    else:
+        check_writable_dir(path.parent)
 
 
 def check_writable_dir(folder: Path) -> None:
-    """Raise ``OSError`` if files cannot be created in ``folder`` (created if missing)."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
+    """Raise ``OSError`` if files cannot be created in ``folder``. Creates nothing: a folder that is not there
+    yet is checked through the nearest one above it that is, where it would be made, so a check before work
+    that then fails leaves no empty folder behind."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    with tempfile.TemporaryFile(dir=existing):
         pass
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those above it that do not exist yet, innermost first: what making it would create."""
+    missing = []
+    for candidate in (Path(folder), *Path(folder).parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing

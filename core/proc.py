@@ -48,10 +48,17 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum
 
 
+_STOPPING: list[int] = []  # the last SIGTERM our handler raised Terminated for in this process (terminated_by)
+
+
 def interrupt_on_sigterm() -> None:
     """Raise :class:`Terminated` in the main thread on SIGTERM, so ``finally`` blocks, child processes'
-    shutdown and temporary-file cleanup run as they do for Ctrl-C."""
+    shutdown and temporary-file cleanup run as they do for Ctrl-C. For a process's entry point; a function
+    that others may call (``main`` of a CLI) uses :func:`sigterm_interrupts`, which puts the old handler back.
 
+    Only in this process: a child forked from it (a ``multiprocessing`` worker) gets back the handling from
+    before, from the fork on (by default, SIGTERM ends it). Raising Terminated in a pool worker would unwind it
+    from inside its queue lock, leaving its siblings waiting forever."""
     stopping = []
 
     def handler(signum, frame):
@@ -61,9 +68,61 @@ def interrupt_on_sigterm() -> None:
             log.info("SIGTERM again while stopping: ignored")
             return
         stopping.append(signum)
+        _STOPPING[:] = [signum]
         raise Terminated(signum)
 
+    handler.before = signal.getsignal(signal.SIGTERM)
+    if not _FORK_HOOKS:
+        os.register_at_fork(before=_fork_starts, after_in_parent=_fork_ended, after_in_child=_child_forked)
+        _FORK_HOOKS.append(True)
     signal.signal(signal.SIGTERM, handler)
+
+
+def terminated_by() -> int | None:
+    """The signal a :class:`Terminated` was raised for, if any: C code that checks for signals while it waits
+    (Ray's) may hand it on as a plain KeyboardInterrupt."""
+    return _STOPPING[0] if _STOPPING else None
+
+
+# Around a fork while our handler is in place, SIGTERM is blocked in the forking thread: a SIGTERM that reaches
+# the child before it has put the old handling back stays pending instead of tripping our handler's flag, which
+# the fork's cleanup then drops (a pool worker terminated at once would live on, blocked on its queue).
+_FORK_HOOKS: list[bool] = []
+_MASK_BEFORE_FORK: list[set] = []
+
+
+def _ours() -> bool:
+    return hasattr(signal.getsignal(signal.SIGTERM), "before")
+
+
+def _fork_starts() -> None:
+    if _ours():
+        _MASK_BEFORE_FORK.append(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+
+
+def _fork_ended() -> None:
+    if _MASK_BEFORE_FORK:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _MASK_BEFORE_FORK.pop())
+
+
+def _child_forked() -> None:
+    """Put back the SIGTERM handling that :func:`interrupt_on_sigterm` replaced, then let a pending SIGTERM in."""
+    _STOPPING.clear()
+    try:
+        if _ours():
+            before = signal.getsignal(signal.SIGTERM).before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+    finally:  # never leave the child deaf to SIGTERM
+        _fork_ended()
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """:func:`interrupt_on_sigterm` for the duration of the block; the handlers in place before come back
+    after it, so calling a CLI's ``main`` in-process (a test) leaves that process's signal handling as it was."""
+    with keep_signal_handlers():
+        interrupt_on_sigterm()
+        yield
 
 
 def exit_code_of(interrupt: KeyboardInterrupt) -> int:

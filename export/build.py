@@ -18,6 +18,7 @@ from core.datasets import DataError, open_dataset
 from core.files import sha256_of
 from core.logits import Logits
 from core.manifest import MANIFEST_NAME, Manifest, ModelFile, TensorSpec, package_versions, save_manifest
+from core.progress import expect_stages, stage_done
 from export import convert, parity
 from export.convert import ExportError
 from export.optimize.levels import check_level
@@ -33,16 +34,19 @@ REFERENCE_SEEDED = "reference-seeded.npz"
 
 
 class StageClock:
-    """Seconds per stage, for the manifest."""
+    """Seconds per stage, for the manifest; each finished stage is also reported to a parent watching the
+    export's progress (``core.progress``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: int) -> None:
         self.started = self.last = time.perf_counter()
         self.seconds: dict[str, float] = {}
+        expect_stages(stages)
 
     def done(self, stage: str) -> None:
         now = time.perf_counter()
         self.seconds[stage] = round(now - self.last, 3)
         self.last = now
+        stage_done(stage.removesuffix("_s"))
 
     @property
     def total(self) -> float:
@@ -56,7 +60,7 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
     from export.source import inference_model_source, zoo_source
     from export.validate import validate
 
-    clock = StageClock()
+    clock = StageClock(stages=6)  # the clock.done() calls below
     if request.paddle_model is None:
         source = zoo_source(request.model, request.weights)
     else:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from core.manifest import load_manifest, manifest_path_of
 from core.preprocess import Preprocess
+from core.proc import keep_signal_handlers
+from core.progress import take_channel
 from core.yamlio import ConfigError
 from export.config import read_export_config
 from export.convert import MAX_OPSET, MIN_OPSET, ExportError
@@ -114,6 +116,12 @@ def _input_shape(value: str | None) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    take_channel()  # a parent's progress bar follows the stages (bench's on-demand export)
+    with keep_signal_handlers():  # the handlers below are this call's: a caller's come back after it
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines drown the table
     terminated: list[int] = []

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.files import sha256_of
+from core.files import missing_folders, sha256_of
 from core.proc import pid_alive
 from export.weights import CALIBRATED, SEEDED
 
@@ -80,7 +80,7 @@ _UNFINISHED: dict[Path, list[Path]] = {}
 def make_work_dir(final: Path) -> Path:
     """A fresh temporary sibling of ``final``, named after this process so a later export can tell whether
     its owner is still alive."""
-    created = [p for p in (final.parent, final.parent.parent) if not p.exists()]
+    created = missing_folders(final.parent)  # up to the artifacts root: a failed first export leaves none
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(final.parent)
     work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-"))

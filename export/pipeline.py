@@ -23,7 +23,7 @@ from export.optimize.levels import LevelError, check_level
 from export.parity import ParityError
 from export.request import ExportRequest
 from export.source import inference_model_digest
-from export.weights import CALIBRATED
+from export.weights import CALIBRATED, check_source
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def check_request(request: ExportRequest) -> None:
         raise ExportError(str(exc)) from None
     if request.paddle_model is None:
         get_spec(request.model)
+        check_source(request.weights)
         if request.images:
             _check_images(request.images)
         return

@@ -111,6 +111,16 @@ def resolve(
     return path, WeightsSource("file", str(path), sha256_of(path))
 
 
+def check_source(weights: str | None) -> None:
+    """Refuse, before any work, a ``--weights`` that names a local file that is not there."""
+    if weights in (None, SEEDED, CALIBRATED, "official") or weights.startswith(("http://", "https://")):
+        return
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass --weights PATH to a .pdparams file, a URL, "
+                           f"or {SEEDED}, {CALIBRATED} or official")
+
+
 def _download(url: str, cache_dir: Path | None, pinned_sha256: str | None = None) -> Path:
     """The cached copy of ``url``, downloaded when missing or when it fails its check (the pinned sha256, else
     the one recorded at its first download)."""

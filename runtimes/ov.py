@@ -16,8 +16,10 @@ are recorded.
 Why the precision is always set (anchors 4H): the CPU plugin runs bf16 by default on CPUs with AMX or
 AVX512-BF16, so an unset hint silently benchmarks bf16 as "fp32". After compiling, the precision, streams,
 threads and execution devices are read back into ``effective``, with the precision each layer runs in. fp32
-that does not run f32 raises :class:`SilentChangeError`; a lower precision the device lacks (bf16 on a CPU
-without bf16) runs f32, which ``effective`` and ``notes`` say. int8 is the model's, not a hint: int8 asked of an
+that does not run f32 raises :class:`SilentChangeError`; a lower precision the device lacks runs as the plugin's
+stand-in (``core.cpu.FLOAT_STAND_INS``: f16 as bf16 on a CPU with bf16 but no fp16, either as f32 on a CPU
+with neither), which ``effective["precision"]`` and ``notes`` say, so the record and its gates are the
+precision that ran. int8 is the model's, not a hint: int8 asked of an
 fp32 model, an int8 model asked as anything else, or an int8 model of which no layer runs int8, raise
 :class:`SilentChangeError`; ``effective["int8_layers"]`` counts the layers that run int8 (the MatMul/Convolution
 ones apart). Whether the CPU has the instructions that make a precision fast (VNNI/AMX for int8, AVX512-BF16/AMX
@@ -37,7 +39,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from core.artifact import Artifact
-from core.cpu import cpu_flags, missing_instructions
+from core.cpu import FLOAT_STAND_INS, cpu_flags, missing_instructions
 from runtimes.base import (
     Availability,
     Requests,
@@ -226,10 +228,11 @@ class OpenVinoRuntime(Runtime):
         flags = cpu_flags()
         self.effective["optimization_capabilities"] = capabilities
         self.effective["cpu_flags"] = flags
-        missing = missing_instructions(flags).get(self.options.precision)
-        if missing:
-            self.notes.append(f"this CPU has no {self.options.precision} instructions ({'/'.join(missing)}): "
-                              f"{self.options.precision} is not expected to run faster than fp32 here")
+        asked = self.options.precision
+        missing = missing_instructions(flags).get(asked)
+        if missing and self.effective.get("precision") in (asked, None):  # a stand-in that ran has its own note
+            self.notes.append(f"this CPU has no {asked} instructions ({'/'.join(missing)}): "
+                              f"{asked} is not expected to run faster than fp32 here")
 
     def _check_precision(self, hint: str | None, ops: dict[str, int] | None,
                          int8: dict[str, int] | None = None) -> str | None:
@@ -251,9 +254,13 @@ class OpenVinoRuntime(Runtime):
             )
         if ran == asked:
             return ran
-        if ran == "fp32":
-            self.notes.append(f"asked {asked} but {self._ov_device} has no native {asked}: it ran fp32")
-            log.warning("ov: asked %s, %s runs fp32", asked, self._ov_device)
+        if ran in FLOAT_STAND_INS.get(asked, ()):  # the device lacks it: fp16 runs as bf16 where bf16 is native
+            missing = (missing_instructions(cpu_flags()).get(asked) or []) if self._ov_device == "CPU" else []
+            lacks = f" ({'/'.join(missing)})" if missing else ""
+            ask_it = f"; --precision {ran} asks for it by name" if ran != "fp32" else ""
+            self.notes.append(f"asked {asked} but {self._ov_device} has no native {asked}{lacks}: it ran {ran}"
+                              f"{ask_it}")
+            log.warning("ov: asked %s, %s runs %s", asked, self._ov_device, ran)
             return ran
         raise SilentChangeError(f"asked {asked} but OpenVINO {self._ov_device} runs {ran}")
 

@@ -25,6 +25,23 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_44 = ROOT / "data" / "imagenet-val-44"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("slow_timeout", "seconds a @pytest.mark.slow or @pytest.mark.gpu test may run (pytest-timeout's "
+                                  "`timeout` is the fast tier's)", default="900")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tier's limit (pyproject's ``slow_timeout``) on its tests and on GPU tests (engine builds, CUDA
+    start-up), unless a test or the command line (``--timeout``) sets its own."""
+    if config.getoption("timeout", None) is not None:
+        return
+    slow = pytest.mark.timeout(float(config.getini("slow_timeout")))
+    for item in items:
+        heavy = item.get_closest_marker("slow") or item.get_closest_marker("gpu")
+        if heavy and not item.get_closest_marker("timeout"):
+            item.add_marker(slow)
+
+
 # What running the tool from the checkout writes by default; a test must never touch them (it works in tmp).
 CHECKOUT_OUTPUTS = (ROOT / "artifacts", ROOT / "results" / "runs.jsonl", ROOT / "results" / "report")
 
@@ -59,6 +76,50 @@ def run_module(module: str, *args: str, cwd: Path, timeout: float = 600,
         env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
              **(env or {})},
     )
+
+
+def call_main(main, capsys, *argv: str) -> tuple[int, str, str]:
+    """A command's ``main`` run in this process (no interpreter start): its exit code, stdout and stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_in_terminal(cmd: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str]:
+    """Run ``cmd`` with stderr (and stdin) on a pseudo-terminal, stdout on a pipe, as a person's shell would show
+    progress; returns (exit code, everything written to the terminal)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # 40 rows, 100 columns
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=terminal, stdout=subprocess.DEVNULL, stderr=terminal,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(terminal)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.2)
+        try:
+            data = os.read(main, 65536) if ready else b""
+        except OSError:  # the terminal closed: every process holding it has exited
+            break
+        chunks.append(data)
+        if not data and proc.poll() is not None:
+            break
+    os.close(main)
+    try:
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return code, b"".join(chunks).decode(errors="replace")
 
 
 def load_benchmark(name: str):

@@ -47,7 +47,7 @@ def results(tmp_path) -> Path:
 
 def test_null_run_prints_table_and_appends_ok_record(onnx_artifact, results):
     proc = bench("--runtime", "null", "--manifest", str(onnx_artifact), "--batch", "4", *FAST,
-                 "--results", str(results))
+                 "--results", str(results), "--wide")
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.splitlines()[:2]
     for column in ("scenario", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "CV", "img/s", "peak MiB", "load s",
@@ -154,6 +154,64 @@ def test_missing_export_with_no_export_names_the_command(tmp_path, results):
     line = assert_one_error_line(proc, 1, "MobileViT_XXS opset 13 is not exported")
     assert f"run: python -m export --model MobileViT_XXS --opset 13 --out {tmp_path / 'empty'}" in line
     assert only_record(results).error.type == "BenchFailure"
+
+
+def test_ov_fp16_runs_as_this_cpu_can_and_the_record_and_table_say_so(onnx_artifact, results):
+    """fp16 on OpenVINO's CPU plugin runs as the nearest format this CPU kind has (fp16; bf16 on a CPU with
+    bf16 but no fp16; fp32 on one with neither): exit 0, and the record and the table say what ran."""
+    from core.cpu import float_precision_run
+
+    proc = bench("--runtime", "ov", "--manifest", str(onnx_artifact), "--precision", "fp16", *FAST,
+                 "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    record = only_record(results)
+    ran = float_precision_run("fp16")
+    assert record.runtime.precision == "fp16" and record.runtime.effective["precision"] == ran
+    if ran != "fp16":
+        assert f"fp16→{ran}" in proc.stdout.splitlines()[1]
+        assert any(f"no native fp16 (avx512_fp16/amx_fp16): it ran {ran}" in n for n in record.runtime.notes)
+
+
+def test_the_table_fits_100_columns_and_wide_has_every_column():
+    """The default table: the figures that decide in at most 100 columns, notes wrapped below each row, a
+    precision that ran as another shown as such; --wide: every column, notes inline."""
+    from test_report import record, throughput_record
+
+    from bench.table import COLUMNS, format_table
+
+    note = "asked fp16 but CPU has no native fp16 (avx512_fp16/amx_fp16): it ran bf16; --precision bf16 asks for it"
+    records = [record(model="MobileViT_XXS", runtime="ov", precision="fp16", ran="bf16", p50=1234.5, batch=64,
+                      notes=[note]),
+               throughput_record("ort", 8, 30.0, 17990.0, 16, 16, 12345.0),
+               record(status="error", message="a failure " * 30)]
+    narrow = format_table(records)
+    assert max(len(line) for line in narrow.splitlines()) <= 100, narrow
+    lines = narrow.splitlines()
+    assert lines[0].split() == ["model", "opset", "runtime", "prec", "batch", "scenario", "p50", "ms", "p99", "ms",
+                                "img/s", "peak", "MiB"]
+    assert "fp16→bf16" in lines[1] and "throughput x16" in lines[2]
+    assert lines[4].startswith("MobileViT_XXS ov fp16 b64 latency: asked fp16") and "ERROR: a failure" in narrow
+    wide = format_table(records, wide=True)
+    assert wide.splitlines()[0].split()[:3] == list(COLUMNS[:3]) and "mean±std ms" in wide
+    assert "fp16 (ran bf16)" in wide and note in wide
+
+
+@pytest.mark.parametrize("case", ["missing weights", "manifest that is a list", "manifest not there"])
+def test_model_files_the_user_named_wrongly_are_usage_errors(case, onnx_artifact, tmp_path, results):
+    """Input the user can fix before anything runs: one error line, exit 2, no record, nothing made on disk."""
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([json.loads(onnx_artifact.read_text())]))
+    target, fragment = {
+        "missing weights": (["--model", "LeViT_128S", "--weights", str(tmp_path / "nope.pdparams")],
+                            f"weights file {tmp_path / 'nope.pdparams'} does not exist; pass --weights PATH"),
+        "manifest that is a list": (["--manifest", str(listed)], f"--manifest: {listed}: expected a JSON object, "
+                                                                 "got list"),
+        "manifest not there": (["--manifest", str(tmp_path / "none.json")], f"manifest {tmp_path / 'none.json'} "
+                                                                            "not found"),
+    }[case]
+    proc = bench("--runtime", "ort", *target, "--artifacts", str(tmp_path / "art"), "--results", str(results))
+    assert_one_error_line(proc, 2, fragment)
+    assert not results.exists() and not results.parent.exists() and not (tmp_path / "art").exists()
 
 
 @pytest.fixture

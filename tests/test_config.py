@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.config import BenchConfig, ConfigError, config_from_dict, expand_model_patterns, load_config
+from bench.sweep.plan import plan, sweep_id
 from export.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,14 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_repo_bench_yaml_has_the_documented_defaults():
     cfg = load_config(ROOT / "bench.yaml")
-    assert cfg.export.models == tuple(MODELS) and len(cfg.export.models) == 8
-    assert cfg.export.opsets == (13, 17) and cfg.export.batch == "dynamic" and cfg.export.weights == "seeded"
-    assert cfg.sweep.models == tuple(MODELS)
-    assert cfg.sweep.opsets == (13, 17)
-    assert cfg.sweep.runtimes == ("paddle", "ort", "ov")
-    assert cfg.sweep.precisions == {"paddle": ("fp32",), "ort": ("fp32", "int8"), "ov": ("fp32", "bf16", "int8")}
-    assert cfg.sweep.batches == (1, 8)
-    assert cfg.sweep.scenarios == ("latency", "throughput") and cfg.sweep.requests == (None,)
+    assert cfg.export.batch == "dynamic" and cfg.export.weights == "seeded"
     assert cfg.sweep.drift_preprocess == "eval"
     m = cfg.measure
     assert (m.warmup, m.iterations, m.min_duration_s, m.max_duration_s) == (10, 50, 2.0, 30.0)
@@ -31,6 +25,26 @@ def test_repo_bench_yaml_has_the_documented_defaults():
     assert cfg.gates["fp16"] == {"agreement": 0.99, "cosine": 0.999}
     assert cfg.gates["int8"] == {"agreement": 0.95, "cosine": 0.99}
     assert cfg.results == Path("results/runs.jsonl")
+
+
+def test_the_default_sweep_is_small_and_the_full_matrix_one_file_away():
+    """`python -m bench sweep` is something a newcomer finishes in minutes: two models at one opset, fp32 (and
+    the ov bf16 hint), latency only; bench-full.yaml is the full matrix with every other setting the same, so
+    both are one sweep (one id) and the full one resumes the small one."""
+    small, full = load_config(ROOT / "bench.yaml"), load_config(ROOT / "bench-full.yaml")
+    cells = plan(small, sweep_id(small), Path("runs.jsonl"))
+    assert len(cells) == 16 and len({(c.target.model, c.target.opset) for c in cells}) == 2
+    assert small.export.models == small.sweep.models and small.export.opsets == small.sweep.opsets == (17,)
+    assert full.export.models == full.sweep.models == tuple(MODELS) and full.sweep.opsets == (13, 17)
+    assert full.sweep.precisions == {"paddle": ("fp32",), "ort": ("fp32", "int8"), "ov": ("fp32", "bf16", "int8")}
+    assert full.sweep.batches == (1, 8) and full.sweep.scenarios == ("latency", "throughput")
+    assert len(plan(full, sweep_id(full), Path("runs.jsonl"))) == 384
+    assert sweep_id(small) == sweep_id(full)
+    for section in ("measure", "gates", "results", "artifacts"):
+        assert getattr(small, section) == getattr(full, section), section
+    assert dataclasses.replace(small.export, models=(), opsets=()) == dataclasses.replace(full.export, models=(),
+                                                                                           opsets=())
+    assert {c.target.model for c in cells} <= set(full.sweep.models)
 
 
 def test_config_is_frozen():

@@ -216,6 +216,18 @@ def test_images_without_preprocessing_settings_are_refused(onnx_artifact, image_
 
 
 @pytest.mark.slow
+def test_a_drift_pass_that_fails_leaves_no_empty_cache_folder(tiny_with_preprocess, image_folder, tmp_path):
+    """The reference cache folder is made when a reference is written, not when it is checked for: a pass whose
+    Paddle reference cannot be computed (a broken params file) leaves no empty artifacts/reference-cache/."""
+    (tiny_with_preprocess.parent / "inference.pdiparams").write_bytes(b"not paddle parameters")
+    art = tmp_path / "art"
+    proc = bench("--runtime", "ort", "--manifest", str(tiny_with_preprocess), *FAST, "--data", str(image_folder),
+                 "--artifacts", str(art), "--results", str(tmp_path / "runs.jsonl"), cwd=tmp_path)
+    assert proc.returncode == 1 and "Paddle cannot load" in proc.stderr, proc.stderr
+    assert not art.exists()
+
+
+@pytest.mark.slow
 def test_gates_judge_the_precision_that_ran(tiny_artifact, tmp_path):
     results = tmp_path / "runs.jsonl"
     proc = bench(

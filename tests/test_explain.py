@@ -131,6 +131,20 @@ def test_cli_refuses_runtimes_it_cannot_instrument(capsys):
     assert "--images must be a positive integer" in capsys.readouterr().err
 
 
+def test_cli_resolves_the_reduced_precision_model_as_bench_does(tmp_path, capsys):
+    """--model with --precision int8 explains the int8 model `python -m bench` would run: made on demand, or with
+    --no-export the exact command that makes it (model, opset and variant, nothing left to guess)."""
+    from bench.cli import main
+
+    art = tmp_path / "art"
+    assert main(["explain", "--runtime", "ov", "--model", "LeViT_128S", "--precision", "int8", "--no-export",
+                 "--artifacts", str(art)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith(f"run: python -m export --model LeViT_128S --opset 17 --out {art} --precision int8 "
+                         "--runtime ov"), line
+    assert not art.exists()
+
+
 @pytest.mark.slow
 def test_a_cell_that_fails_its_gates_records_where_the_drift_starts(fp32_export, tmp_path):
     """After the drift pass, a failed gate runs the explain; the record names the broken layer, and the

@@ -88,6 +88,44 @@ def test_a_missing_sweep_drift_folder_stops_the_sweep_before_any_cell(onnx_artif
     assert not (tmp_path / "runs.jsonl").exists()
 
 
+def test_a_sweep_naming_a_missing_weights_file_or_a_non_manifest_stops_before_any_cell(onnx_artifact, tmp_path):
+    import yaml
+    from test_sweep import sweep, write_config
+
+    listed = tmp_path / "list.json"
+    listed.write_text("[]")
+    config = write_config(tmp_path, [onnx_artifact, listed])
+    proc = sweep(config)
+    assert proc.returncode == 2
+    assert error_lines(proc) == [f"error: sweep.yaml: sweep.manifests[1]: {listed}: expected a JSON object, got list"]
+    data = yaml.safe_load(config.read_text())
+    data["sweep"]["models"] = ["MobileViT_XXS"]
+    data["export"] = {"weights": str(tmp_path / "nope.pdparams")}
+    config.write_text(yaml.safe_dump(data))
+    proc = sweep(config)
+    assert proc.returncode == 2
+    (line,) = error_lines(proc)
+    assert line.startswith(f"error: sweep.yaml: export.weights: weights file {tmp_path / 'nope.pdparams'} does not "
+                           "exist")
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_checks_before_work_create_no_folders(tmp_path):
+    """A folder is made by what writes into it: checking that it could be leaves nothing behind when the work
+    then fails (an empty reference-cache/, results/ or artifacts/)."""
+    from core.files import check_appendable, check_writable_dir, missing_folders
+
+    check_writable_dir(tmp_path / "art" / "reference-cache")
+    check_appendable(tmp_path / "results" / "runs.jsonl")
+    assert list(tmp_path.iterdir()) == []
+    assert missing_folders(tmp_path / "a" / "b") == [tmp_path / "a" / "b", tmp_path / "a"]
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    for check in (lambda: check_writable_dir(blocker / "art"), lambda: check_appendable(blocker / "r.jsonl")):
+        with pytest.raises(NotADirectoryError):
+            check()
+
+
 def test_bench_export_errors_name_benchs_own_flag(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the artifacts folder should be")

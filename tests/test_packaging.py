@@ -52,3 +52,9 @@ def test_cpu_extras_keep_cpu_onnxruntime():
 def test_tensorrt_stays_on_10():
     tensorrt = next(r for r in closure("trt") if requirement_name(r).startswith("tensorrt"))
     assert "<11" in tensorrt and ">=10" in tensorrt
+
+
+@pytest.mark.parametrize("extra", ["all", "gpu"])
+def test_the_machine_extras_bring_ray_for_a_cluster_sweep(extra):
+    ray = [r for r in closure(extra) if requirement_name(r) == "ray"]
+    assert ray == ["ray[client]==2.60.0"]  # pinned; the client serves ray://HOST:PORT addresses

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import make_tiny_onnx, run_module, write_manifest
 
-from core.cpu import cpu_flags, describe, missing_instructions, native
+from core.cpu import cpu_flags, describe, float_precision_run, missing_instructions, native
 from core.manifest import MANIFEST_NAME, load_manifest
 from export.quantize import PrecisionUsageError, QuantizeError, int8_target, variant_for_run, variant_of
 from export.quantize.calibration import (
@@ -101,6 +101,27 @@ def test_cpu_flags_and_missing_instructions():
     missing = missing_instructions(flags)
     assert missing["int8"] == [] and missing["bf16"] == ["avx512_bf16", "amx_bf16"]
     assert "int8 native" in describe(flags) and "no bf16 instructions (avx512_bf16/amx_bf16)" in describe(flags)
+
+
+# The three kinds of x86 CPU the suite must pass on, as /proc/cpuinfo lists them.
+CPU_KINDS = {
+    "avx2 only": "avx2 fma",
+    "bf16 without fp16 (Zen 5)": "avx2 avx512f avx512_vnni avx512_bf16",
+    "AMX with fp16 (Sapphire Rapids)": "avx2 avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_int8 amx_bf16",
+}
+
+
+@pytest.mark.parametrize(("kind", "bf16_runs", "fp16_runs"), [
+    ("avx2 only", "fp32", "fp32"),
+    ("bf16 without fp16 (Zen 5)", "bf16", "bf16"),
+    ("AMX with fp16 (Sapphire Rapids)", "bf16", "fp16"),
+])
+def test_each_cpu_kind_runs_a_float_hint_as_its_nearest_native_format(kind, bf16_runs, fp16_runs):
+    flags = cpu_flags(f"processor\t: 0\nflags\t\t: fpu {CPU_KINDS[kind]}\n")
+    assert float_precision_run("bf16", flags) == bf16_runs
+    assert float_precision_run("fp16", flags) == fp16_runs
+    assert float_precision_run("fp32", flags) == "fp32" and float_precision_run("int8", flags) == "int8"
+    assert float_precision_run("fp16", {**flags, "amx_fp16": True}) == "fp16"  # AMX-FP16 alone suffices
 
 
 def test_export_cli_refuses_bad_calibration_before_exporting(tmp_path):

@@ -135,7 +135,7 @@ def test_cell_key_of_a_record_equals_the_key_of_its_request():
     from runtimes.base import RuntimeOptions
 
     request = BenchRequest("ov", Target(model="MobileViT_XXS", opset=17), RuntimeOptions(precision="bf16", batch=8))
-    key = ("MobileViT_XXS", 17, 8, "ov", "bf16", "latency", None, "seeded")
+    key = ("MobileViT_XXS", 17, 8, "ov", "bf16", "latency", None, None, "seeded")
     assert make_record().cell_key == key == request.cell_key  # a record without a scenario ran latency
 
 
@@ -153,6 +153,21 @@ def test_both_scenarios_and_each_concurrency_of_a_cell_are_distinct_cells():
     keys = [key(), key(scenario="throughput"), key(scenario="throughput", requests=4)]
     assert len(set(keys)) == 3
     assert key(scenario="latency") == keys[0]
+
+
+def test_each_thread_count_asked_is_a_cell_of_its_own():
+    from bench.request import BenchRequest, Target
+    from runtimes.base import RuntimeOptions
+
+    keys = []
+    for threads in (None, 1, 2):
+        request = BenchRequest("ort", Target(model="LeViT_128S"), RuntimeOptions(batch=1, threads=threads))
+        record = make_record(params=Params(batch=1, threads=threads),
+                             runtime=RuntimeInfo(name="ort", precision="fp32"),
+                             model=ModelInfo(name="LeViT_128S", opset=17, weights={"requested": "seeded"}))
+        assert record.cell_key == request.cell_key
+        keys.append(request.cell_key)
+    assert len(set(keys)) == 3  # a search over thread counts keeps every count apart
 
 
 def test_run_ids_are_unique_and_sortable():

@@ -6,6 +6,7 @@ paddle, no export.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -381,6 +382,35 @@ def test_failed_cells_draw_no_empty_plots(tmp_path):
     assert len(trt) == 1 and "| not plotted |" in trt[0] and "no CUDA device here" in trt[0]
 
 
+def test_each_cell_shows_its_latest_outcome_and_superseded_errors_are_counted(tmp_path):
+    """Failed attempts at LeViT_128S ort fp32 (a weights file that was not there: no model was ever loaded, each
+    with its own weights key) and a failed run of the cell itself, then an ok run: one cell, its ok record, five
+    superseded errors counted. A failure after the ok run is the cell's latest news and is not superseded."""
+    attempts = [failed_attempt(f"/w{i}", f"2026-01-01T00:0{i}:00Z") for i in range(4)]
+    recs = [*attempts, record(status="error", message="crash", ts="2026-01-01T00:05:00Z"),
+            record(agreement=1.0, ts="2026-01-01T00:06:00Z"),
+            record(runtime="ov", agreement=1.0, ts="2026-01-01T00:06:00Z"),
+            record(runtime="ov", status="error", message="later crash", ts="2026-01-01T00:07:00Z"),
+            record(runtime="paddle", status="error", message="never ran ok", weights="/w9")]
+    cells = select_cells(load_results([write(tmp_path / "r.jsonl", recs)]).records)
+    ort = [c for c in cells if c.runtime == "ort"]
+    assert len(ort) == 1 and ort[0].ok and len(ort[0].history) == 6 and ort[0].superseded_errors == 5
+    (ov,) = [c for c in cells if c.runtime == "ov"]
+    assert ov.ok and ov.superseded_errors == 0  # its failure came after the ok run
+    assert [c.status for c in cells if c.runtime == "paddle"] == ["error"]  # no ok run to supersede it
+    text = build_report([tmp_path / "r.jsonl"], tmp_path / "out").read_text()
+    assert "5 superseded error record(s)" in text
+    assert "weights file missing" not in text and "ort fp32 (error)" not in text and "never ran ok" in text
+
+
+def failed_attempt(weights: str, ts: str) -> Record:
+    """An error record of a run that failed before it had a model (no model hash), as a missing weights file
+    left one before such input was refused up front."""
+    attempt = record(status="error", message="weights file missing", weights=weights, ts=ts)
+    attempt.model = dataclasses.replace(attempt.model, sha256=None)
+    return attempt
+
+
 def test_report_of_failed_cells_only(tmp_path):
     path = write(tmp_path / "r.jsonl", [record(batch=-3, status="error", message="bad batch")])
     out = tmp_path / "out"
@@ -450,6 +480,21 @@ def test_throughput_scenario_and_memory_in_the_report(tmp_path):
     assert "| LeViT_128S | 1 | 17 | ov | fp32 | fp32 | compute | latency | ok | 10.00 |" in text
     assert "| 100.0 | 300 |" in text and "| 300 | +25 |" in text
     assert "the process kept 1.00 of 2 cores busy" in text.split("## Notes recorded by the runs")[1]
+
+
+def test_a_contended_cell_is_on_no_front(tmp_path):
+    """One rule for every front: the fastest cell, measured under contention, is drawn in both figures but judged
+    against nothing; the quiet cells form the front without it."""
+    contended = record(runtime="ov", p50=2.0, agreement=1.0)  # fastest and most images/s, but contended
+    contended.machine = {"contended": True, "contention": ["other processes used 1.40 cores"]}
+    records = [contended, record(runtime="ort", p50=5.0, agreement=1.0), record(runtime="paddle", p50=8.0)]
+    text = build_report([write(tmp_path / "r.jsonl", records)], tmp_path / "out").read_text()
+    for section, ov_row in (("## Latency vs accuracy", "| LeViT_128S | ov |"), ("## Throughput vs latency", "| ov |")):
+        part = text.split(section)[1].split("\n## ")[0]
+        (row,) = _rows(part, ov_row)
+        assert "| no verdict (contended) |" in row, row
+        (ort,) = _rows(part, ov_row.replace("ov", "ort"))
+        assert "| yes |" in ort, ort  # with the contended cell judged, ort would be beaten
 
 
 def test_drift_and_gates_are_read_leniently():

@@ -19,6 +19,7 @@ import pytest
 
 import runtimes
 from core.artifact import Artifact
+from core.cpu import cpu_flags, float_precision_run
 from runtimes.base import (
     LifecycleError,
     OptionError,
@@ -36,6 +37,7 @@ from runtimes.trt import TRT_MISSING
 
 CONTRACT = ["paddle", "ort", "ov", "null"]
 FP32_ATOL = 1e-4
+OV_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16"}  # OPTIMIZATION_CAPABILITIES names
 CONTRACT_PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n == "paddle" else n for n in CONTRACT]
 
 
@@ -377,10 +379,10 @@ def test_ort_placement_verdict_on_a_real_profile(artifact, tmp_path):
 
 
 # --- OpenVINO -------------------------------------------------------------------------------------------
-def _cpu_has(capability: str) -> bool:
+def _ov_capabilities() -> list[str]:
     import openvino as ov
 
-    return capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def test_ov_fp32_really_runs_f32(artifact):
@@ -396,19 +398,28 @@ def test_ov_fp32_really_runs_f32(artifact):
     assert rt.versions()["openvino"]
 
 
-@pytest.mark.parametrize(("precision", "capability"), [("bf16", "BF16"), ("fp16", "FP16")])
-def test_ov_lower_precision_is_reported_honestly(precision, capability, artifact):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_ov_lower_precision_is_reported_honestly(precision, artifact):
+    """What runs is what this CPU kind computes (core.cpu.float_precision_run: fp16 itself with AVX512-FP16/AMX,
+    bf16 on a CPU with bf16 but no fp16, fp32 on one with neither), and the record says so."""
+    expected = float_precision_run(precision, cpu_flags())
+    assert OV_CAPABILITY[expected] in _ov_capabilities()  # OpenVINO reads this CPU as the flags do
     fp32, _ = infer("ov", artifact, 3)
     out, rt = infer("ov", artifact, 3, precision=precision)
-    if _cpu_has(capability):
-        assert rt.effective["precision"] == precision
+    assert rt.effective["precision"] == expected
+    if expected == precision:
+        assert not any("no native" in note for note in rt.notes), rt.notes
+    else:  # this CPU lacks the format: OpenVINO runs its stand-in, and the runtime must say so
+        (note,) = [n for n in rt.notes if f"no native {precision}" in n]
+        assert note.endswith(f"it ran {expected}" + (f"; --precision {expected} asks for it by name"
+                                                       if expected != "fp32" else "")), note
+        assert not any("not expected to run faster" in n for n in rt.notes), rt.notes
+    if expected == "fp32":
+        assert rt.effective["inference_precision_hint"] == "f32"
+        np.testing.assert_allclose(out, fp32, atol=FP32_ATOL)
+    else:
         diff = float(np.max(np.abs(out - fp32)))
         assert 0 < diff <= 0.1 * float(np.max(np.abs(fp32))), diff  # really lower precision, still close
-    else:  # this CPU lacks the format: OpenVINO runs f32, and the runtime must say so
-        assert rt.effective["precision"] == "fp32"
-        assert rt.effective["inference_precision_hint"] == "f32"
-        assert any(f"no native {precision}" in note for note in rt.notes), rt.notes
-        np.testing.assert_allclose(out, fp32, atol=FP32_ATOL)
 
 
 def test_ov_throughput_hint_and_threads_are_read_back(artifact):

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.accuracy.gates import evaluate_gates
-from bench.accuracy.progress_bar import image_bar
 from bench.accuracy.reference import collect_logits, reference_logits
 from core.artifact import Artifact
 from core.datasets import DataError, Dataset, ImageDataset, open_dataset
@@ -26,6 +25,7 @@ from core.image_stream import default_workers
 from core.logits import Logits
 from core.metrics import compare_logits
 from core.preprocess import FAMILIES, PIPELINES, Preprocess, for_family, from_config
+from core.progress import image_bar
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """``python -m bench explain``: the explain-specific flags, the resolution of what to explain, and the output.
 
 The target flags (``--runtime --model --manifest --opset --precision --threads ...``) are ``python -m bench``'s
-own (``bench.cli.add_target_arguments``); ``bench.cli.cmd_explain`` parses them, validates the request like a
-benchmark cell and resolves the model of the precision asked (an int8 or fp16 model derived from the export or
-``--manifest`` on demand, as a benchmark cell does), then hands over here.
+own (``bench.cli_common.add_target_arguments``); ``bench.explain_cli`` parses them, validates the request like a
+benchmark cell and resolves the model ``python -m bench`` would run (the export, or the int8/fp16 model derived
+from it, made on demand unless ``--no-export``), then hands over here.
 
     python -m bench explain --runtime ov --manifest artifacts/LeViT_128S/.../int8/model.onnx.json
     python -m bench explain --runtime ort --model LeViT_128S --precision int8 --images 8 --top 10
@@ -63,13 +63,6 @@ def settings_from_args(args: argparse.Namespace, gates: dict) -> ExplainSettings
     return ExplainSettings(images=args.images, top=args.top, threshold=args.threshold, search=args.search,
                            fixes=not args.no_fix, calibration=args.calibration, time_limit_s=args.time_limit,
                            gates=dict(gates))
-
-
-def hint_precision(runtime: str, precision: str | None) -> str:
-    """The precision to validate the runtime options with: an OpenVINO int8 model runs with the f32 hint."""
-    if precision is None or (runtime == "ov" and precision == "int8"):
-        return "fp32"
-    return precision
 
 
 def resolve_target(runtime: str, precision: str | None, manifest: Path, batch: int, threads: int,

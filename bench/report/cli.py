@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from bench.budgets import BudgetError, Budgets, add_budget_arguments, budgets_from_args, given_on_command_line
+from bench.config import ConfigError, load_config
 from bench.records import DEFAULT_RESULTS
 from bench.report.build import build_report
 from bench.report.compare import compare
@@ -27,16 +29,28 @@ def main_report(argv: list[str] | None = None) -> int:
                    help="y axis: top-1 accuracy, top-1 agreement with Paddle, or auto (accuracy when every "
                         "drift result is labelled and no weights are seeded)")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    p.add_argument("--config", type=Path, help="bench.yaml whose recommend: budgets make the Recommendation section "
+                                               "(default: ./bench.yaml if present)")
+    p.add_argument("--batch", type=int, help="Recommendation: only configurations at this batch")
+    add_budget_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        path = build_report(args.results, args.out, args.y)
-    except (ReportError, OSError) as exc:
+        path = build_report(args.results, args.out, args.y, report_budgets(args))
+    except (ReportError, OSError, ConfigError, BudgetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(path)
     return 0
+
+
+def report_budgets(args: argparse.Namespace) -> tuple[Budgets, str] | None:
+    """The Recommendation section's budgets: the command line's, else bench.yaml's ``recommend:``, else none."""
+    if given_on_command_line(args) or args.batch is not None:
+        return budgets_from_args(args, args.batch), "the command line"
+    budgets = load_config(args.config).recommend
+    return (budgets, f"{args.config or 'bench.yaml'} recommend:") if budgets else None
 
 
 def main_compare(argv: list[str] | None = None) -> int:

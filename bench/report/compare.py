@@ -1,8 +1,8 @@
 """``python -m bench compare A B``: what changed between two result sets, and what is within noise.
 
-Cells are matched on (model, opset, batch, runtime, precision, weights, scope, scenario, requests asked); the
-host is deliberately not part of the match, so two machines can be compared. Each side uses its latest ok
-record per cell (the latest quiet one when it has one: ``bench.report.results.select_cells``).
+Cells are matched on (model, opset, batch, runtime, precision, weights, scope, scenario, requests and threads
+asked); the host is deliberately not part of the match, so two machines can be compared. Each side uses its
+latest ok record per cell (the latest quiet one when it has one: ``bench.report.results.select_cells``).
 
 Noise model. Each run records the coefficient of variation (CV) of its per-iteration latencies. The ratio
 B/A of a figure gets the band ``ratio * exp(+-sqrt(ln(1 + n_A)^2 + ln(1 + n_B)^2))`` with ``n = max(CV,
@@ -194,8 +194,8 @@ def compare(a_paths: Sequence[Path], b_paths: Sequence[Path], min_noise: float =
              "Ratios are B/A: below 1 means B has the lower p50 latency (faster) or the lower throughput. "
              "Band: ratio x exp(±sqrt(ln²(1+CV_A) + ln²(1+CV_B))), CV = each run's per-iteration "
              f"coefficient of variation{floor}; **within noise** when the band contains 1. Cells are "
-             "matched on model, opset, batch, runtime, precision, weights, scope, scenario and the requests in flight "
-             "asked.",
+             "matched on model, opset, batch, runtime, precision, weights, scope, scenario, and the requests in "
+             "flight and threads asked.",
              "", _summary(verdicts), "", "## Latency and throughput", "",
              md_table(header, rows), "", *_contention_section(pairs)]
     drift_rows = _drift_rows(pairs)
@@ -221,7 +221,7 @@ def _contention_section(pairs: Sequence[tuple[Cell | None, Cell | None]]) -> lis
 
 def _match_key(cell: Cell) -> tuple:
     return (cell.model, cell.opset, cell.batch, cell.runtime, cell.precision, str(cell.weights),
-            str(cell.scope), cell.scenario, cell.record.params.requests)
+            str(cell.scope), cell.scenario, cell.record.params.requests, cell.record.params.threads)
 
 
 def _summary(verdicts: dict[str, list[str]]) -> str:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import plots
+from bench.report.accuracy_axis import YValue, y_label, y_value
+from bench.report.judge import cell_identity
 from bench.report.markdown import MISSING, WHISKERS, cell_value, fmt_ci, fmt_ms, latency_cells, md_table
-from bench.report.results import Cell, YValue, batch_order, family_of, group_cells, y_label, y_value
+from bench.report.results import Cell, batch_order, family_of, group_cells
 from bench.report.sections import Context
 
 
@@ -35,6 +37,27 @@ def not_drawn(groups: dict[Any, list[Cell]], name) -> list[str]:
         return []
     names = "; ".join(f"{name(key)} ({len(cells)} cell(s))" for key, cells in groups.items())
     return [f"Not drawn, no ok cell: {names}. Their records are listed under *Failed and skipped cells*.", ""]
+
+
+def judge_front(entries: Sequence[tuple[Cell, plots.Point | None]]) -> list[Cell]:
+    """The one rule of every front in the report: a contended cell's latency says as much about the other
+    processes as about the runtime, so it is drawn but takes no part in the front (no faster/slower verdict,
+    with or against it). Sets ``pareto`` on the judged points; returns the contended cells that were drawn."""
+    judged = [p for c, p in entries if p is not None and not c.contention]
+    for point, flag in zip(judged, plots.pareto_front([(p.x, p.y) for p in judged]), strict=True):
+        point.pareto = flag
+    return [c for c, p in entries if p is not None and c.contention]
+
+
+def front_text(cell: Cell, point: plots.Point | None) -> str:
+    """A table's front column: yes, no, no verdict (contended), or not plotted."""
+    if point is None:
+        return "not plotted"
+    return "no verdict (contended)" if cell.contention else "yes" if point.pareto else "no"
+
+
+def contended_caption(names: Sequence[str]) -> str:
+    return f" Measured under contention, so left out of the front: {'; '.join(names)}." if names else ""
 
 
 # --- latency vs accuracy ------------------------------------------------------------------------------------
@@ -67,40 +90,35 @@ class _AccuracyGroup:
 
     def add_model(self, ctx: Context, model: str, cells: Sequence[Cell]) -> None:
         entries = []  # (cell, y, point or None)
+        chosen = ctx.recommended.chosen() if ctx.recommended else set()
         for c in cells:
             y = y_value(c, ctx.metric, ctx.cells)
             p50, lo, hi = (c.latency(k) for k in ("p50", "p10", "p90"))
             point = None
             if c.ok and p50 is not None and y.value is not None:
-                point = plots.Point(ctx.series(c), p50, lo, hi, y.value, y.lo, y.hi)
+                point = plots.Point(ctx.series(c), p50, lo, hi, y.value, y.lo, y.hi,
+                                    chosen=cell_identity(c) in chosen)
                 if y.source != "drift":
                     self.references.add(y.source)
             else:
                 self.not_shown.append(f"{c.model} {ctx.series(c).label} ({_why_missing(c, p50, y)})")
             entries.append((c, y, point))
-        # A contended cell's latency says as much about the other processes as about the runtime: it is drawn,
-        # but takes no part in the front (no faster/slower verdict, with or against it).
-        judged = [p for c, _, p in entries if p is not None and not c.contention]
-        for point, flag in zip(judged, plots.pareto_front([(p.x, p.y) for p in judged]), strict=True):
-            point.pareto = flag
+        contended = judge_front([(c, p) for c, _, p in entries])
+        self.contended += [f"{c.model} {ctx.series(c).label}" for c in contended]
         for c, y, point in entries:
-            if c.contention and point is not None:
-                self.contended.append(f"{c.model} {ctx.series(c).label}")
-            front = ("not plotted" if point is None else "no verdict (contended)" if c.contention
-                     else "yes" if point.pareto else "no")
             self.rows.append((c.model, ctx.runtime(c), ctx.series(c).precision, c.opset, *latency_cells(c),
-                              _y_text(c, y), _y_ci_text(c, y), front, _row_note(c, y)))
+                              _y_text(c, y), _y_ci_text(c, y), front_text(c, point), _row_note(c, y)))
         self.panels.append(plots.Panel(model, [p for _, _, p in entries if p is not None]))
 
     def caption(self) -> str:
         caption = "Whiskers: latency p10 to p90 (horizontal), 95 % interval (vertical). Ringed: Pareto front."
+        if any(p.chosen for panel in self.panels for p in panel.points):
+            caption += " Starred: the configuration the Recommendation section chooses."
         if "reference" in self.references:
             caption += " Paddle FP32 is the reference: 100 % agreement by definition."
         elif self.references:
             caption += " Paddle's top-1 is the reference top-1 recorded with the other runtimes' drift results."
-        if self.contended:
-            caption += (" Measured under contention, so left out of the front: " + "; ".join(self.contended)
-                        + ".")
+        caption += contended_caption(self.contended)
         if self.not_shown:
             caption += " Not plotted: " + "; ".join(self.not_shown) + "."
         return caption

@@ -43,6 +43,8 @@ _RUNTIME_STYLE = {
 _OTHER_STYLES = [("#CC79A7", ("<", ">"), (0, (5, 1, 1, 1, 1, 1))), ("#E69F00", ("h", "8"), (0, (1, 3))),
                  ("#56B4E9", ("*", "H"), (0, (8, 2)))]
 _PRECISION_FILL = {"fp32": "full", "bf16": "left", "fp16": "none", "int8": "bottom"}
+# The recommended point: a large open star around its own marker, drawn over it.
+_CHOSEN_STYLE = {"linestyle": "none", "marker": "*", "fillstyle": "none", "color": "black", "markeredgewidth": 1.3}
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Point:
     y_lo: float | None = None
     y_hi: float | None = None
     pareto: bool = False
+    chosen: bool = False  # the recommended configuration (bench.report.choice): starred
 
 
 @dataclass
@@ -181,8 +184,10 @@ def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xl
     rows = math.ceil(len(panels) / cols)
     keys = list(dict.fromkeys(p.series for panel in panels for p in panel.points if p.y is not None))
     width = max(7.0, 4.6 * cols + 0.4)
-    ncol = _columns([k.label for k in keys] + ["Pareto front"], width)
-    fig, body, foot = _figure(width, 3.9 * rows + 0.4, len(keys) + 1, ncol, caption)
+    starred = any(p.chosen for panel in panels for p in panel.points)
+    extra = ["Pareto front"] + (["recommended"] if starred else [])
+    ncol = _columns([k.label for k in keys] + extra, width)
+    fig, body, foot = _figure(width, 3.9 * rows + 0.4, len(keys) + len(extra), ncol, caption)
     axes = body.subplots(rows, cols, squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):  # a grid may have more axes than panels
         plotted = [p for p in panel.points if p.y is not None]
@@ -197,6 +202,9 @@ def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xl
                     linewidth=1.2, drawstyle="steps-post", zorder=2)
             ax.plot([p.x for p in front], [p.y for p in front], linestyle="none", marker="o", markersize=17,
                     fillstyle="none", color="0.2", markeredgewidth=1.0, zorder=1)
+        chosen = [p for p in plotted if p.chosen]
+        if chosen:
+            ax.plot([p.x for p in chosen], [p.y for p in chosen], markersize=26, zorder=4, **_CHOSEN_STYLE)
         if _use_log([p.x for p in plotted]):
             ax.set_xscale("log")
         ax.set_title(panel.title, fontsize=11)
@@ -214,6 +222,8 @@ def latency_accuracy_figure(panels: Sequence[Panel], title: str, ylabel: str, xl
     handles = [_legend_handle(k, styler(k), with_line=False) for k in keys]
     handles.append(Line2D([], [], color="0.2", marker="o", markersize=13, fillstyle="none",
                           linestyle=(0, (2, 2)), label="Pareto front"))
+    if starred:
+        handles.append(Line2D([], [], label="recommended", markersize=15, **_CHOSEN_STYLE))
     _legend(foot, handles, ncol)
     body.suptitle(title, fontsize=12.5)
     return save_figure(fig, stem)

@@ -1,10 +1,16 @@
 """The results model shared by ``bench report`` and ``bench compare``: records read with the one reader
-(``bench.records.read_records``), grouped into cells, ordered, and the figures a report plots read off them.
+(``bench.records.read_records``), grouped into cells, ordered, and the figures a report plots read off them (the
+accuracy axis: ``bench.report.accuracy_axis``).
 
-A cell is (model, opset, batch, runtime, precision, scenario, requests asked, weights, scope, host). When a
+A cell is (model, opset, batch, runtime, precision, scenario, requests and threads asked, weights, scope, host,
+target: the kind of cluster node a sweep across hosts placed it on, ``bench.targets``). When a
 cell was run more than once, the latest ``ok`` record measured without contention is used (else the latest
-``ok`` one, else the latest record of any status). Drift and gates stay the dicts the runs recorded; ``Drift``
-and ``Gates`` (``bench.report.drift``) are the typed reads of them.
+``ok`` one, else the latest record of any status); the errors before it are superseded, counted, not listed.
+A failed attempt that never reached a model (a weights file or manifest that was not there, recorded before
+such input was refused up front) belongs to the cell of the same configuration that later ran ok.
+
+Drift and gates stay the dicts the runs recorded; ``Drift`` and ``Gates`` (``bench.report.drift``) are the typed
+reads of them.
 
 Nothing here formats text or draws: that is ``bench.report.markdown``, ``sections``, ``figures``, ``plots``.
 """
@@ -164,6 +170,10 @@ class Cell:
         return self.environment.get("host")
 
     @property
+    def target(self) -> str | None:
+        return self.record.target
+
+    @property
     def weights(self) -> str | None:
         return _mapping(self.record.model.weights).get("requested")
 
@@ -211,6 +221,11 @@ class Cell:
         return timestamp_of(self.used)
 
     @property
+    def superseded_errors(self) -> int:
+        """Failed runs of this cell before the record used (a later failure is no superseded one)."""
+        return sum(x.status == "error" and _chronological(x) < _chronological(self.used) for x in self.history)
+
+    @property
     def message(self) -> str:
         if self.used.invalid:
             return f"invalid record: {self.used.invalid}"
@@ -221,7 +236,8 @@ class Cell:
     @property
     def label(self) -> str:
         label = f"{self.model} b{self.batch} opset {self.opset} {self.runtime} {self.precision}"
-        return label if self.scenario == "latency" else f"{label} {self.scenario_label}"
+        label = label if self.scenario == "latency" else f"{label} {self.scenario_label}"
+        return label + (f" [{self.target}]" if self.target else "")
 
 
 def timestamp_of(loaded: LoadedRecord) -> str:
@@ -240,15 +256,44 @@ def select_cells(records: Sequence[LoadedRecord], by_host: bool = True) -> list[
     groups: dict[tuple, list[LoadedRecord]] = {}
     for loaded in records:
         probe = Cell(loaded)
-        key = (*loaded.record.cell_key, probe.scope, probe.host if by_host else None)
+        key = (*loaded.record.cell_key, probe.scope, *((probe.host, probe.target) if by_host else (None, None)))
         groups.setdefault(tuple(_hashable(k) for k in key), []).append(loaded)
     cells = []
     for history in groups.values():
-        history.sort(key=lambda x: (timestamp_of(x), x.order))
+        history.sort(key=_chronological)
         ok = [x for x in history if x.status == "ok"]
         quiet = [x for x in ok if not x.record.contended]
         cells.append(Cell((quiet or ok or history)[-1], history))
-    return sorted(cells, key=cell_order)
+    return sorted(_fold_failed_attempts(cells), key=cell_order)
+
+
+def _chronological(loaded: LoadedRecord) -> tuple:
+    return timestamp_of(loaded), loaded.order
+
+
+def _configuration(c: Cell) -> tuple:
+    """A cell's identity but for its weights (or manifest): what the report's labels show."""
+    return c.model, c.opset, c.batch, c.runtime, c.precision, c.scenario, c.requests, c.scope, c.host
+
+
+def _fold_failed_attempts(cells: list[Cell]) -> list[Cell]:
+    """Cells of failed attempts that never reached a model (no model hash in any record) go into the history
+    of the ok cell of the same configuration measured after them: one line per configuration in the report."""
+    ok_by_configuration: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        if c.ok:
+            ok_by_configuration.setdefault(_configuration(c), []).append(c)
+    kept = []
+    for c in cells:
+        never_ran = all(x.status != "ok" and not x.record.model.sha256 for x in c.history)
+        later = [o for o in ok_by_configuration.get(_configuration(c), [])
+                 if never_ran and _chronological(o.used) > _chronological(c.history[-1])]
+        if later:
+            into = max(later, key=lambda o: _chronological(o.used))
+            into.history = sorted(into.history + c.history, key=_chronological)
+        else:
+            kept.append(c)
+    return kept
 
 
 def _hashable(value: Any) -> Hashable:
@@ -298,76 +343,10 @@ def rank(value: str, order: Sequence[str]) -> tuple:
 def cell_order(c: Cell) -> tuple:
     return (family_of(c.model), model_rank(c.model), c.batch or 0, rank(c.runtime, RUNTIME_ORDER),
             rank(c.precision, PRECISION_ORDER), -(c.opset or 0), rank(c.scenario, SCENARIO_ORDER),
-            c.requests or 0, str(c.scope), str(c.host))
+            c.requests or 0, str(c.scope), str(c.host), str(c.target))
 
 
 def batch_order(c: Cell) -> tuple:
     """Within one model's batch table: runtime, precision, newest opset, scenario, then batch."""
     return (rank(c.runtime, RUNTIME_ORDER), rank(c.precision, PRECISION_ORDER), -(c.opset or 0),
             rank(c.scenario, SCENARIO_ORDER), c.requests or 0, c.batch or 0)
-
-
-# --- accuracy axis ------------------------------------------------------------------------------------------
-
-@dataclass
-class YValue:
-    value: float | None  # %
-    lo: float | None
-    hi: float | None
-    source: str  # "drift", "reference", or why it is missing
-
-
-def choose_y_metric(cells: Sequence[Cell], requested: str = "auto") -> str:
-    """``top1`` if every drift result is labelled and no weights are seeded (random: ``seeded`` and
-    ``seeded-calibrated``), else ``agreement``."""
-    if requested not in Y_METRICS:
-        raise ReportError(f"--y must be one of {', '.join(Y_METRICS)}, got {requested!r}")
-    if requested != "auto":
-        return requested
-    with_drift = [(c, c.drift) for c in cells if c.ok and c.drift is not None]
-    if with_drift and all(d.labelled and d.number("candidate_top1") is not None
-                          and not str(c.weights).startswith("seeded")
-                          for c, d in with_drift):
-        return "top1"
-    return "agreement"
-
-
-def y_label(metric: str) -> str:
-    return "top-1 accuracy (%)" if metric == "top1" else "top-1 agreement with Paddle (%)"
-
-
-def y_value(cell: Cell, metric: str, cells: Sequence[Cell]) -> YValue:
-    """The cell's accuracy (or agreement) in % with its 95 % interval.
-
-    Paddle FP32 without a drift result is the reference itself: 100 % agreement by definition, and its
-    top-1 is the ``reference_top1`` that other runtimes' drift results of the same model report.
-    """
-    drift = cell.drift
-    if cell.failed:
-        return YValue(None, None, None, cell.status)
-    if drift is None:
-        if cell.runtime == "paddle" and cell.precision == "fp32":
-            if metric == "agreement":
-                return YValue(100.0, None, None, "reference")
-            return _reference_top1(cell, cells)
-        return YValue(None, None, None, "drift missing")
-    if metric == "agreement":
-        value, ci = drift.number("agreement"), drift.interval("agreement_ci")
-    else:
-        value, ci = drift.number("candidate_top1"), drift.top1_interval
-    if value is None:
-        return YValue(None, None, None, f"drift has no {'agreement' if metric == 'agreement' else 'top-1'}")
-    lo, hi = (100 * ci[0], 100 * ci[1]) if ci else (None, None)
-    return YValue(100 * value, lo, hi, "drift")
-
-
-def _reference_top1(cell: Cell, cells: Sequence[Cell]) -> YValue:
-    for other in cells:
-        d = other.drift
-        if (other is not cell and other.ok and d is not None and other.model == cell.model
-                and other.weights == cell.weights and d.number("reference_top1") is not None):
-            ci = d.reference_top1_interval
-            return YValue(100 * d.number("reference_top1"), 100 * ci[0] if ci else None,
-                          100 * ci[1] if ci else None,
-                          f"reference_top1 of the {other.runtime} {other.precision} drift result")
-    return YValue(None, None, None, "no reference_top1 recorded for this model")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.report import plots
 from bench.report.markdown import MISSING, cell_value, fmt_ci, fmt_ms, fmt_pct, md_table
+from bench.report.recommendation import Recommended
 from bench.report.results import RUNTIME_ORDER, Cell, rank, timestamp_of
 
 
@@ -25,6 +26,7 @@ class Context:
     styler: plots.Styler
     series_extra: Callable[[Cell], str]
     written: list[Path] = field(default_factory=list)
+    recommended: Recommended | None = None  # the Recommendation section's, when budgets were given
 
     def series(self, cell: Cell) -> plots.SeriesKey:
         return series_key(cell, self.series_extra)
@@ -42,18 +44,25 @@ def series_key(cell: Cell, extra: Callable[[Cell], str]) -> plots.SeriesKey:
 
 
 def series_extra_fn(cells: Sequence[Cell], with_requests: bool = True) -> Callable[[Cell], str]:
-    """What tells series apart beyond runtime, precision and opset: the scope and the host, when they vary,
-    and the requests in flight asked of throughput cells (``x4``, ``x auto``) when those vary."""
+    """What tells series apart beyond runtime, precision and opset: the threads asked, the scope, the host and
+    the cluster target, when they vary, and the requests in flight asked of throughput cells (``x4``, ``x auto``)
+    when those vary."""
     scopes = {c.scope for c in cells}
     hosts = {c.host for c in cells}
+    targets = {c.target for c in cells}
+    threads = {c.record.params.threads for c in cells}
     asked = {c.record.params.requests for c in cells if c.scenario == "throughput"}
 
     def extra(c: Cell) -> str:
         parts = []
+        if len(threads) > 1:
+            parts.append(f"t{c.record.params.threads or ' auto'}")
         if len(scopes) > 1:
             parts.append(str(c.scope))
         if len(hosts) > 1:
             parts.append(f"@{c.host}")
+        if len(targets) > 1:
+            parts.append(f"[{c.target or 'any node'}]")
         if with_requests and len(asked) > 1 and c.scenario == "throughput":
             parts.append(f"x{c.record.params.requests or ' auto'}")
         return " ".join(parts)

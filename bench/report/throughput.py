@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bench.report import plots
-from bench.report.figures import not_drawn, plot_links, slug
+from bench.report.figures import contended_caption, front_text, judge_front, not_drawn, plot_links, slug
 from bench.report.markdown import cell_value, fmt_ms, md_table
 from bench.report.plots_throughput import throughput_latency_figure
 from bench.report.results import Cell, batch_order, group_cells
@@ -23,8 +23,9 @@ def section_throughput_latency(ctx: Context) -> list[str]:
            "`b<batch>` for the latency scenario, one request at a time, and `b<batch> x<N>` for the throughput "
            "scenario, N requests in flight). x: p50 latency of one request in ms (whiskers p10 to p90), y: "
            "images per second. Ringed points joined by the dashed step line form the front: no other "
-           "configuration gives more images/s at a lower p50. For a latency budget, pick the highest ringed "
-           "point left of it, then check its p90 and p99 in the table.", ""]
+           "configuration gives more images/s at a lower p50. A cell measured under contention is drawn but "
+           "judged against nothing (`front`: no verdict), as in every front of this report. For a latency "
+           "budget, pick the highest ringed point left of it, then check its p90 and p99 in the table.", ""]
     extra = series_extra_fn(ctx.cells, with_requests=False)  # a series spans every batch and concurrency
     drawn, undrawn = group_cells(ctx.cells, lambda c: c.model)
     for model, cells in drawn.items():
@@ -47,11 +48,10 @@ def _model_section(ctx: Context, model: str, cells: Sequence[Cell], extra: Calla
         else:
             not_shown.append(f"{c.runtime} {c.precision} {_point_label(c)} ({c.status if not c.ok else 'missing'})")
         entries.append((c, point))
-    points = [p for _, p in entries if p is not None]
-    for point, flag in zip(points, plots.pareto_front([(p.x, p.y) for p in points]), strict=True):
-        point.pareto = flag
+    contended = judge_front(entries)
     title = f"{model}: throughput vs latency"
-    caption = "Ringed: the front (no configuration is both faster and higher in images/s)."
+    caption = "Ringed: the front (no configuration is both faster and higher in images/s)." + contended_caption(
+        [f"{c.runtime} {c.precision} {_point_label(c)}" for c in contended])
     if not_shown:
         caption += " Not plotted: " + "; ".join(not_shown) + "."
     stem = ctx.out_dir / "plots" / f"throughput_latency_{slug(model)}"
@@ -87,9 +87,9 @@ def _gain(c: Cell, twin: Cell | None) -> str:
 
 def _row(ctx: Context, c: Cell, point: plots.Point | None, twin: Cell | None) -> tuple:
     ips, gain = c.timing_number("throughput_ips"), _gain(c, twin)
-    front = "not plotted" if point is None else "yes" if point.pareto else "no"
-    note = c.message if not c.ok else "; ".join(c.harness_notes)
+    note = c.message if not c.ok else "; ".join(
+        (["contended (see *Measured under contention*)"] if c.contention else []) + list(c.harness_notes))
     return (ctx.runtime(c), ctx.series(c).precision, c.opset, c.scenario_label, c.batch, c.requests,
             *(cell_value(c, c.latency(k), fmt_ms) for k in ("p50", "p90", "p99")),
             cell_value(c, ips, lambda v: f"{v:.1f}"), cell_value(c, c.memory("peak_mib"), lambda v: f"{v:.0f}"),
-            front, gain, note)
+            front_text(c, point), gain, note)

@@ -33,7 +33,8 @@ def sweep_id(cfg: BenchConfig) -> str:
 
 
 def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[BenchRequest]:
-    """Every cell of the matrix, in a stable order (model-major, so one export serves consecutive cells)."""
+    """Every cell of the matrix on every target of ``sweep.targets``, in a stable order (model-major, so one
+    export serves consecutive cells)."""
     m, s = cfg.measure, cfg.sweep
     measure = MeasureParams(m.warmup, m.iterations, m.min_duration_s, m.max_duration_s, m.scope, m.seed)
     drift = None
@@ -59,7 +60,8 @@ def plan(cfg: BenchConfig, run_id: str, results: Path) -> list[BenchRequest]:
                         cells.append(BenchRequest(runtime_name=runtime, target=cell_target, runtime=options,
                                                   measure=measure, drift=drift,
                                                   output=Output(str(results), run_id)))
-    return cells
+    # The target axis, innermost: one export serves a cell on each kind of machine in a row.
+    return [dataclasses.replace(cell, host_target=target) for cell in cells for target in s.targets or (None,)]
 
 
 def scenario_axis(cfg: BenchConfig) -> list[tuple[str, int | None]]:

@@ -30,6 +30,7 @@ from core.manifest import (
     package_versions,
     save_manifest,
 )
+from core.progress import expect_stages, stage_done
 from export.build import load_eval_images, seeded_inputs
 from export.layout import derived_dir, discard_unfinished, make_work_dir, publish
 from export.pipeline import ExportResult, code_digest, is_fresh
@@ -102,6 +103,7 @@ def derive(fp32_manifest_path: Path, request: DerivedRequest) -> ExportResult:
         check_writable_dir(out_dir.parent)
     except OSError as exc:
         raise QuantizeError(f"output folder {out_dir.parent} is not writable ({exc.strerror or exc})") from None
+    expect_stages(1)
     work = make_work_dir(out_dir)
     try:
         build(fp32_manifest_path, fp32, request, calibration, work, key)
@@ -109,6 +111,7 @@ def derive(fp32_manifest_path: Path, request: DerivedRequest) -> ExportResult:
     except BaseException:
         discard_unfinished()
         raise
+    stage_done(request.variant)
     return ExportResult(manifest_path, False)
 
 
