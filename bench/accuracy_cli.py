@@ -8,7 +8,8 @@ Data: an ImageNet-layout folder (``val_list.txt`` of ``path label`` lines, found
 usage checks, the data set opened and every image decoded once (a list naming a missing file, a label out of
 range or a set with no readable image: exit 2, nothing written), then the export (made if missing) and the
 runtime, then one streamed pass: images preprocessed in worker processes ahead of the runtime (PaddleClas's
-eval pipeline unless ``--preprocess infer``), a progress bar, per-image results merged into the statistics once.
+eval pipeline unless ``--preprocess infer`` or a config), a progress bar, per-image results merged into the
+statistics once.
 One JSON line per run goes to ``--results`` (default ``results/accuracy.jsonl``).
 """
 
@@ -33,7 +34,7 @@ from core.datasets import DataError, ImageDataset, open_dataset
 from core.files import append_line, check_appendable
 from core.image_stream import default_workers
 from core.manifest import ManifestError, load_manifest, manifest_path_of
-from core.preprocess import PIPELINES, Preprocess, for_model
+from core.preprocess import PIPELINES, Preprocess, for_model, from_config
 from core.progress import image_bar
 from core.yamlio import ConfigError
 from export.models import MODELS, get_spec
@@ -52,8 +53,9 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--batch", type=int, default=8, help="batch fed to the runtime (default 8)")
     a.add_argument("--device", help="cpu, cuda, ... (default: the runtime's first device)")
     a.add_argument("--threads", type=int, help="runtime threads (default: one per physical core)")
-    a.add_argument("--preprocess", choices=PIPELINES,
-                   help="PaddleClas preprocessing config: eval (default: what its published top-1 means) or infer")
+    a.add_argument("--preprocess", metavar="eval|infer|CONFIG.yaml",
+                   help="PaddleClas preprocessing: eval (default: what its published top-1 means), infer, or a "
+                        "PaddleClas training/deploy config (a brought model's)")
     a.add_argument("--workers", type=int, help="image worker processes (default: one per core)")
     a.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"JSON lines file (default {DEFAULT_RESULTS})")
     a.add_argument("--json", action="store_true", help="print the record as JSON after the table")
@@ -75,7 +77,11 @@ def preprocess_of(request: BenchRequest, pipeline: str | None) -> tuple[Preproce
     """(the images' preprocessing, the model's class count), known before any export is made."""
     target = request.target
     if target.manifest is None:
-        return for_model(target.model, pipeline or "eval"), get_spec(target.model).num_classes
+        if pipeline in (None, *PIPELINES):
+            preprocess = for_model(target.model, pipeline or "eval")
+        else:  # a PaddleClas config; TransformError (a usage error) when it cannot be read
+            preprocess = from_config(pipeline)
+        return preprocess, get_spec(target.model).num_classes
     try:
         path = manifest_path_of(Path(target.manifest))
         artifact = Artifact(load_manifest(path), path.parent.resolve(), path.resolve())
@@ -83,7 +89,8 @@ def preprocess_of(request: BenchRequest, pipeline: str | None) -> tuple[Preproce
         raise UsageError(str(exc)) from None
     preprocess = pipeline_preprocess(artifact, pipeline)
     if preprocess is None:
-        raise UsageError(f"{artifact.model}: the manifest has no image preprocessing; an accuracy pass needs one")
+        raise UsageError(f"{artifact.model}: the manifest has no image preprocessing; an accuracy pass needs one "
+                         "(--preprocess CONFIG.yaml: its PaddleClas config)")
     return preprocess, artifact.manifest.num_classes or 1000
 
 
@@ -156,7 +163,7 @@ def summary_lines(record: dict) -> list[str]:
         lines.append(f"  PaddleClas published top-1 {pct(acc['published_top1'])}: difference "
                      f"{100 * acc['top1_minus_published']:+.2f} points"
                      f"{'' if acc['published_top1_in_ci'] else ' (outside the 95% interval)'}")
-    if not model["weights"].get("trained"):
+    if model["weights"].get("trained") is False:  # None: a brought model's, whose training is its own
         lines.append(f"  ({model['weights'].get('kind')} weights: an untrained network; the published figure is "
                      "for --weights official)")
     elif model["weights"].get("verified") is False:

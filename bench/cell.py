@@ -20,9 +20,10 @@ from bench.records import ErrorInfo, ModelInfo, Params, Record, RuntimeInfo, Tim
 from bench.request import BenchRequest, UsageError, derived_precision, validate
 from core.artifact import Artifact, ArtifactError
 from core.datasets import DataError
-from core.manifest import ManifestError, manifest_path_of
+from core.manifest import ManifestError, load_manifest, manifest_path_of
 from core.proc import ChildResult, describe_exit
 from core.progress import say
+from export.quantize import Int8Recipe
 from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -204,26 +205,46 @@ def _versions(runtime: Runtime) -> dict[str, str]:
         return {}
 
 
-def export_spec(request: BenchRequest) -> ExportSpec:
-    """The export a cell runs: the fp32 one, or the model derived from it (int8 for ov/ort, fp16 for ort)."""
+def export_spec(request: BenchRequest) -> ExportSpec | None:
+    """The export a cell runs: the fp32 one, or the model derived from it (int8 for ov and ort, fp16 for ort). For a
+    ``--manifest`` target: the model derived from that fp32 export, or None when the manifest's own model runs."""
     target, options = request.target, request.runtime
     derived = derived_precision(request.runtime_name, options.precision, options.device)
     int8 = target.int8_recipe if derived[0] == "int8" and target.int8_recipe.asked() else None
+    if target.manifest:
+        return _derived_of_manifest(manifest_path_of(Path(target.manifest)), derived, int8)
     return ExportSpec(target.model, target.opset, target.export_batch(request.batch), target.weights,
                       Path(target.artifacts), *derived, optimize=target.optimize, quantization=int8)
 
 
+def _derived_of_manifest(path: Path, derived: tuple[str, str | None], int8: Int8Recipe | None) -> ExportSpec | None:
+    """A brought (or any) fp32 export's reduced-precision model, made as ``python -m export --manifest`` makes it."""
+    if derived[0] == "fp32":
+        return None
+    try:
+        fp32 = load_manifest(path)
+    except ManifestError:
+        return None  # the cell reports the unreadable manifest itself
+    if fp32.precision != "fp32":
+        return None  # the manifest is a reduced-precision model already: it runs as it is
+    return ExportSpec(fp32.model, fp32.opset_requested or fp32.opset_written, fp32.batch, "", path.parent.parent,
+                      *derived, quantization=int8, source_manifest=path.resolve())
+
+
 def resolve_manifest(request: BenchRequest) -> Path:
-    """The manifest to run: ``--manifest``, or the export stage's (exported now unless ``--no-export``)."""
+    """The manifest to run: ``--manifest`` (or the model derived from it for int8/fp16), or the export stage's;
+    a missing or stale one is exported now unless ``--no-export``."""
     target = request.target
     if target.shipped_manifest:
         return Path(target.shipped_manifest)
+    path = None
     if target.manifest:
         path = manifest_path_of(Path(target.manifest))
         if not path.is_file():
             raise BenchFailure(f"manifest {path} not found")
-        return path
     spec = export_spec(request)
+    if spec is None:
+        return path
     if spec.ready():  # its cache key covers the optimisation level too
         return spec.manifest_path
     stale = spec.exists()
@@ -232,8 +253,8 @@ def resolve_manifest(request: BenchRequest) -> Path:
         if stale and spec.variant and spec.variant.startswith("int8"):
             why += (" (an int8 model made with --calibration, --calibration-size or --max-drop needs the same flags "
                     "here)")
-        raise BenchFailure(f"{target.model} opset {target.opset} is not exported ({spec.manifest_path} {why}); "
-                           f"run: {spec.shell_command()}")
+        what = f"{spec.model} opset {spec.opset}" + (f" {spec.variant}" if spec.source_manifest else "")
+        raise BenchFailure(f"{what} is not exported ({spec.manifest_path} {why}); run: {spec.shell_command()}")
     if stale:
         log.warning("%s is not what the export would make now (other code, package versions or inputs): "
                     "rebuilding it", spec.manifest_path)

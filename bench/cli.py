@@ -36,7 +36,7 @@ from bench.records import Record, append_record
 from bench.request import BenchRequest, Output, Target, UsageError, measure_params, with_int8_recipe
 from bench.table import error_line, format_drift, format_table, one_line
 from core.files import check_appendable, write_text_atomic
-from core.preprocess import PIPELINES
+from core.preprocess import preprocess_choice
 from core.proc import Terminated, exit_code_of, sigterm_interrupts
 from export.quantize import Int8Recipe
 from runtimes import runtimes_that
@@ -88,8 +88,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", help="export (default: the images the export stored Paddle's logits for), "
                                   "synthetic, or an image folder / PaddleClas list file")
     d.add_argument("--labels", help="PaddleClas list file (path label) for --data")
-    d.add_argument("--preprocess", choices=PIPELINES,
-                   help="PaddleClas preprocessing config: eval (default: what its published top-1 means) or infer")
+    d.add_argument("--preprocess", metavar="eval|infer|CONFIG.yaml", help="PaddleClas preprocessing: eval (default: "
+                   "what its published top-1 means), infer, or a PaddleClas training/deploy config (a brought model's)")
     d.add_argument("--enforce-gates", action="store_true",
                    help="exit 1 when the drift gates of bench.yaml fail for this precision")
     return p
@@ -100,8 +100,8 @@ def drift_settings_from_args(args: argparse.Namespace, cfg: BenchConfig) -> Drif
         return None
     if args.labels and args.data in (None, "export", "synthetic"):
         raise UsageError("--labels needs --data FOLDER (the images the list file names)")
-    return DriftSettings(data=args.data or "export", labels=args.labels,
-                         pipeline=args.preprocess or cfg.sweep.drift_preprocess, gates=cfg.gates)
+    return DriftSettings(data=args.data or "export", labels=args.labels, gates=cfg.gates,
+                         pipeline=preprocess_choice(args.preprocess) if args.preprocess else cfg.sweep.drift_preprocess)
 
 
 def request_from_args(args: argparse.Namespace, cfg: BenchConfig) -> BenchRequest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,14 @@ class ExportSpec:
     runtime: str | None = None  # int8: the runtime it is quantized for
     optimize: str = DEFAULT_LEVEL  # the fp32 export's graph optimisation level (export.optimize)
     quantization: Int8Recipe | None = None  # int8: calibration set and accuracy control (None: the defaults)
+    source_manifest: Path | None = None  # derive from this fp32 export (a --manifest target) as it is
 
     @property
     def fp32_manifest_path(self) -> Path:
         from export.request import artifact_dir
 
+        if self.source_manifest is not None:
+            return self.source_manifest
         return artifact_dir(self.model, self.opset, self.batch, self.weights, self.artifacts,
                             self.optimize) / MANIFEST_NAME
 
@@ -83,11 +87,15 @@ class ExportSpec:
             if self.variant else []
         if self.variant and self.quantization:
             derived += self.quantization.export_flags()
+        if self.source_manifest is not None:
+            return ["--manifest", str(self.source_manifest), *derived]
         return ["--model", self.model, "--opset", str(self.opset), "--batch", str(self.batch),
                 "--weights", self.weights, "--out", str(self.artifacts), "--optimize", self.optimize, *derived]
 
     def shell_command(self) -> str:
         """What a user would type to make this export."""
+        if self.source_manifest is not None:
+            return " ".join(["python -m export", *map(shlex.quote, self.command())])
         parts = ["python -m export", f"--model {self.model}", f"--opset {self.opset}"]
         if self.batch != "dynamic":
             parts.append(f"--batch {self.batch}")

@@ -60,11 +60,12 @@ class Target:
     @property
     def weights_key(self) -> str:
         """The weights part of the cell key; a manifest run is keyed by its manifest."""
-        if not self.manifest:  # a non-default optimisation level or int8 recipe is another model: another cell
+        # a non-default optimisation level or int8 recipe is another model: another cell
+        recipe = [f"{name}={value}" for name, value in self.int8_recipe.asked().items()]
+        if not self.manifest:
             parts = [self.weights] + ([f"optimize={self.optimize}"] if self.optimize != DEFAULT_LEVEL else [])
-            parts += [f"{name}={value}" for name, value in self.int8_recipe.asked().items()]
-            return "+".join(parts)
-        return f"manifest:{manifest_path_of(Path(self.manifest)).resolve()}"
+            return "+".join(parts + recipe)
+        return "+".join([f"manifest:{manifest_path_of(Path(self.manifest)).resolve()}", *recipe])
 
 
 @dataclass
@@ -172,8 +173,8 @@ def with_int8_recipe(target: Target, runtime: str, precision: str, recipe: Int8R
         runtime = canonical_runtime(runtime)
     except ConfigError:
         return target  # validate() reports the unknown runtime
-    if not _makes_int8_model(runtime, precision) or target.manifest:
-        return target
+    if not _makes_int8_model(runtime, precision) or (target.manifest and _manifest_precision(target) != "fp32"):
+        return target  # a --manifest of an int8 model runs as it was made
     defaults = recipe.resolved().asked()
     if runtime != "ov":
         defaults.pop("max_drop", None)
@@ -200,10 +201,20 @@ def _check_int8_settings(target: Target, runtime: str, precision: str) -> None:
         return
     if not _makes_int8_model(runtime, precision):
         raise UsageError(f"{flags} make the int8 model of ov or ort: add --precision int8 (runtime ov or ort)")
-    if target.manifest:
-        raise UsageError(f"{flags} shape the int8 model the export stage makes, not a --manifest model")
+    stored = _manifest_precision(target) if target.manifest else None
+    if stored not in (None, "fp32"):
+        raise UsageError(f"{flags} shape the int8 model the export stage makes from an fp32 export; "
+                         f"{target.manifest} is already {stored}")
     if target.max_drop is not None and runtime != "ov":
         raise UsageError("--max-drop (NNCF's accuracy control) makes the OpenVINO int8 model: use --runtime ov")
+
+
+def _manifest_precision(target: Target) -> str | None:
+    """The precision of a ``--manifest`` target's model; None when unreadable (its cell reports that)."""
+    try:
+        return load_manifest(Path(target.manifest)).precision
+    except ManifestError:
+        return None
 
 
 def _check_model_inputs(target: Target) -> None:

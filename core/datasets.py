@@ -181,7 +181,7 @@ class ImageDataset(Dataset):
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (3, self.preprocess.crop, self.preprocess.crop)
+        return self.preprocess.output_shape
 
     @property
     def has_labels(self) -> bool:
@@ -271,7 +271,8 @@ class ImageDataset(Dataset):
                 "preprocess": self.preprocess.to_dict(), "unreadable_images": len(self.skipped),
                 "enlarged": {"count": len(self.enlarged), "names": self.enlarged[:self.MAX_NAMED],
                              "policy": f"short side below the {self.preprocess.crop} crop: enlarged by "
-                                       "resize_short, as PaddleClas's ResizeImage does"},
+                                       "resize_short, as PaddleClas's ResizeImage does"
+                             if self.preprocess.resize_short and self.preprocess.crop else "no resize_short"},
                 **self._extra}
 
 
@@ -304,7 +305,7 @@ def open_dataset(
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if source is None or str(source) == "synthetic" or layout == "synthetic":
         if input_shape is None:
-            input_shape = (3, preprocess.crop, preprocess.crop) if preprocess else (3, 224, 224)
+            input_shape = preprocess.output_shape if preprocess else (3, 224, 224)
         return SyntheticDataset(count, input_shape, seed)
     if preprocess is None:
         raise ValueError("an image data set needs preprocessing settings (get_spec(model).preprocess)")

@@ -1,15 +1,18 @@
-"""Image preprocessing per model family: PaddleClas 2.6.0's eval and infer configs, step by step.
+"""Image preprocessing: PaddleClas 2.6.0's transform ops, step by step.
 
 The steps are PaddleClas's transform classes (``ppcls/data/preprocess/ops/operators.py``), with the same
 libraries: ``DecodeImage`` (``cv2.imdecode(..., IMREAD_COLOR)``: 3 channels in BGR order, grayscale
-replicated, alpha dropped, EXIF orientation applied), ``to_rgb``, ``ResizeImage(resize_short=...)`` (OpenCV
-``INTER_LINEAR`` unless the config says ``backend: pil``; sides ``int(round(side * resize_short / short))``),
-``CropImage`` (centre, start ``(side - crop) // 2``), ``NormalizeImage`` (``(x * float32(scale) - mean) /
-std`` in float32) and ``ToCHWImage``. ``tests/test_preprocess_paddleclas.py`` holds the result to PaddleClas's
-own classes on real images.
+replicated, alpha dropped, EXIF orientation applied; or with ``backend: pil``, Pillow's ``convert("RGB")``),
+``to_rgb``, ``ResizeImage`` (``resize_short``, sides ``int(round(side * resize_short / short))``, or a fixed
+``size``; OpenCV ``INTER_LINEAR`` unless the config names another filter or ``backend: pil``), ``CropImage``
+(centre, start ``(side - crop) // 2``), ``NormalizeImage`` (``(x * float32(scale) - mean) / std`` in float32)
+and ``ToCHWImage``. ``tests/test_preprocess_paddleclas.py`` holds the result to PaddleClas's own classes on real
+images.
 
-Two pipelines per family (``PIPELINES``): ``eval``, the config PaddleClas's published top-1 was measured with
-(the default), and ``infer``, its deployment config. They differ for MobileViT only: eval decodes BGR
+Every pipeline is a PaddleClas transform list read by ``core.paddleclas_ops``: the built-in models' (their
+PaddleClas configs' ops, below) and a brought model's (``from_config``: its training or deploy config) alike.
+Two pipelines per built-in family (``PIPELINES``): ``eval``, the config PaddleClas's published top-1 was measured
+with (the default), and ``infer``, its deployment config. They differ for MobileViT only: eval decodes BGR
 (``to_rgb: False``) and resizes with Pillow's bilinear filter, infer is RGB with OpenCV's.
 """
 
@@ -21,12 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from core.paddleclas_ops import SECTIONS, config_settings, settings_from_ops
+
 PIPELINES = ("eval", "infer")
 DEFAULT_PIPELINE = "eval"
 FAMILIES = ("LeViT", "MobileViT")
 _CV2_FILTERS = {"bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC", "nearest": "INTER_NEAREST",
                 "area": "INTER_AREA", "lanczos": "INTER_LANCZOS4"}
-_PIL_FILTERS = {"bilinear": 2, "bicubic": 3, "nearest": 0, "lanczos": 1}  # PIL.Image.Resampling values
+_PIL_FILTERS = {"bilinear": 2, "bicubic": 3, "nearest": 0, "lanczos": 1, "box": 4,
+                "hamming": 5}  # PIL.Image.Resampling values
 
 
 class ImageError(ValueError):
@@ -41,21 +47,23 @@ def _cv2():
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Decode -> channel order -> resize short side -> centre crop -> scale, normalise -> CHW float32.
+    """Decode -> channel order -> resize (short side, or a fixed size) -> centre crop -> scale, normalise -> CHW.
 
-    Calling it turns an image file (path or bytes) into the ``(3, crop, crop)`` float32 array the model is fed.
+    Calling it turns an image file (path or bytes) into the ``output_shape`` float32 array the model is fed.
     """
 
-    resize_short: int
-    crop: int
+    resize_short: int | None  # ResizeImage(resize_short=...); None: a fixed ``resize``, or no ResizeImage
+    crop: int | None  # CropImage(size=...), square; None: no CropImage (then ``resize`` fixes the size)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     scale: float = 1.0 / 255.0
     channel_order: str = "RGB"  # "RGB" | "BGR": the order of the channels fed to the model
     interpolation: str = "bilinear"
     resize_backend: str = "cv2"  # "cv2" (PaddleClas's default) | "pil" (a config's ``backend: pil``)
-    decoder: str = "cv2"  # cv2.imdecode(..., IMREAD_COLOR), as PaddleClas's DecodeImage
-    pipeline: str | None = None  # the PaddleClas config reproduced ("eval" | "infer"); None: custom
+    decoder: str = "cv2"  # cv2.imdecode(..., IMREAD_COLOR), as PaddleClas's DecodeImage; "pil": backend: pil
+    pipeline: str | None = None  # the PaddleClas config section reproduced ("eval" | "infer"); None: custom
+    resize: tuple[int, int] | None = None  # ResizeImage(size=[w, h]): a fixed (width, height)
+    source: str | None = None  # "<config file>: <section>" the ops were read from; None: built in
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -65,8 +73,16 @@ class Preprocess:
         filters = _CV2_FILTERS if self.resize_backend == "cv2" else _PIL_FILTERS
         if self.interpolation not in filters:
             raise ValueError(f"interpolation {self.interpolation!r} is not one of {', '.join(filters)}")
-        if self.decoder != "cv2":
-            raise ValueError(f"decoder {self.decoder!r} is not supported (cv2)")
+        if self.decoder not in ("cv2", "pil"):
+            raise ValueError(f"decoder {self.decoder!r} is not supported (cv2, pil)")
+        if self.resize_short is not None and self.resize is not None:
+            raise ValueError("resize_short and a fixed resize exclude each other (PaddleClas's ResizeImage)")
+        if self.crop is None and self.resize is None:
+            raise ValueError("no fixed output size: a crop or a fixed resize is needed")
+        for name in ("resize_short", "crop"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,9 +91,18 @@ class Preprocess:
     def from_dict(cls, data: dict) -> Preprocess:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the tensors it makes."""
+        if self.crop is not None:
+            return (3, self.crop, self.crop)
+        width, height = self.resize
+        return (3, height, width)
+
     # --- the steps ------------------------------------------------------------------------------------------
     def decode(self, source: str | os.PathLike | bytes) -> np.ndarray:
-        """HWC uint8 BGR, as ``cv2.imdecode(buffer, IMREAD_COLOR)``; ImageError when it cannot be read."""
+        """HWC uint8 BGR, as ``cv2.imdecode(buffer, IMREAD_COLOR)`` (or Pillow's RGB, reversed, for ``pil``);
+        ImageError when it cannot be read."""
         if isinstance(source, bytes):
             data = source
         else:
@@ -87,6 +112,8 @@ class Preprocess:
                 raise ImageError(f"cannot read ({exc.strerror or exc})") from None
         if not data:
             raise ImageError("empty file")
+        if self.decoder == "pil":
+            return _pil_decode(data)
         cv2 = _cv2()
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
@@ -94,7 +121,11 @@ class Preprocess:
         return image
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) after ``resize_short``, rounded as PaddleClas's ResizeImage rounds."""
+        """(width, height) after ResizeImage, rounded as PaddleClas's ResizeImage rounds."""
+        if self.resize is not None:
+            return self.resize
+        if self.resize_short is None:
+            return width, height
         ratio = float(self.resize_short) / min(width, height)
         return int(round(width * ratio)), int(round(height * ratio))
 
@@ -103,20 +134,24 @@ class Preprocess:
         image = bgr[:, :, ::-1] if self.channel_order == "RGB" else bgr
         height, width = image.shape[:2]
         size = self.resized_size(width, height)
-        if self.resize_backend == "cv2":
-            cv2 = _cv2()
-            image = cv2.resize(image, size, interpolation=getattr(cv2, _CV2_FILTERS[self.interpolation]))
-        else:
-            from PIL import Image
-
-            image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
-                size, _PIL_FILTERS[self.interpolation]))
+        if self.resize_short is not None or self.resize is not None:  # a ResizeImage op
+            image = self._resized(image, size)
+        if self.crop is None:
+            return image
         height, width = image.shape[:2]
         if height < self.crop or width < self.crop:
             # PaddleClas's CropImage would slice a smaller (or wrapped) patch; no model can take it.
             raise ImageError(f"{width}x{height} after resizing is smaller than the {self.crop} crop")
         top, left = (height - self.crop) // 2, (width - self.crop) // 2
         return image[top:top + self.crop, left:left + self.crop]
+
+    def _resized(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        if self.resize_backend == "cv2":
+            cv2 = _cv2()
+            return cv2.resize(image, size, interpolation=getattr(cv2, _CV2_FILTERS[self.interpolation]))
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, _PIL_FILTERS[self.interpolation]))
 
     def normalise(self, crop: np.ndarray) -> np.ndarray:
         """``(crop * float32(scale) - mean) / std`` in float32, as CHW (NormalizeImage + ToCHWImage)."""
@@ -126,27 +161,84 @@ class Preprocess:
         return np.ascontiguousarray(array.transpose(2, 0, 1))
 
     def __call__(self, source: str | os.PathLike | bytes) -> np.ndarray:
-        """An image file (path or bytes) as the ``(3, crop, crop)`` float32 array the model is fed."""
+        """An image file (path or bytes) as the ``output_shape`` float32 array the model is fed."""
         return self.normalise(self.crop_of(self.decode(source)))
 
     def enlarges(self, width: int, height: int) -> bool:
         """Whether an image of this size is smaller than the crop, so resize_short scales it up."""
-        return min(width, height) < self.crop
+        return self.resize_short is not None and self.crop is not None and min(width, height) < self.crop
 
 
-_LEVIT = dict(resize_short=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-_MOBILEVIT = dict(resize_short=292, crop=256, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+def _pil_decode(data: bytes) -> np.ndarray:
+    """PaddleClas's DecodeImage(backend="pil"): ``Image.open(...).convert("RGB")``, as a BGR array."""
+    import io
 
-# ppcls/configs/ImageNet/{LeViT,MobileViT}/*.yaml of PaddleClas 2.6.0: DataLoader.Eval and Infer transforms.
-PREPROCESS_BY_PIPELINE: dict[tuple[str, str], Preprocess] = {
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"not a decodable image (Pillow: {exc})") from None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _normalize(mean: list[float], std: list[float]) -> dict:
+    return {"NormalizeImage": {"scale": "1.0/255.0", "mean": mean, "std": std, "order": ""}}
+
+
+def _ops(to_rgb: bool, resize: dict, crop: int, normalize: dict, infer: bool) -> list[dict]:
+    ops = [{"DecodeImage": {"to_rgb": to_rgb, "channel_first": False}}, {"ResizeImage": resize},
+           {"CropImage": {"size": crop}}, normalize]
+    return ops + [{"ToCHWImage": None}] if infer else ops
+
+
+_LEVIT_NORMALIZE = _normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+_MOBILEVIT_NORMALIZE = _normalize([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+# ppcls/configs/ImageNet/{LeViT,MobileViT}/*.yaml of PaddleClas 2.6.0, as written there: DataLoader.Eval's
+# transform_ops (eval; the data set transposes to CHW after them) and Infer's transforms (infer).
+CONFIG_OPS: dict[tuple[str, str], list[dict]] = {
     # LeViT: ResizeImage without a backend (OpenCV INTER_LINEAR), RGB; its eval and infer configs agree.
-    ("LeViT", "eval"): Preprocess(**_LEVIT, pipeline="eval"),
-    ("LeViT", "infer"): Preprocess(**_LEVIT, pipeline="infer"),
+    ("LeViT", "eval"): _ops(True, {"resize_short": 256}, 224, _LEVIT_NORMALIZE, infer=False),
+    ("LeViT", "infer"): _ops(True, {"resize_short": 256}, 224, _LEVIT_NORMALIZE, infer=True),
     # MobileViT eval: DecodeImage to_rgb: False (BGR), ResizeImage interpolation: bilinear, backend: pil.
-    ("MobileViT", "eval"): Preprocess(**_MOBILEVIT, channel_order="BGR", resize_backend="pil", pipeline="eval"),
+    ("MobileViT", "eval"): _ops(False, {"resize_short": 292, "interpolation": "bilinear", "backend": "pil"}, 256,
+                                _MOBILEVIT_NORMALIZE, infer=False),
     # MobileViT infer: RGB, ResizeImage without a backend (OpenCV).
-    ("MobileViT", "infer"): Preprocess(**_MOBILEVIT, pipeline="infer"),
+    ("MobileViT", "infer"): _ops(True, {"resize_short": 292}, 256, _MOBILEVIT_NORMALIZE, infer=True),
 }
+_SECTION_OF = {"eval": SECTIONS[0], "infer": SECTIONS[2]}  # DataLoader.Eval, Infer.transforms
+PREPROCESS_BY_PIPELINE: dict[tuple[str, str], Preprocess] = {
+    (family, pipeline): Preprocess(**settings_from_ops(ops, _SECTION_OF[pipeline], f"PaddleClas {family}"),
+                                   pipeline=pipeline)
+    for (family, pipeline), ops in CONFIG_OPS.items()
+}
+
+
+def _split_choice(value: str) -> tuple[Path, str | None]:
+    """``PATH[:eval|:infer]`` -> (path, section pipeline or None)."""
+    head, sep, tail = value.rpartition(":")
+    if sep and tail in PIPELINES and not Path(value).expanduser().exists():
+        return Path(head).expanduser(), tail
+    return Path(value).expanduser(), None
+
+
+def from_config(value: str | os.PathLike) -> Preprocess:
+    """The preprocessing a PaddleClas config writes down (``PATH``, or ``PATH:eval`` / ``PATH:infer`` for one
+    section of a training config): ``core.paddleclas_ops.config_settings``; TransformError names what is wrong."""
+    path, pipeline = _split_choice(str(value))
+    settings, section, source = config_settings(path, pipeline)
+    return Preprocess(**settings, pipeline=section.pipeline, source=source)
+
+
+def preprocess_choice(value: str) -> str:
+    """A ``--preprocess`` value checked: ``eval`` | ``infer`` as they are, a config read (TransformError when it
+    cannot be) and made absolute, since cells and exports run in other processes and folders."""
+    if value in PIPELINES:
+        return value
+    path, pipeline = _split_choice(value)
+    from_config(value)
+    return str(path.resolve()) + (f":{pipeline}" if pipeline else "")
 
 
 def check_pipeline(pipeline: str) -> str:
@@ -169,7 +261,8 @@ def family_of(model_name: str) -> str:
         if model_name.startswith(f"{family}_"):
             return family
     raise ValueError(f"no PaddleClas preprocessing for model {model_name!r}: only {', '.join(FAMILIES)} models "
-                     "have one (a brought model brings its own tensors)")
+                     "have built-in pipelines (a brought model's comes from its PaddleClas config: --preprocess "
+                     "CONFIG.yaml)")
 
 
 def for_model(model_name: str, pipeline: str = DEFAULT_PIPELINE) -> Preprocess:

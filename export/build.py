@@ -27,6 +27,7 @@ from export.source import PaddleSource
 
 log = logging.getLogger(__name__)
 
+IMAGENET_CLASSES = 1000
 SEEDED_INPUTS = 4  # seeded N(0, 1) inputs checked besides the real images
 REFERENCE_IMAGES = "reference.npz"
 REFERENCE_SEEDED = "reference-seeded.npz"
@@ -63,7 +64,8 @@ def build(request: ExportRequest, work: Path, key: str) -> Manifest:
     if request.paddle_model is None:
         source = zoo_source(request.model, request.weights)
     else:
-        source = inference_model_source(request.paddle_model, request.model, request.input_shape)
+        source = inference_model_source(request.paddle_model, request.model, request.input_shape,
+                                        request.preprocess)
     clock.done("build_and_weights_s")
 
     paddle_dir = work / "paddle"
@@ -193,7 +195,9 @@ def check_parity(source: PaddleSource, onnx_path: Path,
         reference = source.logits(images)
         figures["images"] = parity.check(f"{len(images)} images", reference,
                                          parity.ort_logits(onnx_path, images, request.fixed_batch))
-        references[REFERENCE_IMAGES] = Logits(reference, names, np.asarray(labels, np.int64))
+        # The images' labels are ImageNet-1k classes: a brought model with other classes keeps none.
+        imagenet = reference.shape[1] == IMAGENET_CLASSES
+        references[REFERENCE_IMAGES] = Logits(reference, names, np.asarray(labels, np.int64) if imagenet else None)
     return references, figures
 
 

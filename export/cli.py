@@ -11,7 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from core.manifest import load_manifest
+from core.manifest import load_manifest, manifest_path_of
+from core.preprocess import Preprocess
 from core.proc import keep_signal_handlers
 from core.progress import take_channel
 from core.yamlio import ConfigError
@@ -21,6 +22,7 @@ from export.layout import DEFAULT_ROOT, LayoutError, discard_unfinished, parse_b
 from export.models import MODELS, UnknownModelError
 from export.optimize.levels import DEFAULT_LEVEL, LEVELS
 from export.pipeline import ExportResult, check_request, run_export
+from export.preprocess_args import add_preprocess_arguments, preprocess_from_args
 from export.quantize import PrecisionUsageError
 from export.quantize.cli import add_precision_arguments, derive_all, derived_request, format_derived_row
 from export.request import DEFAULT_IMAGES, ExportRequest
@@ -45,20 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("bench.yaml"), help="matrix used when --model is absent")
     p.add_argument("--paddle-model", type=Path,
                    help="bring your own Paddle inference model (NAME.json + NAME.pdiparams); --model names it")
-    p.add_argument("--input-shape", help="C,H,W of a brought model's input, e.g. 3,224,224")
+    p.add_argument("--input-shape", help="C,H,W of a brought model's input, e.g. 3,224,224 (default: what its "
+                                         "--preprocess makes)")
+    p.add_argument("--manifest", type=Path,
+                   help="derive --precision int8|fp16 models from this fp32 export (model.onnx.json or its folder), "
+                        "a brought model's included, instead of exporting")
     p.add_argument("--optimize", choices=list(LEVELS),
                    help=f"graph optimisation passes after folding (default: bench.yaml's export.optimize, else "
                    f"{DEFAULT_LEVEL}); "
                    + "; ".join(f"{name}: {level.description}" for name, level in LEVELS.items()))
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is fresh")
+    add_preprocess_arguments(p)
     add_precision_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
+    preprocess = preprocess_from_args(args)
+    if args.manifest:
+        given = [flag for flag, value in (("--model", args.model), ("--opset", args.opset), ("--paddle-model",
+                 args.paddle_model), ("--input-shape", args.input_shape), ("--batch", args.batch), ("--weights",
+                 args.weights), ("--optimize", args.optimize), ("--out", args.out != DEFAULT_ROOT)) if value]
+        if given:
+            raise LayoutError(f"--manifest derives models from an export as it is, beside it; drop "
+                              f"{', '.join(given)}")
+        if args.precision == "fp32":
+            raise LayoutError("--manifest derives reduced-precision models: add --precision int8 or fp16")
+        return []
     if args.paddle_model:
-        return _brought_model_requests(args)
+        return _brought_model_requests(args, preprocess)
     models, opsets, batch, weights, optimize = args.model, args.opset, args.batch, args.weights, args.optimize
     if not models or not opsets:
         config = read_export_config(args.config) if args.config.is_file() else None
@@ -74,18 +92,27 @@ def requests_from_args(args: argparse.Namespace) -> list[ExportRequest]:
             for m in models for o in opsets]
 
 
-def _brought_model_requests(args: argparse.Namespace) -> list[ExportRequest]:
+def _brought_model_requests(args: argparse.Namespace, preprocess: Preprocess | None) -> list[ExportRequest]:
     if not args.model or len(args.model) != 1 or not args.opset:
         raise LayoutError("--paddle-model needs one --model NAME and --opset")
+    shape = preprocess.output_shape if preprocess and args.input_shape is None else _input_shape(args.input_shape)
+    if preprocess and shape != preprocess.output_shape:
+        raise LayoutError(f"--input-shape {','.join(map(str, shape))} is not what the preprocessing makes "
+                          f"({','.join(map(str, preprocess.output_shape))})")
+    batch = parse_batch(args.batch)
+    images = args.images if preprocess else None  # real-image parity and reference logits need preprocessing
+    return [ExportRequest(args.model[0], o, batch, None, args.out, images, args.force, args.paddle_model, shape,
+                          args.optimize or DEFAULT_LEVEL, preprocess) for o in args.opset]
+
+
+def _input_shape(value: str | None) -> tuple[int, int, int]:
     try:
-        shape = tuple(int(v) for v in (args.input_shape or "").split(","))
+        shape = tuple(int(v) for v in (value or "").split(","))
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise LayoutError(f"--input-shape must be C,H,W positive integers, got {args.input_shape!r}")
-    batch = parse_batch(args.batch)
-    return [ExportRequest(args.model[0], o, batch, None, args.out, None, args.force, args.paddle_model, shape,
-                          args.optimize or DEFAULT_LEVEL) for o in args.opset]
+        raise LayoutError(f"--input-shape must be C,H,W positive integers, got {value!r} (or pass --preprocess)")
+    return shape
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,14 +155,7 @@ def _main(argv: list[str] | None) -> int:
         derived = derived_request(args)  # reduced precision: checked (calibration set included) before exporting
         for request in requests:  # refuse a bad matrix before spending minutes on its first cells
             check_request(request)
-        for number, request in enumerate(requests):
-            result = run_export(request)
-            if number == 0:
-                print(f"{'model':<14} {'opset':>5} {'nodes':>6} {'max|d| seeded':>13} {'max|d| images':>13} "
-                      f"{'top-1 agree':>11} {'seconds':>8}  cache")
-            print(format_row(result))
-            for made in derive_all(result.manifest_path, derived):
-                print(format_derived_row(made))
+        run_all(requests, derived, args.manifest)
     except USAGE_ERRORS as exc:
         return _fail(str(exc), EXIT_USAGE)
     except (ExportError, WeightsError, OSError) as exc:
@@ -154,6 +174,20 @@ def _main(argv: list[str] | None) -> int:
             raise
         return _terminated(terminated[0], exc)
     return 0
+
+
+def run_all(requests: list[ExportRequest], derived: list, manifest: Path | None) -> None:
+    """Export each request (and the models derived from it), or derive from ``--manifest``; print the rows."""
+    for number, request in enumerate(requests):
+        result = run_export(request)
+        if number == 0:
+            print(f"{'model':<14} {'opset':>5} {'nodes':>6} {'max|d| seeded':>13} {'max|d| images':>13} "
+                  f"{'top-1 agree':>11} {'seconds':>8}  cache")
+        print(format_row(result))
+        for made in derive_all(result.manifest_path, derived):
+            print(format_derived_row(made))
+    for made in derive_all(manifest_path_of(manifest), derived) if manifest else ():
+        print(format_derived_row(made))
 
 
 def _fail(message: str, code: int) -> int:

@@ -49,14 +49,21 @@ def check_request(request: ExportRequest) -> None:
     if request.paddle_model is None:
         get_spec(request.model)
         check_source(request.weights)
-        if request.images and not (Path(request.images) / "val_list.txt").is_file():
-            raise ExportError(f"evaluation images: {request.images}/val_list.txt not found; "
-                              "pass --images FOLDER with a val_list.txt")
+        if request.images:
+            _check_images(request.images)
         return
     if request.input_shape is None:
         raise ExportError("a brought inference model needs --input-shape C,H,W (e.g. 3,224,224)")
     if not Path(request.paddle_model).with_suffix(".pdiparams").is_file():
         raise ExportError(f"{request.paddle_model}: expected NAME.json with NAME.pdiparams beside it")
+    if request.preprocess is not None and request.images:
+        _check_images(request.images)
+
+
+def _check_images(folder: Path) -> None:
+    if not (Path(folder) / "val_list.txt").is_file():
+        raise ExportError(f"evaluation images: {folder}/val_list.txt not found; pass --images FOLDER with a "
+                          "val_list.txt")
 
 
 def run_export(request: ExportRequest) -> ExportResult:
@@ -115,7 +122,8 @@ def cache_key(request: ExportRequest) -> str:
     elif weights not in (SEEDED, "official") and Path(weights).expanduser().is_file():
         weights = sha256_of(Path(weights).expanduser())
     images = ""
-    if request.paddle_model is None and request.images and (Path(request.images) / "val_list.txt").is_file():
+    if request.images and (request.paddle_model is None or request.preprocess is not None) and (
+            Path(request.images) / "val_list.txt").is_file():
         images = sha256_of(Path(request.images) / "val_list.txt")
     parts = {
         "model": request.model,
@@ -128,6 +136,8 @@ def cache_key(request: ExportRequest) -> str:
         "images": images,
         "optimize": request.optimize,
     }
+    if request.preprocess is not None:  # a brought model's: other preprocessing, other references
+        parts["preprocess"] = request.preprocess.to_dict()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

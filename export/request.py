@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.preprocess import Preprocess
 from export.layout import DEFAULT_ROOT, export_dir, weights_tag
 from export.optimize.levels import DEFAULT_LEVEL, folder_variant
 from export.source import inference_model_digest
@@ -24,6 +25,7 @@ class ExportRequest:
     paddle_model: Path | None = None  # a brought Paddle inference model (.json) instead of a zoo model
     input_shape: tuple[int, int, int] | None = None  # C, H, W of a brought model
     optimize: str = DEFAULT_LEVEL  # graph optimisation level (export.optimize.levels); not the default: own folder
+    preprocess: Preprocess | None = None  # a brought model's image preprocessing (its PaddleClas config)
 
     @property
     def fixed_batch(self) -> int | None:

@@ -166,8 +166,8 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 # DequantizeLinear kernel for int32, so the quantized biases of a QDQ model are dequantized on the CPU and copied
 # over at every run (per-channel int8 weights run on the GPU).
 QDQ_HINT = ("; ORT's CUDA provider has no DequantizeLinear for int32 (quantized biases): quantize with float "
-            "biases for CUDA (python -m export ... --precision int8 --runtime ort-cuda, which python -m bench "
-            "--device cuda uses), or run it on the TensorRT provider")
+            "biases for CUDA (python -m export --manifest <its fp32 model.onnx.json> --precision int8 --runtime "
+            "ort-cuda, which python -m bench --device cuda makes and uses), or run it on the TensorRT provider")
 
 
 def _judge_cpu_nodes(verdict: PlacementVerdict, nodes: list[Node]) -> None:

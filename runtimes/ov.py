@@ -191,8 +191,9 @@ class OpenVinoRuntime(Runtime):
         if asked == "int8" and stored != "int8":
             raise SilentChangeError(
                 f"ov runs int8 from a quantized model: {artifact.model_path.name} of {artifact.model} is {stored}; "
-                f"run its int8 export (python -m export --model {artifact.model} --precision int8 --runtime ov; "
-                f"python -m bench --model makes it), or ask --precision fp32/bf16/fp16")
+                f"run its int8 model (python -m export --manifest {artifact.manifest_path or 'MODEL.onnx.json'} "
+                f"--precision int8 --runtime ov makes it; python -m bench makes it on demand), or ask --precision "
+                f"fp32/bf16/fp16")
         if stored == "int8" and asked not in (None, "int8"):
             raise SilentChangeError(f"{artifact.model_path.name} of {artifact.model} is an int8 model: its "
                                     f"quantized layers run int8 whatever the hint; ask --precision int8")

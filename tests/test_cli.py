@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_tiny_onnx, write_manifest
 
 from bench.records import read_records
 from runtimes import probe
@@ -305,10 +306,15 @@ def test_int8_recipe_flags_are_checked_before_any_export(tmp_path, results, flag
     assert not results.exists() and not (tmp_path / "art").exists()
 
 
-def test_int8_recipe_flags_refuse_a_manifest_model(onnx_artifact, results):
-    proc = bench("--runtime", "ov", "--precision", "int8", "--manifest", str(onnx_artifact), "--max-drop", "0.01",
+def test_int8_recipe_flags_refuse_a_manifest_of_an_int8_model(tmp_path, results):
+    """A --manifest of an fp32 export gets its int8 model made with the flags; one of an int8 model cannot."""
+    make_tiny_onnx(tmp_path / "model.onnx")
+    manifest = write_manifest(tmp_path, precision="int8")
+    proc = bench("--runtime", "ov", "--precision", "int8", "--manifest", str(manifest), "--max-drop", "0.01",
                  "--results", str(results))
-    assert_one_error_line(proc, 2, "--max-drop shape the int8 model the export stage makes, not a --manifest model")
+    assert_one_error_line(proc, 2, f"--max-drop shape the int8 model the export stage makes from an fp32 export; "
+                                   f"{manifest} is already int8")
+    assert not results.exists()
 
 
 def test_int8_recipe_is_part_of_the_export_command_and_the_cell_key():
@@ -327,3 +333,25 @@ def test_int8_recipe_is_part_of_the_export_command_and_the_cell_key():
     assert export_spec(tuned).manifest_path == export_spec(plain).manifest_path  # one folder, told apart by key
     assert tuned.target.weights_key == "seeded+calibration=/data/calib+max_drop=0.02" != plain.target.weights_key
     assert BenchRequest.from_dict(tuned.to_dict()).target == tuned.target  # sweeps and cells pass it on
+
+
+def test_a_manifest_of_an_fp32_export_gets_its_derived_model_made_as_python_m_export_manifest_makes_it(
+        onnx_artifact):
+    from bench.cell import export_spec
+    from bench.request import BenchRequest, Target
+    from runtimes.base import RuntimeOptions
+
+    def request(runtime: str, precision: str, **int8) -> BenchRequest:
+        return BenchRequest(runtime, Target(manifest=str(onnx_artifact.parent), **int8),
+                            RuntimeOptions(precision=precision, batch=1))
+
+    tuned = export_spec(request("ort", "int8", calibration="/data/calib"))
+    assert tuned.command() == ["--manifest", str(onnx_artifact), "--precision", "int8", "--runtime", "ort",
+                               "--calibration", "/data/calib"]
+    assert tuned.shell_command() == f"python -m export {' '.join(tuned.command())}"
+    assert tuned.manifest_path == onnx_artifact.parent.with_name(onnx_artifact.parent.name + "-int8-ort") / \
+        onnx_artifact.name
+    assert export_spec(request("ort", "fp16")).command()[-2:] == ["--precision", "fp16"]
+    assert export_spec(request("ort", "fp32")) is None and export_spec(request("ov", "bf16")) is None
+    keyed = request("ort", "int8", calibration="/data/calib").target.weights_key
+    assert keyed == f"manifest:{onnx_artifact}+calibration=/data/calib"

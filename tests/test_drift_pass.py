@@ -209,7 +209,8 @@ def test_images_without_preprocessing_settings_are_refused(onnx_artifact, image_
     )
     assert proc.returncode == 2
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
-        "error: drift data: Tiny: the manifest has no preprocessing settings for images; use --data synthetic"
+        "error: drift data: Tiny: its manifest records no image preprocessing: pass --preprocess CONFIG.yaml (its "
+        "PaddleClas config), or use --data synthetic"
     ]
     assert not results.exists()  # refused before the runtime loaded: nothing was measured
 
@@ -259,8 +260,9 @@ def test_gates_judge_the_precision_that_ran(tiny_artifact, tmp_path):
     [
         (["--drift", "--labels", "list.txt"], "--labels needs --data FOLDER"),
         (["--device", "gpu:x"], "device index must be an integer"),
-        (["--preprocess", "infer"], "--preprocess infer names a PaddleClas pipeline of LeViT or MobileViT"),
-        (["--preprocess", "train"], "argument --preprocess: invalid choice: 'train'"),
+        (["--preprocess", "infer", "--data", "."], "--preprocess infer names a built-in PaddleClas pipeline of "
+                                                   "LeViT or MobileViT, and its manifest records no preprocessing"),
+        (["--preprocess", "train"], "PaddleClas config"),  # neither a pipeline nor a config file: "... not found"
     ],
 )
 def test_bad_drift_and_device_flags_are_usage_errors(onnx_artifact, tmp_path, args, fragment):

@@ -226,6 +226,17 @@ def test_folding_that_cannot_run_is_an_error(monkeypatch):
         convert.fold_constants(helper.make_model(graph))
 
 
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--precision", "int8", "--model", "LeViT_128S", "--opset", "17"], "drop --model, --opset"),
+    (["--precision", "int8", "--out", "elsewhere"], "as it is, beside it; drop --out"),
+    ([], "--manifest derives reduced-precision models: add --precision int8 or fp16"),
+])
+def test_deriving_from_a_manifest_takes_no_export_flags(tmp_path, flags, fragment):
+    proc = run_export_cli("--manifest", str(tmp_path / "model.onnx.json"), *flags, cwd=tmp_path)
+    assert_one_line_error(proc, fragment)
+    assert proc.returncode == 2 and not (tmp_path / "artifacts").exists()
+
+
 @pytest.mark.slow
 def test_a_brought_inference_model_exports_with_parity(tmp_path):
     from conftest import _tiny_paddle_model

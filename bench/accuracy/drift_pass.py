@@ -24,7 +24,7 @@ from core.files import check_writable_dir
 from core.image_stream import default_workers
 from core.logits import Logits
 from core.metrics import compare_logits
-from core.preprocess import FAMILIES, Preprocess, for_family
+from core.preprocess import FAMILIES, PIPELINES, Preprocess, for_family, from_config
 from core.progress import image_bar
 from runtimes.base import Runtime
 
@@ -37,7 +37,7 @@ EXPORT_IMAGES = "export"  # --data value: the images the export stored Paddle's 
 class DriftSettings:
     data: str = EXPORT_IMAGES  # "export" | "synthetic" | a folder or list file
     labels: str | None = None
-    pipeline: str | None = None  # PaddleClas's "eval" | "infer" preprocessing; None: the export's (eval)
+    pipeline: str | None = None  # PaddleClas's "eval" | "infer", or a config's path; None: the export's
     workers: int | None = None  # image worker processes; None: one per core
     synthetic_count: int = 32
     gates: dict = field(default_factory=dict)
@@ -57,33 +57,56 @@ class PreparedDrift:
 
 
 def pipeline_preprocess(artifact: Artifact, pipeline: str | None) -> Preprocess | None:
-    """The preprocessing of ``pipeline`` for the artifact's model (None: the one its manifest records)."""
-    preprocess = artifact.preprocess
-    if pipeline is None or (preprocess is not None and preprocess.pipeline == pipeline):
-        return preprocess
+    """The preprocessing of ``pipeline`` for the artifact's model: None, the one its manifest records; ``eval`` |
+    ``infer``, a built-in model's PaddleClas pipeline (a brought model has only the one it records); else the
+    path of a PaddleClas config (``core.preprocess.from_config``)."""
+    recorded = artifact.preprocess
+    if pipeline is None or (recorded is not None and recorded.pipeline == pipeline):
+        return recorded
+    if pipeline not in PIPELINES:
+        try:
+            return from_config(pipeline)
+        except ValueError as exc:  # checked when the request was made; the file changed since
+            raise DataError(str(exc)) from None
     family = artifact.manifest.family
-    if family not in FAMILIES:
-        raise DataError(f"{artifact.model}: --preprocess {pipeline} names a PaddleClas pipeline of "
-                        f"{' or '.join(FAMILIES)}; this model has none (it brings its own tensors)")
-    return for_family(family, pipeline)
+    if family in FAMILIES:
+        return for_family(family, pipeline)
+    if recorded is None:
+        raise DataError(f"{artifact.model}: --preprocess {pipeline} names a built-in PaddleClas pipeline of "
+                        f"{' or '.join(FAMILIES)}, and its manifest records no preprocessing: pass --preprocess "
+                        "CONFIG.yaml (its PaddleClas config), or export it with --preprocess")
+    if recorded.pipeline is not None:
+        log.warning("%s has only the preprocessing its manifest records (%s pipeline, %s), not a built-in %s "
+                    "pipeline: using it", artifact.model, recorded.pipeline, recorded.source, pipeline)
+    return recorded
 
 
 def open_drift_dataset(settings: DriftSettings, artifact: Artifact) -> Dataset:
-    preprocess = pipeline_preprocess(artifact, settings.pipeline)
     workers = settings.workers or default_workers()
+    shape = tuple(artifact.manifest.input_shape or artifact.input_shape[1:])  # C, H, W
     data = settings.data
     if data == EXPORT_IMAGES:
         folder = ((artifact.manifest.reference or {}).get("images") or {}).get("folder")
         if folder and Path(folder).is_dir():
-            return open_dataset(folder, preprocess=preprocess, workers=workers)
+            return open_dataset(folder, preprocess=_fitting(artifact, settings.pipeline, shape), workers=workers)
         log.info("%s: the export stored no reference images; using the synthetic set", artifact.model)
         data = "synthetic"  # recorded in the drift figures' data description
-    if data != "synthetic" and preprocess is None:
-        raise DataError(f"{artifact.model}: the manifest has no preprocessing settings for images; "
-                        "use --data synthetic")
-    shape = artifact.manifest.input_shape or artifact.input_shape[1:]  # C, H, W
-    return open_dataset(data, preprocess=preprocess, labels=settings.labels, workers=workers,
-                        count=settings.synthetic_count, input_shape=tuple(shape) if shape else None)
+    if data == "synthetic":
+        return open_dataset(data, count=settings.synthetic_count, input_shape=shape or None)
+    return open_dataset(data, preprocess=_fitting(artifact, settings.pipeline, shape), labels=settings.labels,
+                        workers=workers, num_classes=artifact.manifest.num_classes or 1000)
+
+
+def _fitting(artifact: Artifact, pipeline: str | None, shape: tuple) -> Preprocess:
+    """The images' preprocessing, which must make the tensors the model takes."""
+    preprocess = pipeline_preprocess(artifact, pipeline)
+    if preprocess is None:
+        raise DataError(f"{artifact.model}: its manifest records no image preprocessing: pass --preprocess "
+                        "CONFIG.yaml (its PaddleClas config), or use --data synthetic")
+    if shape and tuple(preprocess.output_shape) != shape:
+        raise DataError(f"{artifact.model} takes {list(shape)} inputs, but the preprocessing makes "
+                        f"{list(preprocess.output_shape)}")
+    return preprocess
 
 
 def stored_reference(artifact: Artifact, dataset: Dataset) -> Logits | None:
@@ -162,7 +185,9 @@ def run_drift(runtime: Runtime, artifact: Artifact, batch: int, precision: str,
     settings, dataset = prepared.settings, prepared.dataset
     with image_bar(len(dataset), f"drift {runtime.name}") as bar:
         candidate = collect_logits(runtime, dataset, batch, progress=bar.update)
-    reference, source = prepared.stored, "export reference (paddle dygraph fp32)"
+    # who computed the stored logits: Paddle dygraph for a zoo model, Paddle Inference for a brought one
+    producer = (artifact.manifest.reference or {}).get("producer") or "paddle fp32"
+    reference, source = prepared.stored, f"export reference ({producer})"
     if reference is None:
         reference, hit = paddle_reference(artifact, dataset, Path(settings.cache_dir))
         source = "paddle inference fp32" + (" (cached)" if hit else "")

@@ -248,12 +248,13 @@ def _skip_unavailable(todo: list[BenchRequest], results: Path, done: dict) -> li
 
 def export_missing(todo: list[BenchRequest], cfg: BenchConfig, results: Path,
                    keep: tuple[int, ...]) -> list[BenchRequest]:
-    """Export each missing (model, opset, batch) once; cells of a failed export get error records (also the
-    way ``bench tune`` makes its candidates' exports)."""
+    """Export each missing (model, opset, batch) once, and each missing int8/fp16 model of a sweep.manifests export;
+    cells of a failed export get error records (also the way ``bench tune`` makes its candidates' exports)."""
     groups: dict = {}
     for cell in todo:
-        if not cell.target.manifest:
-            groups.setdefault(export_spec(cell), []).append(cell)
+        spec = export_spec(cell)  # None: a --manifest cell that runs the manifest's own model
+        if spec is not None:
+            groups.setdefault(spec, []).append(cell)
     failed: set[int] = set()
     # a derived model older than its fp32 export is missing too; reading each export's hash takes a moment
     missing = [spec for spec in progress.bar(groups, desc="checking exports", unit="export", leave=False)

@@ -176,7 +176,7 @@ class TuneRun:
         ``retry_contended`` those whose only records there were measured under contention."""
         done = finished_statuses(self.results, requests[0].output.run_id) if requests else {}
         finished = {"ok", "error"} | (set() if self.search.retry_contended else {"contended"})
-        return [r for r in requests if not done.get(r.cell_key, set()) & finished]
+        return [r for r in requests if not done.get(r.sweep_key, set()) & finished]
 
     def _measure(self, requests: Sequence[BenchRequest], name: str, shared: bool = False) -> None:
         """Measure the requests without a record yet: each in its own process, or with ``shared`` (screening)

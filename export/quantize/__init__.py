@@ -78,7 +78,7 @@ def variant_of(precision: str, runtime: str | None) -> str:
         if runtime not in (None, "ort"):
             raise PrecisionUsageError(f"fp16 ONNX is made for ONNX Runtime (GPU providers) and TensorRT; for "
                                       f"{runtime} fp16 is a runtime hint on the fp32 export (python -m bench "
-                                      f"--runtime {runtime} --precision fp16)")
+                                      f"--runtime {runtime} --precision fp16, with its --model or --manifest)")
         return VARIANTS[("fp16", None)]
     if precision == "int8":
         if runtime not in INT8_TARGETS:

@@ -1,8 +1,9 @@
 """Calibration data for int8: real images kept apart from the evaluation images, identified by content.
 
 A calibration set is a folder (a PaddleClas list file in it is used when there is one, else every image below
-it), a list file, or a ``.npy`` of preprocessed ``[N, C, H, W]`` inputs (for a brought model without
-image preprocessing). The default is the bundled ``data/imagenet-calib-125``: 125 ImageNet images, one per
+it), a list file, or a ``.npy`` of preprocessed ``[N, C, H, W]`` inputs (for a model whose manifest records no
+image preprocessing). Images are preprocessed as the fp32 manifest records (a brought model's from its
+PaddleClas config). The default is the bundled ``data/imagenet-calib-125``: 125 ImageNet images, one per
 class 0, 8, 16, ..., none of them among the 44 evaluation images.
 
 - ``--calibration-size N`` takes N images spread evenly over the sorted list (the bundled set is sorted by class,
@@ -90,8 +91,10 @@ class CalibrationSet:
             images = np.ascontiguousarray(array[rows], dtype=np.float32)
         else:
             if preprocess is None:
-                raise CalibrationError("the fp32 manifest records no image preprocessing (a brought model?); "
-                                       "pass --calibration FILE.npy of preprocessed [N, C, H, W] inputs")
+                raise CalibrationError("the fp32 manifest records no image preprocessing (a model brought without "
+                                       "--preprocess): export it with --preprocess CONFIG.yaml (its PaddleClas "
+                                       "config), or pass --calibration FILE.npy of preprocessed [N, C, H, W] "
+                                       "inputs")
             images = np.stack([_decode(f.path, preprocess) for f in self.files])
         expected = tuple(input_shape)
         if images.shape[1:] != expected:
