@@ -254,7 +254,7 @@ def run_on_cluster(args: argparse.Namespace, cfg, request: BenchRequest, preproc
     try:
         started = time.perf_counter()
         artifact, results, runtime, where = run_sharded(cluster, target, request, dataset, args.shards,
-                                                        args.ship_images, args.drift, args.quiet)
+                                                        args.ship_images, args.drift, args.workers, args.quiet)
     finally:
         cluster.close()
     if results.unreadable:

@@ -29,6 +29,7 @@ from core.image_stream import default_workers
 from core.listing import Sample
 from core.manifest import ManifestError
 from core.preprocess import Preprocess
+from core.proc import exit_code_of, interrupt_on_sigterm
 
 PADDLE_REFERENCE = "paddle inference fp32"  # what the drift figures of a pass compare with
 
@@ -116,11 +117,14 @@ def main(argv: list[str]) -> int:
     """``JOB OUT``: the outcome pickled to OUT, ``{"error": line}`` for what the shard's input or runtime caused
     (it would fail the same on any node); anything else is a traceback and exit 1."""
     job_file, out_file = argv
+    interrupt_on_sigterm()  # SIGTERM (sent when the node's worker dies) unwinds: the image workers stop too
     job = pickle.loads(Path(job_file).read_bytes())
     try:
         outcome = run_job(job)
     except (DataError, BenchFailure, UsageError) as exc:
         outcome = {"error": str(exc)}
+    except KeyboardInterrupt as exc:
+        return exit_code_of(exc)
     write_atomic(Path(out_file), lambda f: pickle.dump(outcome, f))
     return 0
 

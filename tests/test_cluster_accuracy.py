@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -115,8 +116,8 @@ def test_shards_read_a_shared_path_one_per_node_by_default(two_nodes, labelled, 
     assert [s["images"] for s in where["per_shard"]] == [[0, 6], [6, 12]]
 
 
-def shard_processes_under(root: int) -> list[int]:
-    """The shard processes (``python -m bench.labelled_pass``) below process ``root``."""
+def below(root: int, marker: str) -> list[int]:
+    """The processes below process ``root`` whose command line holds ``marker``."""
     processes = _processes()
     found, stack = [], [root]
     while stack:
@@ -124,19 +125,38 @@ def shard_processes_under(root: int) -> list[int]:
         for pid, (ppid, cmdline) in processes.items():
             if ppid == parent:
                 stack.append(pid)
-                if "bench.labelled_pass" in cmdline:
+                if marker in cmdline:
                     found.append(pid)
     return found
 
 
+def decoding_shards(root: int) -> list[int]:
+    """The shard processes (``python -m bench.labelled_pass``) below ``root`` whose image workers have started."""
+    return [pid for pid in below(root, "bench.labelled_pass") if below(pid, "multiprocessing.spawn")]
+
+
+def in_sessions(sessions: list[int]) -> list[int]:
+    found = []
+    for pid in _processes():
+        try:
+            if os.getsid(pid) in sessions:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def test_a_shard_whose_node_dies_runs_once_more_on_another(two_nodes, labelled, one_machine, tmp_path):
-    """A third node joins; each of three shards starts on its own node; the third node is killed mid-shard."""
+    """A third node joins; each of three shards starts on its own node; the third node is killed while its shard
+    decodes images in worker processes."""
     doomed = two_nodes.add()
     results = tmp_path / "acc.jsonl"
-    driver = start_accuracy(*labelled, results, "--cluster", two_nodes.address, "--shards", "3")
-    wait_for(lambda: shard_processes_under(two_nodes.raylet(doomed)), 120, "a shard on the doomed node")
+    driver = start_accuracy(*labelled, results, "--cluster", two_nodes.address, "--shards", "3", "--workers", "2")
+    shards = wait_for(lambda: decoding_shards(two_nodes.raylet(doomed)), 120, "a shard decoding on the doomed node")
     two_nodes.kill(doomed)
     out, err = driver.communicate(timeout=240)
+    # The dead node's shard process and its image workers (its session) are gone, not orphaned.
+    wait_for(lambda: not in_sessions(shards), 30, "the dead node's shard process and its workers to end")
     assert driver.returncode == 0, err
     assert "retry: shard " in err and "running it once more on another node" in err
     (sharded,) = [json.loads(line) for line in results.read_text().splitlines()]

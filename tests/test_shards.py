@@ -5,9 +5,12 @@ tests/test_cluster_accuracy.py)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import call_main
+from conftest import ROOT, call_main
 from test_accuracy import SMALL, labelled_tiny  # noqa: F401 - a fixture
 
 from bench.accuracy.per_image import ImageResults, aligned_batches, merge
@@ -126,3 +129,63 @@ def test_drift_needs_the_paddle_model_beside_the_export(labelled_tiny, tmp_path,
                              str(data), "--results", str(results), "--drift", "--quiet")
     assert code == 2 and "--drift compares with Paddle Inference" in err and "none is beside" in err, err
     assert not results.exists()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_shard_process_leaves_no_image_worker_behind(labelled_tiny, tmp_path, how):  # noqa: F811
+    """A node's shard process gets SIGTERM when the node's worker dies (it stops, exit 143, no outcome), or SIGKILL
+    from Ray: either way its image workers end too, not orphaned (they would wait on their queue forever)."""
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bench.labelled_pass import ShardJob
+    from bench.request import BenchRequest, Target, validate
+    from runtimes.base import RuntimeOptions
+
+    manifest, data = labelled_tiny
+    dataset = open_dataset(data, preprocess=SMALL, num_classes=10)
+    dataset.samples = dataset.samples * 20  # long enough to be caught decoding
+    request, _ = validate(BenchRequest(runtime_name="ort", target=Target(manifest=str(manifest)),
+                                       runtime=RuntimeOptions(batch=2)))
+    job = ShardJob(0, request, dataset.kind, str(dataset.root), dataset.samples, SMALL, drift=False, workers=2)
+    (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
+    child = subprocess.Popen([sys.executable, "-m", "bench.labelled_pass", str(tmp_path / "job.pkl"),
+                              str(tmp_path / "out.pkl")], cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not workers_of(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers_of(child.pid), "the shard process started no image workers"
+        child.send_signal(getattr(signal, how))
+        assert child.wait(timeout=60) == (128 + signal.SIGTERM if how == "SIGTERM" else -signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while in_session(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = in_session(child.pid)
+    finally:
+        for pid in [child.pid, *in_session(child.pid)]:  # by id, whatever the outcome
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert not left, f"image workers left running: {left}"
+    assert not (tmp_path / "out.pkl").exists()  # stopped: no outcome
+
+
+def in_session(session: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == session:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    return [p for p in in_session(pid) if p != pid and b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]

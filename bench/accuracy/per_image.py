@@ -77,9 +77,10 @@ def aligned_batches(dataset: Dataset, batch: int) -> Iterator[tuple[np.ndarray, 
 def run_shard(runtime: Runtime, dataset: Dataset, batch: int, input_name: str, output_name: str | None = None,
               progress: Callable[[int], None] | None = None,
               reference: Callable[[np.ndarray], np.ndarray] | None = None) -> ImageResults:
-    """Feed every readable image of ``dataset`` to a loaded runtime at ``batch`` (``aligned_batches``; a short batch
-    padded with copies of its last image) and keep each image's top classes. ``reference``: logits of the same padded batch
-    from another model (Paddle's), compared image by image as they come (each image is decoded once for both)."""
+    """Feed every readable image of ``dataset`` to a loaded runtime at ``batch`` (``aligned_batches``; a short
+    batch padded with copies of its last image) and keep each image's top classes. ``reference``: logits of the
+    same padded batch from another model (Paddle's), compared image by image as they come (each image is decoded
+    once for both)."""
     if not dataset.has_labels:
         raise ValueError("an accuracy pass needs labels")
     names, labels, tops, finites, rows = [], [], [], [], []

@@ -181,10 +181,11 @@ class ShardedPass:
 
 
 def run_sharded(cluster: Cluster, target: TargetSpec, request: BenchRequest, dataset: ImageDataset,
-                shards: int | None, ship: bool, drift: bool,
+                shards: int | None, ship: bool, drift: bool, workers: int | None,
                 quiet: bool) -> tuple[Artifact, ImageResults, dict, dict]:
     """The pass over ``dataset`` on the cluster: (the export, merged per-image results, the runtime section of the
-    record, its ``cluster`` section). The export is made here if missing, as a one-machine pass makes it."""
+    record, its ``cluster`` section). The export is made here if missing, as a one-machine pass makes it.
+    ``workers``: image worker processes per shard (None: one per core of its node)."""
     manifest = resolve_manifest(request)
     artifact = Artifact.from_manifest(manifest, verify=True)
     if drift:
@@ -192,7 +193,7 @@ def run_sharded(cluster: Cluster, target: TargetSpec, request: BenchRequest, dat
     nodes = cluster.offering(target)
     ranges = split(len(dataset), shards or len(nodes), request.batch)
     jobs = [Shard(ShardJob(i, request, dataset.kind, str(dataset.root), dataset.samples[r.start:r.stop],
-                           dataset.preprocess, drift), r) for i, r in enumerate(ranges)]
+                           dataset.preprocess, drift, workers), r) for i, r in enumerate(ranges)]
     with image_bar(len(dataset), f"{len(ranges)} shards on {len(nodes)} node(s)", quiet) as bar:
         outcomes = ShardedPass(cluster, target, ship, bar).run(jobs, pack(manifest, with_images=False))
     results = merge([o["results"] for o in outcomes], order=dataset.names())
