@@ -166,3 +166,17 @@ def test_a_shard_whose_node_dies_runs_once_more_on_another(two_nodes, labelled, 
     retried = [s for s in shards if s["attempt"] == 2]
     assert len(retried) == 1 and retried[0]["retry_of"]["node_id"] == doomed.node_id
     assert {s["node_id"] for s in shards} <= {n.node_id for n in two_nodes.nodes}  # none recorded on the dead node
+
+
+def test_a_shard_that_fails_on_its_node_stops_the_pass_naming_it(two_nodes, labelled, tmp_path):
+    from runtimes import probe
+
+    if probe("trt").available:
+        pytest.skip("TensorRT is available here: a node lacking a runtime cannot be had on this machine")
+    results = tmp_path / "acc.jsonl"
+    argv = arguments(*labelled, results, "--cluster", two_nodes.address)
+    proc = run_module("bench", *[("trt" if a == "ort" else a) for a in argv], cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert " failed on " in errors[0] and "runtime 'trt' is not available" in errors[0], errors[0]
+    assert not results.exists()  # nothing of a partial set

@@ -6,6 +6,8 @@ drift pass reads the export's own images, that image folder too: the manifest na
 which a node may not have, and a missing folder would quietly turn the drift pass synthetic. The node's copy of
 the manifest then names the node's copy of the images.
 
+The same way, with ``pack_files``, an accuracy pass ships a shard's images (``--ship-images``, ``shards``).
+
 Node cache: ``$PADDLE_ONNX_BENCH_NODE_CACHE`` or ``<tmp>/paddle-onnx-bench-cluster``, one folder per bundle
 digest (delete it to reclaim the space). A node never exports: it runs what the driver shipped.
 """
