@@ -11,6 +11,10 @@ runtime, then one streamed pass: images preprocessed in worker processes ahead o
 eval pipeline unless ``--preprocess infer`` or a config), a progress bar, per-image results merged into the
 statistics once.
 One JSON line per run goes to ``--results`` (default ``results/accuracy.jsonl``).
+
+``--drift`` also runs Paddle Inference FP32 on the same tensors (agreement, flipped images, the paired change in
+top-1 with McNemar's test). ``--cluster ADDRESS [--shards N]`` splits the pass into shards run on the nodes of a Ray
+cluster (``bench.cluster.shards``), merged by image name before the statistics, which are computed once.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ import time
 from pathlib import Path
 
 from bench.accuracy.drift_pass import pipeline_preprocess
-from bench.accuracy.per_image import ImageResults, run_shard
-from bench.accuracy.statistics import accuracy_statistics
-from bench.cell import BenchFailure, resolve_manifest
+from bench.accuracy.per_image import ImageResults
+from bench.accuracy.statistics import accuracy_statistics, drift_statistics
+from bench.cell import BenchFailure
 from bench.cli_common import add_target_arguments, fail, setup_logging
 from bench.harness import env
+from bench.labelled_pass import PADDLE_REFERENCE, measure
 from bench.records import new_run_id
 from bench.request import BenchRequest, Target, UsageError, validate
-from core.artifact import Artifact, ArtifactError
+from core.artifact import Artifact
 from core.datasets import DataError, ImageDataset, open_dataset
 from core.files import append_line, check_appendable
 from core.image_stream import default_workers
@@ -59,18 +64,41 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--workers", type=int, help="image worker processes (default: one per core)")
     a.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"JSON lines file (default {DEFAULT_RESULTS})")
     a.add_argument("--json", action="store_true", help="print the record as JSON after the table")
+    a.add_argument("--drift", action="store_true", help="also Paddle Inference FP32 on the same tensors: agreement, "
+                                                        "flipped images, change in top-1 (paired interval, McNemar)")
+    c = p.add_argument_group("on a Ray cluster (README: On a cluster)")
+    c.add_argument("--cluster", metavar="ADDRESS", help="run the pass in shards on the nodes of a Ray cluster: auto, "
+                                                        "ray://HOST:PORT or HOST:PORT (default: here)")
+    c.add_argument("--shards", type=int, help="shards of the image list (default: one per node of the target)")
+    c.add_argument("--target", help="the kind of node (bench.yaml targets:) every shard runs on (default: any node)")
+    c.add_argument("--ship-images", action="store_true",
+                   help="send each shard's images from here (default: nodes read --data at the same path)")
 
 
 def request_of(args: argparse.Namespace, cfg) -> BenchRequest:
     """The benchmark request whose export and runtime the pass uses (validated: UsageError when wrong)."""
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    check_cluster_flags(args, cfg)
     target = Target(model=args.model, manifest=args.manifest, opset=args.opset,
                     weights=args.weights or cfg.export.weights, artifacts=args.artifacts or str(cfg.artifacts),
                     no_export=args.no_export, optimize=args.optimize or cfg.export.optimize)
     options = RuntimeOptions(device=args.device, precision=args.precision, threads=args.threads, batch=args.batch)
     request, _ = validate(BenchRequest(runtime_name=args.runtime, target=target, runtime=options))
     return request
+
+
+def check_cluster_flags(args: argparse.Namespace, cfg) -> None:
+    if not args.cluster:
+        asked = [flag for flag, value in (("--shards", args.shards), ("--target", args.target),
+                                          ("--ship-images", args.ship_images)) if value]
+        if asked:
+            raise UsageError(f"{asked[0]} splits the pass over the nodes of a cluster: pass --cluster ADDRESS too")
+    if args.shards is not None and args.shards < 1:
+        raise UsageError(f"--shards must be a positive integer, got {args.shards}")
+    if args.target is not None and args.target not in cfg.targets:
+        raise UsageError(f"unknown target {args.target!r}; defined in bench.yaml targets: "
+                         f"{', '.join(cfg.targets) or 'none'}")
 
 
 def preprocess_of(request: BenchRequest, pipeline: str | None) -> tuple[Preprocess, int]:
@@ -94,8 +122,8 @@ def preprocess_of(request: BenchRequest, pipeline: str | None) -> tuple[Preproce
     return preprocess, artifact.manifest.num_classes or 1000
 
 
-def open_checked(args: argparse.Namespace, preprocess: Preprocess, num_classes: int) -> ImageDataset:
-    """The labelled data set, every image decoded once (DataError: refused before anything loads)."""
+def open_labelled(args: argparse.Namespace, preprocess: Preprocess, num_classes: int) -> ImageDataset:
+    """The labelled data set, listed (a missing file or a label out of range: DataError), not decoded yet."""
     dataset = open_dataset(args.data, preprocess=preprocess, labels=args.labels, num_classes=num_classes,
                            workers=args.workers or default_workers())
     if not isinstance(dataset, ImageDataset) or not dataset.has_labels:
@@ -103,38 +131,18 @@ def open_checked(args: argparse.Namespace, preprocess: Preprocess, num_classes: 
     if dataset.describe().get("label_source") == "sorted_order":
         raise DataError(f"{args.data}: its class folders are neither ImageNet synsets nor class indices, so their "
                         "labels would be guesses; pass --labels FILE (path label per line)")
+    return dataset
+
+
+def open_checked(args: argparse.Namespace, preprocess: Preprocess, num_classes: int) -> ImageDataset:
+    """The labelled data set, every image decoded once (DataError: refused before anything loads)."""
+    dataset = open_labelled(args, preprocess, num_classes)
     with image_bar(len(dataset), "checking images") as bar:
         unreadable = dataset.check(bar.update)
     if unreadable:
         log.warning("%d of %d images cannot be read; they are left out and named in the record",
                     unreadable, len(dataset))
     return dataset
-
-
-def measure(request: BenchRequest, dataset: ImageDataset) -> tuple[Artifact, ImageResults, dict]:
-    """Export (if missing), load the runtime, run the pass: (artifact, per-image results, runtime section)."""
-    from runtimes import get_runtime, probe
-
-    availability = probe(request.runtime_name, device=request.runtime.device)
-    if not availability.available:
-        raise BenchFailure(f"runtime {request.runtime_name!r} is not available: {availability.reason}")
-    try:
-        artifact = Artifact.from_manifest(resolve_manifest(request), verify=True)
-    except (ManifestError, ArtifactError) as exc:
-        raise BenchFailure(str(exc)) from None
-    runtime = get_runtime(request.runtime_name)(request.runtime)
-    try:
-        runtime.load(artifact)
-        readable = len(dataset) - len(dataset.unreadable)
-        with image_bar(readable, f"{artifact.model} {request.runtime_name}") as bar:
-            results = run_shard(runtime, dataset, request.batch, artifact.input_name, artifact.output_name,
-                                bar.update)
-        described = {"name": request.runtime_name, "device": request.runtime.device,
-                     "precision": request.runtime.precision, "effective": dict(runtime.effective),
-                     "notes": list(runtime.notes), "versions": runtime.versions()}
-    finally:
-        runtime.close()
-    return artifact, results, described
 
 
 def record_of(request: BenchRequest, artifact: Artifact, dataset: ImageDataset, results: ImageResults,
@@ -147,7 +155,9 @@ def record_of(request: BenchRequest, artifact: Artifact, dataset: ImageDataset, 
         "model": {"name": artifact.model, "opset": artifact.opset, "manifest": str(artifact.manifest_path),
                   "sha256": artifact.sha256, "precision": artifact.precision, "weights": artifact.manifest.weights},
         "runtime": runtime, "batch": request.batch, "preprocess": dataset.preprocess.to_dict(), "data": described,
-        "accuracy": accuracy_statistics(results, published), "seconds": round(seconds, 3),
+        "accuracy": accuracy_statistics(results, published),
+        **({"drift": drift_statistics(results, PADDLE_REFERENCE)} if results.drift is not None else {}),
+        "seconds": round(seconds, 3),
         "environment": env.capture_environment(), "git": env.git_info(),
     }
 
@@ -168,10 +178,29 @@ def summary_lines(record: dict) -> list[str]:
                      "for --weights official)")
     elif model["weights"].get("verified") is False:
         lines.append("  (official weights with no pinned sha256: trusted on first use, see the record)")
+    lines += drift_lines(record)
     if acc["unreadable_images"]:
         names = ", ".join(u["name"] for u in acc["unreadable"][:3])
         lines.append(f"  {acc['unreadable_images']} unreadable image(s) left out: {names}"
                      f"{', ...' if acc['unreadable_images'] > 3 else ''}")
+    return lines
+
+
+def drift_lines(record: dict) -> list[str]:
+    """Against Paddle's reference (``--drift``), and where the shards ran (``--cluster``)."""
+    lines = []
+    if "drift" in record:
+        d = record["drift"]
+        lo, hi = d["top1_delta_ci"]
+        lines.append(f"  against {d['reference_source']}: top-1 agreement {100 * d['agreement']:.2f}% (95% CI "
+                     f"{100 * d['agreement_ci'][0]:.2f}-{100 * d['agreement_ci'][1]:.2f}%), {d['flipped']} flipped; "
+                     f"top-1 change {100 * d['top1_delta']:+.2f} points (95% CI {100 * lo:+.2f} to {100 * hi:+.2f}), "
+                     f"McNemar p {d['mcnemar_p']:.3g}")
+    if "cluster" in record:
+        c = record["cluster"]
+        nodes = {s["node_id"] for s in c["per_shard"]}
+        lines.append(f"  {c['shards']} shard(s) on {len(nodes)} node(s) of the cluster at {c['address']} "
+                     f"(target {c['target']}; images {c['images']}), merged by image name")
     return lines
 
 
@@ -203,10 +232,13 @@ def run(args: argparse.Namespace, cfg) -> int:
     request = request_of(args, cfg)
     preprocess, num_classes = preprocess_of(request, args.preprocess)
     check_appendable(args.results)
-    dataset = open_checked(args, preprocess, num_classes)
-    started = time.perf_counter()
-    artifact, results, runtime = measure(request, dataset)
-    record = record_of(request, artifact, dataset, results, runtime, time.perf_counter() - started)
+    if args.cluster:
+        record = run_on_cluster(args, cfg, request, preprocess, num_classes)
+    else:
+        dataset = open_checked(args, preprocess, num_classes)
+        started = time.perf_counter()
+        artifact, results, runtime = measure(request, dataset, args.drift)
+        record = record_of(request, artifact, dataset, results, runtime, time.perf_counter() - started)
     append_line(args.results, json.dumps(record, default=str, separators=(",", ":")))
     for line in summary_lines(record):
         print(line)
@@ -215,3 +247,27 @@ def run(args: argparse.Namespace, cfg) -> int:
         print("---")
         print(json.dumps(record, indent=1, default=str))
     return 0
+
+
+def run_on_cluster(args: argparse.Namespace, cfg, request: BenchRequest, preprocess: Preprocess,
+                   num_classes: int) -> dict:
+    """The pass in shards on the cluster at ``--cluster`` (no cluster there: ClusterUnavailable, exit 2); the
+    record a one-machine pass would write, and where the shards ran (``cluster``)."""
+    from bench.cluster.connect import connect
+    from bench.cluster.shards import run_sharded
+    from bench.targets import ANY_NODE
+
+    dataset = open_labelled(args, preprocess, num_classes)  # each node decodes and checks its own shard
+    target = cfg.targets[args.target] if args.target else ANY_NODE
+    cluster = connect(args.cluster, [target])
+    try:
+        started = time.perf_counter()
+        artifact, results, runtime, where = run_sharded(cluster, target, request, dataset, args.shards,
+                                                        args.ship_images, args.drift, args.workers)
+    finally:
+        cluster.close()
+    if results.unreadable:
+        log.warning("%d of %d images cannot be read; they are left out and named in the record",
+                    len(results.unreadable), len(dataset))
+    record = record_of(request, artifact, dataset, results, runtime, time.perf_counter() - started)
+    return {**record, "cluster": where}

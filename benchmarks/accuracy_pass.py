@@ -46,15 +46,16 @@ from runtimes.base import RuntimeOptions  # noqa: E402
 BUNDLED = [ROOT / "data" / "imagenet-val-44" / "images", ROOT / "data" / "imagenet-calib-125" / "images"]
 
 
-def image_set(count: int, folder: Path) -> Path:
-    """``count`` labelled images in list format: links to the bundled ones, repeated under new names."""
+def image_set(count: int, folder: Path, classes: int = 1000) -> Path:
+    """``count`` labelled images in list format (labels below ``classes``): links to the bundled ones, repeated
+    under new names."""
     sources = sorted(p for d in BUNDLED for p in d.iterdir() if p.suffix == ".JPEG")
     (folder / "images").mkdir(parents=True)
     lines = []
     for i, source in zip(range(count), itertools.cycle(sources), strict=False):
         link = folder / "images" / f"{i:06d}_{source.name}"
         link.symlink_to(source)
-        lines.append(f"images/{link.name} {i % 1000}")
+        lines.append(f"images/{link.name} {i % classes}")
     (folder / "val_list.txt").write_text("\n".join(lines) + "\n")
     return folder
 

@@ -14,6 +14,14 @@ alternating order; each run is followed by its resume (nothing left to run), whi
     python benchmarks/cluster_overhead.py --model MobileViT_XXS --runtimes ort ov --batches 1 8 --rounds 5
     python benchmarks/cluster_overhead.py --manifest PATH/model.onnx.json --rounds 2 --duration 0.2   # tiny proof
 
+With ``--accuracy``, the accuracy pass instead (``python -m bench accuracy --drift``: the first of --runtimes at
+the largest of --batches, with Paddle's reference) on ``--images`` labelled images (the bundled ones, repeated):
+images/s here, then through the cluster with 1 and with 2 worker nodes (one shard per node), each also on one
+batch of images for its fixed cost (start, connect, load); whether the cluster's figures equal the local ones;
+and the time projected for 50,000 images on N nodes, each a machine like this one:
+
+    python benchmarks/cluster_overhead.py --accuracy --model LeViT_128S --runtimes ov --batches 8 --images 2000
+
 A zoo model's export is made by the first run if missing (its time is not counted: a warm-up run exports first).
 Run it alone on the machine: anything else busy moves both sides' figures.
 """
@@ -41,6 +49,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 from bench.harness.env import cpu_info  # noqa: E402
 from bench.records import read_records  # noqa: E402
 
+STORE = 200 * 1024 * 1024  # each node's object store
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -54,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=2.0, help="measure.min_duration_s of each cell")
     p.add_argument("--rounds", type=int, default=5, help="local and cluster runs each (alternating order)")
     p.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="where zoo exports are")
+    p.add_argument("--accuracy", action="store_true", help="the accuracy pass: here, on 1 and on 2 worker nodes")
+    p.add_argument("--images", type=int, default=2000, help="--accuracy: labelled images (default 2000)")
     return p.parse_args()
 
 
@@ -68,20 +79,22 @@ def write_config(args: argparse.Namespace, folder: Path) -> Path:
     return path
 
 
-class OneNodeCluster:
-    """A head without a slot and one worker node with the bench_slot, on this machine."""
+class LocalCluster:
+    """A head without a slot and worker nodes with the bench_slot, on this machine (one to start with)."""
 
     def __init__(self, folder: Path) -> None:
         from ray.cluster_utils import Cluster
 
         self.temp_dir = tempfile.mkdtemp(prefix="rco-", dir="/tmp")  # Ray's socket paths must stay short
         os.environ.update(RAY_worker_niceness="0", PADDLE_ONNX_BENCH_NODE_CACHE=str(folder / "node-cache"))
-        store = 200 * 1024 * 1024
-        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store,
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE,
                                                                       "temp_dir": self.temp_dir})
-        self.cluster.add_node(num_cpus=0, object_store_memory=store, temp_dir=self.temp_dir,
-                              resources={"bench_slot": 1})
+        self.add_worker()
         self.address = self.cluster.address
+
+    def add_worker(self) -> None:
+        self.cluster.add_node(num_cpus=0, object_store_memory=STORE, temp_dir=self.temp_dir,
+                              resources={"bench_slot": 1})
 
     def close(self) -> None:
         self.cluster.shutdown()
@@ -185,16 +198,91 @@ def header(args: argparse.Namespace) -> None:
     print(f"# command: python {' '.join(sys.argv)}")
     print(f"# machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores; "
           f"CPU flags: {flags}; {platform.system()} {platform.release()}, Python {platform.python_version()}")
-    print(f"# date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; rounds: {args.rounds}; min duration per cell: "
-          f"{args.duration} s; one Ray worker node with the bench_slot on this machine\n")
+    what = (f"accuracy pass on {args.images} images" if args.accuracy else
+            f"rounds: {args.rounds}; min duration per cell: {args.duration} s; one Ray worker node with the bench_slot")
+    print(f"# date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {what}; on this machine\n")
+
+
+# --- the accuracy pass ------------------------------------------------------------------------------------------
+
+def accuracy_pass(args: argparse.Namespace, data: Path, results: Path, cluster: str | None) -> tuple[float, dict]:
+    """Wall seconds of ``python -m bench accuracy --drift`` over ``data`` (it must succeed), and its record."""
+    model = ["--model", args.model] if args.model else ["--manifest", str(args.manifest)]
+    command = [sys.executable, "-m", "bench", "accuracy", "--runtime", args.runtimes[0], *model, "--data", str(data),
+               "--batch", str(max(args.batches)), "--drift", "--quiet", "--results", str(results),
+               "--artifacts", str(args.artifacts), *(["--cluster", cluster] if cluster else [])]
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(command)} ended with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return wall, json.loads(results.read_text().splitlines()[-1])
+
+
+def accuracy_runs(args: argparse.Namespace, folder: Path) -> dict[str, dict]:
+    """Per place (here, 1 node, 2 nodes): the wall seconds on one batch (fixed cost) and on all images, and the
+    record of the whole pass."""
+    from accuracy_pass import image_set
+
+    classes = (json.loads(args.manifest.read_text()).get("num_classes") if args.manifest else None) or 1000
+    full = image_set(args.images, folder / "full", classes)
+    small = image_set(max(args.batches), folder / "one-batch", classes)
+    accuracy_pass(args, small, folder / "warm-up.jsonl", None)  # the export, the file cache, first imports
+    runs: dict[str, dict] = {}
+
+    def measure(place: str, address: str | None) -> None:
+        fixed, _ = accuracy_pass(args, small, folder / f"{place}-fixed.jsonl", address)
+        wall, record = accuracy_pass(args, full, folder / f"{place}.jsonl", address)
+        runs[place] = {"fixed": fixed, "wall": wall, "record": record}
+
+    measure("here", None)
+    cluster = LocalCluster(folder)
+    try:
+        accuracy_pass(args, small, folder / "node-warm-up.jsonl", cluster.address)  # the node cache
+        measure("1 worker node", cluster.address)
+        cluster.add_worker()
+        measure("2 worker nodes", cluster.address)
+    finally:
+        cluster.close()
+    return runs
+
+
+def print_accuracy(args: argparse.Namespace, runs: dict[str, dict]) -> None:
+    here = runs["here"]["record"]
+    print(f"accuracy pass: {args.images} images, {args.runtimes[0]} fp32 batch {max(args.batches)}, with Paddle's "
+          "reference (--drift); one shard per worker node")
+    print(f"{'where':<16} {'wall s':>8} {'fixed s':>8} {'img/s':>7} {'img/s less fixed':>17}  figures as here")
+    for place, run in runs.items():
+        rate = args.images / run["wall"]
+        net = args.images / max(run["wall"] - run["fixed"], 1e-9)
+        same = all(run["record"].get(k) == here.get(k) for k in ("accuracy", "drift", "data"))
+        print(f"{place:<16} {run['wall']:>8.1f} {run['fixed']:>8.1f} {rate:>7.1f} {net:>17.1f}  "
+              f"{'equal' if same else 'DIFFERENT'}")
+    cores = os.cpu_count()
+    print(f"\nThe worker nodes share this machine's {cores} logical cores: a shard takes them all (decoding workers, "
+          "runtime threads, Paddle), so 2 nodes here cannot beat 1; they show the cost of splitting, not its gain.")
+    one = runs["1 worker node"]
+    per_node = args.images / max(one["wall"] - one["fixed"], 1e-9)
+    print(f"Projection for 50,000 images (each node a machine like this one at {per_node:.1f} images/s, the data on "
+          f"a shared path; {one['fixed']:.1f} s fixed, once):")
+    local = runs["here"]
+    local_rate = args.images / max(local["wall"] - local["fixed"], 1e-9)
+    print(f"  here, no cluster: {(local['fixed'] + 50_000 / local_rate) / 60:.1f} min")
+    for nodes in (1, 2, 4, 8, 16):
+        print(f"  {nodes:>2} node(s): {(one['fixed'] + 50_000 / (nodes * per_node)) / 60:.1f} min")
 
 
 def main() -> None:
     args = parse_args()
     header(args)
     folder = Path(tempfile.mkdtemp(prefix="cluster-overhead-"))
+    if args.accuracy:
+        sys.path.insert(0, str(ROOT / "benchmarks"))  # accuracy_pass.image_set
+        print_accuracy(args, accuracy_runs(args, folder))
+        print(f"\nrecords: {folder}")
+        return
     config = write_config(args, folder)
-    cluster = OneNodeCluster(folder)
+    cluster = LocalCluster(folder)
     try:
         rounds = run_rounds(args, config, folder, cluster.address)
     finally:

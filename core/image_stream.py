@@ -10,6 +10,7 @@ would copy in an unknown state. A failure is one image's outcome, never the stre
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,6 +21,7 @@ import numpy as np
 
 from core.cores import usable_cpus
 from core.preprocess import ImageError, Preprocess
+from core.proc import _parent_death_signal
 
 
 class Outcome(NamedTuple):
@@ -33,9 +35,13 @@ class Outcome(NamedTuple):
 _PREPROCESS: Preprocess | None = None  # set in each worker by _start
 
 
-def _start(preprocess: Preprocess) -> None:
+def _start(preprocess: Preprocess, parent: int) -> None:
     global _PREPROCESS
     _PREPROCESS = preprocess
+    # A worker dies with the process it decodes for, even one killed by SIGKILL (a cluster node's shard process
+    # when its node goes): orphaned, it would wait on its queue forever. (Tied to the thread that started the
+    # pool, which is the one consuming the stream.)
+    _parent_death_signal(parent)()
 
 
 def _failure(exc: Exception) -> str:
@@ -92,7 +98,7 @@ def stream(step: Callable[[Preprocess, str], Outcome], preprocess: Preprocess, p
             yield step(preprocess, path)
         return
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(preprocess,))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(preprocess, os.getpid()))
     pending: deque[Future] = deque()
     tasks = max(workers, window // CHUNK)
     try:

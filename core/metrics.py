@@ -1,6 +1,7 @@
 """How far one set of logits drifts from another (a runtime's from Paddle's FP32) on the same tensors.
 
-Statistics (all in :func:`compute_drift`):
+Statistics (all in :func:`compute_drift`, from per-image :class:`DriftRows` that parts of a set can
+merge: :func:`drift_of_rows`):
 
 - Top-1 agreement with the reference, with a Wilson score interval: it keeps within [0, 1] and stays
   informative at 100 % agreement, where the Wald interval collapses to a point.
@@ -166,15 +167,58 @@ def _check_inputs(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarr
     return labels
 
 
-class _RowFigures:
-    """Per-image predictions, validity, top-5 hits and logit differences, filled chunk by chunk."""
+@dataclass(eq=False)
+class DriftRows:
+    """Per-image figures of a comparison, in image order: predictions and validity of both sides, top-5 hits
+    (when labelled), logit differences. Rows of disjoint parts of a set (batches, shards) concatenate into the
+    rows of the whole, from which :func:`drift_of_rows` computes every statistic once."""
 
-    def __init__(self, n: int) -> None:
-        self.pred_ref, self.pred_cand = np.empty(n, np.int64), np.empty(n, np.int64)
-        self.ok_ref, self.ok_cand = np.empty(n, bool), np.empty(n, bool)
-        self.top5_ref, self.top5_cand = np.zeros(n, bool), np.zeros(n, bool)
-        self.row_max, self.row_sum, self.cosine = np.full(n, np.nan), np.zeros(n), np.full(n, np.nan)
-        self.nonfinite_values = self.reference_nonfinite = 0
+    num_classes: int
+    pred_ref: np.ndarray  # int64; -1: no valid prediction
+    pred_cand: np.ndarray
+    ok_ref: np.ndarray  # bool: the row is finite
+    ok_cand: np.ndarray
+    top5_ref: np.ndarray  # bool: the label among the top 5 (False without labels)
+    top5_cand: np.ndarray
+    row_max: np.ndarray  # float64 max |reference - candidate| (NaN where a side is not finite)
+    row_sum: np.ndarray  # float64 sum |reference - candidate| (0 there)
+    cosine: np.ndarray  # float64 (NaN there)
+    nonfinite_values: int = 0  # NaN/Inf entries in the candidate's rows
+    reference_nonfinite: int = 0
+
+    def __len__(self) -> int:
+        return len(self.pred_ref)
+
+    @classmethod
+    def empty(cls, n: int, num_classes: int) -> DriftRows:
+        return cls(num_classes, np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool), np.empty(n, bool),
+                   np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan), np.zeros(n), np.full(n, np.nan))
+
+    @classmethod
+    def of(cls, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> DriftRows:
+        """The rows of logits [N, C] of the same images, in float64 a chunk at a time."""
+        reference, candidate = np.asarray(reference), np.asarray(candidate)
+        labels = _check_inputs(reference, candidate, labels, None)
+        n, num_classes = reference.shape
+        rows = cls.empty(n, num_classes)
+        for start in range(0, n, _CHUNK):
+            sl = slice(start, start + _CHUNK)
+            rows.add(sl, reference[sl].astype(np.float64), candidate[sl].astype(np.float64), labels,
+                     min(5, num_classes))
+        return rows
+
+    @classmethod
+    def concatenate(cls, parts: list[DriftRows]) -> DriftRows:
+        if not parts or len({p.num_classes for p in parts}) != 1:
+            raise ValueError("rows to concatenate must be at least one part, all of the same class count")
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _ROW_ARRAYS}
+        return cls(parts[0].num_classes, **arrays, nonfinite_values=sum(p.nonfinite_values for p in parts),
+                   reference_nonfinite=sum(p.reference_nonfinite for p in parts))
+
+    def take(self, index: np.ndarray) -> DriftRows:
+        """These rows in another order (``index``: a permutation of the positions)."""
+        return DriftRows(self.num_classes, **{name: getattr(self, name)[index] for name in _ROW_ARRAYS},
+                         nonfinite_values=self.nonfinite_values, reference_nonfinite=self.reference_nonfinite)
 
     def add(self, sl: slice, r: np.ndarray, c: np.ndarray, labels: np.ndarray | None, k: int) -> None:
         fin_r, fin_c = np.isfinite(r), np.isfinite(c)
@@ -205,18 +249,25 @@ class _RowFigures:
         self.cosine[idx] = np.clip(cos, -1.0, 1.0)
 
 
+_ROW_ARRAYS = ("pred_ref", "pred_cand", "ok_ref", "ok_cand", "top5_ref", "top5_cand", "row_max", "row_sum", "cosine")
+
+
 def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None,
                   names: list[str] | None = None, *, confidence: float = 0.95,
                   max_listed: int = 100) -> DriftResult:
     """Compare candidate logits [N, C] with reference logits [N, C] of the same images (same order)."""
     reference, candidate = np.asarray(reference), np.asarray(candidate)
     labels = _check_inputs(reference, candidate, labels, names)
-    n, num_classes = reference.shape
-    rows = _RowFigures(n)
-    for start in range(0, n, _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        rows.add(sl, reference[sl].astype(np.float64), candidate[sl].astype(np.float64), labels,
-                 min(5, num_classes))
+    return drift_of_rows(DriftRows.of(reference, candidate, labels), labels, names, confidence=confidence,
+                         max_listed=max_listed)
+
+
+def drift_of_rows(rows: DriftRows, labels: np.ndarray | None = None, names: list[str] | None = None, *,
+                  confidence: float = 0.95, max_listed: int = 100) -> DriftResult:
+    """Every statistic of a comparison, from its per-image rows (``labels``: those the rows were made with)."""
+    n, num_classes = len(rows), rows.num_classes
+    if n == 0:
+        raise ValueError("no images to compare")
     agree = (rows.pred_ref == rows.pred_cand) & rows.ok_ref & rows.ok_cand
     flipped = np.flatnonzero(~agree)
     both_ok = rows.ok_ref & rows.ok_cand
@@ -245,7 +296,7 @@ def compute_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarr
     return DriftResult(**result)
 
 
-def _accuracy_figures(rows: _RowFigures, labels: np.ndarray | None, confidence: float) -> dict:
+def _accuracy_figures(rows: DriftRows, labels: np.ndarray | None, confidence: float) -> dict:
     """Top-1/top-5 of both sides and the paired change in top-1 (None without labels)."""
     if labels is None:
         return dict(reference_top1=None, reference_top5=None, candidate_top1=None, candidate_top5=None,

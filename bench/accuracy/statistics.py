@@ -1,10 +1,12 @@
 """Top-1 and top-5 accuracy of merged per-image results, with their 95 % intervals, beside PaddleClas's
-published figures. Computed once, on the whole set (``bench.accuracy.per_image.merge`` joins shards first)."""
+published figures; and against Paddle's reference, the drift figures (agreement, flipped images, the paired change
+in top-1 with McNemar's test, logit differences). Computed once, on the whole set
+(``bench.accuracy.per_image.merge`` joins shards first)."""
 
 from __future__ import annotations
 
 from bench.accuracy.per_image import ImageResults
-from core.metrics import wilson_interval
+from core.metrics import drift_of_rows, wilson_interval
 
 
 def accuracy_statistics(results: ImageResults, published: dict[str, float] | None = None,
@@ -37,3 +39,12 @@ def accuracy_statistics(results: ImageResults, published: dict[str, float] | Non
         lo, hi = figures[f"{k}_ci"]
         figures[f"published_{k}_in_ci"] = None if value is None else bool(lo <= value <= hi)
     return figures
+
+
+def drift_statistics(results: ImageResults, reference_source: str, confidence: float = 0.95) -> dict:
+    """The drift figures of merged per-image results (``core.metrics.DriftResult``'s fields), as a drift pass
+    records them; the flipped images are named."""
+    if results.drift is None:
+        raise ValueError("no reference ran: there is no drift to compute")
+    figures = drift_of_rows(results.drift, results.labels, results.names, confidence=confidence).to_dict()
+    return {**figures, "reference_source": reference_source}

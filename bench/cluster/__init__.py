@@ -6,5 +6,9 @@ target and holds its one ``bench_slot`` (``placement``). On the node the task st
 exactly as a local sweep does and returns the record (``node``); the driver alone appends records, retries a cell
 whose node died once elsewhere, and records what could not run (``dispatch``).
 
-Nothing outside this package imports Ray, and the sweep imports this package only when asked for a cluster.
+The accuracy pass over shards (``python -m bench accuracy --cluster ADDRESS``) places its shards the same way and
+merges their per-image results (``shards``).
+
+Nothing outside this package imports Ray, and the sweep and the accuracy pass import this package only when
+asked for a cluster.
 """

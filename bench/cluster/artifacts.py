@@ -6,6 +6,8 @@ drift pass reads the export's own images, that image folder too: the manifest na
 which a node may not have, and a missing folder would quietly turn the drift pass synthetic. The node's copy of
 the manifest then names the node's copy of the images.
 
+The same way, with ``pack_files``, an accuracy pass ships a shard's images (``--ship-images``, ``shards``).
+
 Node cache: ``$PADDLE_ONNX_BENCH_NODE_CACHE`` or ``<tmp>/paddle-onnx-bench-cluster``, one folder per bundle
 digest (delete it to reclaim the space). A node never exports: it runs what the driver shipped.
 """
@@ -34,7 +36,7 @@ class ArtifactCorrupt(RuntimeError):
 @dataclass(frozen=True)
 class Bundle:
     digest: str  # of the files' names, sizes and sha256: the node's cache folder
-    manifest: str  # the manifest's path inside the bundle
+    manifest: str  # the manifest's path inside the bundle ("": a bundle of other files, e.g. a shard's images)
     files: tuple[tuple[str, str, int], ...]  # (path inside the bundle, sha256, bytes)
     data: list  # [ObjectRef of {path: bytes}]: in a list, so a task gets the reference and fetches only if needed
 
@@ -56,16 +58,22 @@ def reference_images(manifest_path: Path) -> Path | None:
 
 def pack(manifest_path: Path, with_images: bool) -> Bundle:
     """Driver side: read the export's files (and its reference images when ``with_images``) into the object store."""
-    import ray
-
     folder = manifest_path.parent
     contents = _files_of(folder, "")
     images = reference_images(manifest_path) if with_images else None
     if images is not None:
         contents.update(_files_of(images, IMAGES_DIR + "/"))
+    return pack_files(contents, manifest_path.name)
+
+
+def pack_files(contents: dict[str, bytes], entry: str = "") -> Bundle:
+    """Driver side: files by their path inside the bundle, into the object store; ``entry`` is the file whose
+    path ``unpack`` returns on the node ("": the bundle's folder)."""
+    import ray
+
     files = tuple((name, hashlib.sha256(data).hexdigest(), len(data)) for name, data in sorted(contents.items()))
-    digest = hashlib.sha256(json.dumps([manifest_path.name, files]).encode()).hexdigest()
-    return Bundle(digest, manifest_path.name, files, [ray.put(contents)])
+    digest = hashlib.sha256(json.dumps([entry, files]).encode()).hexdigest()
+    return Bundle(digest, entry, files, [ray.put(contents)])
 
 
 def _files_of(folder: Path, prefix: str) -> dict[str, bytes]:
