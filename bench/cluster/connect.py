@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from bench.targets import ANY_NODE, SLOT, TargetSpec
-from core.proc import interrupt_on_sigterm
+from core.proc import Terminated, interrupt_on_sigterm, terminated_by
 from core.yamlio import ConfigError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,19 @@ def import_ray():
         raise ClusterUnavailable(f"a sweep on a cluster needs Ray, which is not installed here ({exc}): "
                                  f"{INSTALL_HINT}") from None
     return ray
+
+
+def get_result(ref):
+    """``ray.get(ref)``; a SIGTERM that arrives while Ray waits stops the caller as SIGTERM. Ray checks signals
+    inside its wait and may hand our handler's Terminated on as an error of its own, which would otherwise read as
+    the task's failure (a retry or an error record, and a sweep that goes on)."""
+    try:
+        return import_ray().get(ref)
+    except Exception:
+        signum = terminated_by()
+        if signum:
+            raise Terminated(signum) from None
+        raise
 
 
 @dataclass(frozen=True)

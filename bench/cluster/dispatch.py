@@ -27,7 +27,7 @@ from tqdm import tqdm
 from bench.accuracy.drift_pass import EXPORT_IMAGES
 from bench.cell import export_spec, skeleton_record
 from bench.cluster.artifacts import Bundle, pack
-from bench.cluster.connect import Cluster, Node, import_ray
+from bench.cluster.connect import Cluster, Node, get_result, import_ray
 from bench.cluster.node import NodeFailure, run_cell_on_node
 from bench.cluster.placement import run_on_target
 from bench.records import Record, append_record
@@ -110,7 +110,7 @@ class Dispatcher:
 
     def _settle(self, attempt: Attempt, ref, queue: deque) -> None:
         try:
-            outcome = import_ray().get(ref)
+            outcome = get_result(ref)
         except Exception as exc:  # Ray's errors for a dead node or worker, or NodeFailure
             self._failed(attempt, exc, queue)
             return

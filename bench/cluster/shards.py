@@ -31,7 +31,7 @@ from tqdm import tqdm
 from bench.accuracy.per_image import ImageResults, merge
 from bench.cell import BenchFailure, resolve_manifest
 from bench.cluster.artifacts import Bundle, node_cache, pack, pack_files, unpack
-from bench.cluster.connect import Cluster, import_ray
+from bench.cluster.connect import Cluster, get_result, import_ray
 from bench.cluster.dispatch import WATCH_S, failure_of
 from bench.cluster.node import CHECKOUT, NodeFailure, launch_environment, this_node
 from bench.cluster.placement import run_on_target
@@ -157,7 +157,7 @@ class ShardedPass:
     def _settle(self, shard: Shard, ref, queue: deque, total: int) -> None:
         label = f"shard {shard.job.index + 1} of {total}"
         try:
-            outcome = import_ray().get(ref)
+            outcome = get_result(ref)
         except Exception as exc:
             node_id, kind, why = failure_of(exc)
             node = self.cluster.known.get(node_id or "")
