@@ -15,12 +15,16 @@ is the noise floor of the run, and a ratio inside it is no change.
 time spent descheduled, and the steadier signal on a shared machine (it is not the latency a user sees).
 
 At batch 8 it also prints each model's achieved GFLOP/s (GEMM work, ``graph_flops.py``) on the faster runtime
-against the sgemm peak measured right after the model (numpy and ONNX Runtime MatMul, same threads).
+against the sgemm peak measured right after the model (numpy and ONNX Runtime MatMul, same threads), and at
+batch 1 Paddle Inference fp32 against the best fp32 configuration (``paddle_vs_best.py``; ``--no-paddle`` skips
+it). The targets (``speed_targets.py``) are printed beside the figures they judge: MobileViT at >= 70 % of the
+peak, no LeViT slower than its A/A noise, the best configuration >= 6x Paddle.
 
 Run it on a quiet machine; the lead commits its table:
 
     python benchmarks/graph_speedup.py --out results/graph_speedup.md [--model LeViT_128S ...] [--opset 17]
         [--level portable] [--runtimes ort ov] [--batches 1 8] [--rounds 9] [--runs 5] [--threads N]
+        [--no-paddle]
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnx
 from graph_flops import count_macs, sgemm_peak
+from paddle_vs_best import format_row as format_paddle_row
+from paddle_vs_best import markdown as paddle_markdown
+from paddle_vs_best import paddle_row
+from speed_targets import gemm_share_verdict, noise_verdict
 
 from bench.harness.env import cpu_info, package_versions
 from bench.launcher import ExportSpec, launch_export
@@ -78,7 +86,7 @@ PAUSE_S = 0.05  # between blocks: longer than ONNX Runtime's intra-op threads sp
 
 
 def time_interleaved(adapters: dict, rounds: int, runs: int, clock=time.perf_counter,
-                     warmup: int = 3) -> dict[str, list[float]]:
+                     warmup: int = 3, pause: float = PAUSE_S) -> dict[str, list[float]]:
     """Per variant, its fastest run (ms) in each round; within a round the variants take turns block by block."""
     names = list(adapters)
     for name in names:
@@ -87,7 +95,7 @@ def time_interleaved(adapters: dict, rounds: int, runs: int, clock=time.perf_cou
     best: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            time.sleep(PAUSE_S)
+            time.sleep(pause)
             adapters[name].run()  # untimed: brings this variant's weights back into the caches
             samples = []
             for _ in range(runs):
@@ -104,6 +112,7 @@ def ratio_row(model: str, runtime: str, batch: int, best: dict[str, list[float]]
         ratios = [b / a for a, b in zip(best["none"], best[name], strict=True)]
         row[name] = {"ms": statistics.median(best[name]), "ratio": statistics.median(ratios),
                      "lo": min(ratios), "hi": max(ratios)}
+    row["verdict"] = noise_verdict(MODELS[model].family, row[level]["ratio"], row["same"]["hi"])
     return row
 
 
@@ -145,26 +154,29 @@ def against_peak(found: dict, peak: float) -> dict:
     """``found`` with its share of ``peak`` and the floor: the ratio to the unoptimised graph if every GEMM ran
     at the peak and nothing else took time, below which no exact graph rewrite can go."""
     at_peak_ms = found["gflop"] / peak * 1e3
-    return {**found, "peak_used": peak, "share": found["gflops"] / peak, "at_peak_ms": at_peak_ms,
-            "floor": {runtime: at_peak_ms / ms for runtime, ms in found["none_ms"].items()}}
+    share = found["gflops"] / peak
+    return {**found, "peak_used": peak, "share": share, "at_peak_ms": at_peak_ms,
+            "floor": {runtime: at_peak_ms / ms for runtime, ms in found["none_ms"].items()},
+            "verdict": gemm_share_verdict(MODELS[found["model"]].family, share)}
 
 
 def print_flops(f: dict) -> None:
     print(f"{f['model']}: batch 8 {f['gflop']:.2f} GFLOP, best {f['runtime']} {f['gflops']:.1f} GFLOP/s = "
           f"{f['share']:.0%} of the sgemm peak {f['peak_used']:.1f} (read now: numpy {f['peak']['numpy']:.1f}, "
           f"ORT MatMul {f['peak']['ort_matmul']:.1f}); split {f['split']}; all GEMMs at the peak "
-          f"{f['at_peak_ms']:.1f} ms = " + ", ".join(f"{rt} ratio floor {v:.2f}" for rt, v in f["floor"].items()),
-          flush=True)
+          f"{f['at_peak_ms']:.1f} ms = " + ", ".join(f"{rt} ratio floor {v:.2f}" for rt, v in f["floor"].items())
+          + (f"; target {f['verdict']}" if f["verdict"] else ""), flush=True)
 
 
 def format_ratio(row: dict, level: str) -> str:
     same, opt = row["same"], row[level]
     return (f"{row['model']:<14} {row['runtime']:>3} b{row['batch']:<2} none {row['base_ms']:8.2f} ms  "
             f"{level} {opt['ms']:8.2f} ms  ratio {opt['ratio']:.3f} [{opt['lo']:.3f}..{opt['hi']:.3f}]  "
-            f"A/A {same['ratio']:.3f} [{same['lo']:.3f}..{same['hi']:.3f}]")
+            f"A/A {same['ratio']:.3f} [{same['lo']:.3f}..{same['hi']:.3f}]  {row['verdict']}")
 
 
-def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, header: dict) -> str:
+def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, header: dict,
+             paddle: list[dict] = ()) -> str:
     level = args.level
     lines = [f"# Graph passes: `--optimize {level}` vs `--optimize none`", "",
              f"opset {args.opset}, fp32, {args.threads} threads, clock {args.clock}, "
@@ -174,13 +186,13 @@ def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, head
              "unoptimised run) in the round, [range over rounds]; A/A = the unoptimised model against itself.", "",
              f"Machine: {header['cpu']}; {header['python']}; "
              + ", ".join(f"{k} {v}" for k, v in header["versions"].items() if v), "",
-             f"| model | runtime | batch | none ms | {level} ms | ratio | A/A ratio |",
-             "|---|---|---:|---:|---:|---|---|"]
+             f"| model | runtime | batch | none ms | {level} ms | ratio | A/A ratio | target |",
+             "|---|---|---:|---:|---:|---|---|---|"]
     for r in rows:
         o, s = r[level], r["same"]
         lines.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {r['base_ms']:.2f} | {o['ms']:.2f} | "
                      f"{o['ratio']:.3f} [{o['lo']:.3f}..{o['hi']:.3f}] | "
-                     f"{s['ratio']:.3f} [{s['lo']:.3f}..{s['hi']:.3f}] |")
+                     f"{s['ratio']:.3f} [{s['lo']:.3f}..{s['hi']:.3f}] | {r['verdict']} |")
     if flops:
         lines += ["", f"## Achieved GEMM GFLOP/s at batch 8 ({level} graph, faster runtime) vs sgemm peak", "",
                   "peak = the best sgemm reading of the whole run (numpy or ORT MatMul; with clock cpu ORT MatMul "
@@ -189,15 +201,17 @@ def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, head
                   "not a lower peak); floor = the ratio to the unoptimised graph if every GEMM ran at that peak "
                   "and nothing else took time: no exact graph rewrite can go below it.", "",
                   "| model | GFLOP | runtime | GFLOP/s | numpy read | ORT MatMul read | share of peak | split | "
-                  "at peak ms | floor |",
-                  "|---|---:|---|---:|---:|---:|---:|---|---:|---|"]
+                  "at peak ms | floor | target |",
+                  "|---|---:|---|---:|---:|---:|---:|---|---:|---|---|"]
         for f in flops:
             split = ", ".join(f"{op} {share:.0%}" for op, share in f["split"].items())
             floor = ", ".join(f"{rt} {v:.2f}" for rt, v in f["floor"].items())
             lines.append(f"| {f['model']} | {f['gflop']:.2f} | {f['runtime']} | {f['gflops']:.1f} | "
                          f"{f['peak']['numpy']:.1f} | {f['peak']['ort_matmul']:.1f} | {f['share']:.0%} | {split} | "
-                         f"{f['at_peak_ms']:.1f} | {floor} |")
+                         f"{f['at_peak_ms']:.1f} | {floor} | {f['verdict']} |")
         lines += ["", f"Peak used: {flops[0]['peak_used']:.1f} GFLOP/s."]
+    lines += paddle_markdown(list(paddle))
+    lines += ["", "CPU (lscpu):", "", *(f"    {line}" for line in header["lscpu"].splitlines())]
     return "\n".join(lines) + "\n"
 
 
@@ -217,6 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="wall (default): latency at --threads; cpu: 1 thread, process CPU time (work, not latency)")
     p.add_argument("--peak-n", type=int, default=2048, help="size of the sgemm peak's square matrices")
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    p.add_argument("--no-paddle", action="store_true",
+                   help="skip Paddle Inference against the best fp32 configuration at batch 1")
     args = p.parse_args(argv)
     if args.clock == "cpu":
         args.threads = 1
@@ -231,12 +247,26 @@ def run_peak(flops: list[dict], clock: str) -> float:
     return max(f["peak"]["ort_matmul"] if clock == "cpu" else max(f["peak"].values()) for f in flops)
 
 
+def paddle_available(args: argparse.Namespace) -> bool:
+    """Whether to time Paddle Inference against the best configuration (wall clock only), saying why not."""
+    if args.no_paddle:
+        return False
+    if args.clock != "wall":
+        print("Paddle against the best configuration: skipped (it is a latency figure: --clock wall)")
+        return False
+    found = get_runtime("paddle").probe()
+    if not found.available:
+        print(f"Paddle against the best configuration: skipped, Paddle Inference unavailable ({found.reason})")
+    return found.available
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     header = {"cpu": cpu_info().get("model"), "python": f"Python {platform.python_version()}",
               "versions": package_versions(), "lscpu": lscpu_flags()}
     print(header["lscpu"], flush=True)
-    rows, flops = [], []
+    rows, flops, paddle = [], [], []
+    with_paddle = paddle_available(args)
     for model in args.model:
         manifests = {level: launch_export(ExportSpec(model, args.opset, "dynamic", "seeded", args.artifacts,
                                                           optimize=level))
@@ -249,12 +279,17 @@ def main(argv: list[str] | None = None) -> int:
         if found:
             flops.append(found)
             print_flops(against_peak(found, run_peak(flops, args.clock)))
+        if with_paddle:
+            paddle.append(paddle_row(model, manifests, args.runtimes, args.threads, args.rounds, args.runs,
+                                     load_variant, time_interleaved))
+            print(format_paddle_row(paddle[-1]), flush=True)
     peak = run_peak(flops, args.clock) if flops else None
     flops = [against_peak(f, peak) for f in flops]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, markdown(rows, flops, args, header))
+    write_text_atomic(args.out, markdown(rows, flops, args, header, paddle))
     write_json_atomic(args.out.with_suffix(".json"), {"settings": {k: str(v) for k, v in vars(args).items()},
-                                                      "machine": header, "ratios": rows, "flops": flops})
+                                                      "machine": header, "ratios": rows, "flops": flops,
+                                                      "paddle": paddle})
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 

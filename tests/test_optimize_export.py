@@ -89,3 +89,9 @@ def test_graph_speedup_script_writes_its_table(tmp_path):
     assert flops["floor"] == {"ort": pytest.approx(at_peak_ms / base_ms)}
     assert f"ort {flops['floor']['ort']:.2f} |" in text
     assert (tmp_path / "art" / "MobileViT_XXS" / "seeded" / "opset17-bdyn-opt-none").is_dir()
+    # the targets beside their figures: MobileViT's share of the peak, and Paddle against the best configuration
+    assert flops["verdict"].startswith(">= 70%: ") and f"| {flops['verdict']} |" in text
+    (paddle,) = json.loads(out.with_suffix(".json").read_text())["paddle"]
+    assert paddle["paddle_effective"] == {"onednn": True, "ir_optim": True, "threads": paddle["paddle_effective"][
+        "threads"]} and paddle["best"] in ("ort none", "ort portable")
+    assert paddle["verdict"].startswith("target >= 6x: ") and "## Paddle Inference fp32 against the best" in text

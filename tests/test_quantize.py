@@ -286,6 +286,9 @@ def test_precision_speedup_script_writes_its_table(tmp_path, calibration_npy):
     rows = [line for line in text.splitlines() if line.startswith(("| ov |", "| ort |"))]
     assert len(rows) == 10  # ov fp32/bf16/int8 and ort fp32/int8 at batches 1 and 8
     assert all(line.split("|")[3].strip() in ("fp32", "bf16", "int8") for line in rows)  # what ran, read back
+    # ONNX Runtime's int8 profile at the largest batch: its float islands, judged where the CPU lacks VNNI
+    (islands,) = [line for line in text.splitlines() if line.startswith("ort int8 profile, batch 8")]
+    assert "float islands" in islands and "QuantizeLinear" in islands
 
 
 def test_max_drop_and_fp16_flags_are_checked_before_any_build():

@@ -150,6 +150,10 @@ def nncf_int8(onnx_path: Path, calibration: np.ndarray, out_xml: Path, *, batch:
     parameters = dict(parameters or {})
     model = ov.Core().read_model(str(onnx_path))
     name = model.inputs[0].get_any_name()
+    if (parameters.get("constant_folding") or {}).get("before_nncf"):
+        from export.quantize.ov_int8 import fold_constants
+
+        fold_constants(model)  # as the candidate was made: grouped convolutions' weights as plain constants
     # Gather statistics the way the candidate was made (the export stage calibrates image by image): batched
     # statistics are not the same ranges, and a trial must differ from the candidate only in what it keeps float.
     calibration_batch = parameters.get("calibration_batch") or batch

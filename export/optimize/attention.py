@@ -1,4 +1,8 @@
-"""Pass: one projection per query, key and value instead of one fused projection cut apart afterwards.
+"""Passes on attention blocks: one projection per query, key and value instead of one fused projection cut apart
+afterwards (``split_qkv_projection``), then the attention's scale folded into the query's projection
+(``fold_attention_scale``).
+
+One projection per part:
 
 MobileViT computes q, k and v with one Linear and cuts its output per head as ``Reshape [B,N,3,h,d] ->
 Transpose [2,0,3,1,4] -> Slice/Squeeze (or Gather) x 3``: a 5-D Transpose of the whole projection, which ONNX
@@ -132,4 +136,69 @@ def split_qkv_projection(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in list(g.nodes):
         if is_standard(node, "Transpose") and list(attr(node, "perm") or []) == QKV_TRANSPOSE:
             _split_mobilevit(g, node, shapes)
+    return g.finish()
+
+
+# Pass: the attention's scale folded into the query projection
+
+MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def _scale_of(g: GraphView, mul: onnx.NodeProto) -> tuple[float, str] | None:
+    """(scale, data input) when ``mul`` multiplies a tensor by a one-element constant."""
+    values = [g.const(name) for name in mul.input]
+    if len(mul.input) != 2 or sum(v is not None for v in values) != 1:
+        return None
+    position = 0 if values[0] is not None else 1
+    if values[position].size != 1 or values[position].dtype != np.float32:
+        return None
+    return float(values[position].reshape(-1)[0]), mul.input[1 - position]
+
+
+def _query_projection(g: GraphView, tensor: str, users) -> tuple[onnx.NodeProto, onnx.NodeProto | None] | None:
+    """(MatMul with a constant 2-D weight, its bias Add or None) that alone computes ``tensor`` through data
+    movers only, every tensor on the way read by the next node alone: scaling the weight scales ``tensor``."""
+    producers = g.producers()
+    node = producers.get(tensor)
+    while node is not None and is_standard(node, *MOVERS) and g.sole_consumer(node.input[0], users) is node:
+        node = producers.get(node.input[0])
+    bias = None
+    if node is not None and is_standard(node, "Add"):
+        consts = [g.const(name) for name in node.input]
+        if sum(c is not None for c in consts) != 1:
+            return None
+        bias, data = node, node.input[1 if consts[0] is not None else 0]
+        node = producers.get(data)
+        if node is None or g.sole_consumer(data, users) is not bias:
+            return None
+    if node is None or not is_standard(node, "MatMul") or g.const(node.input[0]) is not None:
+        return None
+    weight = g.const(node.input[1])
+    return (node, bias) if weight is not None and weight.ndim == 2 else None
+
+
+def fold_attention_scale(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``Mul(q, s)`` with a constant scalar ``s`` (the attention's 1/sqrt(d)) and ``q`` computed by its own
+    projection (``split_qkv_projection``'s) through Reshape/Transpose only: ``s`` goes into the projection's weight
+    and bias and the Mul over the whole query tensor is gone. ONNX Runtime (FusedMatMul's alpha) and OpenVINO (its
+    fused attention) fold the fp32 Mul themselves; the int8 models keep it as a quantized Mul per block. Exact when
+    ``s`` is a power of two (MobileViT_XXS: 1/4), else one float32 rounding of the weights."""
+    g = GraphView(model)
+    for mul in [n for n in g.nodes if is_standard(n, "Mul")]:
+        users = g.consumers()
+        found = _scale_of(g, mul)
+        if found is None or mul.output[0] in g.pinned:
+            continue
+        scale, data = found
+        projection = _query_projection(g, data, users) if g.sole_consumer(data, users) is mul else None
+        if projection is None:
+            continue
+        matmul, bias = projection
+        matmul.input[1] = g.add_init(f"{matmul.name}_scaled_weight", g.const(matmul.input[1]) * np.float32(scale))
+        if bias is not None:
+            position = 0 if g.const(bias.input[0]) is not None else 1
+            bias.input[position] = g.add_init(f"{bias.name}_scaled_bias",
+                                              g.const(bias.input[position]) * np.float32(scale))
+        g.remove(mul)
+        g.replace_uses(mul.output[0], data)
     return g.finish()

@@ -13,7 +13,7 @@ with the first tensor it moved.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +45,7 @@ PASSES: dict[str, Pass] = {
     "merge_transposes": cleanup.merge_transposes,
     "split_patch_transposes": patches.split_patch_transposes,
     "split_qkv_projection": attention.split_qkv_projection,
+    "fold_attention_scale": attention.fold_attention_scale,
     "matmul_bias_to_gemm": extra.matmul_bias_to_gemm,
     "ort_offline": extra.ort_offline,
 }
@@ -163,10 +164,16 @@ def optimize(model: onnx.ModelProto, level: str, check_inputs: np.ndarray | None
     stage before it and an OptimizeError names the first pass that moves them beyond ``tolerance`` (scaled by
     the outputs' magnitude above 1).
     """
+    return run_passes(model, check_level(level).passes, check_inputs, tolerance)
+
+
+def run_passes(model: onnx.ModelProto, names: Sequence[str], check_inputs: np.ndarray | None = None,
+               tolerance: float = STEP_TOLERANCE) -> tuple[onnx.ModelProto, list[PassReport]]:
+    """Run the passes called ``names`` (keys of ``PASSES``) in order, each checked as :func:`optimize` says."""
     reports = []
     previous = reference_outputs(model, check_inputs) if check_inputs is not None else None
     sensitivity = float32_sensitivity(model, check_inputs, previous) if previous is not None else None
-    for name in check_level(level).passes:
+    for name in names:
         before = model
         model, report = run_pass(name, PASSES[name], model)
         if previous is not None:

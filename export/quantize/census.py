@@ -133,10 +133,23 @@ def ort_cpu_graph(model_path: Path, threads: int) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in optimized.graph.node).items()))
 
 
+# ONNX Runtime CPU ops that compute in int8 (MatMulIntegerToFloat included: int8 products, float out), and ops
+# that only move or reshape data in either precision.
+INT8_KERNEL_PREFIXES = ("QLinear", "QGemm", "MatMulInteger", "ConvInteger", "DynamicQuantize", "QAttention",
+                        "QEmbedLayerNormalization")
+DATA_MOVERS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "SpaceToDepth", "DepthToSpace",
+                         "Concat", "Split", "Slice", "Gather", "Identity", "MaxPool"})
+
+
 def int8_kernels(ort_graph: dict[str, int]) -> dict[str, int]:
     """The int8 kernels among the ops ORT runs (QLinear*, QGemm, MatMulInteger*, DynamicQuantize*)."""
-    prefixes = ("QLinear", "QGemm", "MatMulInteger", "ConvInteger", "DynamicQuantize", "QAttention")
-    return {op: n for op, n in ort_graph.items() if op.startswith(prefixes)}
+    return {op: n for op, n in ort_graph.items() if op.startswith(INT8_KERNEL_PREFIXES)}
+
+
+def float_ops(ort_graph: dict[str, int]) -> dict[str, int]:
+    """The ops of an int8 model that ORT's CPU provider runs in float, Quantize/DequantizeLinear included: its
+    float islands (what stayed float by choice, the kept-float head, or for want of an int8 kernel)."""
+    return {op: n for op, n in ort_graph.items() if not op.startswith(INT8_KERNEL_PREFIXES) and op not in DATA_MOVERS}
 
 
 def fp16_census(model) -> dict[str, Any]:

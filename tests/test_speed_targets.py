@@ -1,0 +1,74 @@
+"""benchmarks/speed_targets.py: the targets the benchmark scripts print, judged only where the CPU allows."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import load_benchmark
+
+from core.cpu import cpu_flags
+
+AVX2 = cpu_flags("flags: fpu avx2 fma")
+VNNI = cpu_flags("flags: fpu avx2 avx512f avx512_vnni avx512_bf16")
+AMX = cpu_flags("flags: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16")
+
+
+@pytest.fixture(scope="module")
+def targets():
+    return load_benchmark("speed_targets")
+
+
+def test_int8_ratios_are_judged_only_with_an_int8_dot_product(targets):
+    verdict = targets.ratio_verdict
+    assert verdict("ort", "int8", 8, "LeViT", 0.74, VNNI) == "target <= 0.75x: met"
+    assert verdict("ort", "int8", 8, "MobileViT", 0.80, VNNI) == "target <= 0.75x: MISSED"
+    assert verdict("ort", "int8", 1, "MobileViT", 1.05, VNNI) == "target <= 1.0x: MISSED"  # never slower at b1
+    assert verdict("ov", "int8", 8, "MobileViT", 0.59, VNNI) == "target <= 0.6x: met"
+    assert verdict("ort", "int8", 8, "LeViT", 0.90, AVX2) == "target <= 0.75x not judged (no VNNI/AMX-INT8)"
+    assert verdict("ov", "int8", 1, "MobileViT", 1.2, VNNI) == ""  # no OpenVINO target at batch 1
+    assert verdict("ort", "fp32", 8, "LeViT", None, VNNI) == ""
+
+
+def test_bf16_is_judged_on_amx_only(targets):
+    assert "not judged (no AMX-BF16)" in targets.ratio_verdict("ov", "bf16", 8, None, 0.5, VNNI)
+    assert targets.ratio_verdict("ov", "bf16", 8, None, 0.5, AMX) == "target <= 0.7x: met"
+
+
+def test_float_islands_count_quantize_ops_and_float_compute_not_int8_kernels_or_data_moves(targets):
+    ops = {"QLinearConv": 40.0, "QLinearMatMul": 20.0, "QGemm": 10.0, "MatMulIntegerToFloat": 5.0,
+           "QuantizeLinear": 6.0, "DequantizeLinear": 4.0, "Softmax": 5.0, "LayerNormalization": 5.0,
+           "Transpose": 3.0, "Reshape": 2.0}
+    share, islands = targets.float_island_share(ops)
+    assert set(islands) == {"QuantizeLinear", "DequantizeLinear", "Softmax", "LayerNormalization"}
+    assert share == pytest.approx(20.0 / 100.0)
+    assert targets.island_verdict(share, AVX2) == "float islands 20%: target <= 10% MISSED"
+    assert "this CPU has it: the ratios are judged" in targets.island_verdict(share, VNNI)
+    assert targets.float_island_share({}) == (0.0, {})
+
+
+def test_fp32_graph_targets(targets):
+    assert targets.gemm_share_verdict("MobileViT", 0.71) == ">= 70%: met"
+    assert targets.gemm_share_verdict("MobileViT", 0.55) == ">= 70%: MISSED"
+    assert targets.gemm_share_verdict("LeViT", 0.55) == ""
+    assert targets.noise_verdict("LeViT", 1.03, 1.05).endswith("met")
+    assert targets.noise_verdict("LeViT", 1.09, 1.05).endswith("MISSED")
+    assert targets.noise_verdict("MobileViT", 1.09, 1.05) == ""
+
+
+def test_paddle_ratio_is_judged_only_when_paddle_ran_at_its_best(targets):
+    best = {"onednn": True, "ir_optim": True, "threads": 2}
+    assert targets.paddle_verdict(6.2, best) == "target >= 6x: met"
+    assert targets.paddle_verdict(5.4, best) == "target >= 6x: MISSED"
+    assert targets.paddle_verdict(9.0, {**best, "onednn": False}) == \
+        "target >= 6x not judged (Paddle ran without onednn)"
+
+
+def test_paddle_ratio_is_against_one_configuration_round_by_round():
+    """The best configuration is the one of lowest median, and every round compares Paddle with it (not with
+    whichever configuration happened to be fastest in that round)."""
+    paddle = load_benchmark("paddle_vs_best")
+    best = {"paddle": [12.0, 12.0, 12.0], "ov portable": [2.0, 2.4, 2.0], "ort portable": [2.2, 2.1, 2.2]}
+    row = paddle.summarize("M", best, {"onednn": True, "ir_optim": True, "threads": 2})
+    assert row["best"] == "ov portable" and row["best_ms"] == 2.0
+    assert row["ratio"] == pytest.approx(6.0) and row["lo"] == pytest.approx(5.0) and row["hi"] == pytest.approx(6.0)
+    assert row["verdict"] == "target >= 6x: met"
+    assert "| M | 12.00 | onednn True, ir_optim True, threads 2 | ov portable |" in "\n".join(paddle.markdown([row]))
