@@ -124,10 +124,12 @@ def table(model: str, family: str | None, cells: list[Cell], flags: dict[str, bo
 
 def island_rows(artifact: Artifact, batch: int, threads: int, flags: dict[str, bool]) -> list[str]:
     """ONNX Runtime's profile of the int8 model at ``batch``: the share of its float islands, by op type."""
-    from bench.layer_times import ort_op_times
+    from bench.layer_times import RUNS, WARMUP
 
     x = np.random.default_rng(0).standard_normal((batch, *artifact.input_shape[1:])).astype(np.float32)
-    ops = {row["op"]: row["ms_per_run"] for row in ort_op_times(artifact, x, threads, top=10_000)}
+    options = RuntimeOptions(precision="int8", threads=threads, batch=batch)
+    times = get_runtime("ort").layer_times(artifact, x, options, WARMUP, RUNS)
+    ops = {op: total / RUNS / 1e3 for op, total in times.microseconds.items()}
     share, islands = float_island_share(ops)
     listed = ", ".join(f"{op} {ms:.2f}" for op, ms in sorted(islands.items(), key=lambda kv: -kv[1]))
     return [f"ort int8 profile, batch {batch} (ms per run, profiled): {island_verdict(share, flags)}; "

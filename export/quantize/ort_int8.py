@@ -195,6 +195,8 @@ def int8_form(onnx_path: Path, out_path: Path, check_inputs: np.ndarray) -> tupl
         model, reports = run_passes(onnx.load(str(onnx_path)), INT8_FORM, np.ascontiguousarray(check_inputs))
     except OptimizeError as exc:
         raise QuantizeError(f"the int8 graph form failed: {exc}") from exc
+    except Exception as exc:  # the reference run on ORT (a model it cannot load or run): one line
+        raise QuantizeError(f"the int8 graph form failed: {type(exc).__name__}: {exc}") from exc
     onnx.save(model, str(out_path))
     return out_path, {"passes": list(INT8_FORM), "reports": [
         {k: v for k, v in r.to_dict().items() if k != "census_after"} for r in reports]}
