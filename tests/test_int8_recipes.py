@@ -103,3 +103,36 @@ def test_nncf_quantizes_a_depthwise_convolution_per_output_channel_after_constan
     (scale,) = [i.get_source_output().get_node() for i in dequantize.inputs()
                 if i.get_source_output().get_node().get_type_name() == "Constant"]
     assert list(scale.get_output_shape(0)) == [8, 1, 1, 1, 1]  # one scale per output channel
+
+
+def tiny_shape_computed(path, c: int = 8):
+    """Depthwise conv, then a Reshape whose target is computed from the input's own shape (Shape -> Gather ->
+    Concat), as paddle2onnx writes MobileViT's unfold without the graph passes."""
+    inits = {"dw": (RNG.standard_normal((c, 1, 3, 3)) * 0.3).astype(np.float32),
+             "zero": np.array([0], np.int64), "rest": np.array([c * 4, 16], np.int64),
+             "w": (RNG.standard_normal((16, 4)) * 0.3).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], group=c, pads=[1, 1, 1, 1]),
+             helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["n"]),
+             helper.make_node("Concat", ["n", "rest"], ["target"], axis=0),
+             helper.make_node("Reshape", ["d", "target"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])]
+    return _save(path, nodes, inits, ["batch", c, 8, 8])
+
+
+def test_ov_int8_of_a_dynamic_batch_export_keeps_its_dynamic_batch(tmp_path):
+    """Constants are folded while the batch is still dynamic: folded at the calibration batch of 1, the Reshape's
+    computed target became a constant with batch 1 and the IR could not take its dynamic batch back."""
+    import openvino as ov
+
+    from export.quantize.ov_int8 import ov_int8
+
+    fp32 = tiny_shape_computed(tmp_path / "fp32.onnx")
+    images = RNG.standard_normal((32, 8, 8, 8)).astype(np.float32)
+    described = ov_int8(fp32, images, None, "dynamic", tmp_path / "int8.xml", keep_head_float=False, threads=1)
+    assert described["parameters"]["constant_folding"]["group_convolution_weights_folded"] == 1
+    core = ov.Core()
+    int8 = core.compile_model(core.read_model(str(tmp_path / "int8.xml")), "CPU")
+    reference = core.compile_model(core.read_model(str(fp32)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = images[:3]  # another batch than the calibration's
+    got, want = int8(x)[0], reference(x)[0]
+    assert got.shape == want.shape == (3, 32, 4)
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()

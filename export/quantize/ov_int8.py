@@ -164,8 +164,10 @@ def ov_int8(onnx_path: Path, images: np.ndarray, family: str | None, batch: str 
     core = ov.Core()
     model = core.read_model(str(onnx_path))
     input_name = model.inputs[0].get_any_name()
-    _reshape(model, input_name, 1)
+    # Folded while the batch is still the export's: at the static calibration batch the folding would also bake
+    # batch-sized Reshape targets into constants, and the IR could not take its dynamic batch back.
     folded = fold_constants(model)
+    _reshape(model, input_name, 1)
     head = ov_head_ops(model) if keep_head_float else []
     kwargs = nncf_arguments(recipe, head)
     samples = [np.ascontiguousarray(image[None]) for image in images]
