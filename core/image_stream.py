@@ -38,6 +38,10 @@ _PREPROCESS: Preprocess | None = None  # set in each worker by _start
 def _start(preprocess: Preprocess, parent: int) -> None:
     global _PREPROCESS
     _PREPROCESS = preprocess
+    # One worker per core already: OpenCV's own threads (one per core, in every worker) would only contend.
+    import cv2
+
+    cv2.setNumThreads(1)
     # A worker dies with the process it decodes for, even one killed by SIGKILL (a cluster node's shard process
     # when its node goes): orphaned, it would wait on its queue forever. (Tied to the thread that started the
     # pool, which is the one consuming the stream.)

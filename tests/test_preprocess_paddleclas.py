@@ -3,7 +3,8 @@
 The reference crops in tests/data/preprocess/reference-*.npz were made by PaddleClas's DecodeImage,
 ResizeImage and CropImage (its deploy and ppcls copies agreeing) with the eval and infer configs of each
 family; tests/data/preprocess/make_reference.py made them, in an environment of its own, and checked that
-PaddleClas's NormalizeImage + ToCHWImage equal ``Preprocess.normalise``'s formula on every crop.
+PaddleClas's NormalizeImage + ToCHWImage equal the float32 formula (``normalize_image`` here) on every
+crop; ``Preprocess.normalise`` (a table of the 256 values) equals that formula on every value.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def _reference() -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
     return meta, crops
 
 
+def normalize_image(preprocess: Preprocess, crop: np.ndarray) -> np.ndarray:
+    """PaddleClas's NormalizeImage + ToCHWImage, as the generator checked them bit for bit: float32 arithmetic."""
+    mean, std = np.asarray(preprocess.mean, np.float32), np.asarray(preprocess.std, np.float32)
+    array = (crop.astype(np.float32) * np.float32(preprocess.scale) - mean) / std
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
 META, CROPS = _reference()
 MODEL_OF = {"LeViT": "LeViT_128S", "MobileViT": "MobileViT_XXS"}
 
@@ -65,10 +73,26 @@ def test_tensors_equal_paddleclas(pipeline):
     worst = {}
     for image, crop in CROPS[pipeline].items():
         ours = for_model(MODEL_OF[family], name)(ROOT / image)
-        theirs = preprocess.normalise(crop)  # PaddleClas's NormalizeImage, bit for bit (see the generator)
+        theirs = normalize_image(preprocess, crop)
         assert ours.shape == theirs.shape == (3, preprocess.crop, preprocess.crop) and ours.dtype == np.float32
         worst[image] = float(np.abs(ours - theirs).max())
     assert max(worst.values()) <= 1e-5, {k: v for k, v in worst.items() if v > 1e-5}
+
+
+@pytest.mark.parametrize("preprocess", [
+    *(for_family(family, pipeline) for family in ("LeViT", "MobileViT") for pipeline in PIPELINES),
+    Preprocess(resize_short=None, crop=None, resize=(16, 16), mean=(0.5, 0.25, 0.1), std=(0.3, 0.7, 1.9),
+               scale=1 / 127.5),  # a brought model's config: other mean, std and scale
+], ids=lambda p: f"{p.pipeline}-{p.mean[0]}")
+def test_normalise_equals_normalize_image_on_every_value(preprocess):
+    # Elementwise on uint8: all 256 values in every channel (in different places) prove it for every image.
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    crop = np.stack([every, every[::-1], every.T], axis=-1)
+    ours = preprocess.normalise(crop)
+    assert ours.dtype == np.float32 and ours.flags.c_contiguous
+    np.testing.assert_array_equal(ours, normalize_image(preprocess, crop))
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess.normalise(crop.astype(np.float32))
 
 
 def test_levit_pipelines_agree_and_mobilevit_ones_do_not():
