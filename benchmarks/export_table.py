@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.files import write_text_atomic  # noqa: E402
 from export.models import MODELS  # noqa: E402
 
 
@@ -88,10 +89,7 @@ Versions: {", ".join(f"{k} {v}" for k, v in versions.items())}.
 
 """
     text = header + "\n".join(rows(args.artifacts, args.opsets)) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(args.out)
+    write_text_atomic(args.out, text)
     print(text)
 
 

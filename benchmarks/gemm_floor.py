@@ -471,7 +471,6 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     rows.append(measure_ov_floor(name, model, batch, args.threads, projections_best_ms))
                 print(format_row(rows[-1]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, markdown(rows, alone, args, header))
     write_json_atomic(
         args.out.with_suffix(".json"),

@@ -285,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
             print(format_paddle_row(paddle[-1]), flush=True)
     peak = run_peak(flops, args.clock) if flops else None
     flops = [against_peak(f, peak) for f in flops]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, markdown(rows, flops, args, header, paddle))
     write_json_atomic(args.out.with_suffix(".json"), {"settings": {k: str(v) for k, v in vars(args).items()},
                                                       "machine": header, "ratios": rows, "flops": flops,

@@ -25,6 +25,9 @@ import numpy as np
 
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from graph_speedup import time_interleaved
 
 from bench.harness.env import cpu_info, package_versions
 from bench.launcher import ExportSpec, launch_export
@@ -43,7 +46,6 @@ SETTINGS = {
     "level 1": (True, True, 1, True),
     "oneDNN FC passes off": (True, True, None, False),
 }
-PAUSE_S = 0.05
 
 
 def predictor(files: tuple[Path, Path], setting: tuple, threads: int, x: np.ndarray):
@@ -72,32 +74,12 @@ def predictor(files: tuple[Path, Path], setting: tuple, threads: int, x: np.ndar
     return made
 
 
-def rounds(predictors: dict, count: int, runs: int) -> dict[str, list[float]]:
-    """Per setting, its fastest run (ms) in each round, the settings taking turns block by block."""
-    names = list(predictors)
-    for made in predictors.values():
-        for _ in range(3):
-            made.run()
-    best: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(count):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            time.sleep(PAUSE_S)
-            predictors[name].run()
-            samples = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                predictors[name].run()
-                samples.append((time.perf_counter() - start) * 1e3)
-            best[name].append(min(samples))
-    return best
-
-
 def model_rows(model: str, args: argparse.Namespace) -> list[str]:
     artifact = Artifact.from_manifest(launch_export(ExportSpec(model, args.opset, "dynamic", "seeded",
                                                                args.artifacts)))
     x = np.random.default_rng(1).standard_normal((args.batch, *artifact.input_shape[1:])).astype(np.float32)
     made = {name: predictor(artifact.paddle_files, setting, args.threads, x) for name, setting in SETTINGS.items()}
-    best = rounds(made, args.rounds, args.runs)
+    best = time_interleaved(made, args.rounds, args.runs)
     rows = [f"### {model}, batch {args.batch}", "", "| setting | ms (median of rounds) | vs bench | per-round range |",
             "|---|---:|---:|---|"]
     for name, times in best.items():
@@ -137,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         rows = model_rows(model, args)
         print("\n".join(rows), flush=True)
         lines += rows
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print(f"written: {args.out}")
     return 0

@@ -190,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
             rows += island_rows(artifacts[("ort", "int8")], max(args.batch), args.threads, flags)
         print("\n".join(rows))
         lines += rows
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print(f"written: {args.out}")
     return 0
