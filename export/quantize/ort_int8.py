@@ -50,6 +50,7 @@ CALIBRATION_METHOD = "MinMax"
 FLOAT_INPUT_OPS = ("Softmax",)
 INT8_FORM = ("fold_attention_scale", "matmul_bias_to_gemm")  # export.optimize.driver passes, before quantizing
 KEPT_FLOAT_OPS = ("LayerNormalization",)  # no int8 kernel on ORT's CPU provider: left out of op_types_to_quantize
+RUN_CHECK_BATCHES = (1, 8)
 
 
 def op_types_to_quantize() -> list[str]:
@@ -57,7 +58,6 @@ def op_types_to_quantize() -> list[str]:
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(KEPT_FLOAT_OPS))
-RUN_CHECK_BATCHES = (1, 8)
 
 
 def reduce_range_here() -> tuple[bool, dict[str, bool]]:
