@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA_44, run_module
-from test_cluster_sweep import ROOT, LocalCluster, _processes, wait_for
+from test_cluster_sweep import ROOT, LocalCluster, _processes, below, wait_for
 
 from core.manifest import load_manifest, save_manifest
 from core.preprocess import Preprocess
@@ -114,20 +114,6 @@ def test_shards_read_a_shared_path_one_per_node_by_default(two_nodes, labelled, 
     where = sharded["cluster"]
     assert where["shards"] == 2 and where["images"] == "read on each node at the driver's path"
     assert [s["images"] for s in where["per_shard"]] == [[0, 6], [6, 12]]
-
-
-def below(root: int, marker: str) -> list[int]:
-    """The processes below process ``root`` whose command line holds ``marker``."""
-    processes = _processes()
-    found, stack = [], [root]
-    while stack:
-        parent = stack.pop()
-        for pid, (ppid, cmdline) in processes.items():
-            if ppid == parent:
-                stack.append(pid)
-                if marker in cmdline:
-                    found.append(pid)
-    return found
 
 
 def decoding_shards(root: int) -> list[int]:

@@ -47,8 +47,8 @@ def _processes() -> dict[int, tuple[int, str]]:
     return found
 
 
-def cells_under(root: int, marker: str) -> list[int]:
-    """The cell processes (``python -m bench _cell``) below process ``root`` whose request names ``marker``."""
+def below(root: int, *markers: str) -> list[int]:
+    """The processes below process ``root`` whose command line holds every one of ``markers``."""
     processes = _processes()
     found, stack = [], [root]
     while stack:
@@ -56,9 +56,14 @@ def cells_under(root: int, marker: str) -> list[int]:
         for pid, (ppid, cmdline) in processes.items():
             if ppid == parent:
                 stack.append(pid)
-                if " _cell " in cmdline and marker in cmdline:
+                if all(marker in cmdline for marker in markers):
                     found.append(pid)
     return found
+
+
+def cells_under(root: int, marker: str) -> list[int]:
+    """The cell processes (``python -m bench _cell``) below process ``root`` whose request names ``marker``."""
+    return below(root, " _cell ", marker)
 
 
 def cells_naming(marker: str) -> list[int]:
