@@ -106,13 +106,15 @@ def lost_cell_record(request: BenchRequest, child: ChildResult, timeout: float) 
     return skeleton_record(request, "error", kind, message)
 
 
-def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None) -> CellResult:
-    """Validate, resolve the artifact, measure; return the record. Expected failures become error records."""
+def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None,
+             watch: MachineWatch | None = None) -> CellResult:
+    """Validate, resolve the artifact, measure; return the record. Expected failures become error records.
+    ``watch``: the cell's machine watch when the caller made it (``bench.tune.cells``), else one made here."""
     draft = Draft(request)
     try:
         request, runtime_cls = validate(request)
         draft = Draft(request)
-        timing = _run(request, runtime_cls, draft, drift_pass)
+        timing = _run(request, runtime_cls, draft, drift_pass, watch or MachineWatch())
     except UsageError as exc:
         return CellResult(draft.record("error", error=exc), EXIT_USAGE, exc)
     except KeyboardInterrupt:
@@ -123,11 +125,11 @@ def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None) -> Cell
     return CellResult(draft.record("ok", timing=timing), EXIT_OK)
 
 
-def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_pass: DriftPass | None) -> dict:
+def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_pass: DriftPass | None,
+         watch: MachineWatch) -> dict:
     from runtimes import probe
 
     options = request.runtime
-    watch = MachineWatch()  # from here on, other processes' CPU use is counted
     availability = probe(request.runtime_name, device=options.device)
     if not availability.available:
         raise BenchFailure(f"runtime {request.runtime_name!r} is not available: {availability.reason}")

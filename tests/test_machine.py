@@ -39,7 +39,8 @@ def test_a_window_counts_the_cpu_time_of_other_processes_only():
     # A process born in the window counts whole; a recycled pid is a new process; a kernel thread that
     # renamed itself (same start time) only counts what it used in the window (here nothing).
     assert busy == {5: pytest.approx(50.0), 6: pytest.approx(10.0), 7: pytest.approx(20.0)}
-    assert window(a, snap(0.02, 11.0, 1.0))["others_cores"] == 2  # 10 ms ticks: clamped to the CPU count
+    assert window(a, snap(0.2, 11.0, 1.0))["others_cores"] == 2  # 10 ms ticks: clamped to the CPU count
+    assert window(a, snap(0.02, 11.0, 1.0))["others_cores"] is None  # two ticks: noise, not a figure
 
 
 def test_judge_uses_the_measurement_or_both_sides_of_a_short_one():
@@ -72,6 +73,28 @@ def test_a_busy_process_is_named_and_flags_the_measurement():
     assert spinner.pid in [p["pid"] for p in section["during"]["busy"]], section["during"]
     assert section["during"]["window_s"] >= 0.6 and section["before"]["window_s"] >= machine.MIN_WINDOW_S
     assert len(section["before"]["loadavg"]) == 3 and "governor" in section
+
+
+def test_the_after_window_is_waited_for_only_when_the_timed_part_is_too_short_to_judge(monkeypatch):
+    slept, now = [], [0.0]
+    monkeypatch.setattr(machine.time, "sleep", lambda s: slept.append(round(s, 6)))
+    monkeypatch.setattr(machine.time, "monotonic", lambda: now[0])
+
+    def at(t: float, step):
+        now[0] = t
+        return step()
+
+    long = at(0.0, MachineWatch)
+    at(0.3, long.begin)  # the before window is long enough: no wait
+    at(0.9, long.end)  # a 0.6 s timed part, judged on its own
+    section = at(0.91, long.section)  # no wait for an after window nobody needs; too short to read: None
+    assert slept == [] and section["after"]["others_cores"] is None and section["during"]["window_s"] == 0.6
+    short = at(2.0, lambda: MachineWatch(since=long.timed_end))  # the previous cell's quiet is its before window
+    at(2.0, short.begin)  # 1.1 s since the previous timed part ended: no wait
+    at(2.3, short.end)  # 0.3 s, too short: judged from the windows around it
+    at(2.4, short.section)  # so it waits for the rest of its after window
+    assert slept == [round(machine.MIN_WINDOW_S - 0.1, 6)]
+    assert short._marks[0] is long.timed_end
 
 
 def test_every_record_has_the_machine_section(onnx_artifact, tmp_path):

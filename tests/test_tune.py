@@ -15,6 +15,7 @@ from conftest import call_main, run_module
 from test_report import record, write
 
 from bench.budgets import Budgets
+from bench.harness import machine
 from bench.records import read_records
 from bench.report.results import select_cells
 from bench.request import BenchRequest, Target
@@ -249,7 +250,7 @@ def null_requests(onnx_artifact: Path, results: Path, cell_timeout_s: float = 60
                              run.screening_measure(0), "tune-0123456789-screen0", drift=False) for threads in (2, 1)]
 
 
-def test_screening_cells_of_one_model_share_a_process(onnx_artifact, tmp_path):
+def test_screening_cells_of_one_runtime_share_a_process(onnx_artifact, tmp_path):
     results = tmp_path / "runs.jsonl"
     _, requests = null_requests(onnx_artifact, results)
     proc = run_module("bench", "_cells", json.dumps([r.to_dict() for r in requests]), cwd=tmp_path)
@@ -257,6 +258,17 @@ def test_screening_cells_of_one_model_share_a_process(onnx_artifact, tmp_path):
     got = read_records(results).valid()  # one process, a record per cell, in order
     assert [(r.params.threads, r.status, r.run_id) for r in got] == [(2, "ok", "tune-0123456789-screen0"),
                                                                      (1, "ok", "tune-0123456789-screen0")]
+    first, second = (r.machine for r in got)
+    # the second cell's before window began where the first one's timed part ended: it spans that one's after
+    assert second["before"]["window_s"] >= first["after"]["window_s"] >= machine.MIN_WINDOW_S
+
+
+def test_a_rung_that_costs_more_than_the_final_measurements_it_could_save_is_skipped(onnx_artifact, tmp_path):
+    run, _ = null_requests(onnx_artifact, tmp_path / "runs.jsonl")  # final: 0.05 s timed; finalists 3
+    run.clock.overheads = [1.0]  # a measured cell costs 1 s beyond its timed loop
+    rung1 = run.screening_measure(1)  # 0.9 s timed: a screening cell costs 1.9 s, a final one 2.05 s
+    assert run._final_is_cheaper(4, rung1)  # 4 x 1.9 s to drop at most 1: measure that one in full instead
+    assert not run._final_is_cheaper(100, rung1)  # 100 x 1.9 s against 97 x 2.05 s
 
 
 def test_what_a_shared_process_leaves_unrecorded_is_run_alone(onnx_artifact, tmp_path):

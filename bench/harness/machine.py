@@ -113,6 +113,9 @@ def window(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     """What other processes did between two snapshots."""
     seconds = max(b.at - a.at, 1e-9)
     others = steal = pressure = None
+    if seconds < MIN_WINDOW_S / 2:  # a few 10 ms ticks: any share read from them is noise
+        return {"window_s": round(seconds, 3), "others_cores": None, "steal_cores": None, "cpu_pressure_pct": None,
+                "busy": []}
     if a.busy_s is not None and b.busy_s is not None:
         # Counters tick every 10 ms: a short window can read above the CPU count; clamp it.
         others = round(min(b.cpu_count, max(0.0, (b.busy_s - a.busy_s) - (b.own_s - a.own_s)) / seconds), 3)
@@ -186,16 +189,29 @@ def judge(before: dict, during: dict, after: dict, limit: float = OTHERS_LIMIT_C
 
 class MachineWatch:
     """``watch = MachineWatch()`` when a cell starts, ``begin()`` / ``end()`` around the measurement,
-    ``section()`` when the cell is done: the record's ``machine`` section."""
+    ``section()`` when the cell is done: the record's ``machine`` section.
 
-    def __init__(self) -> None:
+    The before window is at least ``MIN_WINDOW_S`` long; the after window too, but only when the timed part was
+    too short to be judged on its own (otherwise the after window is what passed until ``section()``, and a
+    window too short to read says None). Cells measured one after the other in one process (``bench tune``'s
+    screening) pass ``since=previous.timed_end``: the quiet after one cell's timed part is the next one's before
+    window, so neither waits for it twice."""
+
+    def __init__(self, since: Snapshot | None = None) -> None:
         self.cpus = usable_cpus()
-        self._marks: list[Snapshot] = [snapshot(self.cpus)]
+        self._marks: list[Snapshot] = [since or snapshot(self.cpus)]
         self._load: list[list[float] | None] = []
+
+    @property
+    def timed_end(self) -> Snapshot | None:
+        """The snapshot that ended the timed part (None before ``end()``)."""
+        return self._marks[2] if len(self._marks) > 2 else None
 
     def _mark(self) -> None:
         wait = MIN_WINDOW_S - (time.monotonic() - self._marks[-1].at)
-        if wait > 0 and len(self._marks) != 2:  # the timed part is as long as it is
+        timed_part = len(self._marks) == 2  # as long as it is
+        judged_alone = len(self._marks) == 3 and self._marks[2].at - self._marks[1].at >= RELIABLE_WINDOW_S
+        if wait > 0 and not timed_part and not judged_alone:
             time.sleep(wait)
         self._marks.append(snapshot(self.cpus))
 

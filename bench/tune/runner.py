@@ -4,10 +4,11 @@ first (``export_missing``), the file locked against a sweep or another tune (``S
 
 Rung ``r`` measures every candidate still standing for ``screen_s * eta**r`` seconds without a drift pass,
 under the run id ``<tune id>-screen<r>``; ``bench.tune.search.prune`` decides who goes on. A screening
-measurement is short, so the cells of one model file (runtime, precision, graph level) share a process
-(``python -m bench _cells``), each still with its own runtime, load, machine watch and record; what such a process
-leaves unrecorded (a crash, a timeout) is measured again cell by cell, each in its own process. The finalists get
-the full measurement of bench.yaml's ``measure`` section and the drift pass, under ``<tune id>-final``. Every
+measurement is short, so the cells of one runtime share a process (``python -m bench _cells``), each still with its
+own runtime instance, load, machine watch and record; what such a process leaves unrecorded (a crash, a timeout) is
+measured again cell by cell, each in its own process. A rung after the first is skipped when measuring in full the
+most it could drop costs less than the rung (then they all go to the final). The finalists get the full
+measurement of bench.yaml's ``measure`` section and the drift pass, under ``<tune id>-final``. Every
 decision is computed from the records, so rerunning the same command resumes: a candidate with a record
 under a rung's run id is not measured again there.
 
@@ -120,17 +121,22 @@ class TuneRun:
                     for c in candidates]
         export_missing(self._todo(standing), self.setting.config, self.results, self.keep)
         entries = [Entry(r, None) for r in standing]
+        final_count = self.search.finalists
         for rung in range(self.search.rungs):
             measure = self.screening_measure(rung)
             if rung and not self._rung_fits(len(standing), measure):
                 self.say(f"rung {rung}: skipped, it and the final would not fit in the time budget")
                 break
+            if rung and self._final_is_cheaper(len(standing), measure):
+                final_count = len(standing)
+                self.say(f"rung {rung}: skipped, measuring the {len(standing) - self.search.finalists} it could "
+                         f"drop in full costs less than screening all {len(standing)} again")
+                break
             entries = self._screen(rung, standing, measure)
             standing = [e.request for e in entries]
             if len(standing) <= self.search.finalists:
                 break
-        finalists = [e.request for e in halve(entries, self.search.budgets, self.search.finalists,
-                                              contended_go_on=False)]
+        finalists = [e.request for e in halve(entries, self.search.budgets, final_count, contended_go_on=False)]
         self.say(f"final: {len(finalists)} finalist(s), full measurement (bench.yaml measure)"
                  + (" and drift pass" if self.setting.drift else ", no drift pass (bench.yaml sweep.drift: false)"))
         final = self._final(finalists, f"{self.tune_id}-final")
@@ -151,6 +157,12 @@ class TuneRun:
         measurement, and about one more load's time for the drift pass)."""
         final = self.search.finalists * (self.clock.cell_s(self.final_measure()) + self.clock.overhead_s)
         return self.clock.fits(count * self.clock.cell_s(measure) + final)
+
+    def _final_is_cheaper(self, count: int, measure: MeasureParams) -> bool:
+        """Whether a rung over ``count`` candidates costs more than measuring in full the most it could drop
+        (down to ``finalists``): then they all go to the final, which decides on better figures for less."""
+        final_cell = self.clock.cell_s(self.final_measure()) + self.clock.overhead_s
+        return (count - self.search.finalists) * final_cell < count * self.clock.cell_s(measure)
 
     def _screen(self, rung: int, standing: list[BenchRequest], measure: MeasureParams) -> list[Entry]:
         run_id = screening_run_id(self.tune_id, rung)
@@ -180,11 +192,11 @@ class TuneRun:
 
     def _measure(self, requests: Sequence[BenchRequest], name: str, shared: bool = False) -> None:
         """Measure the requests without a record yet: each in its own process, or with ``shared`` (screening)
-        those of one model file in one process (``bench.tune.cells``)."""
+        those of one runtime in one process (``bench.tune.cells``)."""
         todo = self._todo(requests)
         groups: dict[tuple, list[BenchRequest]] = {}
         for request in todo:
-            key = (request.runtime_name, request.runtime.precision, request.target.optimize) if shared else id(request)
+            key = (request.runtime_name, request.runtime.device) if shared else id(request)
             groups.setdefault(key, []).append(request)
         with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=name, unit="cell", file=sys.stderr,
                   dynamic_ncols=True) as bar:
