@@ -86,8 +86,9 @@ PAUSE_S = 0.05  # between blocks: longer than ONNX Runtime's intra-op threads sp
 
 
 def time_interleaved(adapters: dict, rounds: int, runs: int, clock=time.perf_counter,
-                     warmup: int = 3, pause: float = PAUSE_S) -> dict[str, list[float]]:
-    """Per variant, its fastest run (ms) in each round; within a round the variants take turns block by block."""
+                     warmup: int = 3, pause: float = PAUSE_S, statistic=min) -> dict[str, list[float]]:
+    """Per variant, its fastest run (ms) in each round (or ``statistic`` of the round's runs); within a round the
+    variants take turns block by block."""
     names = list(adapters)
     for name in names:
         for _ in range(warmup):
@@ -102,7 +103,7 @@ def time_interleaved(adapters: dict, rounds: int, runs: int, clock=time.perf_cou
                 start = clock()
                 adapters[name].run()
                 samples.append((clock() - start) * 1e3)
-            best[name].append(min(samples))
+            best[name].append(statistic(samples))
     return best
 
 

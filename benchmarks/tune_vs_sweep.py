@@ -9,8 +9,11 @@ made first, for both, and not counted. Both read the measurement settings and dr
 For each model the table gives each side's wall time and its processes' CPU time, tune's share of the sweep's
 wall time (the target: <= 0.40), each side's choice under the tune's budgets (``bench recommend``'s rule over
 its own records), and the verdict: ``same``, ``within noise`` (the two choices as the sweep measured them,
-``bench compare``'s band of their CVs, at least the tune's ``--min-noise``), or ``worse beyond noise``. Run it
-on a quiet machine: on a busy one the cells are flagged contended and neither side can choose.
+``bench compare``'s band of their CVs, at least the tune's ``--min-noise``), or else the two choices loaded in this
+process and timed in 15 interleaved rounds (the sweep's cells of them ran minutes apart, and this machine drifts
+by more than a cell's CV in minutes): ``within noise side by side`` when the median ratio of the tune's cost to the
+sweep's is within ``--min-noise`` of 1 or the rounds' range holds 1, else ``worse beyond noise``. Run it on a quiet
+machine: on a busy one the cells are flagged contended and neither side can choose.
 
     python benchmarks/tune_vs_sweep.py [--models LeViT_128S MobileViT_XXS] [--config bench.yaml] [--out DIR]
         [-- TUNE FLAGS, default: --objective latency --max-drop 10]
@@ -21,15 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_speedup import time_interleaved
 
 from bench.records import read_records
 from bench.report.choice import Recommendation, recommend, within_noise
@@ -90,7 +97,8 @@ def choice_of(path: Path, job: Job) -> Recommendation | None:
 
 
 def verdict(sweep: Recommendation | None, tune: Recommendation | None, job: Job) -> str:
-    """Whether the tune chose the sweep's configuration, or one within its noise as the sweep measured both."""
+    """Whether the tune chose the sweep's configuration, or one within its noise: as the sweep measured both, and
+    when those sequential cells (minutes apart) cannot tell, as both measure side by side (``interleaved``)."""
     if sweep is None or sweep.choice is None or tune is None or tune.choice is None:
         return "no choice on " + " and ".join(side for side, rec in (("sweep", sweep), ("tune", tune))
                                               if rec is None or rec.choice is None)
@@ -102,7 +110,48 @@ def verdict(sweep: Recommendation | None, tune: Recommendation | None, job: Job)
         return "tune's choice does not qualify in the sweep's measurement"
     if within_noise(sweep.choice, as_swept, job.search.budgets, job.search.min_noise):
         return "within noise"
-    return "worse beyond noise"
+    side = interleaved(sweep.choice.cell.record, tune.choice.cell.record, job.search.budgets)
+    band = f"tune's / sweep's choice {side['ratio']:.3f} [{side['lo']:.3f}..{side['hi']:.3f}] over {ROUNDS} " \
+           f"interleaved rounds"
+    if side["ratio"] <= 1 + job.search.min_noise or side["lo"] <= 1:
+        return f"within noise side by side ({band}); the sweep's sequential cells said worse beyond noise"
+    return f"worse beyond noise ({band})"
+
+
+ROUNDS, RUNS = 15, 20
+
+
+def interleaved(sweep_choice, tune_choice, budgets) -> dict:
+    """The two choices loaded in this process and timed in turns (``graph_speedup.time_interleaved``): per round,
+    the objective's cost of each (latency: the budgets' percentile of its runs; throughput: mean ms per image);
+    the median and range over rounds of tune's cost over the sweep's."""
+    from core.artifact import Artifact
+    from runtimes import get_runtime
+    from runtimes.base import RuntimeOptions
+
+    def percentile(samples: list[float]) -> float:
+        if budgets.objective == "throughput":
+            return float(np.mean(samples))
+        return float(np.percentile(samples, float(budgets.percentile.lstrip("p"))))
+
+    adapters, batches = {}, {}
+    try:
+        for side, record in (("sweep", sweep_choice), ("tune", tune_choice)):
+            adapter = get_runtime(record.runtime.name)(RuntimeOptions(**record.runtime.options_asked))
+            artifact = Artifact.from_manifest(Path(record.model.manifest))
+            adapter.load(artifact)
+            batches[side] = record.params.batch
+            x = np.random.default_rng(0).standard_normal((batches[side], *artifact.input_shape[1:]))
+            adapter.prepare({artifact.input_name: x.astype(np.float32)})
+            adapters[side] = adapter
+        costs = time_interleaved(adapters, ROUNDS, RUNS, statistic=percentile)
+    finally:
+        for adapter in adapters.values():
+            adapter.close()
+    per_image = budgets.objective == "throughput"
+    ratios = [(t / batches["tune"] if per_image else t) / (s / batches["sweep"] if per_image else s)
+              for s, t in zip(costs["sweep"], costs["tune"], strict=True)]
+    return {"ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios)}
 
 
 def one_model(model: str, tune_flags: list[str], config: Path | None, out: Path) -> dict:
