@@ -103,3 +103,12 @@ def paddle_verdict(ratio: float, paddle_effective: dict) -> str:
     if missing:
         return f"target >= {PADDLE_RATIO_TARGET:g}x not judged (Paddle ran without {', '.join(missing)})"
     return f"target >= {PADDLE_RATIO_TARGET:g}x: {'met' if ratio >= PADDLE_RATIO_TARGET else 'MISSED'}"
+
+
+def paddle_ceiling_note(ceiling: float | None) -> str:
+    """What the ceiling (Paddle's time over one image's GEMM work at the sgemm peak) says of the target."""
+    if ceiling is None:
+        return ""
+    if ceiling < PADDLE_RATIO_TARGET:
+        return f"out of reach for an exact fp32 graph here: even at the sgemm peak {ceiling:.1f}x"
+    return f"reachable in principle (ceiling {ceiling:.1f}x)"
