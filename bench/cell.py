@@ -125,8 +125,27 @@ def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None,
     return CellResult(draft.record("ok", timing=timing), EXIT_OK)
 
 
-def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_pass: DriftPass | None,
-         watch: MachineWatch) -> dict:
+@dataclass
+class OpenCell:
+    """A cell ready to measure: its request and draft record, the verified artifact, the runtime (constructed, not
+    loaded), its drift data when it has a drift pass, and the memory estimate for its batch."""
+
+    request: BenchRequest
+    draft: Draft
+    artifact: Artifact
+    runtime: Runtime
+    prepared: PreparedDrift | None
+    memory: dict
+
+    @property
+    def label(self) -> str:
+        options = self.request.runtime
+        return f"{self.request.runtime_name} {options.precision}, batch {options.batch}"
+
+
+def open_cell(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, with_drift: bool = True) -> OpenCell:
+    """Probe the runtime, resolve and verify the artifact, check the drift data (``with_drift``) and the memory
+    for the batch, construct the runtime: everything before the load, each failure raised as its record says."""
     from runtimes import probe
 
     options = request.runtime
@@ -134,37 +153,58 @@ def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_
     if not availability.available:
         raise BenchFailure(f"runtime {request.runtime_name!r} is not available: {availability.reason}")
     artifact = _load_artifact(resolve_manifest(request), draft)
-    prepared = _prepare_drift(request, artifact) if drift_pass is None else None
+    prepared = _prepare_drift(request, artifact) if with_drift else None
     memory = _check_memory(artifact, options.batch)
     runtime = runtime_cls(options)
     draft.runtime.options_asked = options.to_dict()
+    return OpenCell(request, draft, artifact, runtime, prepared, memory)
+
+
+def note_runtime(cell: OpenCell) -> None:
+    """What the adapter learnt (versions, effective settings, fallbacks) into the record, also after a failure."""
+    cell.draft.runtime.versions = _versions(cell.runtime)
+    cell.draft.runtime.effective = dict(cell.runtime.effective)
+    cell.draft.runtime.notes = list(cell.runtime.notes)
+
+
+def drift_of(cell: OpenCell, drift_pass: DriftPass | None = None) -> None:
+    """The drift pass on the still-open runtime (``drift_pass``, or the request's own when it has one)."""
+    request, draft, runtime = cell.request, cell.draft, cell.runtime
+    if drift_pass is not None:
+        draft.drift, draft.gates = drift_pass(runtime, cell.artifact, request)
+    elif cell.prepared is not None:
+        say(f"drift pass on {len(cell.prepared.dataset)} images"
+            + ("" if cell.prepared.stored is not None else " (Paddle's reference computed first, then cached)"))
+        # Gates judge what ran: bf16 asked but run as fp32 must meet the fp32 thresholds.
+        precision = runtime.effective.get("precision") or request.runtime.precision
+        draft.drift, draft.gates = run_drift(runtime, cell.artifact, request.runtime.batch, precision, cell.prepared)
+
+
+def close_cell(cell: OpenCell, machine: dict | None) -> None:
+    """The machine section into the record, and the explain pass when the drift gates failed."""
+    cell.draft.machine = {**(machine or {}), "memory_estimate": cell.memory}
+    if drift_failed(cell.draft.gates):
+        cell.draft.explain = _explain(cell.request, cell.artifact, cell.draft)
+
+
+def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_pass: DriftPass | None,
+         watch: MachineWatch) -> dict:
+    cell = open_cell(request, runtime_cls, draft, with_drift=drift_pass is None)
     m = request.measure
-    say(f"measuring {artifact.model} on {request.runtime_name} {options.precision}, batch {options.batch}: load, "
-        f"{m.warmup} warm-up runs, then at least {m.iterations} runs and {m.min_duration_s:g} s")
+    say(f"measuring {cell.artifact.model} on {cell.label}: load, {m.warmup} warm-up runs, then at least "
+        f"{m.iterations} runs and {m.min_duration_s:g} s")
     try:
         try:
             watch.begin()
-            result = measure(runtime, artifact, options.batch, request.measure)
+            result = measure(cell.runtime, cell.artifact, request.runtime.batch, m)
             draft.memory = result.memory
         finally:
             watch.end()
-            # Whatever the adapter learnt before a failure (fallbacks, versions) belongs in the record.
-            draft.runtime.versions = _versions(runtime)
-            draft.runtime.effective = dict(runtime.effective)
-            draft.runtime.notes = list(runtime.notes)
-        if drift_pass is not None:
-            draft.drift, draft.gates = drift_pass(runtime, artifact, request)
-        elif prepared is not None:
-            say(f"drift pass on {len(prepared.dataset)} images"
-                + ("" if prepared.stored is not None else " (Paddle's reference computed first, then cached)"))
-            # Gates judge what ran: bf16 asked but run as fp32 must meet the fp32 thresholds.
-            precision = runtime.effective.get("precision") or options.precision
-            draft.drift, draft.gates = run_drift(runtime, artifact, options.batch, precision, prepared)
+            note_runtime(cell)  # whatever the adapter learnt before a failure belongs in the record
+        drift_of(cell, drift_pass)
     finally:
-        runtime.close()
-    draft.machine = {**(watch.section() or {}), "memory_estimate": memory}
-    if drift_failed(draft.gates):
-        draft.explain = _explain(request, artifact, draft)
+        cell.runtime.close()
+    close_cell(cell, watch.section())
     return result.timing_dict()
 
 

@@ -258,6 +258,7 @@ _ROUTES = {
     "recommend": ("bench.recommend.cli", "main", "build_parser"),
     "tune": ("bench.tune.cli", "main", "build_parser"),
     "_cells": ("bench.tune.cells", "main", None),  # tune's screening cells, several in one process
+    "_side_by_side": ("bench.tune.final", "main", None),  # tune's finalists, measured in turns in one process
     "explain": ("bench.explain_cli", "main", "build_parser"),
     "accuracy": ("bench.accuracy_cli", "main", "build_parser"),
 }

@@ -275,7 +275,66 @@ def test_what_a_shared_process_leaves_unrecorded_is_run_alone(onnx_artifact, tmp
     # a cell timeout no process can meet: the shared one is stopped, then each cell alone, each recorded
     results = tmp_path / "runs.jsonl"
     run, requests = null_requests(onnx_artifact, results, cell_timeout_s=0.01)
-    run._measure(requests, "rung 0", shared=True)
+    run._measure(requests, "rung 0", together="_cells")
     got = read_records(results).valid()
     assert [(r.params.threads, r.status, r.error.type) for r in got] == [(2, "error", "CellTimeout"),
                                                                          (1, "error", "CellTimeout")]
+
+
+class TurnTaker:
+    """A stand-in runtime that notes each run (and can fail at its ``fail_at``-th)."""
+
+    name = "fake"
+
+    def __init__(self, tag: str, calls: list[str], fail_at: int | None = None) -> None:
+        self.tag, self.calls, self.fail_at, self.runs = tag, calls, fail_at, 0
+
+    def load(self, artifact) -> None:
+        pass
+
+    def prepare(self, feeds) -> None:
+        pass
+
+    def run(self) -> None:
+        self.runs += 1
+        if self.fail_at is not None and self.runs >= self.fail_at:
+            raise RuntimeError(f"{self.tag} broke")
+        self.calls.append(self.tag)
+        time.sleep(0.002)
+
+
+def test_side_by_side_configurations_take_turns_and_one_failing_leaves_the_others(onnx_artifact):
+    from bench.harness.measure import MeasureParams
+    from bench.harness.side_by_side import BLOCK_S, Contestant, measure_side_by_side
+    from core.artifact import Artifact
+
+    artifact, calls = Artifact.from_manifest(onnx_artifact), []
+    params = MeasureParams(warmup=2, iterations=30, min_duration_s=3 * BLOCK_S, max_duration_s=5)
+    a, b, c = (Contestant(TurnTaker(tag, calls, fail_at), artifact, 1)
+               for tag, fail_at in (("a", None), ("b", None), ("c", 20)))
+    measure_side_by_side([a, b, c], params)
+    assert a.error is None and b.error is None and str(c.error) == "c broke"
+    for done in (a, b):  # each to its own target, from its own timed runs only
+        assert len(done.samples_ns) >= params.iterations and done.timed_ns >= params.min_duration_s * 1e9
+    turns = [tag for i, tag in enumerate(calls) if i == 0 or calls[i - 1] != tag]
+    assert turns[:3] == ["a", "b", "c"]  # load and warm-up of each, in order
+    timed = "".join(turns[3:])
+    assert "ab" in timed and "ba" in timed  # turns, in an order that rotates
+
+
+def test_finalists_side_by_side_each_get_an_ordinary_record(onnx_artifact, tmp_path):
+    import dataclasses
+
+    from bench.tune.final import side_by_side
+
+    run, requests = null_requests(onnx_artifact, tmp_path / "runs.jsonl")
+    final = [dataclasses.replace(r, measure=run.final_measure()) for r in requests]
+    missing = dataclasses.replace(final[0], target=dataclasses.replace(final[0].target,
+                                                                      manifest=str(tmp_path / "gone.onnx")))
+    got = side_by_side([*final, missing])
+    assert [r.status for r in got] == ["ok", "ok", "error"]
+    assert "not found" in got[2].error.message
+    for record in got[:2]:
+        assert any("side by side with 1 other" in note for note in record.timing.notes)
+        assert record.timing.latency_ms["count"] >= run.final_measure().iterations
+    assert got[0].machine == got[1].machine  # one watch over the turns: contention counts for all

@@ -158,7 +158,7 @@ def _latency_loops(runtime: Runtime, params: MeasureParams, feeds: dict[str, np.
     """One request at a time: first run (cold), warm-up, timed loop."""
     with usage.phase("warmup"):
         runtime.prepare(feeds)
-        step = _step(runtime, params.scope, feeds)
+        step = timed_step(runtime, params.scope, feeds)
         t0 = clock()
         step()
         first_run_ms = (clock() - t0) / 1e6
@@ -192,7 +192,7 @@ def _throughput_loops(runtime: Runtime, params: MeasureParams, feeds: dict[str, 
                   pool.size)
 
 
-def _step(runtime: Runtime, scope: str, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+def timed_step(runtime: Runtime, scope: str, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
     if scope == "compute":
         return runtime.run
 

@@ -8,7 +8,9 @@ measurement is short, so the cells of one runtime share a process (``python -m b
 own runtime instance, load, machine watch and record; what such a process leaves unrecorded (a crash, a timeout) is
 measured again cell by cell, each in its own process. A rung after the first is skipped when measuring in full the
 most it could drop costs less than the rung (then they all go to the final). The finalists get the full
-measurement of bench.yaml's ``measure`` section and the drift pass, under ``<tune id>-final``. Every
+measurement of bench.yaml's ``measure`` section and the drift pass, under ``<tune id>-final``, side by side in one
+process (``bench.tune.final``: timed in turns, so a choice between near-equals is not the machine's drift between
+two cells minutes apart); a throughput-scenario final keeps a process per cell (its requests are kept in flight). Every
 decision is computed from the records, so rerunning the same command resumes: a candidate with a record
 under a rung's run id is not measured again there.
 
@@ -149,7 +151,9 @@ class TuneRun:
     def _final(self, requests: Sequence[BenchRequest], run_id: str) -> list[BenchRequest]:
         final = [dataclasses.replace(r, measure=self.final_measure(), drift=self.setting.drift,
                                      output=dataclasses.replace(r.output, run_id=run_id)) for r in requests]
-        self._measure(final, "final")
+        # side by side (bench.tune.final) unless requests are kept in flight (throughput scenario): no turns to take
+        turns = len(final) > 1 and self.setting.scenario == "latency"
+        self._measure(final, "final", together="_side_by_side" if turns else None)
         return final
 
     def _rung_fits(self, count: int, measure: MeasureParams) -> bool:
@@ -168,7 +172,7 @@ class TuneRun:
         run_id = screening_run_id(self.tune_id, rung)
         requests = [dataclasses.replace(r, measure=measure, output=dataclasses.replace(r.output, run_id=run_id))
                     for r in standing]
-        self._measure(requests, f"rung {rung}", shared=True)
+        self._measure(requests, f"rung {rung}", together="_cells")
         entries = self.entries(requests, run_id)
         verdict = prune(entries, self.search.budgets, self.search.min_noise, self.search.finalists, self.search.eta)
         self.say(f"rung {rung} ({measure.min_duration_s:g} s each): {len(entries)} measured, "
@@ -190,13 +194,15 @@ class TuneRun:
         finished = {"ok", "error"} | (set() if self.search.retry_contended else {"contended"})
         return [r for r in requests if not done.get(r.sweep_key, set()) & finished]
 
-    def _measure(self, requests: Sequence[BenchRequest], name: str, shared: bool = False) -> None:
-        """Measure the requests without a record yet: each in its own process, or with ``shared`` (screening)
-        those of one runtime in one process (``bench.tune.cells``)."""
+    def _measure(self, requests: Sequence[BenchRequest], name: str, together: str | None = None) -> None:
+        """Measure the requests without a record yet: each in its own process; with ``together="_cells"``
+        (screening) those of one runtime one after the other in one process (``bench.tune.cells``); with
+        ``"_side_by_side"`` (the final) all in one process, in turns (``bench.tune.final``)."""
         todo = self._todo(requests)
-        groups: dict[tuple, list[BenchRequest]] = {}
+        groups: dict[object, list[BenchRequest]] = {}
         for request in todo:
-            key = (request.runtime_name, request.runtime.device) if shared else id(request)
+            key = {"_cells": (request.runtime_name, request.runtime.device), "_side_by_side": "all"}.get(
+                together or "", id(request))
             groups.setdefault(key, []).append(request)
         with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=name, unit="cell", file=sys.stderr,
                   dynamic_ncols=True) as bar:
@@ -204,16 +210,16 @@ class TuneRun:
                 self.clock.check()
                 bar.set_postfix_str(group[0].label + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
                 started = time.monotonic()
-                self._run_group(group, bar)
+                self._run_group(group, bar, together)
                 each = (time.monotonic() - started) / len(group)
                 self.clock.overheads += [each - group[0].measure.min_duration_s] * len(group)
                 self.cells_run += len(group)
                 bar.update(len(group))
 
-    def _run_group(self, group: list[BenchRequest], bar: tqdm) -> None:
+    def _run_group(self, group: list[BenchRequest], bar: tqdm, together: str | None) -> None:
         timeout = self.setting.config.sweep.cell_timeout_s
-        if len(group) > 1:
-            child = run_child(python_module("bench", "_cells", json.dumps([r.to_dict() for r in group])),
+        if len(group) > 1 and together:
+            child = run_child(python_module("bench", together, json.dumps([r.to_dict() for r in group])),
                               timeout * len(group), capture_stdout=False, pass_fds=self.keep)
             if child.returncode in (EXIT_INTERRUPTED, -signal.SIGINT):
                 raise KeyboardInterrupt

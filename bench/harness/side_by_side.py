@@ -1,0 +1,106 @@
+"""Several configurations measured side by side: loaded in one process, then timed in turns, block by block.
+
+Sequential cells are minutes apart on a machine whose speed drifts by more than a cell's CV in minutes (two
+configurations 15 % apart measured as tied, and the reverse): a choice between near-equals needs them measured
+in the same minutes. ``bench tune``'s final does it this way. Each configuration keeps the latency protocol of
+``measure``: load, one cold run, its warm-up; then rounds in which each configuration, in turn (the order rotates
+every round), runs an untimed run (its weights back in the caches after the others ran) and a timed block of at
+least ``BLOCK_S``, until each has at least ``iterations`` runs and ``min_duration_s`` of timed runs, or one reaches
+``max_duration_s``. Each gets a ``Measurement`` of its own pooled runs; its throughput is its runs over the sum of
+its blocks' time. Latency scenario only (a throughput scenario keeps requests in flight: no turns to take).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.harness.measure import Measurement, MeasureParams, synthetic_feeds, timed_step
+from bench.harness.stats import LatencyStats, throughput_ips
+from core.artifact import Artifact
+from runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+BLOCK_S = 0.1  # a configuration's turn: long enough to run at full speed, short enough for many turns
+PAUSE_S = 0.02  # between turns: the previous runtime's threads stop spinning
+
+
+@dataclass
+class Contestant:
+    """One configuration of a side-by-side measurement, and what happened to it."""
+
+    runtime: Runtime
+    artifact: Artifact
+    batch: int
+    load_s: float = 0.0
+    first_run_ms: float = 0.0
+    samples_ns: list[int] = field(default_factory=list)
+    timed_ns: int = 0
+    error: BaseException | None = None
+
+
+def measure_side_by_side(contestants: Sequence[Contestant], params: MeasureParams) -> None:
+    """Load, warm up and time every contestant in turns (module docstring); fills each one's figures, or its
+    ``error`` (a contestant that fails is left out of the later turns; the others go on)."""
+    clock = time.perf_counter_ns
+    steps = {}
+    for c in contestants:
+        try:
+            t0 = clock()
+            c.runtime.load(c.artifact)
+            c.load_s = (clock() - t0) / 1e9
+            feeds = synthetic_feeds(c.artifact, c.batch, params.seed)
+            c.runtime.prepare(feeds)
+            step = timed_step(c.runtime, params.scope, feeds)
+            t0 = clock()
+            step()
+            c.first_run_ms = (clock() - t0) / 1e6
+            for _ in range(params.warmup):
+                step()
+            steps[id(c)] = step
+        except Exception as exc:  # recorded as this contestant's error; the others are still measured
+            log.debug("side by side: %s failed before timing", c.runtime.name, exc_info=True)
+            c.error = exc
+    running = [c for c in contestants if c.error is None]
+    min_ns, max_ns, block_ns = int(params.min_duration_s * 1e9), int(params.max_duration_s * 1e9), int(BLOCK_S * 1e9)
+    turn = 0
+    while running and not all(len(c.samples_ns) >= params.iterations and c.timed_ns >= min_ns for c in running):
+        if any(c.timed_ns >= max_ns for c in running):
+            break
+        order = running[turn % len(running):] + running[:turn % len(running)]
+        turn += 1
+        for c in order:
+            time.sleep(PAUSE_S)
+            try:
+                steps[id(c)]()  # untimed
+                started = clock()
+                while True:
+                    t0 = clock()
+                    steps[id(c)]()
+                    t1 = clock()
+                    c.samples_ns.append(t1 - t0)
+                    if t1 - started >= block_ns:
+                        break
+                c.timed_ns += clock() - started
+            except Exception as exc:
+                log.debug("side by side: %s failed while timed", c.runtime.name, exc_info=True)
+                c.error = exc
+        running = [c for c in running if c.error is None]
+
+
+def measurement_of(c: Contestant, params: MeasureParams, others: int) -> Measurement:
+    """The ``Measurement`` of one contestant that was timed."""
+    stopped_by = "target" if len(c.samples_ns) >= params.iterations and c.timed_ns >= params.min_duration_s * 1e9 \
+        else "max_duration"
+    return Measurement(
+        scope=params.scope, load_s=c.load_s, first_run_ms=c.first_run_ms,
+        latency=LatencyStats.from_samples_ns(c.samples_ns), device_latency=None,
+        throughput_ips=throughput_ips(c.batch, len(c.samples_ns), c.timed_ns / 1e9), wall_s=c.timed_ns / 1e9,
+        warmup=params.warmup, stopped_by=stopped_by,
+        notes=[f"measured side by side with {others} other configuration(s) in one process, in turns of "
+               f"{BLOCK_S:g} s (bench.harness.side_by_side)"],
+        samples_ns=c.samples_ns,
+    )
