@@ -334,7 +334,7 @@ def test_finalists_side_by_side_each_get_an_ordinary_record(onnx_artifact, tmp_p
     got = side_by_side([*final, missing])
     assert [r.status for r in got] == ["ok", "ok", "error"]
     assert "not found" in got[2].error.message
-    for record in got[:2]:
-        assert any("side by side with 1 other" in note for note in record.timing.notes)
-        assert record.timing.latency_ms["count"] >= run.final_measure().iterations
+    for finalist in got[:2]:
+        assert any("side by side with 1 other" in note for note in finalist.timing.notes)
+        assert finalist.timing.latency_ms["count"] >= run.final_measure().iterations
     assert got[0].machine == got[1].machine  # one watch over the turns: contention counts for all
