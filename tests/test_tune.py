@@ -303,16 +303,17 @@ class TurnTaker:
         time.sleep(0.002)
 
 
-def test_side_by_side_configurations_take_turns_and_one_failing_leaves_the_others(onnx_artifact):
+def test_side_by_side_configurations_take_turns_and_one_failing_leaves_the_others(onnx_artifact, monkeypatch):
+    from bench.harness import side_by_side
     from bench.harness.measure import MeasureParams
-    from bench.harness.side_by_side import BLOCK_S, Contestant, measure_side_by_side
     from core.artifact import Artifact
 
+    monkeypatch.setattr(side_by_side, "BLOCK_S", 0.05)
     artifact, calls = Artifact.from_manifest(onnx_artifact), []
-    params = MeasureParams(warmup=2, iterations=30, min_duration_s=3 * BLOCK_S, max_duration_s=5)
-    a, b, c = (Contestant(TurnTaker(tag, calls, fail_at), artifact, 1)
+    params = MeasureParams(warmup=2, iterations=30, min_duration_s=0.15, max_duration_s=5)
+    a, b, c = (side_by_side.Contestant(TurnTaker(tag, calls, fail_at), artifact, 1)
                for tag, fail_at in (("a", None), ("b", None), ("c", 20)))
-    measure_side_by_side([a, b, c], params)
+    side_by_side.measure_side_by_side([a, b, c], params)
     assert a.error is None and b.error is None and str(c.error) == "c broke"
     for done in (a, b):  # each to its own target, from its own timed runs only
         assert len(done.samples_ns) >= params.iterations and done.timed_ns >= params.min_duration_s * 1e9
