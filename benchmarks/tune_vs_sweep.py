@@ -12,17 +12,19 @@ its own records), and the verdict: ``same``, ``within noise`` (the two choices a
 ``bench compare``'s band of their CVs, at least the tune's ``--min-noise``), or else the two choices loaded in this
 process and timed in 15 interleaved rounds (the sweep's cells of them ran minutes apart, and this machine drifts
 by more than a cell's CV in minutes): ``within noise side by side`` when the median ratio of the tune's cost to the
-sweep's is within ``--min-noise`` of 1 or the rounds' range holds 1, else ``worse beyond noise``. Run it on a quiet
-machine: on a busy one the cells are flagged contended and neither side can choose.
+sweep's is within ``--min-noise`` of 1, or the tune's choice was slower in fewer rounds than a one-sided sign test at
+5 % needs (12 of 15), else ``worse beyond noise``. ``--judge-again`` recomputes the verdicts of a run already in
+``--out``. Run it on a quiet machine: on a busy one the cells are flagged contended and neither side can choose.
 
     python benchmarks/tune_vs_sweep.py [--models LeViT_128S MobileViT_XXS] [--config bench.yaml] [--out DIR]
-        [-- TUNE FLAGS, default: --objective latency --max-drop 10]
+        [--judge-again] [-- TUNE FLAGS, default: --objective latency --max-drop 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -44,6 +46,7 @@ from bench.sweep.runner import export_missing
 from bench.tune.cli import Job, build_parser, job_from_args, plan
 from bench.tune.space import Candidate, request_for
 from core.cpu import describe
+from core.files import write_json_atomic
 
 DEFAULT_TUNE_FLAGS = ["--objective", "latency", "--max-drop", "10"]
 
@@ -111,14 +114,17 @@ def verdict(sweep: Recommendation | None, tune: Recommendation | None, job: Job)
     if within_noise(sweep.choice, as_swept, job.search.budgets, job.search.min_noise):
         return "within noise"
     side = interleaved(sweep.choice.cell.record, tune.choice.cell.record, job.search.budgets)
-    band = f"tune's / sweep's choice {side['ratio']:.3f} [{side['lo']:.3f}..{side['hi']:.3f}] over {ROUNDS} " \
-           f"interleaved rounds"
-    if side["ratio"] <= 1 + job.search.min_noise or side["lo"] <= 1:
-        return f"within noise side by side ({band}); the sweep's sequential cells said worse beyond noise"
-    return f"worse beyond noise ({band})"
+    band = (f"tune's / sweep's choice {side['ratio']:.3f} [{side['lo']:.3f}..{side['hi']:.3f}], slower in "
+            f"{side['worse_rounds']} of {ROUNDS} interleaved rounds")
+    if side["ratio"] > 1 + job.search.min_noise and side["worse_rounds"] >= SIGN_TEST_ROUNDS:
+        return f"worse beyond noise ({band})"
+    return f"within noise side by side ({band}); the sweep's sequential cells said worse beyond noise"
 
 
 ROUNDS, RUNS = 15, 20
+# Slower in at least this many of the ROUNDS rounds: a one-sided sign test at 5 % (P(X >= 12 | 15, 1/2) = 0.018).
+SIGN_TEST_ROUNDS = min(k for k in range(ROUNDS + 1)
+                       if sum(math.comb(ROUNDS, i) for i in range(k, ROUNDS + 1)) / 2 ** ROUNDS <= 0.05)
 
 
 def interleaved(sweep_choice, tune_choice, budgets) -> dict:
@@ -151,7 +157,8 @@ def interleaved(sweep_choice, tune_choice, budgets) -> dict:
     per_image = budgets.objective == "throughput"
     ratios = [(t / batches["tune"] if per_image else t) / (s / batches["sweep"] if per_image else s)
               for s, t in zip(costs["sweep"], costs["tune"], strict=True)]
-    return {"ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios)}
+    return {"ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios),
+            "worse_rounds": sum(r > 1 for r in ratios)}
 
 
 def one_model(model: str, tune_flags: list[str], config: Path | None, out: Path) -> dict:
@@ -195,7 +202,12 @@ def main() -> int:
     p.add_argument("--models", nargs="+", default=["LeViT_128S", "MobileViT_XXS"])
     p.add_argument("--config", type=Path, help="bench.yaml of both sides (default: ./bench.yaml if present)")
     p.add_argument("--out", type=Path, default=Path("results/tune_vs_sweep"), help="results files and JSON")
+    p.add_argument("--judge-again", action="store_true",
+                   help="recompute the verdicts of the run already in --out from its records (the side-by-side "
+                        "check measured anew), keeping its time figures")
     args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if args.judge_again:
+        return judge_again(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     stale = [f for m in args.models for f in args.out.glob(f"{m}-*.jsonl")]
     if stale:
@@ -203,10 +215,26 @@ def main() -> int:
               file=sys.stderr)
         return 2
     rows = [one_model(model, tune_flags, args.config, args.out) for model in args.models]
-    print(f"{describe()}\ntune flags: {' '.join(tune_flags)}\n\n{table(rows)}")
-    (args.out / "tune_vs_sweep.json").write_text(json.dumps({"cpu": describe(), "tune_flags": tune_flags,
-                                                             "rows": rows}, indent=1))
+    write_results(args.out, tune_flags, rows)
     return 0
+
+
+def judge_again(out: Path) -> int:
+    """The verdicts of an earlier run in ``out`` recomputed from its records (the side-by-side check measured
+    anew); its time figures are kept as they were."""
+    saved = json.loads((out / "tune_vs_sweep.json").read_text())
+    for row in saved["rows"]:
+        argv = ["--model", row["model"], *saved["tune_flags"], "--results", str(out / f"{row['model']}-tune.jsonl")]
+        job = job_from_args(build_parser().parse_args(argv))
+        row["verdict"] = verdict(choice_of(out / f"{row['model']}-sweep.jsonl", job),
+                                 choice_of(out / f"{row['model']}-tune.jsonl", job), job)
+    write_results(out, saved["tune_flags"], saved["rows"])
+    return 0
+
+
+def write_results(out: Path, tune_flags: list[str], rows: list[dict]) -> None:
+    print(f"{describe()}\ntune flags: {' '.join(tune_flags)}\n\n{table(rows)}")
+    write_json_atomic(out / "tune_vs_sweep.json", {"cpu": describe(), "tune_flags": tune_flags, "rows": rows})
 
 
 if __name__ == "__main__":
