@@ -106,15 +106,13 @@ def lost_cell_record(request: BenchRequest, child: ChildResult, timeout: float) 
     return skeleton_record(request, "error", kind, message)
 
 
-def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None,
-             watch: MachineWatch | None = None) -> CellResult:
-    """Validate, resolve the artifact, measure; return the record. Expected failures become error records.
-    ``watch``: the cell's machine watch when the caller made it (``bench.tune.cells``), else one made here."""
+def run_cell(request: BenchRequest, drift_pass: DriftPass | None = None) -> CellResult:
+    """Validate, resolve the artifact, measure; return the record. Expected failures become error records."""
     draft = Draft(request)
     try:
         request, runtime_cls = validate(request)
         draft = Draft(request)
-        timing = _run(request, runtime_cls, draft, drift_pass, watch or MachineWatch())
+        timing = _run(request, runtime_cls, draft, drift_pass)
     except UsageError as exc:
         return CellResult(draft.record("error", error=exc), EXIT_USAGE, exc)
     except KeyboardInterrupt:
@@ -187,8 +185,8 @@ def close_cell(cell: OpenCell, machine: dict | None) -> None:
         cell.draft.explain = _explain(cell.request, cell.artifact, cell.draft)
 
 
-def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_pass: DriftPass | None,
-         watch: MachineWatch) -> dict:
+def _run(request: BenchRequest, runtime_cls: type[Runtime], draft: Draft, drift_pass: DriftPass | None) -> dict:
+    watch = MachineWatch()  # from here on, other processes' CPU use is counted
     cell = open_cell(request, runtime_cls, draft, with_drift=drift_pass is None)
     m = request.measure
     say(f"measuring {cell.artifact.model} on {cell.label}: load, {m.warmup} warm-up runs, then at least "

@@ -257,8 +257,7 @@ _ROUTES = {
     "compare": ("bench.report.cli", "main_compare", "build_compare_parser"),
     "recommend": ("bench.recommend.cli", "main", "build_parser"),
     "tune": ("bench.tune.cli", "main", "build_parser"),
-    "_cells": ("bench.tune.cells", "main", None),  # tune's screening cells, several in one process
-    "_side_by_side": ("bench.tune.final", "main", None),  # tune's finalists, measured in turns in one process
+    "_side_by_side": ("bench.tune.together", "main", None),  # tune's cells, measured in turns in one process
     "explain": ("bench.explain_cli", "main", "build_parser"),
     "accuracy": ("bench.accuracy_cli", "main", "build_parser"),
 }

@@ -89,12 +89,11 @@ def test_the_after_window_is_waited_for_only_when_the_timed_part_is_too_short_to
     at(0.9, long.end)  # a 0.6 s timed part, judged on its own
     section = at(0.91, long.section)  # no wait for an after window nobody needs; too short to read: None
     assert slept == [] and section["after"]["others_cores"] is None and section["during"]["window_s"] == 0.6
-    short = at(2.0, lambda: MachineWatch(since=long.timed_end))  # the previous cell's quiet is its before window
-    at(2.0, short.begin)  # 1.1 s since the previous timed part ended: no wait
-    at(2.3, short.end)  # 0.3 s, too short: judged from the windows around it
-    at(2.4, short.section)  # so it waits for the rest of its after window
-    assert slept == [round(machine.MIN_WINDOW_S - 0.1, 6)]
-    assert short._marks[0] is long.timed_end
+    short = at(2.0, MachineWatch)
+    at(2.1, short.begin)  # waits for the rest of its before window
+    at(2.4, short.end)  # 0.3 s, too short: judged from the windows around it
+    at(2.5, short.section)  # so it waits for the rest of its after window too
+    assert slept == [round(machine.MIN_WINDOW_S - 0.1, 6)] * 2
 
 
 def test_every_record_has_the_machine_section(onnx_artifact, tmp_path):

@@ -4,6 +4,7 @@ ONNX Runtime and OpenVINO within its time budget (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -15,10 +16,10 @@ from conftest import call_main, run_module
 from test_report import record, write
 
 from bench.budgets import Budgets
-from bench.harness import machine
 from bench.records import read_records
 from bench.report.results import select_cells
 from bench.request import BenchRequest, Target
+from bench.tune.runner import side_by_side_group
 from bench.tune.search import Entry, halve, prune
 from bench.tune.space import Space, candidates
 from runtimes.base import RuntimeOptions
@@ -250,17 +251,27 @@ def null_requests(onnx_artifact: Path, results: Path, cell_timeout_s: float = 60
                              run.screening_measure(0), "tune-0123456789-screen0", drift=False) for threads in (2, 1)]
 
 
-def test_screening_cells_of_one_runtime_share_a_process(onnx_artifact, tmp_path):
+def test_screening_cells_of_one_runtime_are_measured_side_by_side_in_one_process(onnx_artifact, tmp_path):
     results = tmp_path / "runs.jsonl"
-    _, requests = null_requests(onnx_artifact, results)
-    proc = run_module("bench", "_cells", json.dumps([r.to_dict() for r in requests]), cwd=tmp_path)
+    run, requests = null_requests(onnx_artifact, results)
+    proc = run_module("bench", "_side_by_side", json.dumps([r.to_dict() for r in requests]), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     got = read_records(results).valid()  # one process, a record per cell, in order
     assert [(r.params.threads, r.status, r.run_id) for r in got] == [(2, "ok", "tune-0123456789-screen0"),
                                                                      (1, "ok", "tune-0123456789-screen0")]
-    first, second = (r.machine for r in got)
-    # the second cell's before window began where the first one's timed part ended: it spans that one's after
-    assert second["before"]["window_s"] >= first["after"]["window_s"] >= machine.MIN_WINDOW_S
+    assert all("side by side with 1 other" in " ".join(r.timing.notes) for r in got)
+    in_flight = [dataclasses.replace(r, runtime=dataclasses.replace(r.runtime, scenario="throughput"),
+                                     output=dataclasses.replace(r.output, run_id="in-flight")) for r in requests]
+    proc = run_module("bench", "_side_by_side", json.dumps([r.to_dict() for r in in_flight]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    flight = [r for r in read_records(results).valid() if r.run_id == "in-flight"]  # no turns: one after the other
+    assert [r.status for r in flight] == ["ok", "ok"] and not any("side by side" in " ".join(r.timing.notes)
+                                                                 for r in flight)
+    paddle = [dataclasses.replace(r, runtime_name="paddle") for r in requests]
+    groups = {side_by_side_group(r, "runtime") for r in requests}
+    assert len(groups) == 1 and len({side_by_side_group(r, "runtime") for r in paddle}) == 2  # its threads: global
+    assert len({side_by_side_group(r, "all") for r in requests}) == 1 and side_by_side_group(requests[0], None) != \
+        side_by_side_group(requests[1], None)
 
 
 def test_a_rung_that_costs_more_than_the_final_measurements_it_could_save_is_skipped(onnx_artifact, tmp_path):
@@ -275,7 +286,7 @@ def test_what_a_shared_process_leaves_unrecorded_is_run_alone(onnx_artifact, tmp
     # a cell timeout no process can meet: the shared one is stopped, then each cell alone, each recorded
     results = tmp_path / "runs.jsonl"
     run, requests = null_requests(onnx_artifact, results, cell_timeout_s=0.01)
-    run._measure(requests, "rung 0", together="_cells")
+    run._measure(requests, "rung 0", together="runtime")
     got = read_records(results).valid()
     assert [(r.params.threads, r.status, r.error.type) for r in got] == [(2, "error", "CellTimeout"),
                                                                          (1, "error", "CellTimeout")]
@@ -324,9 +335,7 @@ def test_side_by_side_configurations_take_turns_and_one_failing_leaves_the_other
 
 
 def test_finalists_side_by_side_each_get_an_ordinary_record(onnx_artifact, tmp_path):
-    import dataclasses
-
-    from bench.tune.final import side_by_side
+    from bench.tune.together import side_by_side
 
     run, requests = null_requests(onnx_artifact, tmp_path / "runs.jsonl")
     final = [dataclasses.replace(r, measure=run.final_measure()) for r in requests]

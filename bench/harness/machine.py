@@ -193,19 +193,12 @@ class MachineWatch:
 
     The before window is at least ``MIN_WINDOW_S`` long; the after window too, but only when the timed part was
     too short to be judged on its own (otherwise the after window is what passed until ``section()``, and a
-    window too short to read says None). Cells measured one after the other in one process (``bench tune``'s
-    screening) pass ``since=previous.timed_end``: the quiet after one cell's timed part is the next one's before
-    window, so neither waits for it twice."""
+    window too short to read says None)."""
 
-    def __init__(self, since: Snapshot | None = None) -> None:
+    def __init__(self) -> None:
         self.cpus = usable_cpus()
-        self._marks: list[Snapshot] = [since or snapshot(self.cpus)]
+        self._marks: list[Snapshot] = [snapshot(self.cpus)]
         self._load: list[list[float] | None] = []
-
-    @property
-    def timed_end(self) -> Snapshot | None:
-        """The snapshot that ended the timed part (None before ``end()``)."""
-        return self._marks[2] if len(self._marks) > 2 else None
 
     def _mark(self) -> None:
         wait = MIN_WINDOW_S - (time.monotonic() - self._marks[-1].at)

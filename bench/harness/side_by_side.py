@@ -2,12 +2,14 @@
 
 Sequential cells are minutes apart on a machine whose speed drifts by more than a cell's CV in minutes (two
 configurations 15 % apart measured as tied, and the reverse): a choice between near-equals needs them measured
-in the same minutes. ``bench tune``'s final does it this way. Each configuration keeps the latency protocol of
-``measure``: load, one cold run, its warm-up; then rounds in which each configuration, in turn (the order rotates
-every round), runs ``UNTIMED`` untimed runs (its weights back in the caches after the others ran) and a timed
-block of at least ``BLOCK_S``, until each has at least ``iterations`` runs and ``min_duration_s`` of timed runs, or
+in the same minutes. ``bench tune``'s screening (the candidates of one runtime) and its final do it this way.
+
+Each configuration keeps the latency protocol of ``measure``: load, one cold run, its warm-up; then rounds in
+which each configuration, in turn (the order rotates every round), runs up to ``UNTIMED`` untimed runs (its
+weights back in the caches after the others ran) and a timed block of at least ``block_s`` (``BLOCK_S``, shorter
+for a cell of few seconds), until each has at least ``iterations`` runs and ``min_duration_s`` of timed runs, or
 one reaches ``max_duration_s``. Each gets a ``Measurement`` of its own pooled runs; its throughput is its runs over
-the sum of its blocks' time. Latency scenario only (a throughput scenario keeps requests in flight: no turns to take).
+the sum of its blocks' time. Latency scenario only (a throughput scenario keeps requests in flight: no turns).
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from runtimes.base import Runtime
 log = logging.getLogger(__name__)
 
 # A turn: long enough that a runtime runs as it does in a continuous loop (0.1 s turns after a 20 ms pause read
-# 18 % slower than measure()'s loop on LeViT_128S ov int8, each alone), short enough for several turns per cell.
+# 18 % slower than measure()'s loop on LeViT_128S ov int8, each alone), short enough for several turns per cell:
+# shorter turns when the cell's seconds are few (bench tune's screening), so each still gets MIN_TURNS of them.
 BLOCK_S = 0.5
-UNTIMED = 5  # runs at the start of each turn: the weights back in the caches, the thread pool awake
+MIN_TURNS = 3
+UNTIMED = 5  # runs at the start of each turn (at most a fifth of a turn): weights back in the caches, threads awake
 PAUSE_S = 0.01  # between turns: the previous runtime's threads stop spinning
+
+
+def block_s(params: MeasureParams) -> float:
+    return min(BLOCK_S, max(params.min_duration_s / MIN_TURNS, 0.01))
 
 
 @dataclass
@@ -68,7 +76,8 @@ def measure_side_by_side(contestants: Sequence[Contestant], params: MeasureParam
             log.debug("side by side: %s failed before timing", c.runtime.name, exc_info=True)
             c.error = exc
     running = [c for c in contestants if c.error is None]
-    min_ns, max_ns, block_ns = int(params.min_duration_s * 1e9), int(params.max_duration_s * 1e9), int(BLOCK_S * 1e9)
+    min_ns, max_ns, block_ns = int(params.min_duration_s * 1e9), int(params.max_duration_s * 1e9), \
+        int(block_s(params) * 1e9)
     turn = 0
     while running and not all(len(c.samples_ns) >= params.iterations and c.timed_ns >= min_ns for c in running):
         if any(c.timed_ns >= max_ns for c in running):
@@ -78,8 +87,11 @@ def measure_side_by_side(contestants: Sequence[Contestant], params: MeasureParam
         for c in order:
             time.sleep(PAUSE_S)
             try:
+                started = clock()
                 for _ in range(UNTIMED):
                     steps[id(c)]()  # untimed
+                    if clock() - started >= block_ns // 5:
+                        break
                 started = clock()
                 while True:
                     t0 = clock()
@@ -105,6 +117,6 @@ def measurement_of(c: Contestant, params: MeasureParams, others: int) -> Measure
         throughput_ips=throughput_ips(c.batch, len(c.samples_ns), c.timed_ns / 1e9), wall_s=c.timed_ns / 1e9,
         warmup=params.warmup, stopped_by=stopped_by,
         notes=[f"measured side by side with {others} other configuration(s) in one process, in turns of "
-               f"{BLOCK_S:g} s (bench.harness.side_by_side)"],
+               f"{block_s(params):g} s (bench.harness.side_by_side)"],
         samples_ns=c.samples_ns,
     )

@@ -3,16 +3,16 @@
 first (``export_missing``), the file locked against a sweep or another tune (``SweepLock``).
 
 Rung ``r`` measures every candidate still standing for ``screen_s * eta**r`` seconds without a drift pass,
-under the run id ``<tune id>-screen<r>``; ``bench.tune.search.prune`` decides who goes on. A screening
-measurement is short, so the cells of one runtime share a process (``python -m bench _cells``), each still with its
-own runtime instance, load, machine watch and record; what such a process leaves unrecorded (a crash, a timeout) is
-measured again cell by cell, each in its own process. A rung after the first is skipped when measuring in full the
-most it could drop costs less than the rung (then they all go to the final). The finalists get the full
-measurement of bench.yaml's ``measure`` section and the drift pass, under ``<tune id>-final``, side by side in one
-process (``bench.tune.final``: timed in turns, so a choice between near-equals is not the machine's drift between
-two cells minutes apart); a throughput-scenario final keeps a process per cell (its requests are kept in flight). Every
-decision is computed from the records, so rerunning the same command resumes: a candidate with a record
-under a rung's run id is not measured again there.
+under the run id ``<tune id>-screen<r>``; ``bench.tune.search.prune`` decides who goes on. Cells minutes apart on
+a machine that drifts would be compared, so the cells of one runtime are measured side by side in one process
+(``python -m bench _side_by_side``: loaded together, timed in turns; one after the other in the throughput
+scenario), each still with its own runtime instance and record; what such a process leaves unrecorded (a crash,
+a timeout) is measured again cell by cell, each in its own process. A rung after the first is skipped when
+measuring in full the most it could drop costs less than the rung (then they all go to the final). The finalists
+get the full measurement of bench.yaml's ``measure`` section and the drift pass, under ``<tune id>-final``, side by
+side in one process too (a throughput-scenario final: a process per cell). Every decision is computed from the
+records, so rerunning the same command resumes: a candidate with a record under a rung's run id is not measured
+again there.
 
 The time budget counts this invocation's wall time, exports included. A further screening rung starts only
 when it and the final fit in what is left (estimated from the cells run so far); once the budget is spent no
@@ -48,6 +48,22 @@ from core.proc import python_module, run_child
 log = logging.getLogger(__name__)
 
 DEFAULT_CELL_OVERHEAD_S = 5.0  # process start, imports, model load: until a cell has been timed here
+
+
+# Runtimes whose thread count is a setting of the process, not of the loaded model: Paddle Inference sets its math
+# library's threads (OpenMP, oneDNN) for the whole process, so its configurations of different thread counts are
+# never measured side by side.
+PROCESS_WIDE_THREADS = frozenset({"paddle"})
+
+
+def side_by_side_group(request: BenchRequest, together: str | None) -> object:
+    """The group ``request`` is measured in: the same key, the same process."""
+    if together is None:
+        return id(request)
+    key = ("all",) if together == "all" else (request.runtime_name, request.runtime.device)
+    if request.runtime_name in PROCESS_WIDE_THREADS:
+        key += (request.runtime_name, request.runtime.threads)
+    return key
 
 
 class BudgetSpent(Exception):
@@ -151,9 +167,9 @@ class TuneRun:
     def _final(self, requests: Sequence[BenchRequest], run_id: str) -> list[BenchRequest]:
         final = [dataclasses.replace(r, measure=self.final_measure(), drift=self.setting.drift,
                                      output=dataclasses.replace(r.output, run_id=run_id)) for r in requests]
-        # side by side (bench.tune.final) unless requests are kept in flight (throughput scenario): no turns to take
+        # side by side (bench.tune.together) unless requests are kept in flight (throughput scenario): no turns to take
         turns = len(final) > 1 and self.setting.scenario == "latency"
-        self._measure(final, "final", together="_side_by_side" if turns else None)
+        self._measure(final, "final", together="all" if turns else None)
         return final
 
     def _rung_fits(self, count: int, measure: MeasureParams) -> bool:
@@ -172,7 +188,7 @@ class TuneRun:
         run_id = screening_run_id(self.tune_id, rung)
         requests = [dataclasses.replace(r, measure=measure, output=dataclasses.replace(r.output, run_id=run_id))
                     for r in standing]
-        self._measure(requests, f"rung {rung}", together="_cells")
+        self._measure(requests, f"rung {rung}", together="runtime")
         entries = self.entries(requests, run_id)
         verdict = prune(entries, self.search.budgets, self.search.min_noise, self.search.finalists, self.search.eta)
         self.say(f"rung {rung} ({measure.min_duration_s:g} s each): {len(entries)} measured, "
@@ -195,15 +211,13 @@ class TuneRun:
         return [r for r in requests if not done.get(r.sweep_key, set()) & finished]
 
     def _measure(self, requests: Sequence[BenchRequest], name: str, together: str | None = None) -> None:
-        """Measure the requests without a record yet: each in its own process; with ``together="_cells"``
-        (screening) those of one runtime one after the other in one process (``bench.tune.cells``); with
-        ``"_side_by_side"`` (the final) all in one process, in turns (``bench.tune.final``)."""
+        """Measure the requests without a record yet: each in its own process, or side by side in one process
+        (``bench.tune.together``), those of one runtime (``together="runtime"``, the screening) or all of them
+        (``"all"``, the final)."""
         todo = self._todo(requests)
         groups: dict[object, list[BenchRequest]] = {}
         for request in todo:
-            key = {"_cells": (request.runtime_name, request.runtime.device), "_side_by_side": "all"}.get(
-                together or "", id(request))
-            groups.setdefault(key, []).append(request)
+            groups.setdefault(side_by_side_group(request, together), []).append(request)
         with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=name, unit="cell", file=sys.stderr,
                   dynamic_ncols=True) as bar:
             for group in groups.values():
@@ -219,7 +233,7 @@ class TuneRun:
     def _run_group(self, group: list[BenchRequest], bar: tqdm, together: str | None) -> None:
         timeout = self.setting.config.sweep.cell_timeout_s
         if len(group) > 1 and together:
-            child = run_child(python_module("bench", together, json.dumps([r.to_dict() for r in group])),
+            child = run_child(python_module("bench", "_side_by_side", json.dumps([r.to_dict() for r in group])),
                               timeout * len(group), capture_stdout=False, pass_fds=self.keep)
             if child.returncode in (EXIT_INTERRUPTED, -signal.SIGINT):
                 raise KeyboardInterrupt

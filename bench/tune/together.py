@@ -1,10 +1,13 @@
-"""``python -m bench _side_by_side JSON``: ``bench tune``'s finalists measured side by side in one process
-(``bench.harness.side_by_side``), each still getting its full measurement settings, its drift pass on the instance
-that was timed, and an ordinary record. Their sequential cells would be minutes apart on a machine that drifts by
-more than a cell's CV in minutes; the final decides between near-equals, so it measures them in the same minutes.
+"""``python -m bench _side_by_side JSON``: several of ``bench tune``'s cells measured side by side in one process
+(``bench.harness.side_by_side``): the candidates of one runtime at a screening rung, or the finalists. Each still
+gets its measurement settings, its drift pass (when it has one) on the instance that was timed, and an ordinary
+record. Sequential cells would be minutes apart on a machine that drifts by more than a cell's CV in minutes; a
+choice between near-equals needs them measured in the same minutes. Cells of the throughput scenario keep their
+requests in flight and cannot take turns: they are measured one after the other, each as ``python -m bench _cell``
+runs it.
 
 One machine watch spans the turns: every record carries the same machine section (contention while any of them
-was timed counts for all). A finalist that fails gets its error record; the others go on. What the process leaves
+was timed counts for all). A cell that fails gets its error record; the others go on. What the process leaves
 unrecorded (a crash, a timeout) the tune measures again cell by cell (``bench.tune.runner``).
 """
 
@@ -14,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from bench.cell import EXIT_OK, Draft, OpenCell, close_cell, drift_of, note_runtime, open_cell
+from bench.cell import EXIT_OK, Draft, OpenCell, close_cell, drift_of, note_runtime, open_cell, run_cell
 from bench.harness.machine import MachineWatch
 from bench.harness.side_by_side import Contestant, measure_side_by_side, measurement_of
 from bench.records import Record, append_record
@@ -73,9 +76,13 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     requests = [BenchRequest.from_dict(data) for data in json.loads(argv[0])]
     try:
+        if any(r.runtime.scenario != "latency" for r in requests):
+            for request in requests:  # no turns to take: one after the other
+                append_record(Path(request.output.results), run_cell(request).record)
+            return EXIT_OK
         records = side_by_side(requests)
     except KeyboardInterrupt as exc:
-        return exit_code_of(exc)  # nothing recorded: the tune measures them again
+        return exit_code_of(exc)  # what has no record yet the tune measures again
     for request, record in zip(requests, records, strict=True):
         append_record(Path(request.output.results), record)
     return EXIT_OK
