@@ -10,11 +10,13 @@ For each model the table gives each side's wall time and its processes' CPU time
 wall time (the target: <= 0.40), each side's choice under the tune's budgets (``bench recommend``'s rule over
 its own records), and the verdict: ``same``, ``within noise`` (the two choices as the sweep measured them,
 ``bench compare``'s band of their CVs, at least the tune's ``--min-noise``), or else the two choices loaded in this
-process and timed in 15 interleaved rounds (the sweep's cells of them ran minutes apart, and this machine drifts
-by more than a cell's CV in minutes): ``within noise side by side`` when the median ratio of the tune's cost to the
-sweep's is within ``--min-noise`` of 1, or the tune's choice was slower in fewer rounds than a one-sided sign test at
-5 % needs (12 of 15), else ``worse beyond noise``. ``--judge-again`` recomputes the verdicts of a run already in
-``--out``. Run it on a quiet machine: on a busy one the cells are flagged contended and neither side can choose.
+process and timed in 15 interleaved rounds with a second copy of the sweep's choice as the A/A control (the sweep's
+cells of them ran minutes apart, and this machine drifts by more than a cell's CV in minutes): ``worse beyond
+noise`` when the median ratio of the tune's cost to the sweep's is above every round's A/A ratio (and above 1 +
+``--min-noise``) and the tune's choice was slower in at least the 12 of 15 rounds a one-sided sign test at 5 %
+needs; else ``within noise side by side`` (the rule of ``graph_speedup.py``'s A/A control, with the sign test).
+``--judge-again`` recomputes the verdicts of a run already in ``--out``. Run it on a quiet machine: on a busy one
+the cells are flagged contended and neither side can choose.
 
     python benchmarks/tune_vs_sweep.py [--models LeViT_128S MobileViT_XXS] [--config bench.yaml] [--out DIR]
         [--judge-again] [-- TUNE FLAGS, default: --objective latency --max-drop 10]
@@ -115,8 +117,10 @@ def verdict(sweep: Recommendation | None, tune: Recommendation | None, job: Job)
         return "within noise"
     side = interleaved(sweep.choice.cell.record, tune.choice.cell.record, job.search.budgets)
     band = (f"tune's / sweep's choice {side['ratio']:.3f} [{side['lo']:.3f}..{side['hi']:.3f}], slower in "
-            f"{side['worse_rounds']} of {ROUNDS} interleaved rounds")
-    if side["ratio"] > 1 + job.search.min_noise and side["worse_rounds"] >= SIGN_TEST_ROUNDS:
+            f"{side['worse_rounds']} of {ROUNDS} interleaved rounds; A/A {side['aa_ratio']:.3f} "
+            f"[{side['aa_lo']:.3f}..{side['aa_hi']:.3f}]")
+    beyond = max(1 + job.search.min_noise, side["aa_hi"])
+    if side["ratio"] > beyond and side["worse_rounds"] >= SIGN_TEST_ROUNDS:
         return f"worse beyond noise ({band})"
     return f"within noise side by side ({band}); the sweep's sequential cells said worse beyond noise"
 
@@ -128,9 +132,10 @@ SIGN_TEST_ROUNDS = min(k for k in range(ROUNDS + 1)
 
 
 def interleaved(sweep_choice, tune_choice, budgets) -> dict:
-    """The two choices loaded in this process and timed in turns (``graph_speedup.time_interleaved``): per round,
-    the objective's cost of each (latency: the budgets' percentile of its runs; throughput: mean ms per image);
-    the median and range over rounds of tune's cost over the sweep's."""
+    """The two choices loaded in this process and timed in turns (``graph_speedup.time_interleaved``), with a second
+    copy of the sweep's choice as the A/A control: per round, the objective's cost of each (latency: the budgets'
+    percentile of its runs; throughput: mean ms per image); the median and range over rounds of the tune's cost over
+    the sweep's, the rounds in which it was higher, and the same figures of the control over the sweep's."""
     from core.artifact import Artifact
     from runtimes import get_runtime
     from runtimes.base import RuntimeOptions
@@ -142,7 +147,7 @@ def interleaved(sweep_choice, tune_choice, budgets) -> dict:
 
     adapters, batches = {}, {}
     try:
-        for side, record in (("sweep", sweep_choice), ("tune", tune_choice)):
+        for side, record in (("sweep", sweep_choice), ("again", sweep_choice), ("tune", tune_choice)):
             adapter = get_runtime(record.runtime.name)(RuntimeOptions(**record.runtime.options_asked))
             artifact = Artifact.from_manifest(Path(record.model.manifest))
             adapter.load(artifact)
@@ -155,10 +160,15 @@ def interleaved(sweep_choice, tune_choice, budgets) -> dict:
         for adapter in adapters.values():
             adapter.close()
     per_image = budgets.objective == "throughput"
-    ratios = [(t / batches["tune"] if per_image else t) / (s / batches["sweep"] if per_image else s)
-              for s, t in zip(costs["sweep"], costs["tune"], strict=True)]
-    return {"ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios),
-            "worse_rounds": sum(r > 1 for r in ratios)}
+
+    def ratios(side: str) -> list[float]:
+        return [(t / batches[side] if per_image else t) / (s / batches["sweep"] if per_image else s)
+                for s, t in zip(costs["sweep"], costs[side], strict=True)]
+
+    tune, again = ratios("tune"), ratios("again")
+    return {"ratio": statistics.median(tune), "lo": min(tune), "hi": max(tune),
+            "worse_rounds": sum(r > 1 for r in tune),
+            "aa_ratio": statistics.median(again), "aa_lo": min(again), "aa_hi": max(again)}
 
 
 def one_model(model: str, tune_flags: list[str], config: Path | None, out: Path) -> dict:
