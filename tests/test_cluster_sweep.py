@@ -195,7 +195,7 @@ def test_each_cell_runs_once_on_its_target_and_a_killed_driver_resumes(
         return driver.returncode, err
 
     code, err = stop_mid_sweep(signal.SIGTERM)
-    assert code == 143 and "terminated by SIGTERM" in err, err and "rerun the same command to resume" in err
+    assert code == 143 and "terminated by SIGTERM" in err and "rerun the same command to resume" in err, (code, err)
     code, err = stop_mid_sweep(signal.SIGKILL)
     assert code == -signal.SIGKILL
     done_before = len(records_of(config))

@@ -201,14 +201,16 @@ def test_a_sweep_killed_at_10_random_moments_ends_with_one_ok_record_per_cell(on
     kinds of moment are always covered whatever the machine's speed."""
     rng = random.Random(8)
     cells = 6
-    config = write_config(tmp_path, [onnx_artifact], batches=tuple(range(1, cells + 1)), min_duration_s=0.5)
+    # cells long enough (about 2 s each with their process) that 10 stops come before the sweep is done
+    config = write_config(tmp_path, [onnx_artifact], batches=tuple(range(1, cells + 1)), min_duration_s=1.0)
     ways = ["SIGINT group", "SIGTERM parent", "SIGKILL parent", "SIGKILL group", "SIGTERM group"]
     log = []
     for attempt in range(10):
         how = ways[attempt % len(ways)]
         proc = start_sweep(config, start_new_session=True)
-        if attempt % 2:
-            cell_pid(str(tmp_path))
+        if attempt % 2:  # a cell in flight, unless this sweep found every cell done already
+            wait_until(lambda p=proc: cells_running(str(tmp_path)) or p.poll() is not None, 120,
+                       what="a cell process or the sweep's end")
         moment = rng.uniform(0.0, 1.0) if attempt % 2 else rng.uniform(0.1, 4.0)
         time.sleep(moment)
         in_flight = bool(cells_running(str(tmp_path)))
@@ -219,6 +221,7 @@ def test_a_sweep_killed_at_10_random_moments_ends_with_one_ok_record_per_cell(on
         # -SIGTERM: the signal came while Python itself was starting, before any of our code ran.
         assert proc.returncode in (0, -signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGINT,
                                    128 + signal.SIGTERM), (log, err)
+    assert sum(1 for entry in log if entry[2]) >= 3, log  # stopped with a cell in flight, several times
     final = sweep(config)
     assert final.returncode == 0, (log, final.stderr)
     one_ok_record_per_cell(config, cells)
