@@ -115,12 +115,16 @@ def verdict(sweep: Recommendation | None, tune: Recommendation | None, job: Job)
         return "tune's choice does not qualify in the sweep's measurement"
     if within_noise(sweep.choice, as_swept, job.search.budgets, job.search.min_noise):
         return "within noise"
-    side = interleaved(sweep.choice.cell.record, tune.choice.cell.record, job.search.budgets)
+    return side_verdict(interleaved(sweep.choice.cell.record, tune.choice.cell.record, job.search.budgets),
+                        job.search.min_noise)
+
+
+def side_verdict(side: dict, min_noise: float) -> str:
+    """The verdict on the side-by-side figures of ``interleaved``."""
     band = (f"tune's / sweep's choice {side['ratio']:.3f} [{side['lo']:.3f}..{side['hi']:.3f}], slower in "
             f"{side['worse_rounds']} of {ROUNDS} interleaved rounds; A/A {side['aa_ratio']:.3f} "
             f"[{side['aa_lo']:.3f}..{side['aa_hi']:.3f}]")
-    beyond = max(1 + job.search.min_noise, side["aa_hi"])
-    if side["ratio"] > beyond and side["worse_rounds"] >= SIGN_TEST_ROUNDS:
+    if side["ratio"] > max(1 + min_noise, side["aa_hi"]) and side["worse_rounds"] >= SIGN_TEST_ROUNDS:
         return f"worse beyond noise ({band})"
     return f"within noise side by side ({band}); the sweep's sequential cells said worse beyond noise"
 

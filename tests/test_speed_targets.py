@@ -72,3 +72,26 @@ def test_paddle_ratio_is_against_one_configuration_round_by_round():
     assert row["ratio"] == pytest.approx(6.0) and row["lo"] == pytest.approx(5.0) and row["hi"] == pytest.approx(6.0)
     assert row["verdict"] == "target >= 6x: met"
     assert "| M | 12.00 | onednn True, ir_optim True, threads 2 | ov portable |" in "\n".join(paddle.markdown([row]))
+
+
+def test_the_paddle_ceiling_says_when_no_exact_fp32_graph_can_reach_the_target():
+    paddle = load_benchmark("paddle_vs_best")
+    best = {"paddle": [12.0, 12.0, 12.0], "ov portable": [4.0, 4.0, 4.0]}
+    row = paddle.summarize("M", best, {"onednn": True, "ir_optim": True, "threads": 2})
+    low = paddle.with_ceiling(row, gflop_per_image=1.0, peak_gflops=200.0)  # 5 ms at the peak: at most 2.4x
+    assert low["at_peak_ms"] == pytest.approx(5.0) and low["ceiling"] == pytest.approx(2.4)
+    assert "out of reach for an exact fp32 graph here: even at the sgemm peak 2.4x" in low["ceiling_note"]
+    assert "| 2.4x at 5.00 ms: out of reach" in "\n".join(paddle.markdown([low]))
+    high = paddle.with_ceiling(row, gflop_per_image=0.2, peak_gflops=200.0)  # 1 ms: up to 12x
+    assert high["ceiling"] == pytest.approx(12.0) and high["ceiling_note"].startswith("reachable in principle")
+
+
+def test_tune_vs_sweep_calls_a_choice_worse_only_beyond_its_a_a_control_and_by_the_sign_test():
+    bench = load_benchmark("tune_vs_sweep")
+    assert bench.SIGN_TEST_ROUNDS == 12  # of 15: P(X >= 12) = 0.018, P(X >= 11) = 0.059
+    aa = {"aa_ratio": 1.0, "aa_lo": 0.9, "aa_hi": 1.08}
+    worse = {"ratio": 1.10, "lo": 0.98, "hi": 1.3, "worse_rounds": 12, **aa}
+    assert bench.side_verdict(worse, 0.03).startswith("worse beyond noise")
+    assert bench.side_verdict({**worse, "worse_rounds": 11}, 0.03).startswith("within noise side by side")
+    assert bench.side_verdict({**worse, "ratio": 1.07}, 0.03).startswith("within noise")  # inside the A/A range
+    assert bench.side_verdict({**worse, "ratio": 1.02, **{"aa_hi": 1.01}}, 0.03).startswith("within noise")
