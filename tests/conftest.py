@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ from core.manifest import MANIFEST_NAME, Manifest, ModelFile, TensorSpec, save_m
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_44 = ROOT / "data" / "imagenet-val-44"
+
+
+# A shell starting the suite in the background without job control (`cmd &` in a script, nohup) has SIGINT
+# ignored, and every process the tests start would inherit that: the Ctrl-C tests would then see no Ctrl-C at all.
+# A handler here is reset to the default by exec, so the children get a Ctrl-C that works.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
