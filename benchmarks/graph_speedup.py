@@ -82,6 +82,8 @@ def load_variant(runtime: str, manifest: Path, batch: int, threads: int, x: np.n
     return adapter
 
 
+FLOPS_BATCH = 8  # the batch whose GEMM work and GFLOP/s flops_row reads
+
 PAUSE_S = 0.05  # between blocks: longer than ONNX Runtime's intra-op threads spin after a run
 
 
@@ -138,11 +140,11 @@ def measure_model(model: str, manifests: dict[str, Path], args: argparse.Namespa
 
 def flops_row(model: str, manifest: Path, rows: list[dict], args: argparse.Namespace) -> dict | None:
     """GEMM work at batch 8, the faster runtime's achieved GFLOP/s and a reading of the sgemm peak taken now."""
-    at8 = [r for r in rows if r["batch"] == 8]
+    at8 = [r for r in rows if r["batch"] == FLOPS_BATCH]
     if not at8:
         return None
     graph = onnx.load(str(manifest))
-    count = count_macs(graph, 8)
+    count = count_macs(graph, FLOPS_BATCH)
     best = min(at8, key=lambda r: r[args.level]["ms"])
     split = {op: round(macs / count["macs"], 3) for op, macs in sorted(count["by_op"].items())}
     return {"model": model, "gflop": 2.0 * count["macs"] / 1e9, "split": split, "runtime": best["runtime"],
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_paddle_row(paddle[-1]), flush=True)
     peak = run_peak(flops, args.clock) if flops else None
     flops = [against_peak(f, peak) for f in flops]
-    per_image = {f["model"]: f["gflop"] / 8 for f in flops}  # flops_row counts batch 8
+    per_image = {f["model"]: f["gflop"] / FLOPS_BATCH for f in flops}
     paddle = [with_ceiling(r, per_image[r["model"]], peak) if r["model"] in per_image else r for r in paddle]
     for r in paddle:
         if "ceiling" in r:

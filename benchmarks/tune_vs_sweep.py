@@ -140,6 +140,7 @@ def interleaved(sweep_choice, tune_choice, budgets) -> dict:
     copy of the sweep's choice as the A/A control: per round, the objective's cost of each (latency: the budgets'
     percentile of its runs; throughput: mean ms per image); the median and range over rounds of the tune's cost over
     the sweep's, the rounds in which it was higher, and the same figures of the control over the sweep's."""
+    from bench.harness.measure import synthetic_feeds
     from core.artifact import Artifact
     from runtimes import get_runtime
     from runtimes.base import RuntimeOptions
@@ -156,8 +157,7 @@ def interleaved(sweep_choice, tune_choice, budgets) -> dict:
             artifact = Artifact.from_manifest(Path(record.model.manifest))
             adapter.load(artifact)
             batches[side] = record.params.batch
-            x = np.random.default_rng(0).standard_normal((batches[side], *artifact.input_shape[1:]))
-            adapter.prepare({artifact.input_name: x.astype(np.float32)})
+            adapter.prepare(synthetic_feeds(artifact, batches[side]))
             adapters[side] = adapter
         costs = time_interleaved(adapters, ROUNDS, RUNS, statistic=percentile)
     finally:

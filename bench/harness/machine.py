@@ -113,17 +113,15 @@ def window(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     """What other processes did between two snapshots."""
     seconds = max(b.at - a.at, 1e-9)
     others = steal = pressure = None
-    if seconds < MIN_WINDOW_S / 2:  # a few 10 ms ticks: any share read from them is noise
-        return {"window_s": round(seconds, 3), "others_cores": None, "steal_cores": None, "cpu_pressure_pct": None,
-                "busy": []}
-    if a.busy_s is not None and b.busy_s is not None:
+    readable = seconds >= MIN_WINDOW_S / 2  # else a few 10 ms ticks: any share read from them is noise
+    if readable and a.busy_s is not None and b.busy_s is not None:
         # Counters tick every 10 ms: a short window can read above the CPU count; clamp it.
         others = round(min(b.cpu_count, max(0.0, (b.busy_s - a.busy_s) - (b.own_s - a.own_s)) / seconds), 3)
         steal = round(max(0.0, b.steal_s - a.steal_s) / seconds, 3)
-    if a.pressure_us is not None and b.pressure_us is not None:
+    if readable and a.pressure_us is not None and b.pressure_us is not None:
         pressure = round(min(100.0, 100 * (b.pressure_us - a.pressure_us) / 1e6 / seconds), 1)
     busy = []
-    for pid, (name, ticks, start) in b.processes.items():
+    for pid, (name, ticks, start) in b.processes.items() if readable else ():
         before = a.processes.get(pid)
         used = ticks - (before[1] if before and before[2] == start else 0)  # else: started within the window
         percent = 100 * used * _TICK_S / seconds

@@ -157,16 +157,23 @@ def _latency_loops(runtime: Runtime, params: MeasureParams, feeds: dict[str, np.
                    clock: Clock) -> _Loops:
     """One request at a time: first run (cold), warm-up, timed loop."""
     with usage.phase("warmup"):
-        runtime.prepare(feeds)
-        step = timed_step(runtime, params.scope, feeds)
-        t0 = clock()
-        step()
-        first_run_ms = (clock() - t0) / 1e6
-        for _ in range(params.warmup):
-            step()
+        step, first_run_ms = warm_up(runtime, params, feeds, clock)
     with usage.phase("timed"):
         samples, device_ms, wall_ns, stopped_by = _timed_loop(runtime, step, params)
     return _Loops(first_run_ms, params.warmup, samples, device_ms, wall_ns, stopped_by)
+
+
+def warm_up(runtime: Runtime, params: MeasureParams, feeds: dict[str, np.ndarray],
+            clock: Clock) -> tuple[Callable[[], object], float]:
+    """Prepare the feeds, one cold run, then ``params.warmup`` runs: the step to time, and the cold run's ms."""
+    runtime.prepare(feeds)
+    step = timed_step(runtime, params.scope, feeds)
+    t0 = clock()
+    step()
+    first_run_ms = (clock() - t0) / 1e6
+    for _ in range(params.warmup):
+        step()
+    return step, first_run_ms
 
 
 def _throughput_loops(runtime: Runtime, params: MeasureParams, feeds: dict[str, np.ndarray],

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.harness.measure import Measurement, MeasureParams, synthetic_feeds, timed_step
+from bench.harness.measure import Measurement, MeasureParams, synthetic_feeds, warm_up
 from bench.harness.stats import LatencyStats, throughput_ips
 from core.artifact import Artifact
 from runtimes.base import Runtime
@@ -63,15 +63,8 @@ def measure_side_by_side(contestants: Sequence[Contestant], params: MeasureParam
             t0 = clock()
             c.runtime.load(c.artifact)
             c.load_s = (clock() - t0) / 1e9
-            feeds = synthetic_feeds(c.artifact, c.batch, params.seed)
-            c.runtime.prepare(feeds)
-            step = timed_step(c.runtime, params.scope, feeds)
-            t0 = clock()
-            step()
-            c.first_run_ms = (clock() - t0) / 1e6
-            for _ in range(params.warmup):
-                step()
-            steps[id(c)] = step
+            steps[id(c)], c.first_run_ms = warm_up(c.runtime, params, synthetic_feeds(c.artifact, c.batch,
+                                                                                     params.seed), clock)
         except Exception as exc:  # recorded as this contestant's error; the others are still measured
             log.debug("side by side: %s failed before timing", c.runtime.name, exc_info=True)
             c.error = exc
