@@ -281,6 +281,25 @@ def keep_signal_handlers() -> Iterator[None]:
                     signal.signal(number, handler)
 
 
+@contextlib.contextmanager
+def signals_held_for_import() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT for the block (paddle's import) and deliver them to Python's handlers after it.
+
+    paddle installs C++ handlers part-way through its import that end the process without unwinding (an export's
+    temporary folder stays behind, no message), and a Python handler that runs inside libpaddle's module init
+    turns its exit into ``ImportError: initialization failed``. Held, a signal waits for the import (a few
+    seconds at most), the handlers in place before it come back, and then it arrives as usual.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT}) if main else None
+    try:
+        with keep_signal_handlers():
+            yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def processes_holding(path: Path) -> list[int]:
     """Pids of this user's processes (other than this one) with ``path`` open, read from /proc."""
     try:

@@ -166,6 +166,8 @@ def _main(argv: list[str] | None) -> int:
             message += "; pass --out DIR"
         return _fail(message, EXIT_FAILED)
     except ImportError as exc:
+        if terminated:  # a signal handled inside a C extension's init reads as its ImportError
+            return _terminated(terminated[0], exc)
         return _fail(f"{exc.name or exc} is not installed; export needs: pip install -e .[export]", EXIT_FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted; finished exports are kept, the unfinished one was discarded", EXIT_INTERRUPTED)

@@ -11,7 +11,7 @@ import re
 import signal
 from pathlib import Path
 
-from core.proc import python_module, run_child
+from core.proc import python_module, run_child, signals_held_for_import
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def check_opset(opset: int) -> None:
 
 def inference_model_from_layer(model, input_size: int, batch: int | None, out_dir: Path) -> tuple[Path, Path]:
     """Save ``model`` (eval mode) as a Paddle inference model; ``batch=None`` keeps the batch dynamic."""
-    import paddle
+    with signals_held_for_import():  # a signal must still find our handlers
+        import paddle
 
     spec = [
         paddle.static.InputSpec([batch if batch else None, 3, input_size, input_size], "float32", INPUT_NAME)

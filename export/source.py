@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 
 from core.files import sha256_of
 from core.preprocess import Preprocess
+from core.proc import signals_held_for_import
 from export.convert import ExportError, inference_model_from_layer
 from export.weights import WeightsSource
 
@@ -40,18 +39,10 @@ class PaddleSource:
 
 
 def import_paddle():
-    """Import paddle but keep Python's SIGTERM/SIGINT handlers.
-
-    paddle installs C++ signal handlers on import that end the process without unwinding, which would leave
-    an interrupted export's temporary folder behind.
-    """
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    import paddle
-
-    if threading.current_thread() is threading.main_thread():
-        for number, handler in handlers.items():
-            if handler is not None:
-                signal.signal(number, handler)
+    """Import paddle with SIGTERM/SIGINT held until Python's handlers are back (see
+    :func:`core.proc.signals_held_for_import`): an interrupted export still removes its temporary folder."""
+    with signals_held_for_import():
+        import paddle
     return paddle
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.artifact import Artifact
 from core.cores import default_threads
-from core.proc import keep_signal_handlers
+from core.proc import signals_held_for_import
 from runtimes.base import Availability, Requests, Runtime, RuntimeUnavailable
 from runtimes.concurrent import ThreadedRequests, plan_requests, threads_per_request, throughput_effective
 from runtimes.deps import MissingDependency, is_installed, require
@@ -125,7 +125,7 @@ class PaddleRuntime(Runtime):
 def _import_paddle():
     """(paddle, paddle.inference), imported without letting paddle replace our SIGTERM/SIGINT handlers (its
     C++ handler would end a cell without a word) or print its ccache warning into the results table."""
-    with keep_signal_handlers(), warnings.catch_warnings():
+    with signals_held_for_import(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No ccache found")
         return require("paddle", "export"), require("paddle.inference", "export")
 

@@ -297,9 +297,10 @@ def test_an_interrupted_export_leaves_nothing_behind(tmp_path, moment):
         time.sleep(0.02)
     assert list(out.rglob(moment)), "the export never got there"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    returncode, stderr = proc.wait(timeout=60), proc.stderr.read().decode()
+    assert returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert not [p for p in out.rglob("*") if p.is_file()]
-    assert "error: terminated by signal 15" in proc.stderr.read().decode()
+    assert "error: terminated by signal 15" in stderr
 
 
 @pytest.mark.slow

@@ -106,3 +106,33 @@ def test_importing_the_library_installs_no_signal_handler():
             "assert signal.getsignal(signal.SIGTERM) is before, signal.getsignal(signal.SIGTERM)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+# A process whose SIGTERM handler says so and exits 143, importing paddle with the signals held.
+IMPORTS_PADDLE = """
+import signal, sys, time
+from core.proc import signals_held_for_import
+def on_sigterm(signum, frame):
+    sys.stderr.write("python handler ran\\n")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, on_sigterm)
+print("importing", flush=True)
+with signals_held_for_import():
+    import paddle
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0.2, 0.7, 1.2])
+def test_a_sigterm_during_paddles_import_reaches_python_s_handler(delay_s):
+    """Unheld, a SIGTERM inside libpaddle's init became 'ImportError: initialization failed' (exit 1), and one a
+    moment later met paddle's own C++ handler ('FatalError: Termination signal', no cleanup)."""
+    proc = subprocess.Popen([sys.executable, "-c", IMPORTS_PADDLE], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "importing\n"
+    time.sleep(delay_s)  # paddle's import takes 2-3 s here: these land early, midway and late in it
+    proc.send_signal(signal.SIGTERM)
+    returncode, stderr = proc.wait(timeout=60), proc.stderr.read()
+    assert returncode == 143 and "python handler ran" in stderr, stderr[-2000:]
+    assert "FatalError" not in stderr and "ImportError" not in stderr, stderr[-2000:]
