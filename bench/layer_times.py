@@ -16,7 +16,7 @@ import numpy as np
 
 from core.artifact import Artifact
 from runtimes import get_runtime
-from runtimes.base import LayerTimes, RuntimeOptions
+from runtimes.base import LayerTimes, NodeTime, RuntimeOptions
 
 WARMUP, RUNS = 5, 20
 
@@ -37,7 +37,8 @@ def profile_table(runtime: str, manifest: Path, batch: int, threads: int, top: i
     artifact = Artifact.from_manifest(manifest)
     x = np.random.default_rng(0).standard_normal((batch, *artifact.input_shape[1:])).astype(np.float32)
     options = RuntimeOptions(precision=precision or artifact.precision, threads=threads, batch=batch)
-    rows = _rows(get_runtime(runtime).layer_times(artifact, x, options, WARMUP, RUNS), RUNS, top)
+    times = get_runtime(runtime).layer_times(artifact, x, options, WARMUP, RUNS)
+    rows = _rows(times, RUNS, top)
     optimization = (artifact.manifest.optimization or {}).get("level", "none")
     lines = [f"# Layer times: {title}", "",
              f"{runtime} CPU, {precision or artifact.precision}, batch {batch}, {threads} threads, "
@@ -48,4 +49,14 @@ def profile_table(runtime: str, manifest: Path, batch: int, threads: int, top: i
              "| op | nodes | ms/run | share | kernel |", "|---|---:|---:|---:|---|"]
     lines += [f"| {r['op']} | {r['nodes']} | {r['ms_per_run']:.3f} | {r['share']:.1%} | {r['kernel']} |"
               for r in rows]
+    if times.per_node:
+        grand = sum(times.microseconds.values()) or 1.0
+        lines += ["", f"Top {top} nodes (the runtime's node names; a fused node carries one of its ops' names):", "",
+                  "| node | op | ms/run | share | output shape | kernel |", "|---|---|---:|---:|---|---|"]
+        lines += [f"| {name} | {node.op} | {node.microseconds / RUNS / 1e3:.3f} | {node.microseconds / grand:.1%} | "
+                  f"{node.shape} | {node.kernel} |" for name, node in _top_nodes(times, top)]
     return "\n".join(lines) + "\n"
+
+
+def _top_nodes(times: LayerTimes, top: int) -> list[tuple[str, NodeTime]]:
+    return sorted(times.per_node.items(), key=lambda item: -item[1].microseconds)[:top]

@@ -84,13 +84,24 @@ class NoOptions:
 
 
 @dataclass(frozen=True)
+class NodeTime:
+    """One node as the runtime ran it, summed over the profiled runs."""
+
+    op: str
+    microseconds: float
+    shape: str = ""  # its output shape, as the runtime reports it
+    kernel: str = ""
+
+
+@dataclass(frozen=True)
 class LayerTimes:
     """Where a model's time goes, per op type as the runtime ran it (after its own fusions), summed over the
-    profiled runs (``Runtime.layer_times``)."""
+    profiled runs (``Runtime.layer_times``); ``per_node`` the same per node, by the runtime's node name."""
 
     microseconds: dict[str, float]
     nodes: dict[str, int]  # nodes of that type that ran, summed over the runs
     kernels: dict[str, set[str]]  # the kernels that ran it, where the runtime names them
+    per_node: dict[str, NodeTime] = field(default_factory=dict)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.artifact import Artifact
-from runtimes.base import LayerTimes
+from runtimes.base import LayerTimes, NodeTime
 from runtimes.deps import require
 from runtimes.ort_placement import CPU
 
@@ -65,9 +65,20 @@ def cpu_layer_times(artifact: Artifact, inputs: np.ndarray, threads: int, warmup
     cutoff = model_runs[warmup - 1]["ts"] + model_runs[warmup - 1]["dur"] if warmup else 0
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
+    per_node: dict[str, float] = defaultdict(float)
+    ran: dict[str, tuple[str, str]] = {}
     for event in trace:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] >= cutoff:
             op = event["args"].get("op_name", "?")
             totals[op] += event["dur"]
             counts[op] += 1
-    return LayerTimes(dict(totals), dict(counts), {})
+            node = event["name"].removesuffix("_kernel_time")
+            per_node[node] += event["dur"]
+            ran[node] = (op, _shapes(event["args"].get("output_type_shape", [])))
+    nodes = {name: NodeTime(ran[name][0], total, ran[name][1]) for name, total in per_node.items()}
+    return LayerTimes(dict(totals), dict(counts), {}, nodes)
+
+
+def _shapes(outputs: list[dict]) -> str:
+    """ORT's ``[{"float": [8, 64, 32, 32]}]`` as ``float[8,64,32,32]``."""
+    return ",".join(f"{kind}[{','.join(map(str, dims))}]" for output in outputs for kind, dims in output.items())

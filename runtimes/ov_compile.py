@@ -17,7 +17,7 @@ import numpy as np
 
 from core.artifact import Artifact
 from core.cores import default_threads
-from runtimes.base import LayerTimes, RuntimeOptions, option
+from runtimes.base import LayerTimes, NodeTime, RuntimeOptions, option
 from runtimes.deps import require
 
 OV_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8: the model's, f32 elsewhere
@@ -63,18 +63,28 @@ def cpu_layer_times(artifact: Artifact, inputs: np.ndarray, options: RuntimeOpti
     core = ov.Core()
     model = core.read_model(str(artifact.model_path))
     model.reshape({artifact.input_name: list(inputs.shape)})
-    request = core.compile_model(model, "CPU", compile_config("CPU", options, profile=True)).create_infer_request()
+    compiled = core.compile_model(model, "CPU", compile_config("CPU", options, profile=True))
+    shapes = {op.get_friendly_name(): ",".join(str(out.get_partial_shape()) for out in op.outputs())
+              for op in compiled.get_runtime_model().get_ordered_ops()}
+    request = compiled.create_infer_request()
     request.set_input_tensor(ov.Tensor(inputs, shared_memory=True))
     for _ in range(warmup):
         request.infer()
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     kernels: dict[str, set] = defaultdict(set)
+    per_node: dict[str, float] = defaultdict(float)
+    ran: dict[str, tuple[str, str]] = {}
     for _ in range(runs):
         request.infer()
         for info in request.get_profiling_info():
             if info.status == ov.ProfilingInfo.Status.EXECUTED:
-                totals[info.node_type] += info.real_time.total_seconds() * 1e6
+                microseconds = info.real_time.total_seconds() * 1e6
+                totals[info.node_type] += microseconds
                 counts[info.node_type] += 1
                 kernels[info.node_type].add(info.exec_type)
-    return LayerTimes(dict(totals), dict(counts), dict(kernels))
+                per_node[info.node_name] += microseconds
+                ran[info.node_name] = (info.node_type, info.exec_type)
+    nodes = {name: NodeTime(ran[name][0], total, shapes.get(name, ""), ran[name][1])
+             for name, total in per_node.items()}
+    return LayerTimes(dict(totals), dict(counts), dict(kernels), nodes)

@@ -18,11 +18,21 @@ def test_profile_writes_a_table_beside_the_record(onnx_artifact, tmp_path, capsy
     assert code == 0, capsys.readouterr().err
     (record,) = read_records(results).valid()
     table = (tmp_path / f"runs-{record.record_id}-profile.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| op ")]
+    ops, nodes = table.split("\nTop 3 nodes")
+    rows = _rows(ops, "| op ")
     assert 1 <= len(rows) <= 3, table
     assert "Conv" in table and "ort CPU, fp32, batch 1, 1 threads" in table
     shares = [float(row.split("|")[4].strip().rstrip("%")) for row in rows]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.0 + 1e-6
+    node_rows = _rows(nodes, "| node ")
+    assert len(node_rows) == 3, table  # the tiny model has more than 3 nodes
+    node_shares = [float(row.split("|")[4].strip().rstrip("%")) for row in node_rows]
+    assert node_shares == sorted(node_shares, reverse=True) and node_shares[0] <= shares[0] + 1e-6
+    assert all("float[1," in row.split("|")[5] for row in node_rows), table  # each output shape, batch 1
+
+
+def _rows(table: str, header: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(header)]
 
 
 @pytest.mark.parametrize("runtime", ["ort", "ov"])
@@ -31,6 +41,10 @@ def test_profile_table_names_what_ran(onnx_artifact, runtime):
     assert table.startswith("# Layer times: tiny") and f"{runtime} CPU, fp32, batch 2" in table
     assert "| op | nodes | ms/run | share | kernel |" in table
     assert ("Convolution" if runtime == "ov" else "Conv") in table
+    nodes = _rows(table.split("| node |")[1], "|---")
+    assert nodes and all("2," in row.split("|")[5] for row in nodes), table  # output shapes at batch 2
+    kernels = {row.split("|")[6].strip() for row in nodes}
+    assert (all(kernels) if runtime == "ov" else kernels == {""}), table  # OpenVINO names each node's kernel
 
 
 def test_profile_on_a_runtime_without_a_profiler_is_a_usage_error(onnx_artifact, tmp_path, capsys):
