@@ -32,10 +32,17 @@ def check_opset(opset: int) -> None:
         )
 
 
+def import_paddle():
+    """Import paddle with SIGTERM/SIGINT held until Python's handlers are back (see
+    :func:`core.proc.signals_held_for_import`): an interrupted export still removes its temporary folder."""
+    with signals_held_for_import():
+        import paddle
+    return paddle
+
+
 def inference_model_from_layer(model, input_size: int, batch: int | None, out_dir: Path) -> tuple[Path, Path]:
     """Save ``model`` (eval mode) as a Paddle inference model; ``batch=None`` keeps the batch dynamic."""
-    with signals_held_for_import():  # a signal must still find our handlers
-        import paddle
+    paddle = import_paddle()
 
     spec = [
         paddle.static.InputSpec([batch if batch else None, 3, input_size, input_size], "float32", INPUT_NAME)

@@ -16,8 +16,7 @@ import numpy as np
 
 from core.files import sha256_of
 from core.preprocess import Preprocess
-from core.proc import signals_held_for_import
-from export.convert import ExportError, inference_model_from_layer
+from export.convert import ExportError, import_paddle, inference_model_from_layer
 from export.weights import WeightsSource
 
 CHUNK = 16  # images per Paddle forward when computing reference logits
@@ -36,14 +35,6 @@ class PaddleSource:
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         return np.concatenate([self.forward(inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)])
-
-
-def import_paddle():
-    """Import paddle with SIGTERM/SIGINT held until Python's handlers are back (see
-    :func:`core.proc.signals_held_for_import`): an interrupted export still removes its temporary folder."""
-    with signals_held_for_import():
-        import paddle
-    return paddle
 
 
 def zoo_source(name: str, weights: str | None) -> PaddleSource:

@@ -19,7 +19,7 @@ import numpy as np
 
 from core.cache import cache_root
 from core.files import sha256_of
-from core.proc import signals_held_for_import
+from export.convert import import_paddle
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,7 @@ def _check_pdparams(path: Path) -> None:
 
 def load_state_dict(path: Path) -> dict[str, np.ndarray]:
     """Read a ``.pdparams`` file into numpy arrays, with a one-line error for an unreadable file."""
-    with signals_held_for_import():  # a signal must still find our handlers
-        import paddle
+    paddle = import_paddle()
 
     try:
         state = paddle.load(str(path))
