@@ -17,8 +17,10 @@ time spent descheduled, and the steadier signal on a shared machine (it is not t
 At batch 8 it also prints each model's achieved GFLOP/s (GEMM work, ``graph_flops.py``) on the faster runtime
 against the sgemm peak measured right after the model (numpy and ONNX Runtime MatMul, same threads), and at
 batch 1 Paddle Inference fp32 against the best fp32 configuration (``paddle_vs_best.py``; ``--no-paddle`` skips
-it). The targets (``speed_targets.py``) are printed beside the figures they judge: MobileViT at >= 70 % of the
-peak, no LeViT slower than its A/A noise, the best configuration >= 6x Paddle.
+it), with its ceilings: at the sgemm peak, and at the CPU's fp32 FMA peak (``fma_peak.py``, built with the system's C
+compiler), above which no fp32 implementation can go. The targets (``speed_targets.py``) are printed beside the
+figures they judge: MobileViT at >= 70 % of the peak, no LeViT slower than its A/A noise, the best configuration
+>= 6x Paddle.
 
 Run it on a quiet machine; the lead commits its table:
 
@@ -45,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnx
+from fma_peak import FmaProbeUnavailable, fma_peak
 from graph_flops import count_macs, sgemm_peak
 from paddle_vs_best import format_row as format_paddle_row
 from paddle_vs_best import markdown as paddle_markdown
@@ -213,6 +216,11 @@ def markdown(rows: list[dict], flops: list[dict], args: argparse.Namespace, head
                          f"{f['peak']['numpy']:.1f} | {f['peak']['ort_matmul']:.1f} | {f['share']:.0%} | {split} | "
                          f"{f['at_peak_ms']:.1f} | {floor} | {f['verdict']} |")
         lines += ["", f"Peak used: {flops[0]['peak_used']:.1f} GFLOP/s."]
+    fma = header.get("fma_peak")
+    if fma:
+        lines += ["", f"CPU fp32 FMA peak (`benchmarks/fma_peak.py`, {fma['isa']}, {fma['threads']} threads): "
+                  f"{fma['gflops']:.1f} GFLOP/s ({fma['gflops_one_thread']:.1f} on one thread at a clock read of "
+                  f"{fma['clock_ghz']:.2f} GHz: {fma['flop_per_cycle_one_thread']:.1f} flop/cycle)."]
     lines += paddle_markdown(list(paddle))
     lines += ["", "CPU (lscpu):", "", *(f"    {line}" for line in header["lscpu"].splitlines())]
     return "\n".join(lines) + "\n"
@@ -263,6 +271,17 @@ def paddle_available(args: argparse.Namespace) -> bool:
     return found.available
 
 
+def measured_fma_peak(threads: int) -> dict | None:
+    """The CPU's fp32 FMA peak on ``threads`` threads (``fma_peak.py``), or None with the reason printed."""
+    try:
+        found = fma_peak(threads)
+    except FmaProbeUnavailable as exc:
+        print(f"FMA peak: not measured ({exc})")
+        return None
+    print(f"FMA peak: {found['gflops']:.1f} GFLOP/s fp32 ({found['isa']}, {found['threads']} threads)", flush=True)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     header = {"cpu": cpu_info().get("model"), "python": f"Python {platform.python_version()}",
@@ -289,11 +308,15 @@ def main(argv: list[str] | None = None) -> int:
     peak = run_peak(flops, args.clock) if flops else None
     flops = [against_peak(f, peak) for f in flops]
     per_image = {f["model"]: f["gflop"] / FLOPS_BATCH for f in flops}
-    paddle = [with_ceiling(r, per_image[r["model"]], peak) if r["model"] in per_image else r for r in paddle]
+    header["fma_peak"] = measured_fma_peak(args.threads) if paddle else None
+    fma_gflops = (header["fma_peak"] or {}).get("gflops")
+    paddle = [with_ceiling(r, per_image[r["model"]], peak, fma_gflops) if r["model"] in per_image else r
+              for r in paddle]
     for r in paddle:
         if "ceiling" in r:
-            print(f"{r['model']}: Paddle / best {r['ratio']:.2f}x; ceiling at the sgemm peak {r['ceiling']:.1f}x "
-                  f"({r['ceiling_note']})")
+            at_fma = f", at the FMA peak {r['fma_ceiling']:.1f}x" if "fma_ceiling" in r else ""
+            print(f"{r['model']}: Paddle / best {r['ratio']:.2f}x; ceiling at the sgemm peak {r['ceiling']:.1f}x"
+                  f"{at_fma} ({r['ceiling_note']})")
     write_text_atomic(args.out, markdown(rows, flops, args, header, paddle))
     write_json_atomic(args.out.with_suffix(".json"), {"settings": {k: str(v) for k, v in vars(args).items()},
                                                       "machine": header, "ratios": rows, "flops": flops,

@@ -60,19 +60,31 @@ def summarize(model: str, best: dict[str, list[float]], paddle_effective: dict) 
             "verdict": paddle_verdict(ratio, paddle_effective)}
 
 
-def with_ceiling(row: dict, gflop_per_image: float, peak_gflops: float) -> dict:
-    """``row`` with its ceiling: Paddle's time over the time one image's multiply-adds (every Conv and MatMul, as
-    the graph states them) take at the run's sgemm peak. No fp32 configuration of the exact graph runs faster
-    than that, so no ratio above the ceiling can be measured; a target above it cannot be met on this CPU."""
+def with_ceiling(row: dict, gflop_per_image: float, peak_gflops: float, fma_gflops: float | None = None) -> dict:
+    """``row`` with its ceilings: Paddle's time over the time one image's multiply-adds (every Conv and MatMul, as
+    the graph states them) take at the run's sgemm peak, and at the CPU's FMA peak (``fma_peak.py``) when it was
+    measured. No fp32 configuration of the exact graph runs faster than the first allows with today's kernels, and
+    no fp32 implementation at all faster than the second: a target above it cannot be met on this CPU."""
     at_peak_ms = gflop_per_image / peak_gflops * 1e3
     ceiling = row["paddle_ms"] / at_peak_ms
-    return {**row, "at_peak_ms": at_peak_ms, "ceiling": ceiling, "ceiling_note": paddle_ceiling_note(ceiling)}
+    fma = {}
+    if fma_gflops:
+        fma = {"fma_gflops": fma_gflops, "at_fma_peak_ms": gflop_per_image / fma_gflops * 1e3}
+        fma["fma_ceiling"] = row["paddle_ms"] / fma["at_fma_peak_ms"]
+    return {**row, "at_peak_ms": at_peak_ms, "ceiling": ceiling, **fma,
+            "ceiling_note": paddle_ceiling_note(ceiling, fma.get("fma_ceiling"))}
 
 
 def format_row(row: dict) -> str:
     return (f"{row['model']:<14} paddle b{row['batch']} {row['paddle_ms']:8.2f} ms  best {row['best']} "
             f"{row['best_ms']:.2f} ms  ratio {row['ratio']:.2f}x [{row['lo']:.2f}..{row['hi']:.2f}]  "
             f"{row['verdict']}")
+
+
+def fma_part(row: dict) -> str:
+    if "fma_ceiling" not in row:
+        return ""
+    return f"; {row['fma_ceiling']:.1f}x at {row['at_fma_peak_ms']:.2f} ms at the FMA peak"
 
 
 def markdown(rows: list[dict]) -> list[str]:
@@ -85,7 +97,9 @@ def markdown(rows: list[dict]) -> list[str]:
              "that round [range over rounds]; target: "
              f">= {PADDLE_RATIO_TARGET:g}x. Ceiling = Paddle ms / the ms of one image's multiply-adds at the "
              "run's sgemm peak (the GEMM table): the highest ratio any fp32 configuration of the exact graph "
-             "could reach here.", "",
+             "could reach here with today's kernels; then the same at the CPU's fp32 FMA peak "
+             "(`benchmarks/fma_peak.py`, when a C compiler was there to build it): the highest ratio any fp32 "
+             "implementation could reach on this CPU.", "",
              "| model | Paddle ms | Paddle settings | best configuration | best ms | other configurations ms | "
              "ratio | target | ceiling |", "|---|---:|---|---|---:|---|---|---|---|"]
     for r in rows:
@@ -94,6 +108,6 @@ def markdown(rows: list[dict]) -> list[str]:
                            if name not in ("paddle", r["best"]))
         lines.append(f"| {r['model']} | {r['paddle_ms']:.2f} | {settings} | {r['best']} | {r['best_ms']:.2f} | "
                      f"{others} | {r['ratio']:.2f}x [{r['lo']:.2f}..{r['hi']:.2f}] | {r['verdict']} | "
-                     + (f"{r['ceiling']:.1f}x at {r['at_peak_ms']:.2f} ms: {r['ceiling_note']} |" if "ceiling" in r
-                        else "not measured (no batch 8 GEMM figures) |"))
+                     + (f"{r['ceiling']:.1f}x at {r['at_peak_ms']:.2f} ms{fma_part(r)}: {r['ceiling_note']} |"
+                        if "ceiling" in r else "not measured (no batch 8 GEMM figures) |"))
     return lines

@@ -105,10 +105,14 @@ def paddle_verdict(ratio: float, paddle_effective: dict) -> str:
     return f"target >= {PADDLE_RATIO_TARGET:g}x: {'met' if ratio >= PADDLE_RATIO_TARGET else 'MISSED'}"
 
 
-def paddle_ceiling_note(ceiling: float | None) -> str:
-    """What the ceiling (Paddle's time over one image's GEMM work at the sgemm peak) says of the target."""
+def paddle_ceiling_note(ceiling: float | None, fma_ceiling: float | None = None) -> str:
+    """What the ceilings (Paddle's time over one image's GEMM work at the sgemm peak, and at the CPU's FMA peak
+    when it was measured) say of the target. Only the FMA ceiling bounds every fp32 kernel, a better BLAS included."""
     if ceiling is None:
         return ""
+    if fma_ceiling is not None and fma_ceiling < PADDLE_RATIO_TARGET:
+        return (f"out of reach for any fp32 implementation on this CPU: even with every multiply-add at its FMA "
+                f"peak {fma_ceiling:.1f}x")
     if ceiling < PADDLE_RATIO_TARGET:
         return f"out of reach for an exact fp32 graph here: even at the sgemm peak {ceiling:.1f}x"
     return f"reachable in principle (ceiling {ceiling:.1f}x)"

@@ -95,3 +95,11 @@ def test_graph_speedup_script_writes_its_table(tmp_path):
     assert paddle["paddle_effective"] == {"onednn": True, "ir_optim": True, "threads": paddle["paddle_effective"][
         "threads"]} and paddle["best"] in ("ort none", "ort portable")
     assert paddle["verdict"].startswith("target >= 6x: ") and "## Paddle Inference fp32 against the best" in text
+    # the ceiling at the CPU's FMA peak, from the probe built with this machine's C compiler (when it has one)
+    fma = json.loads(out.with_suffix(".json").read_text())["machine"]["fma_peak"]
+    if fma is None:
+        assert "FMA peak: not measured (" in proc.stdout
+    else:
+        per_image_ms = flops["gflop"] / 8 / fma["gflops"] * 1e3
+        assert paddle["fma_ceiling"] == pytest.approx(paddle["paddle_ms"] / per_image_ms)
+        assert f"{paddle['fma_ceiling']:.1f}x at {per_image_ms:.2f} ms at the FMA peak" in text

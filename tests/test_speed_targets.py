@@ -86,6 +86,48 @@ def test_the_paddle_ceiling_says_when_no_exact_fp32_graph_can_reach_the_target()
     assert high["ceiling"] == pytest.approx(12.0) and high["ceiling_note"].startswith("reachable in principle")
 
 
+def test_a_target_above_the_ceiling_at_the_fma_peak_is_out_of_reach_for_any_fp32_implementation():
+    paddle = load_benchmark("paddle_vs_best")
+    best = {"paddle": [12.0, 12.0, 12.0], "ov portable": [4.0, 4.0, 4.0]}
+    row = paddle.summarize("M", best, {"onednn": True, "ir_optim": True, "threads": 2})
+    # 1 GFLOP an image: 5 ms at a 200 GFLOP/s sgemm reading (2.4x), 4 ms at a 250 GFLOP/s FMA peak (3.0x)
+    capped = paddle.with_ceiling(row, gflop_per_image=1.0, peak_gflops=200.0, fma_gflops=250.0)
+    assert capped["at_fma_peak_ms"] == pytest.approx(4.0) and capped["fma_ceiling"] == pytest.approx(3.0)
+    assert capped["ceiling_note"] == ("out of reach for any fp32 implementation on this CPU: even with every "
+                                      "multiply-add at its FMA peak 3.0x")
+    assert "| 2.4x at 5.00 ms; 3.0x at 4.00 ms at the FMA peak: out of reach for any fp32" in "\n".join(
+        paddle.markdown([capped]))
+    # under the target at the sgemm reading but not at the FMA peak: a better kernel could still reach it
+    between = paddle.with_ceiling(row, gflop_per_image=0.45, peak_gflops=200.0, fma_gflops=400.0)  # 5.3x, 10.7x
+    assert between["ceiling_note"].startswith("out of reach for an exact fp32 graph here: even at the sgemm peak")
+
+
+def test_the_fma_probe_measures_this_cpu_on_its_widest_vectors():
+    """benchmarks/fma_peak.c built with this machine's C compiler and run: a real figure, on the ISA the CPU has."""
+    probe = load_benchmark("fma_peak")
+    try:
+        one, two = probe.fma_peak(1), probe.fma_peak(2)
+    except probe.FmaProbeUnavailable as exc:
+        pytest.skip(f"the FMA probe cannot run here: {exc}")
+    flags = cpu_flags()
+    assert one["isa"] == ("avx512f" if flags.get("avx512f") else "avx2+fma")
+    assert one["vector_bits"] == (512 if flags.get("avx512f") else 256) and two["threads"] == 2
+    # every x86 core with FMA does 16 to 64 fp32 flop a cycle (one 256-bit FMA pipe to two 512-bit ones); the
+    # clock read from dependent adds makes the figure checkable against that, loosely: VMs share cores
+    assert 8 <= one["flop_per_cycle_one_thread"] <= 80
+    assert 0.5 <= one["clock_ghz"] <= 6.5 and two["gflops"] > 0
+
+
+def test_the_fma_probe_says_why_when_there_is_no_c_compiler(monkeypatch, capsys):
+    probe = load_benchmark("fma_peak")
+    monkeypatch.setattr(probe.shutil, "which", lambda name: None)
+    with pytest.raises(probe.FmaProbeUnavailable, match="no C compiler"):
+        probe.fma_peak(1)
+    assert probe.main(["--threads", "1"]) == 1
+    assert capsys.readouterr().err.strip() == ("error: no C compiler (cc, gcc or clang) on PATH to build "
+                                               "benchmarks/fma_peak.c")
+
+
 def test_tune_vs_sweep_calls_a_choice_worse_only_beyond_its_a_a_control_and_by_the_sign_test():
     bench = load_benchmark("tune_vs_sweep")
     assert bench.SIGN_TEST_ROUNDS == 12  # of 15: P(X >= 12) = 0.018, P(X >= 11) = 0.059

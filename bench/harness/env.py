@@ -40,6 +40,7 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
         except OSError:
             cpuinfo = ""
     model = None
+    family_model: dict[str, int] = {}  # "AMD EPYC" names no generation in a VM; CPUID's family/model do
     flags: set[str] = set()
     cores: set[tuple[str, str]] = set()
     physical_id = core_id = None
@@ -48,6 +49,8 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
         key, value = key.strip(), value.strip()
         if key == "model name" and model is None:
             model = value
+        elif key in ("cpu family", "model") and key not in family_model and value.isdigit():
+            family_model[key] = int(value)
         elif key == "flags" and not flags:
             flags = set(value.split())
         elif key == "physical id":
@@ -60,12 +63,21 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
             physical_id = core_id = None
     return {
         "model": model or platform.processor() or None,
+        "family": family_model.get("cpu family"),
+        "model_number": family_model.get("model"),
         "logical_cores": os.cpu_count(),
         "physical_cores": len(cores) or None,
         "usable_cores": len(usable_cpus()),  # what this process may run on (taskset/cgroup)
         "flags": {flag: flag in flags for flag in CPU_FLAGS},
         "governor": _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
     }
+
+
+def cpu_name(cpu: dict) -> str | None:
+    """The model name, with CPUID's family and model when known (a VM's "AMD EPYC" names no generation)."""
+    if cpu.get("family") is None:
+        return cpu.get("model")
+    return f"{cpu.get('model')} (family {cpu['family']}, model {cpu.get('model_number')})"
 
 
 def memory_total_gib() -> float | None:

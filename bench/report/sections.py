@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.harness.env import cpu_name
 from bench.report import plots
 from bench.report.markdown import MISSING, cell_value, fmt_ci, fmt_ms, fmt_pct, md_table
 from bench.report.recommendation import Recommended
@@ -244,7 +245,7 @@ def _env_rows(env: dict) -> list[tuple]:
     gpus = "; ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory_mib')} MiB)"
                      for g in env.get("gpus") or []) or "none"
     rows = [("host", env.get("host")), ("OS", env.get("os")), ("Python", env.get("python")),
-            ("CPU", cpu.get("model")),
+            ("CPU", cpu_name(cpu)),
             ("cores (logical / physical / usable)",
              f"{cpu.get('logical_cores')} / {cpu.get('physical_cores')} / {cpu.get('usable_cores')}"),
             ("CPU flags", flags), ("governor", cpu.get("governor")),
