@@ -107,12 +107,13 @@ def paddle_verdict(ratio: float, paddle_effective: dict) -> str:
 
 def paddle_ceiling_note(ceiling: float | None, fma_ceiling: float | None = None) -> str:
     """What the ceilings (Paddle's time over one image's GEMM work at the sgemm peak, and at the CPU's FMA peak
-    when it was measured) say of the target. Only the FMA ceiling bounds every fp32 kernel, a better BLAS included."""
+    when it was measured) say of the target. Only the FMA ceiling bounds every kernel that does the graph's
+    multiply-adds in fp32, a better BLAS included."""
     if ceiling is None:
         return ""
     if fma_ceiling is not None and fma_ceiling < PADDLE_RATIO_TARGET:
-        return (f"out of reach for any fp32 implementation on this CPU: even with every multiply-add at its FMA "
-                f"peak {fma_ceiling:.1f}x")
+        return (f"out of reach on this CPU: even with every multiply-add of the graph at its FMA peak "
+                f"{fma_ceiling:.1f}x (only fewer multiply-adds, e.g. Winograd convolutions, could pass it)")
     if ceiling < PADDLE_RATIO_TARGET:
         return f"out of reach for an exact fp32 graph here: even at the sgemm peak {ceiling:.1f}x"
     return f"reachable in principle (ceiling {ceiling:.1f}x)"
