@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.accuracy.per_image import run_shard  # noqa: E402
 from bench.cell import resolve_manifest  # noqa: E402
-from bench.harness.env import cpu_info  # noqa: E402
+from bench.harness.env import cores_line, cpu_info  # noqa: E402
 from bench.request import BenchRequest, Target, validate  # noqa: E402
 from core.artifact import Artifact  # noqa: E402
 from core.datasets import open_dataset  # noqa: E402
@@ -133,7 +133,7 @@ def main() -> None:
     cpu = cpu_info()
     flags = " ".join(sorted(f for f, present in (cpu.get("flags") or {}).items() if present))
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores, "
+    print(f"# machine: {cores_line(cpu)}, "
           f"flags {flags}; {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
     print(f"# {args.images} images, {args.runtime} fp32 batch {args.batch}, {args.workers} preprocessing workers")

@@ -46,7 +46,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
-from bench.harness.env import cpu_info  # noqa: E402
+from bench.harness.env import cores_line, cpu_info  # noqa: E402
 from bench.records import read_records  # noqa: E402
 
 STORE = 200 * 1024 * 1024  # each node's object store
@@ -196,7 +196,7 @@ def header(args: argparse.Namespace) -> None:
     cpu = cpu_info()
     flags = ", ".join(f for f in FLAGS if (cpu.get("flags") or {}).get(f)) or "none of those probed"
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores; "
+    print(f"# machine: {cores_line(cpu)}; "
           f"CPU flags: {flags}; {platform.system()} {platform.release()}, Python {platform.python_version()}")
     what = (f"accuracy pass on {args.images} images" if args.accuracy else
             f"rounds: {args.rounds}; min duration per cell: {args.duration} s; one Ray worker node with the bench_slot")

@@ -37,7 +37,7 @@ from bench.explain.graph import logit_agreement
 from bench.explain.ov import deployed_logits
 from bench.explain.report import section_lines
 from bench.explain.run import ExplainSettings, Target, pick_images, reference_of, run_explain
-from bench.harness.env import cpu_info
+from bench.harness.env import cores_line, cpu_info
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
 from core.datasets import open_dataset
@@ -101,7 +101,7 @@ def main() -> int:
     args = p.parse_args()
     cpu = cpu_info()
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores, "
+    print(f"# machine: {cores_line(cpu)}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}; seconds below were "
           f"taken on a machine shared with other jobs: indicative only")
     fp32_manifest = launch_export(ExportSpec(args.model, args.opset, "dynamic", "seeded", args.artifacts))

@@ -54,7 +54,7 @@ from paddle_vs_best import markdown as paddle_markdown
 from paddle_vs_best import paddle_row, with_ceiling
 from speed_targets import gemm_share_verdict, noise_verdict
 
-from bench.harness.env import cpu_info, package_versions
+from bench.harness.env import cpu_info, cpu_name, package_versions
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
 from core.cores import default_threads
@@ -284,7 +284,7 @@ def measured_fma_peak(threads: int) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    header = {"cpu": cpu_info().get("model"), "python": f"Python {platform.python_version()}",
+    header = {"cpu": cpu_name(cpu_info()), "python": f"Python {platform.python_version()}",
               "versions": package_versions(), "lscpu": lscpu_flags()}
     print(header["lscpu"], flush=True)
     rows, flops, paddle = [], [], []

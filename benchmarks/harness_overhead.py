@@ -21,7 +21,7 @@ import numpy as np
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness.env import cpu_info
+from bench.harness.env import cores_line, cpu_info
 from bench.harness.measure import MeasureParams, measure
 from core.artifact import Artifact
 from core.manifest import Manifest, ModelFile, TensorSpec
@@ -56,8 +56,7 @@ def main() -> None:
 
     cpu = cpu_info()
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical "
-          f"cores, "
+    print(f"# machine: {cores_line(cpu)}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
     print(f"# date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print()

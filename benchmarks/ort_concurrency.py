@@ -20,7 +20,7 @@ from pathlib import Path
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness.env import cpu_info, package_versions
+from bench.harness.env import cores_line, cpu_info, package_versions
 from bench.harness.measure import MeasureParams, measure
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
@@ -63,7 +63,7 @@ def main() -> int:
     args = parser.parse_args()
     cpu = cpu_info()
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores, "
+    print(f"# machine: {cores_line(cpu)}, "
           f"{platform.system()} {platform.release()}, onnxruntime {package_versions(('onnxruntime',))['onnxruntime']}")
     configs = configurations(args.threads)
     for model in args.model:

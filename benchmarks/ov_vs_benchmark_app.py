@@ -36,7 +36,7 @@ from pathlib import Path
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness.env import cpu_info, package_versions
+from bench.harness.env import cores_line, cpu_info, package_versions
 from bench.harness.measure import MeasureParams, measure
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
@@ -124,7 +124,7 @@ def print_machine(args: argparse.Namespace) -> None:
     cpu = cpu_info()
     flags = ", ".join(name for name, present in (cpu.get("flags") or {}).items() if present) or "none probed"
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores, "
+    print(f"# machine: {cores_line(cpu)}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
           f"openvino {package_versions(('openvino',))['openvino']}")
     print(f"# CPU flags: {flags}")

@@ -34,7 +34,7 @@ import numpy as np
 # Run from a checkout: make the repo importable even when the editable install is stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness.env import cpu_info, package_versions
+from bench.harness.env import cores_line, cpu_info, package_versions
 from bench.harness.measure import MeasureParams, measure
 from bench.launcher import ExportSpec, launch_export
 from core.artifact import Artifact
@@ -146,7 +146,7 @@ def header(args: argparse.Namespace, flags: dict[str, bool]) -> list[str]:
     return [
         "# Reduced precision speed-up (benchmarks/precision_speedup.py)", "",
         f"- command: `python {' '.join(sys.argv)}`",
-        f"- machine: {cpu['model']}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores, "
+        f"- machine: {cores_line(cpu)}, "
         f"{platform.system()} {platform.release()}; {args.threads} threads",
         f"- {describe(flags)}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}",

@@ -64,11 +64,13 @@ def test_only_core_cores_reads_the_cpus(call):
 
 def test_cpu_info_names_cpuid_family_and_model_and_the_report_shows_them():
     """A VM's "AMD EPYC" names no generation: family 25 model 17 is a Zen 4 (Genoa), family 26 a Zen 5."""
-    from bench.harness.env import cpu_info, cpu_name
+    from bench.harness.env import cores_line, cpu_info, cpu_name
 
     text = ("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n"
             "physical id\t: 0\ncore id\t\t: 0\n\n")
     found = cpu_info(text)
     assert (found["model"], found["family"], found["model_number"]) == ("AMD EPYC", 25, 17)
     assert cpu_name(found) == "AMD EPYC (family 25, model 17)"
+    line = cores_line(found)
+    assert line.startswith("AMD EPYC (family 25, model 17), ") and line.endswith("/ 1 physical cores")
     assert cpu_name({"model": "Apple M2"}) == "Apple M2"  # no CPUID fields: the name alone

@@ -80,6 +80,11 @@ def cpu_name(cpu: dict) -> str | None:
     return f"{cpu.get('model')} (family {cpu['family']}, model {cpu.get('model_number')})"
 
 
+def cores_line(cpu: dict) -> str:
+    """``AMD EPYC (family 25, model 17), 2 logical / 2 physical cores``: the benchmarks' machine line."""
+    return f"{cpu_name(cpu)}, {cpu['logical_cores']} logical / {cpu['physical_cores']} physical cores"
+
+
 def memory_total_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
