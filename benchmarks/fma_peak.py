@@ -3,7 +3,8 @@
 An sgemm reading (``graph_flops.sgemm_peak``) is what a BLAS reaches on the day, below the hardware's limit; a
 ceiling computed from it could be lifted by a better kernel. This probe runs independent FMA chains on the widest
 vectors the CPU has, on every thread, with no memory traffic: no fp32 kernel can do more multiply-adds per second.
-So a target above the ceiling at this peak cannot be met by any fp32 implementation on this CPU.
+So a target above the ceiling at this peak cannot be met on this CPU by any fp32 kernel that does the model's
+multiply-adds (only an algorithm with fewer of them, such as Winograd convolution, could).
 
     python benchmarks/fma_peak.py [--threads N] [--out results/fma_peak.json]
 

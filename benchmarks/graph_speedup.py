@@ -17,10 +17,10 @@ time spent descheduled, and the steadier signal on a shared machine (it is not t
 At batch 8 it also prints each model's achieved GFLOP/s (GEMM work, ``graph_flops.py``) on the faster runtime
 against the sgemm peak measured right after the model (numpy and ONNX Runtime MatMul, same threads), and at
 batch 1 Paddle Inference fp32 against the best fp32 configuration (``paddle_vs_best.py``; ``--no-paddle`` skips
-it), with its ceilings: at the sgemm peak, and at the CPU's fp32 FMA peak (``fma_peak.py``, built with the system's C
-compiler), above which no fp32 implementation can go. The targets (``speed_targets.py``) are printed beside the
-figures they judge: MobileViT at >= 70 % of the peak, no LeViT slower than its A/A noise, the best configuration
->= 6x Paddle.
+it), with its ceilings: at the sgemm peak, and at the CPU's fp32 FMA peak (``fma_peak.py``, built with the
+system's C compiler), above which no kernel doing the graph's multiply-adds in fp32 can go. The targets
+(``speed_targets.py``) are printed beside the figures they judge: MobileViT at >= 70 % of the peak, no LeViT
+slower than its A/A noise, the best configuration >= 6x Paddle.
 
 Run it on a quiet machine; the lead commits its table:
 

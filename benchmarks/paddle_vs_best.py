@@ -64,7 +64,7 @@ def with_ceiling(row: dict, gflop_per_image: float, peak_gflops: float, fma_gflo
     """``row`` with its ceilings: Paddle's time over the time one image's multiply-adds (every Conv and MatMul, as
     the graph states them) take at the run's sgemm peak, and at the CPU's FMA peak (``fma_peak.py``) when it was
     measured. No fp32 configuration of the exact graph runs faster than the first allows with today's kernels, and
-    no fp32 implementation at all faster than the second: a target above it cannot be met on this CPU."""
+    no kernel doing these multiply-adds in fp32 faster than the second: a target above it cannot be met here."""
     at_peak_ms = gflop_per_image / peak_gflops * 1e3
     ceiling = row["paddle_ms"] / at_peak_ms
     fma = {}
@@ -98,8 +98,8 @@ def markdown(rows: list[dict]) -> list[str]:
              f">= {PADDLE_RATIO_TARGET:g}x. Ceiling = Paddle ms / the ms of one image's multiply-adds at the "
              "run's sgemm peak (the GEMM table): the highest ratio any fp32 configuration of the exact graph "
              "could reach here with today's kernels; then the same at the CPU's fp32 FMA peak "
-             "(`benchmarks/fma_peak.py`, when a C compiler was there to build it): the highest ratio any fp32 "
-             "implementation could reach on this CPU.", "",
+             "(`benchmarks/fma_peak.py`, when a C compiler was there to build it): the highest ratio any kernel "
+             "doing the graph's multiply-adds in fp32 could reach on this CPU.", "",
              "| model | Paddle ms | Paddle settings | best configuration | best ms | other configurations ms | "
              "ratio | target | ceiling |", "|---|---:|---|---|---:|---|---|---|---|"]
     for r in rows:
