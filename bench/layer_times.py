@@ -21,8 +21,7 @@ from runtimes.base import LayerTimes, NodeTime, RuntimeOptions
 WARMUP, RUNS = 5, 20
 
 
-def _rows(times: LayerTimes, runs: int, top: int) -> list[dict]:
-    grand = sum(times.microseconds.values()) or 1.0
+def _rows(times: LayerTimes, runs: int, top: int, grand: float) -> list[dict]:
     rows = [{"op": op, "nodes": times.nodes[op] // max(runs, 1), "ms_per_run": total / runs / 1e3,
              "share": total / grand, "kernel": ", ".join(sorted(times.kernels.get(op, ())))}
             for op, total in sorted(times.microseconds.items(), key=lambda item: -item[1])]
@@ -38,7 +37,8 @@ def profile_table(runtime: str, manifest: Path, batch: int, threads: int, top: i
     x = np.random.default_rng(0).standard_normal((batch, *artifact.input_shape[1:])).astype(np.float32)
     options = RuntimeOptions(precision=precision or artifact.precision, threads=threads, batch=batch)
     times = get_runtime(runtime).layer_times(artifact, x, options, WARMUP, RUNS)
-    rows = _rows(times, RUNS, top)
+    grand = sum(times.microseconds.values()) or 1.0  # every op's time: the shares of op and node rows alike
+    rows = _rows(times, RUNS, top, grand)
     optimization = (artifact.manifest.optimization or {}).get("level", "none")
     lines = [f"# Layer times: {title}", "",
              f"{runtime} CPU, {precision or artifact.precision}, batch {batch}, {threads} threads, "
@@ -50,7 +50,6 @@ def profile_table(runtime: str, manifest: Path, batch: int, threads: int, top: i
     lines += [f"| {r['op']} | {r['nodes']} | {r['ms_per_run']:.3f} | {r['share']:.1%} | {r['kernel']} |"
               for r in rows]
     if times.per_node:
-        grand = sum(times.microseconds.values()) or 1.0
         lines += ["", f"Top {top} nodes (the runtime's node names; a fused node carries one of its ops' names):", "",
                   "| node | op | ms/run | share | output shape | kernel |", "|---|---|---:|---:|---|---|"]
         lines += [f"| {name} | {node.op} | {node.microseconds / RUNS / 1e3:.3f} | {node.microseconds / grand:.1%} | "

@@ -63,8 +63,8 @@ def measure_side_by_side(contestants: Sequence[Contestant], params: MeasureParam
             t0 = clock()
             c.runtime.load(c.artifact)
             c.load_s = (clock() - t0) / 1e9
-            steps[id(c)], c.first_run_ms = warm_up(c.runtime, params, synthetic_feeds(c.artifact, c.batch,
-                                                                                     params.seed), clock)
+            feeds = synthetic_feeds(c.artifact, c.batch, params.seed)
+            steps[id(c)], c.first_run_ms = warm_up(c.runtime, params, feeds, clock)
         except Exception as exc:  # recorded as this contestant's error; the others are still measured
             log.debug("side by side: %s failed before timing", c.runtime.name, exc_info=True)
             c.error = exc
