@@ -117,7 +117,20 @@ def stream(step: Callable[[Preprocess, str], Outcome], preprocess: Preprocess, p
             yield from outcomes
     finally:
         # An abandoned stream (an error downstream, Ctrl-C) stops its workers instead of finishing the queue.
+        _shut_down(pool)
+
+
+def _shut_down(pool: ProcessPoolExecutor) -> None:
+    try:
         pool.shutdown(wait=True, cancel_futures=True)
+    except RuntimeError:
+        # An interrupt (SIGTERM, Ctrl-C) raised while submit() waited for the pool's manager thread to start: the
+        # thread runs, but its start was never seen, so joining it refuses. Wait for the start, then shut down
+        # again, so the interrupt (not this error) is what leaves the stream.
+        manager = pool._executor_manager_thread
+        if manager is not None and manager._started.wait(timeout=10):
+            pool.shutdown(wait=True, cancel_futures=True)
+        # Never launched: no thread to join; the workers end with this process (their parent-death signal).
 
 
 def preprocessed(preprocess: Preprocess, paths: Iterable[str], workers: int = 1,

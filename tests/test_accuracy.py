@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -68,6 +69,35 @@ def test_the_stream_keeps_a_bounded_number_of_images_in_flight():
     assert first.array.shape == (3, 32, 32) and len(taken) <= 3 * CHUNK < 40
     assert sum(1 for _ in stream) == 39
     assert len(taken) == 40
+
+
+
+def test_an_interrupt_while_the_pool_starts_leaves_the_stream_as_that_interrupt(monkeypatch):
+    """SIGTERM or Ctrl-C can land while submit() waits for the pool's manager thread to start (seen once in CI):
+    the interrupt must leave the stream, not "cannot join thread before it is started", and no worker lives on."""
+    import threading
+    from concurrent.futures import process
+
+    class InterruptedStart(process._ExecutorManagerThread):
+        def start(self):
+            started = self._started
+            set_started = started.set
+
+            def late_set():  # the thread is seen to start only after the interrupt has unwound the stream
+                threading.Timer(0.5, set_started).start()
+
+            def interrupted_wait(timeout=None):
+                del started.wait  # the real wait again, for whoever waits next
+                raise KeyboardInterrupt
+
+            started.set, started.wait = late_set, interrupted_wait
+            super().start()
+
+    monkeypatch.setattr(process, "_ExecutorManagerThread", InterruptedStart)
+    paths = [str(VAL / "ILSVRC2012_val_00000001.JPEG")] * 8
+    with pytest.raises(KeyboardInterrupt):
+        list(preprocessed(SMALL, paths, workers=2))
+    assert not multiprocessing.active_children()
 
 
 # --- the command ------------------------------------------------------------------------------------------
